@@ -1,0 +1,81 @@
+-- Jobs: submission, reading, and every state transition.
+-- Each transition is one statement guarded by the expected current state.
+
+-- name: insert_job
+-- A new job; with a known idempotency key nothing is inserted and no row returned.
+INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
+                  timeout_seconds, idempotency_key, schedule_id, fire_time)
+VALUES (%(id)s, %(type)s, %(payload)s,
+        CASE WHEN COALESCE(%(run_at)s::timestamptz, now()) <= now()
+             THEN 'Pending' ELSE 'Scheduled' END,
+        %(queue)s, %(priority)s, COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout_seconds)s,
+        %(idempotency_key)s, %(schedule_id)s, %(fire_time)s)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = %(id)s;
+
+-- name: get_job_by_key
+SELECT * FROM jobs WHERE idempotency_key = %(key)s;
+
+-- name: list_jobs
+-- Newest first, keyset-paged on the time-ordered id; every filter optional. Run
+-- unprepared so the planner folds the NULL filters away and uses the right index.
+SELECT * FROM jobs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(type)s::text IS NULL OR type = %(type)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(before)s::uuid IS NULL OR id < %(before)s)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: list_runs
+SELECT * FROM job_runs WHERE job_id = %(job_id)s ORDER BY attempt, started_at;
+
+-- name: cancel_job
+-- Waiting jobs are Cancelled at once; a Running one is flagged for its worker.
+UPDATE jobs SET
+    status = CASE WHEN status = 'Running' THEN status ELSE 'Cancelled' END,
+    cancel_requested = true,
+    finished_at = CASE WHEN status = 'Running' THEN finished_at ELSE now() END,
+    updated_at = now()
+WHERE id = %(id)s AND status IN ('Scheduled', 'Pending', 'Failed', 'Running')
+RETURNING *;
+
+-- name: retry_job
+-- DeadLetter, Cancelled or Failed become Pending now, with one more attempt allowed.
+UPDATE jobs SET
+    status = 'Pending',
+    run_at = now(),
+    retry_reason = %(reason)s,
+    cancel_requested = false,
+    finished_at = NULL,
+    max_attempts = GREATEST(max_attempts, LEAST(100, attempts + 1)),
+    updated_at = now()
+WHERE id = %(id)s AND status IN ('DeadLetter', 'Cancelled', 'Failed')
+RETURNING *;
+
+-- name: notify_jobs
+-- Wake the long-polling claims (inserts do this through a trigger).
+SELECT pg_notify('scheduler_jobs', '');
+
+-- name: promote_due
+-- Scheduled and retry-waiting jobs whose time has come show as Pending. Claims do
+-- not depend on it (they take any due waiting job); it keeps the listing truthful.
+UPDATE jobs SET status = 'Pending', updated_at = now()
+WHERE id IN (
+    SELECT id FROM jobs
+    WHERE status IN ('Scheduled', 'Failed') AND run_at <= now()
+    ORDER BY run_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING id;
+
+-- name: next_due_in
+-- Seconds until the earliest waiting job falls due (NULL: none waiting).
+SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))::float8 AS seconds
+FROM jobs WHERE status IN ('Scheduled', 'Failed');
+
+-- name: count_by_status
+SELECT status, count(*) AS n FROM jobs GROUP BY status;

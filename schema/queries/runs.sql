@@ -1,0 +1,128 @@
+-- Runs: claims, lease renewals, completions and the lease reaper.
+-- The lease token is a fencing token: only the job's current live run can renew or
+-- complete, so a worker that lost its lease can never overwrite its successor.
+
+-- name: claim_jobs
+-- Up to %(limit)s due jobs, in priority then due-time order, each marked Running with
+-- a new run (attempt + 1, fresh lease token). SKIP LOCKED: concurrent claims never
+-- wait for each other and never take the same job.
+WITH picked AS (
+    SELECT id FROM jobs
+    WHERE status IN ('Pending', 'Scheduled', 'Failed')
+      AND run_at <= now()
+      AND queue = ANY(%(queues)s::text[])
+    ORDER BY queue, priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), runs AS (
+    INSERT INTO job_runs (id, job_id, attempt, worker_id, lease_token, lease_expires_at,
+                          started_at)
+    SELECT gen_random_uuid(), j.id, j.attempts + 1, %(worker_id)s, gen_random_uuid(),
+           now() + make_interval(secs => %(lease_seconds)s), now()
+    FROM jobs j JOIN picked USING (id)
+    RETURNING id, job_id, attempt, lease_token, lease_expires_at
+)
+UPDATE jobs j SET
+    status = 'Running',
+    attempts = runs.attempt,
+    current_run_id = runs.id,
+    started_at = now(),
+    updated_at = now()
+FROM runs
+WHERE j.id = runs.job_id
+RETURNING j.id, j.type, j.payload, j.queue, j.timeout_seconds, j.max_attempts,
+          j.run_at, runs.attempt, runs.id AS run_id, runs.lease_token,
+          runs.lease_expires_at;
+
+-- name: complete_runs
+-- A batch of outcomes. Each item counts only if its run is still live and is the
+-- job's current run (fencing); the rest come back with job_id NULL (409 to the caller).
+-- Retry delay: full jitter, jitter * min(cap, base * 2^(attempt-1)), jitter in [0, 1)
+-- drawn by the caller (schema.store.retry_delay is the same formula).
+WITH input AS (
+    SELECT * FROM unnest(%(run_ids)s::uuid[], %(tokens)s::uuid[], %(outcomes)s::text[],
+                         %(errors)s::text[], %(results)s::jsonb[], %(jitters)s::float8[],
+                         %(permanents)s::bool[])
+        AS t(run_id, token, outcome, error, result, jitter, permanent)
+), runs AS (
+    UPDATE job_runs r SET finished_at = now(), outcome = i.outcome, error = i.error
+    FROM input i, jobs j
+    WHERE r.id = i.run_id AND r.lease_token = i.token AND r.finished_at IS NULL
+      AND j.id = r.job_id AND j.current_run_id = r.id AND j.status = 'Running'
+    RETURNING r.id, r.job_id, i.outcome, i.error, i.result, i.jitter, i.permanent
+), decided AS (
+    SELECT runs.*, j.attempts, j.max_attempts,
+        CASE
+            WHEN runs.outcome = 'Succeeded' THEN 'Succeeded'
+            WHEN runs.outcome = 'Cancelled' OR j.cancel_requested THEN 'Cancelled'
+            WHEN runs.outcome = 'Released' THEN 'Pending'
+            WHEN runs.permanent OR j.attempts >= j.max_attempts THEN 'DeadLetter'
+            ELSE 'Failed'
+        END AS next_status
+    FROM runs JOIN jobs j ON j.id = runs.job_id
+), updated AS (
+    UPDATE jobs j SET
+        status = d.next_status,
+        run_at = CASE
+            WHEN d.next_status = 'Failed' THEN now() + make_interval(
+                secs => d.jitter * LEAST(%(cap)s, %(base)s * power(2, d.attempts - 1)))
+            WHEN d.next_status = 'Pending' THEN now()
+            ELSE j.run_at END,
+        finished_at = CASE WHEN d.next_status IN ('Succeeded', 'Cancelled', 'DeadLetter')
+                           THEN now() END,
+        result = CASE WHEN d.next_status = 'Succeeded' THEN d.result ELSE j.result END,
+        last_error = CASE WHEN d.outcome = 'Succeeded' THEN j.last_error ELSE d.error END,
+        current_run_id = NULL,
+        updated_at = now()
+    FROM decided d
+    WHERE j.id = d.job_id
+    RETURNING j.id, j.status, j.type, j.queue, j.attempts, d.id AS run_id, d.outcome
+)
+SELECT i.run_id, u.id AS job_id, u.status, u.type, u.queue, u.attempts, u.outcome
+FROM input i LEFT JOIN updated u ON u.run_id = i.run_id;
+
+-- name: renew_leases
+-- Extends the leases of the listed live runs (matching token only) and says, for
+-- each renewed run, whether its job has been asked to cancel. Runs not returned are
+-- lost to their worker (reaped, or completed elsewhere): it must drop them.
+WITH renewed AS (
+    UPDATE job_runs r SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    FROM unnest(%(run_ids)s::uuid[], %(tokens)s::uuid[]) AS t(run_id, token)
+    WHERE r.id = t.run_id AND r.lease_token = t.token AND r.finished_at IS NULL
+    RETURNING r.id, r.job_id, r.lease_expires_at
+)
+SELECT renewed.id AS run_id, renewed.lease_expires_at, j.cancel_requested
+FROM renewed JOIN jobs j ON j.id = renewed.job_id;
+
+-- name: reap_expired
+-- Runs whose lease expired (database clock) end as LeaseExpired; their jobs go back
+-- to Pending at once, or DeadLetter when out of attempts. SKIP LOCKED makes it safe
+-- for several coordinators to reap at once.
+WITH expired AS (
+    SELECT r.id FROM job_runs r
+    WHERE r.finished_at IS NULL AND r.lease_expires_at < now()
+    ORDER BY r.lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), runs AS (
+    UPDATE job_runs r SET
+        finished_at = now(),
+        outcome = 'LeaseExpired',
+        error = 'lease expired: worker ' || r.worker_id || ' stopped renewing it'
+    FROM expired e
+    WHERE r.id = e.id
+    RETURNING r.id, r.job_id, r.error, r.worker_id
+)
+UPDATE jobs j SET
+    status = CASE WHEN j.cancel_requested THEN 'Cancelled'
+                  WHEN j.attempts >= j.max_attempts THEN 'DeadLetter'
+                  ELSE 'Pending' END,
+    run_at = now(),
+    finished_at = CASE WHEN j.cancel_requested OR j.attempts >= j.max_attempts
+                       THEN now() END,
+    last_error = runs.error,
+    current_run_id = NULL,
+    updated_at = now()
+FROM runs
+WHERE j.id = runs.job_id AND j.current_run_id = runs.id AND j.status = 'Running'
+RETURNING j.id, j.status, j.attempts, runs.id AS run_id, runs.worker_id;

@@ -1,0 +1,317 @@
+"""The store: every read and every job transition, each one named query.
+
+``web/`` and the coordinator actors talk to PostgreSQL only through :class:`Store`.
+It returns the wire Structs of :mod:`schema.wire` (or plain rows where nothing crosses
+the wire) and raises the errors below; it never builds SQL from input.
+
+    StoreError
+     ├─ NotFound       no such job / schedule
+     ├─ Conflict       the row exists but is in a state the request cannot apply to
+     └─ (psycopg errors and runtime.errors.DatabaseUnavailable pass through)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from psycopg.types.json import Jsonb
+
+from runtime.db import Pool
+from schema import wire
+from schema.queries import q
+
+
+class StoreError(Exception):
+    """Root of the store's own errors."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class Conflict(StoreError):
+    def __init__(self, message: str, current: Any = None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): 48-bit ms timestamp, then random.
+
+    Newer ids sort after older ones, so ``ORDER BY id DESC`` is newest first and new
+    rows land at the right edge of the primary-key index.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | rand
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+def retry_delay(attempt: int, *, base: float, cap: float, jitter: float) -> float:
+    """Seconds before retry after failed attempt ``attempt`` (1-based): full jitter.
+
+    ``jitter * min(cap, base * 2**(attempt-1))`` with ``jitter`` uniform in [0, 1).
+    The complete_runs query computes the same formula in SQL.
+    """
+    return jitter * min(cap, base * 2 ** max(attempt - 1, 0))
+
+
+_JOB_FIELDS = tuple(f for f in wire.JobOut.__struct_fields__ if f != "runs")
+_RUN_FIELDS = wire.RunOut.__struct_fields__
+_SCHEDULE_FIELDS = tuple(f for f in wire.ScheduleOut.__struct_fields__ if f not in ("kind", "type"))
+
+
+def job_out(row: dict[str, Any], runs: Sequence[dict[str, Any]] | None = None) -> wire.JobOut:
+    job = wire.JobOut(**{f: row[f] for f in _JOB_FIELDS})
+    if runs is not None:
+        job.runs = [wire.RunOut(**{f: r[f] for f in _RUN_FIELDS}) for r in runs]
+    return job
+
+
+def schedule_out(row: dict[str, Any]) -> wire.ScheduleOut:
+    return wire.ScheduleOut(type=row["job_type"], **{f: row[f] for f in _SCHEDULE_FIELDS})
+
+
+class NewJob(msgspec.Struct, kw_only=True):
+    """A validated job ready to insert (the web layer validated every field)."""
+
+    type: str
+    payload: dict[str, Any]
+    queue: str = "default"
+    priority: int = 0
+    run_at: dt.datetime | None = None
+    max_attempts: int = 3
+    timeout_seconds: int = 300
+    idempotency_key: str | None = None
+    schedule_id: uuid.UUID | None = None
+    fire_time: dt.datetime | None = None
+
+
+class NewSchedule(msgspec.Struct, kw_only=True):
+    cron: str
+    timezone: str
+    type: str
+    payload: dict[str, Any]
+    queue: str
+    priority: int
+    max_attempts: int
+    timeout_seconds: int
+    misfire_policy: str
+    overlap_policy: str
+    next_fire_at: dt.datetime | None
+    idempotency_key: str | None = None
+
+
+class Store:
+    def __init__(self, pool: Pool, *, lease_seconds: float = 30.0,
+                 retry_base_seconds: float = 1.0, retry_cap_seconds: float = 300.0) -> None:
+        self.pool = pool
+        self.lease_seconds = lease_seconds
+        self.retry_base_seconds = retry_base_seconds
+        self.retry_cap_seconds = retry_cap_seconds
+
+    async def _one(self, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q(name), params)
+            return await cur.fetchone()  # type: ignore[no-any-return]
+
+    async def _all(self, name: str, params: dict[str, Any], *,
+                   prepare: bool | None = None) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q(name), params, prepare=prepare)
+            return await cur.fetchall()  # type: ignore[return-value]
+
+    async def ping(self) -> None:
+        await self.pool.check()
+
+    # --- jobs ----------------------------------------------------------------------
+
+    async def submit(self, job: NewJob) -> tuple[wire.JobOut, bool]:
+        """Insert ``job``; returns ``(job, created)``.
+
+        With a known idempotency key nothing is written and the existing job comes
+        back with ``created=False``; the unique index makes this race-free.
+        """
+        params = {
+            "id": uuid7(), "type": job.type, "payload": Jsonb(job.payload),
+            "queue": job.queue,
+            "priority": job.priority, "run_at": job.run_at,
+            "max_attempts": job.max_attempts, "timeout_seconds": job.timeout_seconds,
+            "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
+            "fire_time": job.fire_time,
+        }
+        row = await self._one("insert_job", params)
+        if row is not None:
+            return job_out(row), True
+        if job.idempotency_key is not None:
+            existing = await self._one("get_job_by_key", {"key": job.idempotency_key})
+            if existing is not None:
+                return job_out(existing), False
+        raise Conflict("the job conflicts with an existing one (schedule fire already taken)")
+
+    async def get_job(self, job_id: uuid.UUID, *, with_runs: bool = True) -> wire.JobOut:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("get_job"), {"id": job_id})
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"no job with id {job_id}")
+            runs = None
+            if with_runs:
+                cur = await conn.execute(q("list_runs"), {"job_id": job_id})
+                runs = await cur.fetchall()
+        return job_out(row, runs)  # type: ignore[arg-type]
+
+    async def list_jobs(self, *, status: str | None = None, type: str | None = None,
+                        queue: str | None = None, before: uuid.UUID | None = None,
+                        take: int = 50) -> wire.JobPage:
+        rows = await self._all("list_jobs", {
+            "status": status, "type": type, "queue": queue, "before": before,
+            "limit": take + 1}, prepare=False)
+        more = len(rows) > take
+        items = [job_out(r) for r in rows[:take]]
+        return wire.JobPage(items=items,
+                            next_cursor=str(items[-1].id) if more and items else None)
+
+    async def cancel(self, job_id: uuid.UUID) -> wire.JobOut:
+        row = await self._one("cancel_job", {"id": job_id})
+        if row is not None:
+            return job_out(row)
+        current = await self.get_job(job_id, with_runs=False)  # raises NotFound
+        raise Conflict(f"job {job_id} is {current.status}: it cannot be cancelled", current)
+
+    async def retry(self, job_id: uuid.UUID, reason: str | None) -> wire.JobOut:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("retry_job"), {"id": job_id, "reason": reason})
+            row = await cur.fetchone()
+            if row is not None:
+                await conn.execute(q("notify_jobs"))
+                return job_out(row)  # type: ignore[arg-type]
+        current = await self.get_job(job_id, with_runs=False)
+        raise Conflict(f"job {job_id} is {current.status}: only DeadLetter, Cancelled or "
+                       "Failed jobs can be retried", current)
+
+    async def promote_due(self, limit: int = 1000) -> int:
+        return len(await self._all("promote_due", {"limit": limit}))
+
+    async def next_due_in(self) -> float | None:
+        row = await self._one("next_due_in", {})
+        return None if row is None else row["seconds"]
+
+    async def count_by_status(self) -> dict[str, int]:
+        return {r["status"]: r["n"] for r in await self._all("count_by_status", {})}
+
+    # --- schedules -----------------------------------------------------------------
+
+    async def create_schedule(self, s: NewSchedule) -> tuple[wire.ScheduleOut, bool]:
+        """Insert a schedule; a known key with the same definition returns it (False),
+        a known key with a different definition raises :class:`Conflict`."""
+        params = {
+            "id": uuid7(), "idempotency_key": s.idempotency_key, "cron": s.cron,
+            "timezone": s.timezone, "job_type": s.type, "payload": Jsonb(s.payload),
+            "queue": s.queue, "priority": s.priority, "max_attempts": s.max_attempts,
+            "timeout_seconds": s.timeout_seconds, "misfire_policy": s.misfire_policy,
+            "overlap_policy": s.overlap_policy, "next_fire_at": s.next_fire_at,
+        }
+        row = await self._one("insert_schedule", params)
+        if row is not None:
+            return schedule_out(row), True
+        existing = await self._one("get_schedule_by_key", {"key": s.idempotency_key})
+        if existing is None:
+            raise Conflict("the schedule conflicts with one being deleted; try again")
+        same = all(existing[k] == v for k, v in (
+            ("cron", s.cron), ("timezone", s.timezone), ("job_type", s.type),
+            ("payload", s.payload), ("queue", s.queue), ("priority", s.priority),
+            ("max_attempts", s.max_attempts), ("timeout_seconds", s.timeout_seconds),
+            ("misfire_policy", s.misfire_policy), ("overlap_policy", s.overlap_policy)))
+        if not same:
+            raise Conflict(f"idempotencyKey {s.idempotency_key!r} is already used by a "
+                           "schedule with a different definition", schedule_out(existing))
+        return schedule_out(existing), False
+
+    async def get_schedule(self, schedule_id: uuid.UUID) -> wire.ScheduleOut:
+        row = await self._one("get_schedule", {"id": schedule_id})
+        if row is None:
+            raise NotFound(f"no schedule with id {schedule_id}")
+        return schedule_out(row)
+
+    async def list_schedules(self, take: int = 100) -> list[wire.ScheduleOut]:
+        return [schedule_out(r) for r in await self._all("list_schedules", {"limit": take})]
+
+    # --- workers and runs ----------------------------------------------------------
+
+    async def register_worker(self, w: wire.RegisterWorker) -> None:
+        await self._one("register_worker", {"id": w.worker_id, "hostname": w.hostname,
+                                             "pid": w.pid, "capacity": w.capacity})
+
+    async def stop_worker(self, worker_id: str) -> None:
+        await self._one("stop_worker", {"id": worker_id})
+
+    async def list_workers(self, limit: int = 200) -> list[dict[str, Any]]:
+        return await self._all("list_workers", {"limit": limit})
+
+    async def heartbeat(self, hb: wire.Heartbeat) -> wire.HeartbeatReply:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("beat_worker"), {
+                "id": hb.worker_id, "running": len(hb.runs), "draining": hb.draining})
+            known = await cur.fetchone() is not None
+            rows: list[dict[str, Any]] = []
+            if hb.runs:
+                cur = await conn.execute(q("renew_leases"), {
+                    "run_ids": [r.run_id for r in hb.runs],
+                    "tokens": [r.lease_token for r in hb.runs],
+                    "lease_seconds": self.lease_seconds})
+                rows = await cur.fetchall()  # type: ignore[assignment]
+        renewed = {r["run_id"] for r in rows}
+        return wire.HeartbeatReply(
+            renewed=sorted(renewed),
+            cancel=[r["run_id"] for r in rows if r["cancel_requested"]],
+            lost=[r.run_id for r in hb.runs if r.run_id not in renewed],
+            known=known)
+
+    async def claim(self, worker_id: str, limit: int,
+                    queues: Sequence[str]) -> list[wire.ClaimedJob]:
+        rows = await self._all("claim_jobs", {
+            "worker_id": worker_id, "limit": limit, "queues": list(queues),
+            "lease_seconds": self.lease_seconds})
+        return [wire.ClaimedJob(
+            job_id=r["id"], run_id=r["run_id"], lease_token=r["lease_token"],
+            lease_expires_at=r["lease_expires_at"], type=r["type"], payload=r["payload"],
+            queue=r["queue"], attempt=r["attempt"], max_attempts=r["max_attempts"],
+            timeout_seconds=r["timeout_seconds"]) for r in rows]
+
+    async def complete(self, items: Sequence[wire.Completion]) -> list[dict[str, Any]]:
+        """Apply a batch of outcomes in one statement; one row per item, in order,
+        with ``job_id`` None where the run was not the job's live run (fenced off)."""
+        rows = await self._all("complete_runs", {
+            "run_ids": [c.run_id for c in items],
+            "tokens": [c.lease_token for c in items],
+            "outcomes": [c.outcome for c in items],
+            "errors": [c.error for c in items],
+            "results": [None if c.result is None else msgspec.json.encode(c.result).decode()
+                        for c in items],
+            "jitters": [random.random() for _ in items],
+            "permanents": [c.permanent for c in items],
+            "base": self.retry_base_seconds, "cap": self.retry_cap_seconds})
+        by_run = {r["run_id"]: r for r in rows}
+        return [by_run[c.run_id] for c in items]
+
+    async def reap_expired(self, limit: int = 500) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("reap_expired"), {"limit": limit})
+            rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
+            if rows:
+                await conn.execute(q("notify_jobs"))
+        return rows
+
+    async def mark_lost_workers(self, after_seconds: float) -> list[str]:
+        rows = await self._all("mark_lost_workers", {"after_seconds": after_seconds})
+        return [r["id"] for r in rows]

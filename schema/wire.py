@@ -1,0 +1,203 @@
+"""The msgspec Structs that cross the wire: API bodies and the worker protocol.
+
+JSON field names are camelCase (``rename="camel"``); inbound structs forbid unknown
+fields so a typo is a 400 naming the field, not a silently ignored option.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+JobStatus = Literal["Scheduled", "Pending", "Running", "Succeeded", "Failed", "DeadLetter",
+                    "Cancelled"]
+JOB_STATUSES: tuple[str, ...] = ("Scheduled", "Pending", "Running", "Succeeded", "Failed",
+                                 "DeadLetter", "Cancelled")
+TERMINAL: frozenset[str] = frozenset({"Succeeded", "DeadLetter", "Cancelled"})
+RunOutcome = Literal["Succeeded", "Failed", "TimedOut", "Cancelled", "Released"]
+
+QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+                                description="letters, digits, _ . - ; 1 to 64 characters")]
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200)]
+MaxAttempts = Annotated[int, Meta(ge=1, le=100)]
+TimeoutSeconds = Annotated[int, Meta(ge=1, le=86400)]
+Priority = Annotated[int, Meta(ge=-100, le=100)]
+Take = Annotated[int, Meta(ge=1, le=500)]
+
+_IN = {"rename": "camel", "forbid_unknown_fields": True, "kw_only": True}
+_OUT = {"rename": "camel", "kw_only": True}
+
+
+class SubmitJob(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+    """``POST /api/jobs``. With ``cron`` it defines a schedule instead of one job."""
+
+    type: Annotated[str, Meta(min_length=1, max_length=100)]
+    payload: dict[str, Any] | None = None
+    run_at: str | None = None
+    max_attempts: MaxAttempts | None = None
+    timeout_seconds: TimeoutSeconds | None = None
+    idempotency_key: IdempotencyKey | None = None
+    cron: Annotated[str, Meta(min_length=1, max_length=200)] | None = None
+    timezone: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    queue: QueueName | None = None
+    priority: Priority | None = None
+    misfire_policy: Literal["skip", "once", "all"] | None = None
+    overlap_policy: Literal["allow", "skip", "queue"] | None = None
+
+
+class RetryJob(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+    reason: Annotated[str, Meta(max_length=1000)] | None = None
+
+
+class RunOut(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    id: uuid.UUID
+    attempt: int
+    worker_id: str
+    started_at: dt.datetime
+    lease_expires_at: dt.datetime
+    finished_at: dt.datetime | None
+    outcome: str | None
+    error: str | None
+
+
+class JobOut(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    id: uuid.UUID
+    type: str
+    payload: Any
+    status: str
+    queue: str
+    priority: int
+    run_at: dt.datetime
+    attempts: int
+    max_attempts: int
+    timeout_seconds: int
+    idempotency_key: str | None
+    schedule_id: uuid.UUID | None
+    fire_time: dt.datetime | None
+    cancel_requested: bool
+    last_error: str | None
+    result: Any
+    retry_reason: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    runs: list[RunOut] | None = None
+
+
+class JobPage(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class ScheduleOut(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    id: uuid.UUID
+    idempotency_key: str | None
+    cron: str
+    timezone: str
+    type: str
+    payload: Any
+    queue: str
+    priority: int
+    max_attempts: int
+    timeout_seconds: int
+    misfire_policy: str
+    overlap_policy: str
+    enabled: bool
+    next_fire_at: dt.datetime | None
+    last_fired_at: dt.datetime | None
+    created_at: dt.datetime
+    kind: Literal["schedule"] = "schedule"
+
+
+class ErrorBody(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    """Every 4xx/5xx: ``error`` is a stable code, ``field`` names the culprit input."""
+
+    error: str
+    message: str
+    field: str | None = None
+
+
+# --- the worker protocol -------------------------------------------------------------
+
+class RegisterWorker(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+    worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    hostname: Annotated[str, Meta(max_length=255)]
+    pid: int
+    capacity: Annotated[int, Meta(ge=1, le=10000)]
+
+
+class RegisteredWorker(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    worker_id: str
+    lease_seconds: float
+    heartbeat_seconds: float
+
+
+class RunRef(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+    run_id: uuid.UUID
+    lease_token: uuid.UUID
+
+
+class Heartbeat(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+    worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    runs: list[RunRef] = []
+    draining: bool = False
+
+
+class HeartbeatReply(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    renewed: list[uuid.UUID]
+    cancel: list[uuid.UUID]
+    lost: list[uuid.UUID]
+    known: bool = True
+
+
+class Claim(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+    worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    max: Annotated[int, Meta(ge=1, le=1000)]
+    wait_seconds: Annotated[float, Meta(ge=0, le=60)] = 0.0
+    queues: list[QueueName] = msgspec.field(default_factory=lambda: ["default"])
+
+
+class ClaimedJob(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    job_id: uuid.UUID
+    run_id: uuid.UUID
+    lease_token: uuid.UUID
+    lease_expires_at: dt.datetime
+    type: str
+    payload: Any
+    queue: str
+    attempt: int
+    max_attempts: int
+    timeout_seconds: int
+
+
+class ClaimReply(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    jobs: list[ClaimedJob]
+
+
+class Completion(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+    run_id: uuid.UUID
+    lease_token: uuid.UUID
+    outcome: RunOutcome
+    error: Annotated[str, Meta(max_length=10_000)] | None = None
+    result: Any = None
+    permanent: bool = False
+
+
+class Complete(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+    worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    completions: Annotated[list[Completion], Meta(min_length=1, max_length=1000)]
+
+
+class CompletionResult(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    run_id: uuid.UUID
+    accepted: bool
+    status: str | None = None
+
+
+class CompleteReply(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+    results: list[CompletionResult]
