@@ -1,0 +1,146 @@
+"""The child process that runs job bodies: ``python -m actors.child [--data-dir DIR]``.
+
+It serves :mod:`runtime.procpool`'s framing on its stdin/stdout: one empty frame once
+it is ready, then one response per request, until end of file on stdin.
+
+Request (msgpack): ``{"type": str, "payload": any, "jobId": str, "attempt": int}``.
+Response (msgpack): ``{"ok": true, "result": <JSON value>}`` or
+``{"ok": false, "error": "ExcType: message", "permanent": bool}``.
+
+Before anything else it asks the kernel to SIGKILL it when its parent dies
+(``PR_SET_PDEATHSIG``), so a worker killed with ``kill -9`` leaves no child running a
+job, and exits if its parent already died before that (``SCHEDULER_PARENT_PID``).
+The protocol runs on private duplicates of fds 0 and 1; fd 1 then points at stderr and
+fd 0 at /dev/null, so a handler's ``print()`` cannot corrupt a frame.
+
+It imports neither trio nor the runtime: starting fast is the point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import msgspec
+
+if TYPE_CHECKING:
+    from handlers.registry import Registry
+
+__all__ = ["Request", "handle", "main"]
+
+PARENT_PID_ENV = "SCHEDULER_PARENT_PID"  # the name runtime.procpool sets
+DEFAULT_DATA_DIR = ".scheduler/data"
+_PR_SET_PDEATHSIG = 1
+_HEADER_BYTES = 4
+_EXIT_ORPHANED = 70
+
+
+class Request(msgspec.Struct, rename="camel"):
+    """One job to run."""
+
+    type: str
+    payload: Any = None
+    job_id: str = ""
+    attempt: int = 1
+
+
+_decoder = msgspec.msgpack.Decoder(Request)
+_encoder = msgspec.msgpack.Encoder()
+
+
+def die_with_parent() -> None:
+    """Get SIGKILL when the parent dies; exit now if it already has.
+
+    The pid check closes the race between the fork and the prctl call: a parent that
+    died in between has already left us to init, and no signal will ever come.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+    expected = os.environ.get(PARENT_PID_ENV)
+    if expected is not None and os.getppid() != int(expected):
+        os._exit(_EXIT_ORPHANED)
+
+
+def handle(request: bytes, registry: Registry, data_dir: str) -> bytes:
+    """Run one request and return its encoded response; never raises on a job's failure."""
+    from handlers.registry import HandlerError, RunContext
+
+    try:
+        job = _decoder.decode(request)
+        ctx = RunContext(job_id=job.job_id, attempt=job.attempt, data_dir=data_dir)
+        result = registry.run(job.type, job.payload, ctx)
+    except msgspec.DecodeError as exc:
+        return _failure(exc, permanent=True)
+    except HandlerError as exc:
+        return _failure(exc, permanent=exc.permanent)
+    except Exception as exc:
+        return _failure(exc, permanent=False)
+    try:
+        # Normalised through JSON, so the result is stored exactly as it will be read.
+        plain = msgspec.json.decode(msgspec.json.encode(result))
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        return _failure(
+            TypeError(f"expected a JSON-able result, found {type(result).__name__}: {exc}"),
+            permanent=True,
+        )
+    return _encoder.encode({"ok": True, "result": plain})
+
+
+def _failure(exc: BaseException, *, permanent: bool) -> bytes:
+    error = f"{type(exc).__name__}: {exc}"
+    return _encoder.encode({"ok": False, "error": error, "permanent": permanent})
+
+
+def _read_frame(stream: BinaryIO) -> bytes | None:
+    header = stream.read(_HEADER_BYTES)
+    if len(header) < _HEADER_BYTES:
+        return None
+    length = int.from_bytes(header, "big")
+    body = stream.read(length)
+    if len(body) < length:
+        return None
+    return body
+
+
+def _write_frame(stream: BinaryIO, payload: bytes) -> None:
+    stream.write(len(payload).to_bytes(_HEADER_BYTES, "big") + payload)
+    stream.flush()
+
+
+def _take_protocol_fds() -> tuple[BinaryIO, BinaryIO]:
+    """Move the protocol to private fds; point fd 0 at /dev/null and fd 1 at stderr."""
+    protocol_in = os.dup(0)  # dup'd fds are close-on-exec: grandchildren do not get them
+    protocol_out = os.dup(1)
+    sys.stdout.flush()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    return os.fdopen(protocol_in, "rb"), os.fdopen(protocol_out, "wb")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve requests until end of file on stdin; return the exit status."""
+    die_with_parent()
+    parser = argparse.ArgumentParser(prog="python -m actors.child")
+    parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    args = parser.parse_args(argv)
+    data_dir = os.path.abspath(args.data_dir)
+    receive, send = _take_protocol_fds()
+
+    from handlers import REGISTRY
+
+    _write_frame(send, b"")  # ready
+    while (request := _read_frame(receive)) is not None:
+        _write_frame(send, handle(request, REGISTRY, data_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

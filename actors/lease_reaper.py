@@ -1,0 +1,43 @@
+"""The lease reaper: requeues runs whose lease expired, marks silent workers Lost,
+and shows due Scheduled/Failed jobs as Pending.
+
+Leases are judged by the database clock, and every statement takes its rows with
+SKIP LOCKED, so any number of coordinators can reap at once.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import structlog
+import trio
+
+from runtime.errors import DatabaseUnavailable
+from schema.store import Store
+
+log = structlog.get_logger("actors.lease_reaper")
+
+
+async def reap_once(store: Store, *, lost_after: float) -> int:
+    """One pass; returns how many runs were reaped."""
+    reaped = await store.reap_expired()
+    for row in reaped:
+        log.warning("lease_reaped", actor="lease_reaper", job_id=str(row["id"]),
+                    run_id=str(row["run_id"]), worker_id=row["worker_id"],
+                    attempt=row["attempts"], status=row["status"])
+    for worker_id in await store.mark_lost_workers(lost_after):
+        log.warning("worker_lost", actor="lease_reaper", worker_id=worker_id)
+    await store.promote_due()
+    return len(reaped)
+
+
+async def run(store: Store, *, interval: float, lost_after: float,
+              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """Reap every ``interval`` seconds until cancelled; database errors are logged
+    and the next pass tries again (an outage must not kill the coordinator)."""
+    task_status.started()
+    while True:
+        await trio.sleep(interval)
+        try:
+            await reap_once(store, lost_after=lost_after)
+        except (psycopg.Error, DatabaseUnavailable) as exc:
+            log.warning("reap_failed", actor="lease_reaper", error=str(exc))

@@ -1,0 +1,238 @@
+"""The built-in job types, registered on ``REGISTRY`` when this module is imported.
+
+Their names are a stable API: ``http_get``, ``cpu``, ``file_write``, ``noop``, ``sleep``
+and ``fail``. Each payload is a Struct with camelCase field names that refuses unknown
+fields; checks that a type and msgspec.Meta cannot express live in ``__post_init__``
+and raise PayloadError naming the field.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path, PurePosixPath
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+
+from handlers.registry import REGISTRY, HandlerError, PayloadError, PermanentError, RunContext
+
+__all__ = [
+    "CpuPayload",
+    "FailPayload",
+    "FileWritePayload",
+    "HttpGetPayload",
+    "NoopPayload",
+    "SleepPayload",
+]
+
+MIB = 1024 * 1024
+MAX_DURATION_SECONDS = 86_400.0
+HTTP_MAX_BODY_BYTES = MIB
+HTTP_MAX_REDIRECTS = 5
+HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+FILE_MAX_BYTES = MIB
+
+
+class _Payload(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """Base of the built-in payloads."""
+
+
+# -- http_get ---------------------------------------------------------------------------
+
+
+class HttpGetPayload(_Payload):
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+
+    def __post_init__(self) -> None:
+        try:
+            parts = urlsplit(self.url)
+            host = parts.hostname
+        except ValueError:
+            raise PayloadError(
+                "payload.url", f"expected an http(s) URL, found {self.url!r}"
+            ) from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise PayloadError(
+                "payload.url", f"expected an http(s) URL with a host, found {self.url!r}"
+            )
+
+
+@REGISTRY.handler("http_get", payload=HttpGetPayload)
+def http_get(payload: HttpGetPayload, ctx: RunContext) -> dict[str, int]:
+    """GET the URL; read at most 1 MiB of the body. A non-2xx status is a failure."""
+    try:
+        with (
+            httpx.Client(
+                timeout=HTTP_TIMEOUT, follow_redirects=True, max_redirects=HTTP_MAX_REDIRECTS
+            ) as client,
+            client.stream("GET", payload.url) as response,
+        ):
+            if not response.is_success:
+                raise HandlerError(
+                    f"GET {payload.url}: expected a 2xx status, found {response.status_code}"
+                )
+            received = 0
+            for chunk in response.iter_bytes():
+                received += len(chunk)
+                if received >= HTTP_MAX_BODY_BYTES:
+                    break
+            return {"statusCode": response.status_code, "bytes": min(received, HTTP_MAX_BODY_BYTES)}
+    except httpx.InvalidURL as exc:
+        raise PermanentError(f"GET {payload.url}: invalid URL: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise HandlerError(f"GET {payload.url}: {type(exc).__name__}: {exc}") from exc
+
+
+# -- cpu --------------------------------------------------------------------------------
+
+
+class CpuPayload(_Payload):
+    duration_seconds: Annotated[float, msgspec.Meta(gt=0, le=MAX_DURATION_SECONDS)]
+
+
+@REGISTRY.handler("cpu", payload=CpuPayload)
+def cpu(payload: CpuPayload, ctx: RunContext) -> dict[str, int]:
+    """Busy-loop on pure Python arithmetic for ``durationSeconds``."""
+    deadline = time.perf_counter() + payload.duration_seconds
+    iterations = 0
+    x = 1
+    while time.perf_counter() < deadline:
+        for _ in range(1000):
+            x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        iterations += 1000
+    return {"iterations": iterations}
+
+
+# -- file_write -------------------------------------------------------------------------
+
+
+def _file_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a path relative to the data folder, or None if it can."""
+    if "\0" in name:
+        return "a relative path without NUL bytes"
+    path = PurePosixPath(name)
+    if path.is_absolute():
+        return "a relative path, not an absolute one"
+    if ".." in path.parts:
+        return "a path without '..' components"
+    if not path.parts or name.endswith("/") or path.name in ("", "."):
+        return "a path naming a file"
+    return None
+
+
+class FileWritePayload(_Payload):
+    file_name: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    content: Annotated[str, msgspec.Meta(max_length=FILE_MAX_BYTES)]
+
+    def __post_init__(self) -> None:
+        if problem := _file_name_problem(self.file_name):
+            raise PayloadError("payload.fileName", f"expected {problem}, found {self.file_name!r}")
+        size = len(self.content.encode())
+        if size > FILE_MAX_BYTES:
+            raise PayloadError(
+                "payload.content", f"expected at most {FILE_MAX_BYTES} bytes of UTF-8, found {size}"
+            )
+
+
+@REGISTRY.handler("file_write", payload=FileWritePayload)
+def file_write(payload: FileWritePayload, ctx: RunContext) -> dict[str, object]:
+    """Write ``content`` to ``fileName`` under the worker's data folder, and nowhere else.
+
+    The target is resolved (symlinks followed) and must lie inside the resolved data
+    folder. The folders are then opened one by one without following symlinks, so a
+    symlink swapped in between the check and the write is refused too.
+    """
+    if problem := _file_name_problem(payload.file_name):
+        raise PermanentError(f"fileName: expected {problem}, found {payload.file_name!r}")
+    root = Path(ctx.data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    root = root.resolve(strict=True)
+    target = (root / payload.file_name).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise PermanentError(
+            f"fileName: expected a path inside the data folder, found {payload.file_name!r}"
+            f" resolving to {str(target)!r}"
+        )
+    relative = target.relative_to(root)
+    data = payload.content.encode()
+    _write_without_following(root, relative, data)
+    return {"path": relative.as_posix(), "bytes": len(data)}
+
+
+def _write_without_following(root: Path, relative: PurePosixPath | Path, data: bytes) -> None:
+    *folders, name = relative.parts
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(root, flags)
+    try:
+        for folder in folders:
+            try:
+                os.mkdir(folder, mode=0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                next_fd = os.open(folder, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise PermanentError(
+                        f"fileName: expected {folder!r} to be a folder, found a symlink or file"
+                    ) from exc
+                raise
+            os.close(fd)
+            fd = next_fd
+        try:
+            out = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o644,
+                dir_fd=fd,
+            )
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise PermanentError(
+                    f"fileName: expected a regular file, found a symlink at {name!r}"
+                ) from exc
+            raise
+        with os.fdopen(out, "wb") as stream:
+            stream.write(data)
+    finally:
+        os.close(fd)
+
+
+# -- noop, sleep, fail ------------------------------------------------------------------
+
+
+class NoopPayload(_Payload):
+    pass
+
+
+@REGISTRY.handler("noop", payload=NoopPayload)
+def noop(payload: NoopPayload, ctx: RunContext) -> None:
+    """Do nothing; the measure of the executor's own overhead."""
+    return None
+
+
+class SleepPayload(_Payload):
+    seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_DURATION_SECONDS)]
+
+
+@REGISTRY.handler("sleep", payload=SleepPayload)
+def sleep(payload: SleepPayload, ctx: RunContext) -> None:
+    """Block for ``seconds`` without using the CPU."""
+    time.sleep(payload.seconds)
+
+
+class FailPayload(_Payload):
+    message: str = "failed on purpose"
+    permanent: bool = False
+
+
+@REGISTRY.handler("fail", payload=FailPayload)
+def fail(payload: FailPayload, ctx: RunContext) -> None:
+    """Raise HandlerError (retryable) or PermanentError; for tests and demos."""
+    if payload.permanent:
+        raise PermanentError(payload.message)
+    raise HandlerError(payload.message)

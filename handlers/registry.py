@@ -1,0 +1,262 @@
+"""The handler registry: job types by their stable name, each with a payload Struct.
+
+A handler is a plain function ``fn(payload, ctx)`` declared with
+:meth:`Registry.handler`. Payloads are validated with :meth:`Registry.validate` at
+submission and again by :meth:`Registry.run` in the child process that runs the job.
+This package knows nothing of trio or of the runtime; an ``async def`` handler is run
+with ``trio.run`` imported lazily, inside the child.
+
+Errors::
+
+    HandlerError               a run failed; the job may be retried
+     ├─ PayloadError           the payload does not fit the handler's Struct (``field``)
+     ├─ PermanentError         a failure that retrying cannot fix: straight to DeadLetter
+     └─ UnknownHandler         no handler is registered under that name
+
+``HandlerError.permanent`` says whether a failure may be retried: true for
+PermanentError, PayloadError and UnknownHandler, false for HandlerError itself. Any
+other exception out of a handler is a bug in it and counts as retryable.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar, cast
+
+import msgspec
+
+__all__ = [
+    "REGISTRY",
+    "HandlerError",
+    "HandlerSpec",
+    "PayloadError",
+    "PermanentError",
+    "Registry",
+    "RunContext",
+    "UnknownHandler",
+]
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class HandlerError(Exception):
+    """Root of every error raised by ``handlers``; a run that may be retried."""
+
+    permanent: ClassVar[bool] = False
+
+
+class PayloadError(HandlerError):
+    """The payload does not fit the handler's Struct.
+
+    ``field`` is the path of the offending value as the API spells it
+    (``payload.durationSeconds``); the message says what was expected and what was found.
+    """
+
+    permanent = True
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.reason = message
+
+
+class PermanentError(HandlerError):
+    """A run-time failure that retrying cannot fix; the job goes straight to DeadLetter."""
+
+    permanent = True
+
+
+class UnknownHandler(HandlerError):
+    """No handler is registered under the requested name."""
+
+    permanent = True
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a handler knows about the run it serves.
+
+    ``data_dir`` is the worker's data folder, the only place ``file_write`` may write.
+    """
+
+    job_id: str
+    attempt: int
+    data_dir: str
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """One registered job type: its payload Struct, its function and optional defaults.
+
+    ``timeout_seconds``, ``max_attempts`` and ``queue`` are the defaults a submission
+    gets when it does not set them; ``None`` means the system-wide default.
+    """
+
+    name: str
+    payload_type: type[msgspec.Struct]
+    fn: Callable[[Any, RunContext], object]
+    timeout_seconds: int | None = None
+    max_attempts: int | None = None
+    queue: str | None = None
+    is_async: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.fn))
+
+
+class Registry:
+    """Handlers by name. ``REGISTRY`` (in ``handlers``) is the one the system uses."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, HandlerSpec] = {}
+
+    def handler(
+        self,
+        name: str,
+        *,
+        payload: type[msgspec.Struct],
+        timeout_seconds: int | None = None,
+        max_attempts: int | None = None,
+        queue: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register the decorated function as the handler of job type ``name``.
+
+        The name is a stable API: submitted jobs carry it. Registering a name twice is
+        a programming error (``ValueError``).
+        """
+        if not (isinstance(payload, type) and issubclass(payload, msgspec.Struct)):
+            raise TypeError(f"payload: expected a msgspec.Struct subclass, found {payload!r}")
+        if name in self._specs:
+            raise ValueError(f"handler {name!r} is already registered")
+
+        def register(fn: F) -> F:
+            if name in self._specs:
+                raise ValueError(f"handler {name!r} is already registered")
+            self._specs[name] = HandlerSpec(
+                name=name,
+                payload_type=payload,
+                fn=fn,
+                timeout_seconds=timeout_seconds,
+                max_attempts=max_attempts,
+                queue=queue,
+            )
+            return fn
+
+        return register
+
+    def get(self, name: str) -> HandlerSpec:
+        """Return the spec of ``name``; raise UnknownHandler listing the known names."""
+        try:
+            return self._specs[name]
+        except KeyError:
+            known = ", ".join(self.names()) or "none"
+            raise UnknownHandler(
+                f"expected a registered job type ({known}), found {name!r}"
+            ) from None
+
+    def names(self) -> list[str]:
+        """The registered job types, sorted."""
+        return sorted(self._specs)
+
+    def validate(self, name: str, payload: object) -> msgspec.Struct:
+        """Convert a decoded JSON payload into the handler's Struct.
+
+        A missing payload (``None``) is validated as ``{}``. Raises UnknownHandler, or
+        PayloadError naming the field, e.g.
+        ``payload.durationSeconds: expected a number, found str``.
+        """
+        spec = self.get(name)
+        if payload is None:
+            payload = {}
+        try:
+            return msgspec.convert(payload, type=spec.payload_type)
+        except msgspec.ValidationError as exc:
+            raise _payload_error(str(exc), payload, spec.payload_type) from None
+
+    def run(self, name: str, payload: object, ctx: RunContext) -> object:
+        """Validate ``payload`` and run the handler; return its JSON-able result.
+
+        Runs in the calling thread. An ``async def`` handler gets its own ``trio.run``.
+        """
+        spec = self.get(name)
+        value = self.validate(name, payload)
+        if spec.is_async:
+            import trio  # lazily: only async handlers need it, and only in the child
+
+            async_fn = cast(Callable[[], Awaitable[object]], functools.partial(spec.fn, value, ctx))
+            return trio.run(async_fn)
+        return spec.fn(value, ctx)
+
+
+REGISTRY = Registry()
+"""The default registry; ``handlers.builtin`` registers the built-ins on it."""
+
+
+# msgspec's ValidationError messages, turned into "field: expected X, found Y".
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_TYPE_MISMATCH = re.compile(r"^Expected `(?P<expected>[^`]+)`, got `(?P<found>[^`]+)`$")
+_CONSTRAINT = re.compile(r"^Expected `(?P<expected>[^`]+)` (?P<constraint>.+)$")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`$")
+_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_NOUNS = {
+    "float": "a number",
+    "int": "an integer",
+    "str": "a string",
+    "bool": "a boolean",
+    "object": "an object",
+    "array": "an array",
+}
+
+
+def _payload_error(raw: str, payload: object, payload_type: type[msgspec.Struct]) -> PayloadError:
+    match = _AT.match(raw)
+    assert match is not None  # the pattern matches any string
+    message, path = match["message"], match["path"] or ""
+    field = "payload" + path
+    if m := _TYPE_MISMATCH.match(message):
+        return PayloadError(field, f"expected {_noun(m['expected'])}, found {m['found']}")
+    if m := _CONSTRAINT.match(message):
+        constraint = m["constraint"]
+        found = _describe(_lookup(payload, path), by_length="length" in constraint)
+        return PayloadError(field, f"expected {_noun(m['expected'])} {constraint}, found {found}")
+    if m := _MISSING.match(message):
+        return PayloadError(f"{field}.{m['name']}", "expected a value, found the field missing")
+    if m := _UNKNOWN.match(message):
+        if path:
+            expected = "no other fields"
+        elif allowed := ", ".join(payload_type.__struct_encode_fields__):
+            expected = f"only the fields {allowed}"
+        else:
+            expected = "no fields"
+        return PayloadError(f"{field}.{m['name']}", f"expected {expected}, found an unknown field")
+    return PayloadError(field, message[:1].lower() + message[1:])
+
+
+def _noun(type_name: str) -> str:
+    return _NOUNS.get(type_name, f"`{type_name}`")
+
+
+def _lookup(value: object, path: str) -> object:
+    for name, index in _SEGMENT.findall(path):
+        if name and isinstance(value, dict):
+            value = value.get(name)
+        elif index and isinstance(value, list) and int(index) < len(value):
+            value = value[int(index)]
+        else:
+            return None
+    return value
+
+
+def _describe(value: object, *, by_length: bool) -> str:
+    if by_length and isinstance(value, str | list | dict):
+        return f"length {len(value)}"
+    try:
+        text = msgspec.json.encode(value).decode()
+    except (TypeError, msgspec.EncodeError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,179 @@
+"""The ``scheduler`` command.
+
+    scheduler up            embedded PostgreSQL (if no DATABASE_URL), coordinator, workers
+    scheduler coordinator   the HTTP API, dashboard and coordinator actors
+    scheduler worker        a worker process
+    scheduler migrate       apply pending migrations
+    scheduler submit TYPE   submit a job (client: talks HTTP to COORDINATOR_URL)
+    scheduler jobs list|show|cancel|retry
+
+Bad arguments and an unreachable coordinator give a one-line message on stderr and a
+non-zero exit (2 for usage, 1 for failures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import trio
+
+from runtime import compose, logs
+from runtime.config import Config, load_config
+from runtime.errors import RuntimeCoreError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(2, f"scheduler: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, found {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, found {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, found {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, found {value}")
+    return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object like '{\"url\": \"...\"}'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="scheduler", description="scheduler-core: a distributed job scheduler")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    up = sub.add_parser("up", help="start everything: database (embedded if needed), "
+                        "coordinator and workers")
+    up.add_argument("--workers", type=_non_negative_int, help="worker processes (default 2)")
+    up.add_argument("--host")
+    up.add_argument("--port", type=_positive_int)
+
+    co = sub.add_parser("coordinator", help="serve the API and run the coordinator actors")
+    co.add_argument("--host")
+    co.add_argument("--port", type=_positive_int)
+    co.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+
+    wk = sub.add_parser("worker", help="run a worker process")
+    wk.add_argument("--slots", type=_positive_int, help="jobs at once (default: CPU count)")
+    wk.add_argument("--coordinator-url")
+    wk.add_argument("--drain-timeout", type=_non_negative_float)
+    wk.add_argument("--worker-id")
+    wk.add_argument("--queues", help="comma-separated queues to take jobs from (default: default)")
+
+    sub.add_parser("migrate", help="apply pending database migrations")
+
+    sm = sub.add_parser("submit", help="submit a job")
+    sm.add_argument("type")
+    sm.add_argument("--payload", type=_json_object, default=None, help="JSON object")
+    sm.add_argument("--run-at", help="ISO-8601 with a zone")
+    sm.add_argument("--max-attempts", type=_positive_int)
+    sm.add_argument("--timeout", type=_positive_int, help="timeoutSeconds")
+    sm.add_argument("--key", help="idempotency key")
+    sm.add_argument("--cron")
+    sm.add_argument("--timezone")
+    sm.add_argument("--queue")
+    sm.add_argument("--priority", type=int)
+    sm.add_argument("--json", action="store_true", help="print JSON")
+
+    jobs = sub.add_parser("jobs", help="list, show, cancel or retry jobs")
+    jsub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
+    ls = jsub.add_parser("list")
+    ls.add_argument("--status")
+    ls.add_argument("--type")
+    ls.add_argument("--queue")
+    ls.add_argument("--take", type=_positive_int, default=25)
+    ls.add_argument("--cursor")
+    ls.add_argument("--json", action="store_true")
+    for name in ("show", "cancel", "retry"):
+        c = jsub.add_parser(name)
+        c.add_argument("id")
+        c.add_argument("--json", action="store_true")
+        if name == "retry":
+            c.add_argument("--reason")
+    return p
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {}
+    for arg, field in (("host", "host"), ("port", "port"), ("workers", "workers"),
+                       ("slots", "worker_slots"), ("coordinator_url", "coordinator_url"),
+                       ("drain_timeout", "drain_timeout_seconds"), ("worker_id", "worker_id")):
+        value = getattr(args, arg, None)
+        if value is not None:
+            overrides[field] = value
+    return load_config(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = _config(args)
+        if args.command in ("submit", "jobs"):
+            from runtime import client_cli
+
+            return client_cli.run(args, config)
+        logs.configure(config.log_format, config.log_level, process=args.command)
+        if args.command == "migrate":
+            dsn = compose.resolve_database(config)
+            applied = trio.run(compose.migrate, dsn)
+            print(f"applied migrations: {applied}" if applied else "migrations: up to date")
+            return 0
+        if args.command == "coordinator":
+            dsn = compose.resolve_database(config)
+            trio.run(partial(compose.run_until_signalled, partial(
+                compose.run_coordinator, config, dsn, run_migrations=not args.no_migrate)))
+            return 0
+        if args.command == "worker":
+            from runtime import worker_main
+
+            queues = [q for q in (args.queues or "default").split(",") if q]
+            return worker_main.main(config, queues)
+        if args.command == "up":
+            from runtime import up
+
+            return up.main(config)
+    except RuntimeCoreError as exc:
+        print(f"scheduler: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

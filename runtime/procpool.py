@@ -1,0 +1,447 @@
+"""A warm pool of child processes that answer requests over pipes: bytes in, bytes out.
+
+Starting a Python process per job costs 13-16 ms on a small machine; handing a request
+to a pre-started child costs about a tenth of a millisecond. The pool keeps ``size``
+children running ``argv``, each in its own process group, and gives each :meth:`call`
+an idle one. It knows nothing of jobs or handlers.
+
+Protocol (both directions): frames of a 4-byte big-endian length followed by that many
+bytes. A child first writes one empty frame when it is ready to serve (after its
+imports), then answers each request frame with exactly one response frame, and exits
+when its stdin reaches end of file.
+
+A child that overruns its timeout, whose caller is cancelled, or that dies mid-call is
+killed with its whole process group ("SIGTERM -> ``kill_grace`` -> SIGKILL") and
+replaced at once, so the replacement warms up in the background.
+
+Children are started with :class:`subprocess.Popen` from the trio thread, not with
+``trio.lowlevel.open_process``: trio forks from a cached worker thread, and the
+parent-death signal a child sets with ``prctl(PR_SET_PDEATHSIG)`` fires when the
+*thread* that forked it exits (about 10 s later, when trio retires the idle thread),
+which would kill every warm child for nothing. The fork is a few milliseconds.
+Each child is told its parent's pid in ``SCHEDULER_PARENT_PID`` so it can check that
+its parent did not die before it set that signal.
+
+Errors::
+
+    RuntimeCoreError                (runtime.errors)
+     └─ ProcPoolError               a call could not be answered
+         ├─ CallTimeout             the child did not answer within ``seconds``
+         ├─ ChildDied               the child exited mid-call (``returncode``)
+         ├─ SpawnFailed             a child could not be started or never became ready
+         ├─ ProtocolViolation       a child sent a malformed frame
+         └─ PoolClosed              the pool is closed
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import trio
+
+from runtime.errors import RuntimeCoreError
+
+__all__ = [
+    "PARENT_PID_ENV",
+    "CallTimeout",
+    "ChildDied",
+    "PoolClosed",
+    "PoolStatistics",
+    "ProcPoolError",
+    "ProtocolViolation",
+    "SpawnFailed",
+    "WarmPool",
+    "open_pool",
+]
+
+PARENT_PID_ENV = "SCHEDULER_PARENT_PID"
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+_HEADER_BYTES = 4
+_RECEIVE_BYTES = 64 * 1024
+# After SIGKILL a process is reaped within milliseconds; this only bounds a wait on a
+# process stuck in the kernel (uninterruptible sleep).
+_REAP_SECONDS = 5.0
+
+
+class ProcPoolError(RuntimeCoreError):
+    """Root of the errors of :mod:`runtime.procpool`."""
+
+
+class CallTimeout(ProcPoolError):
+    """The child did not answer within ``seconds``; it was killed and replaced."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"expected an answer within {seconds} s, found none; child killed")
+        self.seconds = seconds
+
+
+class ChildDied(ProcPoolError):
+    """The child exited before answering; it was replaced.
+
+    ``returncode`` is its exit status (negative: killed by that signal), or None if it
+    could not be reaped in time.
+    """
+
+    def __init__(self, returncode: int | None) -> None:
+        super().__init__(f"expected an answer, found the child exited with {returncode}")
+        self.returncode = returncode
+
+
+class SpawnFailed(ProcPoolError):
+    """A child could not be started, or exited or stalled before it was ready."""
+
+
+class ProtocolViolation(ProcPoolError):
+    """A child sent a frame the protocol does not allow; it was killed and replaced."""
+
+
+class PoolClosed(ProcPoolError):
+    """The pool is closed and serves no more calls."""
+
+
+@dataclass(frozen=True)
+class PoolStatistics:
+    """A snapshot of the pool.
+
+    ``size``: the number of children the pool keeps. ``idle``/``busy``: children
+    waiting for a call / serving one. ``spawned``: children started since the pool
+    opened, replacements included. ``killed``: children killed (timeout, cancellation,
+    protocol violation) or found dead, each of them replaced. ``pids``: the live
+    children.
+    """
+
+    size: int
+    idle: int
+    busy: int
+    spawned: int
+    killed: int
+    pids: tuple[int, ...]
+
+
+class _ChildGone(Exception):
+    """End of file or a broken pipe on a child's streams."""
+
+
+class _Child:
+    """One child process: its pipes, its pidfd, and the frame reader's buffer."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], stdin_fd: int, stdout_fd: int) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.ready = False
+        self._stdin = trio.lowlevel.FdStream(stdin_fd)
+        self._stdout = trio.lowlevel.FdStream(stdout_fd)
+        self._pidfd = os.pidfd_open(popen.pid)
+        self._buffer = bytearray()
+        self._wait_lock = trio.Lock()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    def exited(self) -> bool:
+        return self.popen.poll() is not None
+
+    async def send_frame(self, payload: bytes) -> None:
+        try:
+            await self._stdin.send_all(len(payload).to_bytes(_HEADER_BYTES, "big") + payload)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _ChildGone from exc
+
+    async def receive_frame(self) -> bytes:
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= _HEADER_BYTES:
+                length = int.from_bytes(buffer[:_HEADER_BYTES], "big")
+                if length > MAX_FRAME_BYTES:
+                    raise ProtocolViolation(
+                        f"expected a frame of at most {MAX_FRAME_BYTES} bytes, found {length}"
+                    )
+                end = _HEADER_BYTES + length
+                if len(buffer) >= end:
+                    frame = bytes(buffer[_HEADER_BYTES:end])
+                    del buffer[:end]
+                    return frame
+            try:
+                chunk = await self._stdout.receive_some(_RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise _ChildGone from exc
+            if not chunk:
+                raise _ChildGone
+            buffer += chunk
+
+    async def wait(self) -> int:
+        """Wait for the child to exit, reap it and return its exit status."""
+        async with self._wait_lock:
+            while (returncode := self.popen.poll()) is None:
+                await trio.lowlevel.wait_readable(self._pidfd)
+            return returncode
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the child's process group (it leads its own session)."""
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass  # the whole group is gone already
+
+    async def kill(self, grace: float) -> None:
+        """SIGTERM the group, wait up to ``grace``, SIGKILL the group, reap the child.
+
+        The group gets SIGKILL even when the child left in time, so a grandchild that
+        ignored SIGTERM does not outlive it. Call it shielded, under a deadline.
+        """
+        self.signal_group(signal.SIGTERM)
+        with trio.move_on_after(grace):
+            await self.wait()
+        self.signal_group(signal.SIGKILL)
+        await self.wait()
+
+    def close_stdin(self) -> None:
+        self._stdin.close()
+
+    def close(self) -> None:
+        """Close the pipes and the pidfd; the child must be reaped (or abandoned)."""
+        self._stdin.close()
+        self._stdout.close()
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+
+class WarmPool:
+    """Pre-started children serving :meth:`call`. Open one with :func:`open_pool`."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        size: int,
+        *,
+        kill_grace: float,
+        start_timeout: float,
+        env: Mapping[str, str] | None,
+    ) -> None:
+        self._argv = list(argv)
+        self._size = size
+        self._kill_grace = kill_grace
+        self._start_timeout = start_timeout
+        base_env = os.environ if env is None else env
+        self._env = {**base_env, PARENT_PID_ENV: str(os.getpid())}
+        self._children: set[_Child] = set()
+        self._idle_send, self._idle_receive = trio.open_memory_channel[_Child](math.inf)
+        self._busy = 0
+        self._spawned = 0
+        self._killed = 0
+        self._closed = False
+
+    # The timeout is the child's kill deadline, not a cancel scope the caller could own.
+    async def call(self, request: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
+        """Send ``request`` to an idle child and return its response.
+
+        Waits for an idle child first if all are busy; that wait is not part of
+        ``timeout``, which bounds only the child's work (send to response).
+
+        Cancellation: the child may be midway through the request, so it is killed and
+        replaced (shielded, bounded by ``kill_grace``) before Cancelled propagates.
+
+        Error handling: CallTimeout when the child has not answered within ``timeout``
+        seconds (it is killed: a busy loop cannot hold on to it); ChildDied when it
+        exits mid-call; ProtocolViolation on a malformed frame; SpawnFailed when the
+        child chosen for the call never became ready; PoolClosed after the pool closed.
+        Each kills and replaces the child; the pool keeps serving.
+        """
+        if not timeout > 0:
+            raise ValueError(f"timeout: expected a number of seconds > 0, found {timeout!r}")
+        child = await self._checkout()
+        response: bytes | None = None
+        try:
+            with trio.move_on_after(timeout):
+                await child.send_frame(request)
+                response = await child.receive_frame()
+        except _ChildGone:
+            await self._retire(child)
+            raise ChildDied(child.returncode) from None
+        except BaseException:
+            await self._retire(child)
+            raise
+        if response is None:
+            await self._retire(child)
+            raise CallTimeout(timeout)
+        self._checkin(child)
+        return response
+
+    def statistics(self) -> PoolStatistics:
+        """Return a snapshot of the pool's children and counters."""
+        return PoolStatistics(
+            size=self._size,
+            idle=self._idle_send.statistics().current_buffer_used,
+            busy=self._busy,
+            spawned=self._spawned,
+            killed=self._killed,
+            pids=tuple(sorted(child.pid for child in self._children)),
+        )
+
+    async def _checkout(self) -> _Child:
+        while True:
+            if self._closed:
+                raise PoolClosed("expected an open pool, found it closed")
+            self._top_up()
+            try:
+                child = await self._idle_receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                raise PoolClosed("expected an open pool, found it closed") from None
+            self._busy += 1
+            if child.ready and not child.exited():
+                return child
+            try:
+                if not child.ready:
+                    await self._wait_ready(child)
+                    return child
+            except SpawnFailed:
+                await self._retire(child)
+                raise
+            except BaseException:
+                # Cancelled while it boots: the child is fine, give it back.
+                self._checkin(child)
+                raise
+            # An idle child died (killed from outside); the request was never sent.
+            await self._retire(child)
+
+    def _checkin(self, child: _Child) -> None:
+        self._busy -= 1
+        if self._closed:
+            return
+        self._idle_send.send_nowait(child)
+
+    async def _wait_ready(self, child: _Child) -> None:
+        try:
+            with trio.fail_after(self._start_timeout):
+                frame = await child.receive_frame()
+        except trio.TooSlowError:
+            raise SpawnFailed(
+                f"expected a ready frame from {self._argv!r} within {self._start_timeout} s,"
+                " found none"
+            ) from None
+        except _ChildGone:
+            await child.wait()
+            raise SpawnFailed(
+                f"expected {self._argv!r} to start, found it exited with {child.returncode}"
+            ) from None
+        except ProtocolViolation as exc:
+            raise SpawnFailed(f"expected a ready frame, found: {exc}") from None
+        if frame:
+            raise SpawnFailed(f"expected an empty ready frame, found {len(frame)} bytes")
+        child.ready = True
+
+    async def _retire(self, child: _Child) -> None:
+        """Kill a child and its group, shielded and bounded; start its replacement."""
+        self._busy -= 1
+        self._children.discard(child)
+        with trio.move_on_after(self._kill_grace + _REAP_SECONDS, shield=True):
+            await child.kill(self._kill_grace)
+        child.close()
+        self._killed += 1
+        if not self._closed:
+            try:
+                self._top_up()
+            except SpawnFailed:
+                pass  # the next checkout tries again and reports it
+
+    def _top_up(self) -> None:
+        """Start children until there are ``size`` (spawns only, no waiting)."""
+        while not self._closed and len(self._children) < self._size:
+            self._idle_send.send_nowait(self._spawn())
+
+    def _spawn(self) -> _Child:
+        stdin_read, stdin_write = os.pipe()
+        stdout_read, stdout_write = os.pipe()
+        try:
+            popen = subprocess.Popen(
+                self._argv,
+                stdin=stdin_read,
+                stdout=stdout_write,
+                env=self._env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            os.close(stdin_write)
+            os.close(stdout_read)
+            raise SpawnFailed(f"expected to start {self._argv!r}, found {exc}") from exc
+        finally:
+            os.close(stdin_read)
+            os.close(stdout_write)
+        child = _Child(popen, stdin_write, stdout_read)
+        self._children.add(child)
+        self._spawned += 1
+        return child
+
+    async def _start(self) -> None:
+        """Start ``size`` children and wait until all are ready."""
+        self._top_up()
+        for child in list(self._children):
+            await self._wait_ready(child)
+
+    async def _aclose(self) -> None:
+        """Stop every child: EOF on stdin -> ``kill_grace`` -> SIGKILL to each group.
+
+        Call it shielded; it bounds its own waits.
+        """
+        self._closed = True
+        self._idle_send.close()
+        children = list(self._children)
+        self._children.clear()
+        for child in children:
+            child.close_stdin()
+        with trio.move_on_after(self._kill_grace):
+            for child in children:
+                await child.wait()
+        for child in children:
+            child.signal_group(signal.SIGKILL)
+        with trio.move_on_after(_REAP_SECONDS):
+            for child in children:
+                await child.wait()
+        for child in children:
+            child.close()
+
+
+@asynccontextmanager
+async def open_pool(
+    argv: Sequence[str],
+    size: int,
+    *,
+    kill_grace: float = 0.2,
+    env: Mapping[str, str] | None = None,
+    start_timeout: float = 30.0,
+) -> AsyncIterator[WarmPool]:
+    """Start ``size`` children running ``argv``; stop them all on exit.
+
+    Returns once every child has sent its ready frame. ``env`` replaces the inherited
+    environment (``None``: inherit); ``SCHEDULER_PARENT_PID`` is always added.
+    ``kill_grace`` is how long a child gets between the polite request (SIGTERM, or
+    end of file on its stdin when the pool closes) and SIGKILL. ``start_timeout``
+    bounds how long a child may take to become ready.
+
+    Cancellation: on exit, however it happens, the children are stopped shielded,
+    within ``kill_grace`` plus a bounded reap; no child or grandchild in a child's
+    process group survives the pool.
+
+    Error handling: SpawnFailed if a child cannot be started or is not ready in time.
+    """
+    if size < 1:
+        raise ValueError(f"size: expected at least 1 child, found {size}")
+    if kill_grace < 0:
+        raise ValueError(f"kill_grace: expected seconds >= 0, found {kill_grace}")
+    pool = WarmPool(argv, size, kill_grace=kill_grace, start_timeout=start_timeout, env=env)
+    try:
+        await pool._start()
+        yield pool
+    finally:
+        with trio.CancelScope(shield=True):
+            await pool._aclose()

@@ -1,0 +1,242 @@
+"""The public API: jobs, schedules, seed, health and metrics.
+
+Every bad input is a 4xx whose JSON body names the field and says what was wrong;
+validation happens completely before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import msgspec
+import prometheus_client
+import trio
+from quart import Blueprint, Response, current_app, request
+
+from handlers import HandlerError, PayloadError, UnknownHandler
+from runtime import clock, cron
+from schema import wire
+from schema.store import NewJob, NewSchedule
+from web.app import context, json_response
+from web.errors import ApiError, from_msgspec
+
+blueprint = Blueprint("api", __name__)
+
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_TIMEOUT_SECONDS = 300
+
+JOBS_SUBMITTED = prometheus_client.Counter(
+    "scheduler_jobs_submitted_total", "Jobs created through the API", ["type"])
+
+
+async def read_body(type_: type[Any], *, allow_empty: bool = False) -> Any:
+    """Decode the request body as ``type_``; 400 naming the field on any problem."""
+    raw = await request.get_data(cache=False)
+    if not raw.strip():
+        if allow_empty:
+            return msgspec.convert({}, type_)
+        raise ApiError(400, "malformed_json", "the request body is empty; expected a JSON object")
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.MsgspecError as exc:
+        raise from_msgspec(exc) from None
+
+
+def parse_id(value: str, field: str = "id") -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ApiError(400, "invalid_id", f"{field} must be a UUID, found {value!r}", field) from None
+
+
+def parse_run_at(value: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, "validation_error",
+                       f"expected an ISO-8601 date-time with a zone, found {value!r}",
+                       "runAt") from None
+    if when.tzinfo is None:
+        raise ApiError(400, "validation_error",
+                       f"runAt needs a time zone (e.g. 'Z' or '+02:00'), found {value!r}",
+                       "runAt")
+    return when
+
+
+def _validate_payload(job_type: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+    registry = context(current_app).registry
+    try:
+        registry.get(job_type)
+    except UnknownHandler:
+        raise ApiError(400, "unknown_type",
+                       f"unknown job type {job_type!r}; known types: "
+                       + ", ".join(sorted(registry.names())), "type") from None
+    try:
+        registry.validate(job_type, payload if payload is not None else {})
+    except PayloadError as exc:
+        raise ApiError(400, "invalid_payload", str(exc), exc.field) from None
+    except HandlerError as exc:
+        raise ApiError(400, "invalid_payload", str(exc), "payload") from None
+    return payload if payload is not None else {}
+
+
+def _defaults(job_type: str, body: wire.SubmitJob) -> tuple[int, int, str, int]:
+    spec = context(current_app).registry.get(job_type)
+    max_attempts = body.max_attempts or spec.max_attempts or DEFAULT_MAX_ATTEMPTS
+    timeout = body.timeout_seconds or spec.timeout_seconds or DEFAULT_TIMEOUT_SECONDS
+    queue = body.queue or spec.queue or "default"
+    return max_attempts, timeout, queue, body.priority or 0
+
+
+@blueprint.post("/api/jobs")
+async def submit_job() -> Response:
+    body: wire.SubmitJob = await read_body(wire.SubmitJob)
+    ctx = context(current_app)
+    payload = _validate_payload(body.type, body.payload)
+    max_attempts, timeout, queue, priority = _defaults(body.type, body)
+    if body.cron is not None:
+        return await _submit_schedule(body, payload, max_attempts, timeout, queue, priority)
+    for name, value in (("timezone", body.timezone), ("misfirePolicy", body.misfire_policy),
+                        ("overlapPolicy", body.overlap_policy)):
+        if value is not None:
+            raise ApiError(400, "validation_error", f"{name} applies only with cron", name)
+    run_at = parse_run_at(body.run_at) if body.run_at is not None else None
+    job, created = await ctx.store.submit(NewJob(
+        type=body.type, payload=payload, queue=queue, priority=priority, run_at=run_at,
+        max_attempts=max_attempts, timeout_seconds=timeout,
+        idempotency_key=body.idempotency_key))
+    if created:
+        JOBS_SUBMITTED.labels(body.type).inc()
+    return json_response(job, 201 if created else 200,
+                         {"Location": f"/api/jobs/{job.id}"})
+
+
+async def _submit_schedule(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
+                           timeout: int, queue: str, priority: int) -> Response:
+    assert body.cron is not None
+    if body.run_at is not None:
+        raise ApiError(400, "validation_error", "runAt cannot be combined with cron", "runAt")
+    tz = body.timezone or "UTC"
+    try:
+        cron.validate(body.cron, tz)
+        next_fire = cron.next_fire(body.cron, tz, clock.utcnow())
+    except cron.CronError as exc:
+        raise ApiError(400, "validation_error", str(exc), exc.field) from None
+    ctx = context(current_app)
+    schedule, created = await ctx.store.create_schedule(NewSchedule(
+        cron=body.cron, timezone=tz, type=body.type, payload=payload, queue=queue,
+        priority=priority, max_attempts=max_attempts, timeout_seconds=timeout,
+        misfire_policy=body.misfire_policy or "once",
+        overlap_policy=body.overlap_policy or "allow", next_fire_at=next_fire,
+        idempotency_key=body.idempotency_key))
+    return json_response(schedule, 201 if created else 200,
+                         {"Location": f"/api/schedules/{schedule.id}"})
+
+
+_LIST_PARAMS = {"status", "type", "queue", "take", "cursor"}
+
+
+@blueprint.get("/api/jobs")
+async def list_jobs() -> Response:
+    args = request.args
+    for name in args:
+        if name not in _LIST_PARAMS:
+            raise ApiError(400, "unknown_parameter",
+                           f"unknown query parameter; expected one of "
+                           + ", ".join(sorted(_LIST_PARAMS)), name)
+    status = args.get("status") or None
+    if status is not None and status not in wire.JOB_STATUSES:
+        raise ApiError(400, "validation_error", f"status must be one of "
+                       + ", ".join(wire.JOB_STATUSES) + f"; found {status!r}", "status")
+    take_raw = args.get("take", "50")
+    try:
+        take = int(take_raw)
+    except ValueError:
+        raise ApiError(400, "validation_error",
+                       f"take must be an integer, found {take_raw!r}", "take") from None
+    if not 1 <= take <= 500:
+        raise ApiError(400, "validation_error", f"take must be 1..500, found {take}", "take")
+    cursor = args.get("cursor") or None
+    before = parse_id(cursor, "cursor") if cursor else None
+    for name in ("type", "queue"):
+        value = args.get(name)
+        if value is not None and not 1 <= len(value) <= 100:
+            raise ApiError(400, "validation_error", f"{name} must be 1..100 characters", name)
+    page = await context(current_app).store.list_jobs(
+        status=status, type=args.get("type") or None, queue=args.get("queue") or None,
+        before=before, take=take)
+    return json_response(page)
+
+
+@blueprint.get("/api/jobs/<job_id>")
+async def get_job(job_id: str) -> Response:
+    return json_response(await context(current_app).store.get_job(parse_id(job_id)))
+
+
+@blueprint.post("/api/jobs/<job_id>/cancel")
+async def cancel_job(job_id: str) -> Response:
+    return json_response(await context(current_app).store.cancel(parse_id(job_id)))
+
+
+@blueprint.post("/api/jobs/<job_id>/retry")
+async def retry_job(job_id: str) -> Response:
+    jid = parse_id(job_id)
+    body: wire.RetryJob = await read_body(wire.RetryJob, allow_empty=True)
+    return json_response(await context(current_app).store.retry(jid, body.reason))
+
+
+@blueprint.post("/api/seed")
+async def seed() -> Response:
+    """Demo jobs of every built-in type (loopback only: no outside network needed)."""
+    ctx = context(current_app)
+    base = f"http://{ctx.config.host}:{ctx.config.port}"
+    demos: list[tuple[str, dict[str, Any]]] = [
+        ("http_get", {"url": f"{base}/health"}),
+        ("cpu", {"durationSeconds": 1}),
+        ("file_write", {"fileName": "hello.txt", "content": "hello"}),
+        ("noop", {}),
+        ("sleep", {"seconds": 1}),
+    ]
+    items = []
+    for job_type, payload in demos:
+        if job_type not in ctx.registry.names():
+            continue
+        spec = ctx.registry.get(job_type)
+        job, _ = await ctx.store.submit(NewJob(
+            type=job_type, payload=payload, queue=spec.queue or "default",
+            max_attempts=spec.max_attempts or DEFAULT_MAX_ATTEMPTS,
+            timeout_seconds=spec.timeout_seconds or 60))
+        JOBS_SUBMITTED.labels(job_type).inc()
+        items.append(job)
+    return json_response({"items": items}, 201)
+
+
+@blueprint.get("/api/schedules")
+async def list_schedules() -> Response:
+    return json_response({"items": await context(current_app).store.list_schedules()})
+
+
+@blueprint.get("/api/schedules/<schedule_id>")
+async def get_schedule(schedule_id: str) -> Response:
+    return json_response(
+        await context(current_app).store.get_schedule(parse_id(schedule_id)))
+
+
+@blueprint.get("/health")
+async def health() -> Response:
+    try:
+        with trio.fail_after(2.0):
+            await context(current_app).store.ping()
+    except Exception as exc:  # any failure to reach the database is "unavailable"
+        reason = "timed out after 2 s" if isinstance(exc, trio.TooSlowError) else str(exc)
+        return json_response({"status": "unavailable", "database": "unreachable",
+                              "reason": reason}, 503)
+    return json_response({"status": "ok", "database": "ok"})
+
+
+@blueprint.get("/metrics")
+async def metrics() -> Response:
+    return Response(prometheus_client.generate_latest(),
+                    content_type=prometheus_client.CONTENT_TYPE_LATEST)

@@ -1,0 +1,127 @@
+"""The coordinator's Quart-Trio application: public API, worker API, dashboard,
+health and metrics. It talks to PostgreSQL only through :class:`schema.store.Store`.
+
+:func:`serve` runs it on hypercorn as a trio task (``nursery.start``), told to stop by
+cancellation and given a short graceful deadline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import hypercorn.config
+import hypercorn.trio
+import msgspec
+import structlog
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from handlers import Registry
+from runtime.config import Config
+from runtime.doorbell import Doorbell
+from runtime.errors import DatabaseUnavailable
+from schema.store import Conflict, NotFound, Store
+from web.errors import ApiError
+
+log = structlog.get_logger("web")
+
+
+@dataclass
+class AppContext:
+    """What the web layer needs, built by the composition root."""
+
+    store: Store
+    registry: Registry
+    config: Config
+    doorbell: Doorbell = field(default_factory=Doorbell)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(body), status=status, headers=headers,
+                    content_type="application/json")
+
+
+def create_app(ctx: AppContext) -> QuartTrio:
+    from web import api, worker_api  # local: the routes import this module
+
+    app = QuartTrio("scheduler")
+    app.config["MAX_CONTENT_LENGTH"] = ctx.config.max_body_bytes
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+    app.extensions["scheduler"] = ctx
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(worker_api.blueprint)
+
+    @app.errorhandler(ApiError)
+    async def _api_error(exc: ApiError) -> Response:
+        return json_response(exc.body, exc.status)
+
+    @app.errorhandler(NotFound)
+    async def _not_found(exc: NotFound) -> Response:
+        return json_response({"error": "not_found", "message": str(exc), "field": "id"}, 404)
+
+    @app.errorhandler(Conflict)
+    async def _conflict(exc: Conflict) -> Response:
+        body: dict[str, Any] = {"error": "conflict", "message": str(exc), "field": None}
+        if exc.current is not None:
+            body["current"] = exc.current
+        return json_response(body, 409)
+
+    @app.errorhandler(DatabaseUnavailable)
+    async def _db_down(exc: DatabaseUnavailable) -> Response:
+        return json_response({"error": "database_unavailable", "message": str(exc),
+                              "field": None}, 503)
+
+    @app.errorhandler(HTTPException)
+    async def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = {404: "not_found", 405: "method_not_allowed",
+                413: "body_too_large"}.get(status, "http_error")
+        message = exc.description or exc.name
+        fieldname = None
+        if status == 413:
+            message = f"the request body is larger than {ctx.config.max_body_bytes} bytes"
+            fieldname = "body"
+        return json_response({"error": code, "message": message, "field": fieldname}, status)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(exc: Exception) -> Response:
+        log.error("request_failed", path=request.path, exc_info=exc)
+        return json_response({"error": "internal_error",
+                              "message": f"{type(exc).__name__}: {exc}", "field": None}, 500)
+
+    return app
+
+
+def context(app: Any) -> AppContext:
+    ctx: AppContext = app.extensions["scheduler"]
+    return ctx
+
+
+async def serve(app: QuartTrio, host: str, port: int, *,
+                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` until cancelled; ``task_status.started`` gets the bound URLs."""
+    cfg = hypercorn.config.Config()
+    cfg.bind = [f"{host}:{port}"]
+    cfg.accesslog = None
+    cfg.errorlog = None
+    cfg.graceful_timeout = 1.0
+    cfg.keep_alive_timeout = 75.0
+    cfg.loglevel = "WARNING"
+    never = trio.Event()
+
+    async def shutdown_trigger() -> None:
+        await never.wait()
+
+    await hypercorn.trio.serve(app, cfg, shutdown_trigger=shutdown_trigger,  # type: ignore[arg-type]
+                               task_status=task_status)
+
+
+def seconds_or_none(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
