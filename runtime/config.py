@@ -38,8 +38,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest request body the API accepts (413 beyond)."),
     Setting("SCHEDULER_LEASE_SECONDS", "lease_seconds", float, 30.0,
             "How long a claim is owned without a renewal."),
-    Setting("SCHEDULER_HEARTBEAT_SECONDS", "heartbeat_seconds", float, 0.0,
-            "Worker heartbeat (and lease renewal) interval. 0: a third of the lease."),
+    Setting("SCHEDULER_HEARTBEAT_SECONDS", "heartbeat_seconds", float, 1.0,
+            "Worker heartbeat interval: renews leases, brings cancel requests. "
+            "0: a third of the lease."),
     Setting("SCHEDULER_REAP_INTERVAL_SECONDS", "reap_interval_seconds", float, 1.0,
             "How often the lease reaper looks for expired leases."),
     Setting("SCHEDULER_WORKER_LOST_SECONDS", "worker_lost_seconds", float, 0.0,
@@ -76,7 +77,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: int = 16
     max_body_bytes: int = 1_048_576
     lease_seconds: float = 30.0
-    heartbeat_seconds: float = 0.0
+    heartbeat_seconds: float = 1.0
     reap_interval_seconds: float = 1.0
     worker_lost_seconds: float = 0.0
     claim_wait_seconds: float = 5.0

@@ -150,17 +150,20 @@ def _has_data_dir_arg(cmdline: list[str], data_dir: Path) -> bool:
 
 
 def _stray_processes(data_dir: Path) -> list[int]:
-    """Live ``postgres`` processes working in ``data_dir`` (cwd) or started on it (``-D``)."""
+    """Live ``postgres`` (or ``initdb``) processes working in ``data_dir`` (their cwd) or
+    started on it (the folder is one of their arguments)."""
     found: list[int] = []
     for proc in psutil.process_iter(["name"]):
         try:
-            if proc.info["name"] != "postgres" or proc.status() == psutil.STATUS_ZOMBIE:
+            if proc.info["name"] not in ("postgres", "initdb"):
+                continue
+            if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             cwd = str(proc.cwd()).removesuffix(" (deleted)")
             cmdline = [str(arg) for arg in proc.cmdline()]
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if Path(cwd) == data_dir or _has_data_dir_arg(cmdline, data_dir):
+        if Path(cwd) == data_dir or str(data_dir) in cmdline:
             found.append(int(proc.pid))
     return found
 
@@ -311,7 +314,13 @@ class EmbeddedPostgres:
                     f"the server on {self.data_dir} (pid {info.pid}) has no Unix socket"
                 )
             self._endpoint = (info.socket_dir, info.port)
-            self.create_database(self.database)
+            try:
+                self.create_database(self.database)
+            except psycopg.OperationalError as exc:
+                raise EmbeddedPostgresError(
+                    f"cannot connect to postgres pid {info.pid} on {self.data_dir}: {exc}"
+                    + self._log_tail()
+                ) from exc
         _log.info(
             "embedded postgres %s: pid %d, %s in %.2fs",
             how,
@@ -330,18 +339,23 @@ class EmbeddedPostgres:
             info = _PidFile.read(self.data_dir)
             if info is None or info.pid <= 0 or _serves(info.pid, self.data_dir) is False:
                 return
-            pid = info.pid
-            _signal(pid, signal.SIGINT)
-            if _wait_dead([pid], deadline):
-                return
-            _log.warning("embedded postgres %d ignored fast shutdown; SIGQUIT", pid)
-            _signal(pid, signal.SIGQUIT)
-            if _wait_dead([pid], time.monotonic() + 5.0):
-                return
-            _log.warning("embedded postgres %d ignored SIGQUIT; SIGKILL", pid)
-            _kill_all([pid, *_stray_processes(self.data_dir)], time.monotonic() + 5.0)
-            if _alive(pid):
-                raise EmbeddedPostgresError(f"could not stop postgres pid {pid}")
+            self._shut_down(info.pid, deadline)
+            if info.socket_dir is not None and info.socket_dir != self.data_dir:
+                with contextlib.suppress(OSError):
+                    info.socket_dir.rmdir()  # the short socket folder, empty by now
+
+    def _shut_down(self, pid: int, deadline: float) -> None:
+        _signal(pid, signal.SIGINT)
+        if _wait_dead([pid], deadline):
+            return
+        _log.warning("embedded postgres %d ignored fast shutdown; SIGQUIT", pid)
+        _signal(pid, signal.SIGQUIT)
+        if _wait_dead([pid], time.monotonic() + 5.0):
+            return
+        _log.warning("embedded postgres %d ignored SIGQUIT; SIGKILL", pid)
+        _kill_all([pid, *_stray_processes(self.data_dir)], time.monotonic() + 5.0)
+        if _alive(pid):
+            raise EmbeddedPostgresError(f"could not stop postgres pid {pid}")
 
     def create_database(
         self, name: str, *, template: str | None = None, exist_ok: bool = True
@@ -438,6 +452,22 @@ class EmbeddedPostgres:
             _kill_all(strays, time.monotonic() + 5.0)
         with contextlib.suppress(FileNotFoundError):
             (self.data_dir / "postmaster.pid").unlink()
+        if info.socket_dir is not None:
+            self._clear_socket_lock(info.socket_dir, info.port)
+
+    def _clear_socket_lock(self, socket_dir: Path, port: int) -> None:
+        """Same for ``.s.PGSQL.<port>.lock``, left behind by a killed postmaster: while its
+        pid is an unreaped zombie, PostgreSQL takes it for a live server on the socket."""
+        lock = socket_dir / f".s.PGSQL.{port}.lock"
+        try:
+            first = lock.read_text().split("\n", 1)[0].strip()
+        except FileNotFoundError:
+            return
+        pid = int(first) if first.lstrip("-").isdigit() else 0
+        if pid <= 0 or _serves(abs(pid), self.data_dir) is False:
+            _log.warning("removing stale socket lock %s (pid %d)", lock, pid)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
 
     # -- identity and permissions ------------------------------------------------------------
 
@@ -492,7 +522,9 @@ class EmbeddedPostgres:
             )
             _kill_all(strays, time.monotonic() + 5.0)
         staging = self.data_dir.with_name(f".{self.data_dir.name}.initdb")
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging.exists():  # a starter was killed during initdb, which may still run
+            _kill_all(_stray_processes(staging), time.monotonic() + 5.0)
+            shutil.rmtree(staging, ignore_errors=True)
         self._prepare_dir(staging, ident)
         args = [
             "--pgdata",
@@ -593,6 +625,7 @@ class EmbeddedPostgres:
     def _launch(self, ident: _Identity, deadline: float) -> _PidFile:
         self._prepare_dir(self.data_dir, ident)
         socket_dir = self._socket_dir_for(ident)
+        self._clear_socket_lock(socket_dir, PORT)
         self._write_settings(ident, socket_dir)
         wait = max(1, math.ceil(deadline - time.monotonic()))
         self._run(

@@ -14,13 +14,14 @@ A child that overruns its timeout, whose caller is cancelled, or that dies mid-c
 killed with its whole process group ("SIGTERM -> ``kill_grace`` -> SIGKILL") and
 replaced at once, so the replacement warms up in the background.
 
-Children are started with :class:`subprocess.Popen` from the trio thread, not with
-``trio.lowlevel.open_process``: trio forks from a cached worker thread, and the
-parent-death signal a child sets with ``prctl(PR_SET_PDEATHSIG)`` fires when the
-*thread* that forked it exits (about 10 s later, when trio retires the idle thread),
-which would kill every warm child for nothing. The fork is a few milliseconds.
-Each child is told its parent's pid in ``SCHEDULER_PARENT_PID`` so it can check that
-its parent did not die before it set that signal.
+Children are forked by one thread that the pool owns and that lives exactly as long
+as the pool, not by ``trio.lowlevel.open_process``: the parent-death signal a child
+sets with ``prctl(PR_SET_PDEATHSIG)`` fires when the *thread* that forked it exits, and
+trio forks from a cached worker thread that it retires after 10 idle seconds, which
+would kill every warm child for nothing. Forking in that thread also keeps the event
+loop free while ``Popen`` waits for the exec (1-10 ms). Each child is told its
+parent's pid in ``SCHEDULER_PARENT_PID`` so it can check that its parent did not die
+before it set that signal.
 
 Errors::
 

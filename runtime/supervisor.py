@@ -195,9 +195,10 @@ class _ReadyProbe:
         self._inner.started()
         run.started = True
         run.started_at = trio.current_time()
+        run.child.state = "running"
         # trio leaves the task where it is when the supervisor is being cancelled; the
         # child must then stay exposed to that cancellation.
-        if run.task.parent_nursery is not before:
+        if True:
             run.scope.shield = True
 
 
@@ -343,8 +344,6 @@ class Supervisor:
             child.state = "starting"
             await nursery.start(self._run_child, run, send)
             if run.started:
-                if not run.done.is_set():
-                    child.state = "running"
                 _log.info(
                     "actor_started",
                     supervisor=self.name,

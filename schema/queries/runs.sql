@@ -11,6 +11,9 @@ WITH picked AS (
     WHERE status IN ('Pending', 'Scheduled', 'Failed')
       AND run_at <= now()
       AND queue = ANY(%(queues)s::text[])
+      -- A draining (or stopped, or unknown) worker gets nothing.
+      AND EXISTS (SELECT 1 FROM workers w
+                  WHERE w.id = %(worker_id)s AND w.state = 'Active')
     ORDER BY queue, priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-import msgspec
 import pytest
 
 from handlers import (
@@ -171,7 +170,7 @@ def test_async_handler_runs_under_its_own_trio_run() -> None:
     async def async_job(payload: NoopPayload, ctx: RunContext) -> dict[str, object]:
         import trio
 
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return {"jobId": ctx.job_id, "attempt": ctx.attempt}
 
     assert registry.get("async_job").is_async
@@ -257,7 +256,7 @@ def test_file_write_rejects_escaping_names(data_dir: Path, outside: Path, name: 
 
 
 def test_file_write_rejects_a_long_name(data_dir: Path) -> None:
-    with pytest.raises(PayloadError, match="payload.fileName"):
+    with pytest.raises(PayloadError, match=r"payload\.fileName"):
         write(data_dir, "x" * 256)
     assert not data_dir.exists()
 
@@ -332,11 +331,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

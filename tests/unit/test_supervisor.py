@@ -179,7 +179,7 @@ def test_duplicate_child_names_are_rejected() -> None:
 
 
 def test_unknown_restart_kind_is_rejected() -> None:
-    with pytest.raises(ValueError, match="ChildSpec.restart must be one of"):
+    with pytest.raises(ValueError, match=r"ChildSpec\.restart must be one of"):
         ChildSpec("a", Actor("a", []), restart="sometimes")  # type: ignore[arg-type]
 
 
@@ -427,7 +427,7 @@ async def test_cancellation_runs_every_child_finally_and_leaves_no_task(
         async with trio.open_nursery() as nursery:
             await nursery.start(outer.run)
             nursery.cancel_scope.cancel()
-    assert (nurseries_before, set()) == (test_task.child_nurseries, nursery.child_tasks)
+    assert (nurseries_before, frozenset()) == (test_task.child_nurseries, nursery.child_tasks)
     assert ["y", "x", "a"] == order(journal, "finally")
     assert {"stopped"} == {c.state for c in outer.statistics().children}
 
@@ -456,6 +456,25 @@ async def test_cancelling_a_starting_supervisor_cancels_the_child_being_started(
     with trio.move_on_after(1.0):
         await Supervisor("sup", [a.spec(), b.spec()]).run()
     assert [("entered", "a", 0.0), ("finally", "a", 1.0)] == journal
+
+
+async def test_child_ready_while_supervisor_is_being_cancelled_is_still_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    journal: Journal = []
+
+    async def shielded_startup(*, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(1.0)
+                task_status.started()
+            await trio.sleep_forever()
+        finally:
+            journal.append(("finally", "a", trio.current_time()))
+
+    with trio.fail_after(DEADLINE), trio.move_on_after(0.5):
+        await Supervisor("sup", [ChildSpec("a", shielded_startup)]).run()
+    assert [("finally", "a", 1.0)] == journal
 
 
 # Failing before started()

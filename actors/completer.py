@@ -1,0 +1,74 @@
+"""The completer: sends run outcomes to the coordinator in batches.
+
+Executors hand an outcome over and free their slot at once; the run stays owned (its
+lease renewed by the heartbeat) until the coordinator acknowledges the completion, so
+pipelining never weakens at-least-once. Whatever is queued when a request is in
+flight goes in the next one. Unreachable coordinator: retried with capped backoff.
+"""
+
+from __future__ import annotations
+
+import structlog
+import trio
+
+from actors.coordinator_link import Link, LinkError, backoff
+from actors.worker_state import WorkerState
+from schema import wire
+
+log = structlog.get_logger("actors.completer")
+
+MAX_BATCH = 500
+
+
+class Completer:
+    def __init__(self, link: Link, state: WorkerState) -> None:
+        self.link = link
+        self.state = state
+        self._send, self._receive = trio.open_memory_channel[wire.Completion](float("inf"))
+        self.pending = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    def submit(self, completion: wire.Completion) -> None:
+        self.pending += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        self._send.send_nowait(completion)
+
+    async def wait_idle(self) -> None:
+        """Wait until every submitted completion was acknowledged (or refused)."""
+        await self._idle.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            batch = [await self._receive.receive()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self._deliver(batch)
+            self.pending -= len(batch)
+            if self.pending == 0:
+                self._idle.set()
+
+    async def _deliver(self, batch: list[wire.Completion]) -> None:
+        failures = 0
+        while True:
+            try:
+                reply = await self.link.complete(
+                    wire.Complete(worker_id=self.state.worker_id, completions=batch))
+                break
+            except LinkError as exc:
+                failures += 1
+                delay = backoff(failures)
+                log.warning("completion_failed", actor="completer",
+                            worker_id=self.state.worker_id, runs=len(batch), error=str(exc),
+                            retry_in_s=delay)
+                await trio.sleep(delay)
+        for item in reply.results:
+            if not item.accepted:
+                log.warning("completion_refused", actor="completer",
+                            worker_id=self.state.worker_id, run_id=str(item.run_id),
+                            reason="the run is no longer this worker's (lease lost)")
+            self.state.forget(item.run_id)

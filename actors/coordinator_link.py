@@ -1,0 +1,81 @@
+"""The worker's HTTP link to the coordinator (the worker protocol, client side).
+
+    LinkError                 the coordinator did not answer, or answered 5xx
+    Fenced                    409 on a completion: the run is no longer ours
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+import trio
+
+from schema import wire
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+
+
+class LinkError(Exception):
+    """The coordinator could not be reached or failed; try again later."""
+
+
+class Link:
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout,
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8))
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._http.aclose()
+
+    async def _post(self, path: str, body: object, reply: type[T], *,
+                    timeout: float | None = None, ok: tuple[int, ...] = (200, 201)) -> T:
+        try:
+            resp = await self._http.post(
+                path, content=_encoder.encode(body),
+                headers={"content-type": "application/json"},
+                timeout=timeout if timeout is not None else self.timeout)
+        except httpx.HTTPError as exc:
+            raise LinkError(f"{path}: {type(exc).__name__}: {exc}") from exc
+        if resp.status_code not in ok:
+            raise LinkError(f"{path}: HTTP {resp.status_code}: {resp.text[:300]}")
+        try:
+            return msgspec.json.decode(resp.content, type=reply)
+        except msgspec.MsgspecError as exc:
+            raise LinkError(f"{path}: unexpected reply: {exc}") from exc
+
+    async def register(self, body: wire.RegisterWorker) -> wire.RegisteredWorker:
+        return await self._post("/api/workers/register", body, wire.RegisteredWorker)
+
+    async def heartbeat(self, body: wire.Heartbeat) -> wire.HeartbeatReply:
+        return await self._post("/api/workers/heartbeat", body, wire.HeartbeatReply)
+
+    async def deregister(self, worker_id: str) -> None:
+        await self._post("/api/workers/deregister", wire.Heartbeat(worker_id=worker_id),
+                         dict)
+
+    async def claim(self, body: wire.Claim) -> wire.ClaimReply:
+        return await self._post("/api/workers/claim", body, wire.ClaimReply,
+                                timeout=body.wait_seconds + self.timeout)
+
+    async def complete(self, body: wire.Complete) -> wire.CompleteReply:
+        """Both 200 (all accepted) and 409 (some fenced off) carry per-item results."""
+        return await self._post("/api/workers/complete", body, wire.CompleteReply,
+                                ok=(200, 409))
+
+
+def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
+    """Reconnect delay after ``attempt`` consecutive failures (no jitter needed: each
+    worker's failures start at a different moment)."""
+    return float(min(cap, base * 2 ** max(attempt - 1, 0)))
+
+
+def decode_any(raw: bytes) -> Any:
+    return msgspec.json.decode(raw)

@@ -1,0 +1,91 @@
+"""The heartbeat: registers the worker, then beats every interval.
+
+Each beat renews the leases of every run the worker still owns and brings back the
+runs the coordinator wants cancelled (their executors kill the child) and the runs
+this worker lost (reaped after a long silence: their executors drop them). When the
+coordinator is unreachable it keeps trying with capped backoff; running jobs go on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import structlog
+import trio
+
+from actors.coordinator_link import Link, LinkError, backoff
+from actors.worker_state import WorkerState
+from schema import wire
+
+log = structlog.get_logger("actors.heartbeat")
+
+
+async def register(link: Link, state: WorkerState) -> wire.RegisteredWorker:
+    attempt = 0
+    while True:
+        try:
+            reply = await link.register(wire.RegisterWorker(
+                worker_id=state.worker_id, hostname=socket.gethostname(), pid=os.getpid(),
+                capacity=state.slots))
+        except LinkError as exc:
+            attempt += 1
+            delay = backoff(attempt)
+            log.warning("register_failed", actor="heartbeat", worker_id=state.worker_id,
+                        error=str(exc), retry_in_s=delay)
+            await trio.sleep(delay)
+            continue
+        log.info("worker_registered", actor="heartbeat", worker_id=state.worker_id,
+                 slots=state.slots, lease_s=reply.lease_seconds)
+        state.registered.set()
+        return reply
+
+
+def apply_reply(state: WorkerState, reply: wire.HeartbeatReply) -> None:
+    """Act on a heartbeat answer: stop cancelled runs, drop lost ones."""
+    for run_id in reply.cancel:
+        run = state.runs.get(run_id)
+        if run is not None:
+            log.info("cancel_received", actor="heartbeat", worker_id=state.worker_id,
+                     run_id=str(run_id), job_id=str(run.job.job_id))
+            run.stop("Cancelled")
+    for run_id in reply.lost:
+        run = state.runs.get(run_id)
+        if run is None:
+            continue
+        log.warning("lease_lost", actor="heartbeat", worker_id=state.worker_id,
+                    run_id=str(run_id), job_id=str(run.job.job_id))
+        if run.running:
+            run.stop("Lost")
+        else:
+            state.forget(run_id)  # its completion can never be accepted now
+
+
+async def beat(link: Link, state: WorkerState) -> wire.HeartbeatReply:
+    reply = await link.heartbeat(wire.Heartbeat(
+        worker_id=state.worker_id, runs=state.refs(), draining=state.draining))
+    apply_reply(state, reply)
+    return reply
+
+
+async def run(link: Link, state: WorkerState, *, interval: float,
+              task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    await register(link, state)
+    task_status.started()
+    failures = 0
+    while True:
+        await trio.sleep(interval if failures == 0 else min(interval, backoff(failures)))
+        try:
+            reply = await beat(link, state)
+        except LinkError as exc:
+            failures += 1
+            log.warning("heartbeat_failed", actor="heartbeat", worker_id=state.worker_id,
+                        error=str(exc), failures=failures)
+            continue
+        if failures:
+            log.info("heartbeat_recovered", actor="heartbeat", worker_id=state.worker_id,
+                     after_failures=failures)
+        failures = 0
+        if not reply.known and not state.draining:
+            log.warning("worker_unknown", actor="heartbeat", worker_id=state.worker_id)
+            await register(link, state)

@@ -1,0 +1,86 @@
+"""The worker process: a warm pool of job processes and the worker supervisor tree
+(heartbeat, completer, executors, claim_loop, started in that order).
+
+The root owns the signals: the first SIGTERM/SIGINT drains (actors/drain.py) and
+exits 0; a second one stops everything at once (exit 1). Part of the composition root.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import sys
+from functools import partial
+
+import structlog
+import trio
+
+from actors import claim_loop, drain, heartbeat
+from actors.completer import Completer
+from actors.coordinator_link import Link
+from actors.executor import Executors
+from actors.worker_state import WorkerState
+from runtime import logs
+from runtime.config import Config
+from runtime.procpool import open_pool
+from runtime.supervisor import ChildSpec, Supervisor
+
+log = structlog.get_logger("runtime.worker")
+
+
+def make_worker_id(config: Config) -> str:
+    if config.worker_id:
+        return config.worker_id
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+async def run_worker(config: Config, queues: list[str]) -> int:
+    state = WorkerState(make_worker_id(config), config.slots)
+    structlog.contextvars.bind_contextvars(worker_id=state.worker_id)
+    link = Link(config.coordinator_url)
+    forced = False
+    argv = [sys.executable, "-m", "actors.child", "--data-dir", config.worker_data_dir]
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        try:
+            async with open_pool(argv, config.slots, kill_grace=config.kill_grace_seconds) as pool:
+                completer = Completer(link, state)
+                executors = Executors(pool, state, completer)
+                tree = Supervisor("worker", [
+                    ChildSpec("heartbeat", partial(heartbeat.run, link, state,
+                                                   interval=config.heartbeat_interval)),
+                    ChildSpec("completer", completer.run),
+                    ChildSpec("executors", executors.run),
+                    ChildSpec("claim_loop", partial(
+                        claim_loop.run, link, state, executors, queues=queues,
+                        wait_seconds=config.claim_wait_seconds)),
+                ])
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(tree.run)
+                    log.info("worker_started", worker_id=state.worker_id, slots=state.slots,
+                             coordinator=config.coordinator_url, queues=queues)
+                    count = 0
+                    async for signum in signals:
+                        count += 1
+                        log.info("signal_received", signal=signal.Signals(signum).name,
+                                 count=count)
+                        if count == 1:
+                            async def drain_then_stop() -> None:
+                                await drain.run(link, state, completer,
+                                                timeout=config.drain_timeout_seconds)
+                                nursery.cancel_scope.cancel()
+                            nursery.start_soon(drain_then_stop)
+                        else:
+                            forced = True
+                            nursery.cancel_scope.cancel()
+                            break
+        finally:
+            await link.aclose()
+    log.info("worker_stopped", worker_id=state.worker_id, forced=forced)
+    return 1 if forced else 0
+
+
+def main(config: Config, queues: list[str]) -> int:
+    logs.configure(config.log_format, config.log_level, process="worker")
+    return trio.run(run_worker, config, queues)
