@@ -36,12 +36,12 @@ class Link:
             await self._http.aclose()
 
     async def _post(self, path: str, body: object, reply: type[T], *,
-                    timeout: float | None = None, ok: tuple[int, ...] = (200, 201)) -> T:
+                    read_timeout: float | None = None, ok: tuple[int, ...] = (200, 201)) -> T:
         try:
             resp = await self._http.post(
                 path, content=_encoder.encode(body),
                 headers={"content-type": "application/json"},
-                timeout=timeout if timeout is not None else self.timeout)
+                timeout=read_timeout if read_timeout is not None else self.timeout)
         except httpx.HTTPError as exc:
             raise LinkError(f"{path}: {type(exc).__name__}: {exc}") from exc
         if resp.status_code not in ok:
@@ -63,7 +63,7 @@ class Link:
 
     async def claim(self, body: wire.Claim) -> wire.ClaimReply:
         return await self._post("/api/workers/claim", body, wire.ClaimReply,
-                                timeout=body.wait_seconds + self.timeout)
+                                read_timeout=body.wait_seconds + self.timeout)
 
     async def complete(self, body: wire.Complete) -> wire.CompleteReply:
         """Both 200 (all accepted) and 409 (some fenced off) carry per-item results."""

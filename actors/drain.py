@@ -21,10 +21,10 @@ log = structlog.get_logger("actors.drain")
 ACK_TIMEOUT = 10.0
 
 
-async def run(link: Link, state: WorkerState, completer: Completer, *, timeout: float) -> None:
+async def run(link: Link, state: WorkerState, completer: Completer, *, drain_timeout: float) -> None:
     started = trio.current_time()
     log.info("drain_started", actor="drain", worker_id=state.worker_id, running=state.busy,
-             timeout_s=timeout)
+             timeout_s=drain_timeout)
     state.start_draining()
     with trio.move_on_after(5.0):
         try:
@@ -32,7 +32,7 @@ async def run(link: Link, state: WorkerState, completer: Completer, *, timeout: 
         except LinkError as exc:
             log.warning("drain_notice_failed", actor="drain", worker_id=state.worker_id,
                         error=str(exc))
-    with trio.move_on_after(timeout):
+    with trio.move_on_after(drain_timeout):
         await state.wait_until(lambda: state.busy == 0)
     handed_back = 0
     if state.busy:

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import uuid
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+import psycopg
 import trio
 
 from runtime import compose, logs
@@ -61,6 +64,13 @@ def _non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, found {value}")
     return value
+
+
+def _job_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a job id (a UUID), found {text!r}") from None
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -117,11 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--type")
     ls.add_argument("--queue")
     ls.add_argument("--take", type=_positive_int, default=25)
-    ls.add_argument("--cursor")
+    ls.add_argument("--cursor", type=_job_id)
     ls.add_argument("--json", action="store_true")
     for name in ("show", "cancel", "retry"):
         c = jsub.add_parser(name)
-        c.add_argument("id")
+        c.add_argument("id", type=_job_id)
         c.add_argument("--json", action="store_true")
         if name == "retry":
             c.add_argument("--reason")
@@ -170,8 +180,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeCoreError as exc:
         print(f"scheduler: {exc}", file=sys.stderr)
         return 1
+    except psycopg.OperationalError as exc:
+        print(f"scheduler: cannot use PostgreSQL: {str(exc).strip()}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # stdout closed early (``scheduler jobs list | head``): no traceback, and no
+        # second error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 2
 
 

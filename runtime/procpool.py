@@ -38,12 +38,15 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import structlog
 import trio
 
 from runtime.errors import RuntimeCoreError
@@ -68,6 +71,10 @@ _RECEIVE_BYTES = 64 * 1024
 # After SIGKILL a process is reaped within milliseconds; this only bounds a wait on a
 # process stuck in the kernel (uninterruptible sleep).
 _REAP_SECONDS = 5.0
+# Bounds the wait for forks in flight when the pool closes.
+_SPAWN_SECONDS = 5.0
+
+_log = structlog.get_logger("runtime.procpool")
 
 
 class ProcPoolError(RuntimeCoreError):
@@ -216,6 +223,92 @@ class _Child:
             self._pidfd = -1
 
 
+@dataclass(frozen=True)
+class _Forked:
+    """A process just forked by the spawner thread, with the parent's ends of its pipes."""
+
+    popen: subprocess.Popen[bytes]
+    stdin_fd: int
+    stdout_fd: int
+
+    def abandon(self) -> None:
+        """Kill and reap it at once (blocking); for forks that land after the pool closed."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.popen.wait(timeout=_REAP_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+        os.close(self.stdin_fd)
+        os.close(self.stdout_fd)
+
+
+_Landed = Callable[["_Forked | OSError"], None]
+
+
+class _Spawner:
+    """The thread that forks a pool's children; it lives as long as the pool."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self._argv = list(argv)
+        self._env = dict(env)
+        self._token = trio.lowlevel.current_trio_token()
+        self._requests: queue.SimpleQueue[_Landed | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="procpool-spawner", daemon=True)
+        self._thread.start()
+
+    @property
+    def ident(self) -> int | None:
+        return self._thread.ident
+
+    def submit(self, landed: _Landed) -> None:
+        """Fork one child; ``landed`` gets it (or the OSError) in the trio thread."""
+        self._requests.put(landed)
+
+    def stop(self) -> None:
+        self._requests.put(None)
+
+    def _serve(self) -> None:
+        while (landed := self._requests.get()) is not None:
+            result = self._fork()
+            try:
+                self._token.run_sync_soon(landed, result)
+            except trio.RunFinishedError:
+                if isinstance(result, _Forked):
+                    result.abandon()
+
+    def _fork(self) -> _Forked | OSError:
+        try:
+            stdin_read, stdin_write = os.pipe()
+        except OSError as exc:
+            return exc
+        try:
+            stdout_read, stdout_write = os.pipe()
+        except OSError as exc:
+            os.close(stdin_read)
+            os.close(stdin_write)
+            return exc
+        try:
+            popen = subprocess.Popen(
+                self._argv,
+                stdin=stdin_read,
+                stdout=stdout_write,
+                env=self._env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            os.close(stdin_write)
+            os.close(stdout_read)
+            return exc
+        finally:
+            os.close(stdin_read)
+            os.close(stdout_write)
+        return _Forked(popen, stdin_write, stdout_read)
+
+
 class WarmPool:
     """Pre-started children serving :meth:`call`. Open one with :func:`open_pool`."""
 
@@ -233,13 +326,20 @@ class WarmPool:
         self._kill_grace = kill_grace
         self._start_timeout = start_timeout
         base_env = os.environ if env is None else env
-        self._env = {**base_env, PARENT_PID_ENV: str(os.getpid())}
+        self._spawner = _Spawner(argv, {**base_env, PARENT_PID_ENV: str(os.getpid())})
         self._children: set[_Child] = set()
-        self._idle_send, self._idle_receive = trio.open_memory_channel[_Child](math.inf)
+        # Idle children, and the spawn failures that a waiting caller must hear about.
+        self._idle_send, self._idle_receive = trio.open_memory_channel[_Child | SpawnFailed](
+            math.inf
+        )
         self._busy = 0
+        self._forking = 0
+        self._forks_landed = trio.Event()
+        self._forks_landed.set()
         self._spawned = 0
         self._killed = 0
-        self._closed = False
+        self._closed = False  # no more calls nor forks
+        self._finished = False  # children stopped; a fork landing now is abandoned
 
     # The timeout is the child's kill deadline, not a cancel scope the caller could own.
     async def call(self, request: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
@@ -253,9 +353,9 @@ class WarmPool:
 
         Error handling: CallTimeout when the child has not answered within ``timeout``
         seconds (it is killed: a busy loop cannot hold on to it); ChildDied when it
-        exits mid-call; ProtocolViolation on a malformed frame; SpawnFailed when the
-        child chosen for the call never became ready; PoolClosed after the pool closed.
-        Each kills and replaces the child; the pool keeps serving.
+        exits mid-call; ProtocolViolation on a malformed frame. Each kills and replaces
+        the child, and the pool keeps serving. SpawnFailed when no child could be
+        started for the call; PoolClosed after the pool closed.
         """
         if not timeout > 0:
             raise ValueError(f"timeout: expected a number of seconds > 0, found {timeout!r}")
@@ -266,13 +366,16 @@ class WarmPool:
                 await child.send_frame(request)
                 response = await child.receive_frame()
         except _ChildGone:
-            await self._retire(child)
+            await self._retire(child, "died")
             raise ChildDied(child.returncode) from None
+        except ProtocolViolation:
+            await self._retire(child, "protocol_violation")
+            raise
         except BaseException:
-            await self._retire(child)
+            await self._retire(child, "cancelled")
             raise
         if response is None:
-            await self._retire(child)
+            await self._retire(child, "timeout")
             raise CallTimeout(timeout)
         self._checkin(child)
         return response
@@ -281,7 +384,7 @@ class WarmPool:
         """Return a snapshot of the pool's children and counters."""
         return PoolStatistics(
             size=self._size,
-            idle=self._idle_send.statistics().current_buffer_used,
+            idle=len(self._children) - self._busy,
             busy=self._busy,
             spawned=self._spawned,
             killed=self._killed,
@@ -294,9 +397,12 @@ class WarmPool:
                 raise PoolClosed("expected an open pool, found it closed")
             self._top_up()
             try:
-                child = await self._idle_receive.receive()
+                item = await self._idle_receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
                 raise PoolClosed("expected an open pool, found it closed") from None
+            if isinstance(item, SpawnFailed):
+                raise item
+            child = item
             self._busy += 1
             if child.ready and not child.exited():
                 return child
@@ -305,20 +411,19 @@ class WarmPool:
                     await self._wait_ready(child)
                     return child
             except SpawnFailed:
-                await self._retire(child)
+                await self._retire(child, "not_ready")
                 raise
             except BaseException:
                 # Cancelled while it boots: the child is fine, give it back.
                 self._checkin(child)
                 raise
             # An idle child died (killed from outside); the request was never sent.
-            await self._retire(child)
+            await self._retire(child, "died_idle")
 
     def _checkin(self, child: _Child) -> None:
         self._busy -= 1
-        if self._closed:
-            return
-        self._idle_send.send_nowait(child)
+        if not self._closed:
+            self._idle_send.send_nowait(child)
 
     async def _wait_ready(self, child: _Child) -> None:
         try:
@@ -330,7 +435,8 @@ class WarmPool:
                 " found none"
             ) from None
         except _ChildGone:
-            await child.wait()
+            with trio.move_on_after(1.0):
+                await child.wait()
             raise SpawnFailed(
                 f"expected {self._argv!r} to start, found it exited with {child.returncode}"
             ) from None
@@ -340,7 +446,7 @@ class WarmPool:
             raise SpawnFailed(f"expected an empty ready frame, found {len(frame)} bytes")
         child.ready = True
 
-    async def _retire(self, child: _Child) -> None:
+    async def _retire(self, child: _Child, reason: str) -> None:
         """Kill a child and its group, shielded and bounded; start its replacement."""
         self._busy -= 1
         self._children.discard(child)
@@ -348,46 +454,50 @@ class WarmPool:
             await child.kill(self._kill_grace)
         child.close()
         self._killed += 1
-        if not self._closed:
-            try:
-                self._top_up()
-            except SpawnFailed:
-                pass  # the next checkout tries again and reports it
+        _log.info("pool_child_killed", pid=child.pid, reason=reason, returncode=child.returncode)
+        self._top_up()
 
     def _top_up(self) -> None:
-        """Start children until there are ``size`` (spawns only, no waiting)."""
-        while not self._closed and len(self._children) < self._size:
-            self._idle_send.send_nowait(self._spawn())
+        """Ask the spawner for children until there are ``size``; does not wait."""
+        while not self._closed and len(self._children) + self._forking < self._size:
+            if self._forking == 0:
+                self._forks_landed = trio.Event()
+            self._forking += 1
+            self._spawner.submit(self._landed)
 
-    def _spawn(self) -> _Child:
-        stdin_read, stdin_write = os.pipe()
-        stdout_read, stdout_write = os.pipe()
-        try:
-            popen = subprocess.Popen(
-                self._argv,
-                stdin=stdin_read,
-                stdout=stdout_write,
-                env=self._env,
-                start_new_session=True,
-                close_fds=True,
+    def _landed(self, result: _Forked | OSError) -> None:
+        """Take in a fork (run by trio from the spawner thread; must not raise)."""
+        self._forking -= 1
+        if self._forking == 0:
+            self._forks_landed.set()
+        if isinstance(result, _Forked):
+            if self._finished:
+                result.abandon()
+                return
+            try:
+                child = _Child(result.popen, result.stdin_fd, result.stdout_fd)
+            except OSError as exc:
+                result.abandon()
+                result = exc
+            else:
+                self._children.add(child)
+                self._spawned += 1
+                self._idle_send.send_nowait(child)
+                return
+        if not self._closed:
+            self._idle_send.send_nowait(
+                SpawnFailed(f"expected to start {self._argv!r}, found {result}")
             )
-        except OSError as exc:
-            os.close(stdin_write)
-            os.close(stdout_read)
-            raise SpawnFailed(f"expected to start {self._argv!r}, found {exc}") from exc
-        finally:
-            os.close(stdin_read)
-            os.close(stdout_write)
-        child = _Child(popen, stdin_write, stdout_read)
-        self._children.add(child)
-        self._spawned += 1
-        return child
 
     async def _start(self) -> None:
         """Start ``size`` children and wait until all are ready."""
-        self._top_up()
-        for child in list(self._children):
-            await self._wait_ready(child)
+        children: list[_Child] = []
+        try:
+            for _ in range(self._size):
+                children.append(await self._checkout())
+        finally:
+            for child in children:
+                self._checkin(child)
 
     async def _aclose(self) -> None:
         """Stop every child: EOF on stdin -> ``kill_grace`` -> SIGKILL to each group.
@@ -395,6 +505,9 @@ class WarmPool:
         Call it shielded; it bounds its own waits.
         """
         self._closed = True
+        with trio.move_on_after(_SPAWN_SECONDS):
+            await self._forks_landed.wait()
+        self._finished = True
         self._idle_send.close()
         children = list(self._children)
         self._children.clear()
@@ -410,6 +523,8 @@ class WarmPool:
                 await child.wait()
         for child in children:
             child.close()
+        # Last: the children's parent-death signal fires when this thread exits.
+        self._spawner.stop()
 
 
 @asynccontextmanager

@@ -68,7 +68,7 @@ async def run_worker(config: Config, queues: list[str]) -> int:
                         if count == 1:
                             async def drain_then_stop() -> None:
                                 await drain.run(link, state, completer,
-                                                timeout=config.drain_timeout_seconds)
+                                                drain_timeout=config.drain_timeout_seconds)
                                 nursery.cancel_scope.cancel()
                             nursery.start_soon(drain_then_stop)
                         else:

@@ -68,7 +68,7 @@ class Proc:
     def __init__(self, args: Sequence[str], env: Mapping[str, str], log_name: str) -> None:
         OUTPUT.mkdir(exist_ok=True)
         self.log_path = OUTPUT / f"{log_name}-{os.getpid()}-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self._log = open(self.log_path, "wb")
         self.args = list(args)
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "runtime.cli", *args], env={**os.environ, **env},

@@ -7,6 +7,7 @@ validation happens completely before anything is written.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Any
 
@@ -37,11 +38,40 @@ async def read_body(type_: type[Any], *, allow_empty: bool = False) -> Any:
     if not raw.strip():
         if allow_empty:
             return msgspec.convert({}, type_)
-        raise ApiError(400, "malformed_json", "the request body is empty; expected a JSON object")
+        raise ApiError(400, "malformed_json", "the request body is empty; expected a JSON object",
+                       "body")
     try:
-        return msgspec.json.decode(raw, type=type_)
+        value = msgspec.json.decode(raw, type=type_)
     except msgspec.MsgspecError as exc:
         raise from_msgspec(exc) from None
+    if b"\\u0000" in raw:  # cheap pre-filter; PostgreSQL text and jsonb refuse NUL
+        where = nul_path(msgspec.json.decode(raw))
+        if where is not None:
+            raise ApiError(400, "validation_error",
+                           "expected text without NUL (\\u0000) characters, found one",
+                           where or "body")
+    return value
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """The JSON path (``payload.url``, ``items[2]``) of the first string or key holding a
+    NUL character, ``""`` for the document itself, or None if there is none."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else key
+            if "\x00" in key:
+                return path
+            found = nul_path(item, child)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = nul_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:
@@ -62,7 +92,13 @@ def parse_run_at(value: str) -> dt.datetime:
         raise ApiError(400, "validation_error",
                        f"runAt needs a time zone (e.g. 'Z' or '+02:00'), found {value!r}",
                        "runAt")
-    return when
+    try:
+        return when.astimezone(dt.UTC)
+    except OverflowError:
+        # PostgreSQL would store it, and every later read of the row would fail.
+        raise ApiError(400, "validation_error",
+                       f"expected a date-time between years 1 and 9999 in UTC, found {value!r}",
+                       "runAt") from None
 
 
 def _validate_payload(job_type: str, payload: dict[str, Any] | None) -> dict[str, Any]:
@@ -114,7 +150,7 @@ async def submit_job() -> Response:
 
 
 async def _submit_schedule(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
-                           timeout: int, queue: str, priority: int) -> Response:
+                           timeout_seconds: int, queue: str, priority: int) -> Response:
     assert body.cron is not None
     if body.run_at is not None:
         raise ApiError(400, "validation_error", "runAt cannot be combined with cron", "runAt")
@@ -124,10 +160,14 @@ async def _submit_schedule(body: wire.SubmitJob, payload: dict[str, Any], max_at
         next_fire = cron.next_fire(body.cron, tz, clock.utcnow())
     except cron.CronError as exc:
         raise ApiError(400, "validation_error", str(exc), exc.field) from None
+    except ValueError as exc:  # croniter's CroniterBadDateError: no fire time ever
+        raise ApiError(400, "validation_error",
+                       f"expected a cron expression that fires, found {body.cron!r} "
+                       f"which never does ({exc})", "cron") from None
     ctx = context(current_app)
     schedule, created = await ctx.store.create_schedule(NewSchedule(
         cron=body.cron, timezone=tz, type=body.type, payload=payload, queue=queue,
-        priority=priority, max_attempts=max_attempts, timeout_seconds=timeout,
+        priority=priority, max_attempts=max_attempts, timeout_seconds=timeout_seconds,
         misfire_policy=body.misfire_policy or "once",
         overlap_policy=body.overlap_policy or "allow", next_fire_at=next_fire,
         idempotency_key=body.idempotency_key))
@@ -144,18 +184,17 @@ async def list_jobs() -> Response:
     for name in args:
         if name not in _LIST_PARAMS:
             raise ApiError(400, "unknown_parameter",
-                           f"unknown query parameter; expected one of "
+                           "unknown query parameter; expected one of "
                            + ", ".join(sorted(_LIST_PARAMS)), name)
     status = args.get("status") or None
     if status is not None and status not in wire.JOB_STATUSES:
-        raise ApiError(400, "validation_error", f"status must be one of "
+        raise ApiError(400, "validation_error", "status must be one of "
                        + ", ".join(wire.JOB_STATUSES) + f"; found {status!r}", "status")
     take_raw = args.get("take", "50")
-    try:
-        take = int(take_raw)
-    except ValueError:
+    if not re.fullmatch(r"-?[0-9]{1,20}", take_raw):
         raise ApiError(400, "validation_error",
-                       f"take must be an integer, found {take_raw!r}", "take") from None
+                       f"take must be an integer, found {take_raw!r}", "take")
+    take = int(take_raw)
     if not 1 <= take <= 500:
         raise ApiError(400, "validation_error", f"take must be 1..500, found {take}", "take")
     cursor = args.get("cursor") or None
@@ -164,6 +203,9 @@ async def list_jobs() -> Response:
         value = args.get(name)
         if value is not None and not 1 <= len(value) <= 100:
             raise ApiError(400, "validation_error", f"{name} must be 1..100 characters", name)
+        if value is not None and "\x00" in value:
+            raise ApiError(400, "validation_error",
+                           f"expected {name} without NUL characters, found one", name)
     page = await context(current_app).store.list_jobs(
         status=status, type=args.get("type") or None, queue=args.get("queue") or None,
         before=before, take=take)

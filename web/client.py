@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -27,6 +28,11 @@ class ApiFailure(ClientError):
         super().__init__(f"HTTP {status}: {message}" + (f" (field: {field})" if field else ""))
         self.status = status
         self.body = body
+
+
+def _job_path(job_id: str, suffix: str = "") -> str:
+    """``/api/jobs/<id><suffix>``, the id quoted so it cannot reach another route."""
+    return f"/api/jobs/{quote(job_id, safe='')}{suffix}"
 
 
 class Client:
@@ -60,17 +66,17 @@ class Client:
         return self._call("POST", "/api/jobs", json=job)
 
     def get(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/api/jobs/{job_id}")[1]  # type: ignore[no-any-return]
+        return self._call("GET", _job_path(job_id))[1]  # type: ignore[no-any-return]
 
     def list(self, **params: Any) -> dict[str, Any]:
         params = {k: v for k, v in params.items() if v is not None}
         return self._call("GET", "/api/jobs", params=params)[1]  # type: ignore[no-any-return]
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/api/jobs/{job_id}/cancel")[1]  # type: ignore[no-any-return]
+        return self._call("POST", _job_path(job_id, "/cancel"))[1]  # type: ignore[no-any-return]
 
     def retry(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
-        return self._call("POST", f"/api/jobs/{job_id}/retry",  # type: ignore[no-any-return]
+        return self._call("POST", _job_path(job_id, "/retry"),  # type: ignore[no-any-return]
                           json={"reason": reason})[1]
 
     def health(self) -> tuple[int, Any]:

@@ -4,6 +4,7 @@
 
 msgspec's validation messages ("Expected `int`, got `str` - at `$.maxAttempts`") are
 turned into a ``field`` ("maxAttempts") and a message that says what was expected.
+A problem with the document as a whole (not JSON, not an object) names ``body``.
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ def from_msgspec(exc: msgspec.MsgspecError, *, prefix: str = "") -> ApiError:
         m = _AT.match(text)
         msg = m.group("msg") if m else text
         path = field_path(m.group("path") or "") if m else None
-        missing = re.match(r"Object missing required field `(\w+)`", msg)
+        missing = re.match(r"Object missing required field `([^`]+)`", msg)
         if missing:
             path = ".".join(p for p in (path, missing.group(1)) if p)
             msg = "required field is missing"
-        unknown = re.match(r"Object contains unknown field `(\w+)`", msg)
+        unknown = re.match(r"Object contains unknown field `([^`]+)`", msg)
         if unknown:
             path = ".".join(p for p in (path, unknown.group(1)) if p)
             msg = "unknown field"
-        field = (prefix + path) if path else (prefix.rstrip(".") or None)
+        field = (prefix + path) if path else (prefix.rstrip(".") or "body")
         return ApiError(400, "validation_error", msg, field)
-    return ApiError(400, "malformed_json", f"the body is not valid JSON: {text}", None)
+    return ApiError(400, "malformed_json", f"the body is not valid JSON: {text}",
+                    prefix.rstrip(".") or "body")

@@ -351,10 +351,13 @@ async def test_kill_9_of_the_parent_leaves_no_orphan() -> None:
         await wait_gone(pids)
 
 
-async def test_children_are_spawned_from_the_trio_thread(
+async def test_children_are_forked_by_one_thread_that_outlives_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """PR_SET_PDEATHSIG fires when the forking *thread* exits; trio's spawn thread does."""
+    """PR_SET_PDEATHSIG fires when the forking *thread* exits, so that thread must last.
+
+    trio.lowlevel.open_process forks from a worker thread that trio retires when idle.
+    """
     threads: list[int] = []
 
     class RecordingPopen(subprocess.Popen[bytes]):
@@ -363,9 +366,14 @@ async def test_children_are_spawned_from_the_trio_thread(
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(subprocess, "Popen", RecordingPopen)
-    async with open_pool(FAKE_CHILD, 2):
-        pass
-    assert [threading.get_ident()] * 2 == threads
+    async with open_pool(FAKE_CHILD, 2) as pool:
+        with pytest.raises(ChildDied):
+            await pool.call(b"exit", timeout=5)
+        assert (await pool.call(b"echo:x", timeout=5)).endswith(b":x")
+        assert 3 == len(threads)
+        assert 1 == len(set(threads))
+        assert threads[0] != threading.get_ident()
+        assert threads[0] in {thread.ident for thread in threading.enumerate()}
 
 
 async def test_child_exits_when_its_parent_is_not_the_expected_one() -> None:

@@ -1,0 +1,52 @@
+# scheduler-core tasks. `just up` runs the system, `just test` runs the tests; each
+# first creates or updates the virtual environment, so both work on a fresh clone.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := env_var_or_default("PYTHON", "python3")
+venv := ".venv"
+bin := venv / "bin"
+
+# List the recipes.
+default:
+    @just --list
+
+# Create or update the virtual environment (only when pyproject.toml changed).
+venv:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -x {{bin}}/python ]; then {{python}} -m venv {{venv}}; fi
+    if [ ! -f {{venv}}/.installed ] || [ pyproject.toml -nt {{venv}}/.installed ]; then
+        {{bin}}/python -m pip install --quiet --upgrade pip
+        {{bin}}/python -m pip install --quiet -e ".[dev]"
+        touch {{venv}}/.installed
+    fi
+
+# Start everything: embedded PostgreSQL (when DATABASE_URL is unset), coordinator, workers.
+up *ARGS: venv
+    {{bin}}/scheduler up {{ARGS}}
+
+# Run the whole test suite (unit and integration) against DATABASE_URL or an embedded PostgreSQL.
+test *ARGS: venv
+    {{bin}}/python -m pytest {{ARGS}}
+
+# Unit tests only (no database).
+test-unit *ARGS: venv
+    {{bin}}/python -m pytest tests/unit {{ARGS}}
+
+# ruff and mypy.
+lint: venv
+    {{bin}}/ruff check .
+    {{bin}}/python -m mypy
+
+# Apply pending migrations to DATABASE_URL (or the embedded PostgreSQL).
+migrate: venv
+    {{bin}}/scheduler migrate
+
+# Run the coordinator alone.
+coordinator *ARGS: venv
+    {{bin}}/scheduler coordinator {{ARGS}}
+
+# Run one worker against COORDINATOR_URL.
+worker *ARGS: venv
+    {{bin}}/scheduler worker {{ARGS}}
