@@ -22,16 +22,12 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-import psycopg
-import trio
-
-from runtime import compose, logs
 from runtime.config import Config, load_config
 from runtime.errors import RuntimeCoreError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)
         self.exit(2, f"scheduler: error: {message}\n")
 
@@ -157,7 +153,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             from runtime import client_cli
 
             return client_cli.run(args, config)
-        logs.configure(config.log_format, config.log_level, process=args.command)
+        return _run_service(args, config)
+    except RuntimeCoreError as exc:
+        print(f"scheduler: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (``scheduler jobs list | head``): no traceback, and no
+        # second error when Python flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _run_service(args: argparse.Namespace, config: Config) -> int:
+    """migrate, coordinator, worker, up. Their imports (trio, psycopg, the runtime) are
+    made here so that the client commands start quickly."""
+    import psycopg
+    import trio
+
+    from runtime import compose, logs
+
+    logs.configure(config.log_format, config.log_level, process=args.command)
+    try:
         if args.command == "migrate":
             dsn = compose.resolve_database(config)
             applied = trio.run(compose.migrate, dsn)
@@ -177,21 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from runtime import up
 
             return up.main(config)
-    except RuntimeCoreError as exc:
-        print(f"scheduler: {exc}", file=sys.stderr)
-        return 1
     except psycopg.OperationalError as exc:
         print(f"scheduler: cannot use PostgreSQL: {str(exc).strip()}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        # stdout closed early (``scheduler jobs list | head``): no traceback, and no
-        # second error when Python flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
     return 2
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -679,8 +679,22 @@ class EmbeddedPostgres:
                 out.seek(0)
                 output = out.read().decode(errors="replace").strip()
                 raise EmbeddedPostgresError(
-                    f"{tool} failed (exit {done.returncode}): {output}" + self._log_tail()
+                    f"{tool} failed (exit {done.returncode}): {output}"
+                    + self._access_hint(ident)
+                    + self._log_tail()
                 )
+
+    def _access_hint(self, ident: _Identity) -> str:
+        """Parents the server's user cannot traverse (any more): a concurrent pytest run
+        as root, for one, resets /tmp/pytest-of-root to 0700 when it starts."""
+        if not ident.switches:
+            return ""
+        blocked = [str(p) for p in self.data_dir.parents if not _can_traverse(p.stat(), ident)]
+        if not blocked:
+            return ""
+        return (
+            f"\n(uid {ident.uid} cannot traverse {', '.join(blocked)}: was it chmodded meanwhile?)"
+        )
 
     def _log_tail(self, lines: int = 30) -> str:
         try:

@@ -4,11 +4,17 @@ Stopping follows "graceful request -> bounded wait -> hard kill": SIGTERM, wait 
 ``stop_timeout``, SIGKILL. Each child is started in its own session (a Ctrl-C in the
 terminal reaches only the parent, which then stops the children in order) and gets
 SIGTERM from the kernel if its parent dies (``PR_SET_PDEATHSIG``), so none outlives it.
+
+The fork happens in the main thread, on purpose: the parent-death signal fires when
+the *thread* that forked the child exits, and ``trio.lowlevel.open_process`` forks from
+a worker thread that trio retires after 10 idle seconds (which would stop every
+process after 10 s). Exit is awaited through a pidfd, so no thread waits either.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -42,10 +48,16 @@ async def run_process(name: str, argv: Sequence[str], *, env: Mapping[str, str] 
                       task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
     """Run ``argv`` until it exits (raises :class:`ProcessExited`) or we are cancelled
     (the process is stopped). ``ready`` is polled until true before ``started()``."""
-    proc = await trio.lowlevel.open_process(
+    proc = subprocess.Popen(  # noqa: ASYNC220 (main-thread fork: see the docstring)
         list(argv), env=dict(env) if env is not None else None, start_new_session=True,
         preexec_fn=_die_with_parent, stdin=subprocess.DEVNULL)
+    pidfd = os.pidfd_open(proc.pid)
     log.info("process_started", process_name=name, pid=proc.pid)
+
+    async def wait() -> int:
+        await trio.lowlevel.wait_readable(pidfd)
+        return proc.wait()
+
     try:
         if ready is not None:
             with trio.fail_after(ready_timeout):
@@ -54,18 +66,19 @@ async def run_process(name: str, argv: Sequence[str], *, env: Mapping[str, str] 
                         break
                     await trio.sleep(0.05)
         task_status.started(proc.pid)
-        code = await proc.wait()
+        code = await wait()
         raise ProcessExited(name, code)
     finally:
         if proc.returncode is None:
             with trio.CancelScope(shield=True):
                 proc.send_signal(signal.SIGTERM)
                 with trio.move_on_after(stop_timeout):
-                    await proc.wait()
+                    await wait()
                 if proc.returncode is None:
                     log.warning("process_killed", process_name=name, pid=proc.pid,
                                 after_s=stop_timeout)
                     proc.kill()
-                    await proc.wait()
+                    await wait()
             log.info("process_stopped", process_name=name, pid=proc.pid,
                      returncode=proc.returncode)
+        os.close(pidfd)

@@ -255,17 +255,6 @@ async def seed() -> Response:
     return json_response({"items": items}, 201)
 
 
-@blueprint.get("/api/schedules")
-async def list_schedules() -> Response:
-    return json_response({"items": await context(current_app).store.list_schedules()})
-
-
-@blueprint.get("/api/schedules/<schedule_id>")
-async def get_schedule(schedule_id: str) -> Response:
-    return json_response(
-        await context(current_app).store.get_schedule(parse_id(schedule_id)))
-
-
 @blueprint.get("/health")
 async def health() -> Response:
     try:

@@ -8,10 +8,12 @@ bounded by SIGALRM; waits poll with deadlines.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -131,21 +133,33 @@ def read_pid(pid_file: Path, proc: subprocess.Popen[bytes]) -> int:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., EmbeddedPostgres]]:
-    """Build servers (not durable) in tmp_path; stop them, and kill anything postgres
-    left in tmp_path, on teardown."""
+def workdir() -> Iterator[Path]:
+    """A fresh folder for servers, NOT pytest's tmp_path: as root the server runs as another
+    user, who must traverse every parent, and each pytest session run as root (even another
+    one, running concurrently) resets /tmp/pytest-of-root to 0700."""
+    folder = Path(tempfile.mkdtemp(prefix="scheduler-pgtest-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def make_server(workdir: Path) -> Iterator[Callable[..., EmbeddedPostgres]]:
+    """Build servers (not durable) in workdir; stop them, and kill anything postgres left
+    there, on teardown."""
     made: list[EmbeddedPostgres] = []
 
     def make(data_dir: Path | None = None, **kwargs: Any) -> EmbeddedPostgres:
         kwargs.setdefault("durable", False)
-        server = EmbeddedPostgres(data_dir or tmp_path / "pgdata", **kwargs)
+        server = EmbeddedPostgres(data_dir or workdir / "pgdata", **kwargs)
         made.append(server)
         return server
 
     yield make
     for server in made:
         server.stop(timeout=10)
-    leftovers = postgres_under(tmp_path)
+    leftovers = postgres_under(workdir)
     for proc in leftovers:
         proc.kill()
     assert not leftovers, f"postgres processes left running: {leftovers}"
@@ -184,12 +198,12 @@ def test_start_twice_reuses_the_same_server(make_server: Callable[..., EmbeddedP
 
 
 def test_leftover_of_a_sigkilled_holder_is_reused(
-    make_server: Callable[..., EmbeddedPostgres], tmp_path: Path
+    make_server: Callable[..., EmbeddedPostgres], workdir: Path
 ) -> None:
-    data_dir = tmp_path / "pgdata"
-    holder = spawn_holder(data_dir, tmp_path / "pid", "hold")
+    data_dir = workdir / "pgdata"
+    holder = spawn_holder(data_dir, workdir / "pid", "hold")
     try:
-        leftover = read_pid(tmp_path / "pid", holder)
+        leftover = read_pid(workdir / "pid", holder)
         holder.kill()  # SIGKILL: no atexit, no finally
         assert holder.wait(timeout=10) == -signal.SIGKILL
     finally:
@@ -283,12 +297,12 @@ def test_stop_leaves_no_server_process(make_server: Callable[..., EmbeddedPostgr
 
 
 def test_concurrent_starts_share_one_server(
-    make_server: Callable[..., EmbeddedPostgres], tmp_path: Path
+    make_server: Callable[..., EmbeddedPostgres], workdir: Path
 ) -> None:
-    data_dir = tmp_path / "pgdata"
-    holders = [spawn_holder(data_dir, tmp_path / f"pid{i}", "exit") for i in range(3)]
+    data_dir = workdir / "pgdata"
+    holders = [spawn_holder(data_dir, workdir / f"pid{i}", "exit") for i in range(3)]
     try:
-        pids = {read_pid(tmp_path / f"pid{i}", h) for i, h in enumerate(holders)}
+        pids = {read_pid(workdir / f"pid{i}", h) for i, h in enumerate(holders)}
         assert [h.wait(timeout=30) for h in holders] == [0, 0, 0]
     finally:
         for h in holders:
@@ -302,22 +316,22 @@ def test_concurrent_starts_share_one_server(
 
 
 def test_relative_data_dir_is_resolved(
-    make_server: Callable[..., EmbeddedPostgres], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_server: Callable[..., EmbeddedPostgres], workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(workdir)
     server = make_server(Path("state/pgdata"))
-    assert server.data_dir == tmp_path / "state" / "pgdata"
-    assert server.lock_path == tmp_path / "state" / "pgdata.lock"
+    assert server.data_dir == workdir / "state" / "pgdata"
+    assert server.lock_path == workdir / "state" / "pgdata.lock"
     monkeypatch.chdir("/")  # the server must not depend on the cwd of its starter
     assert select_1(server.start()) == 1
-    assert (tmp_path / "state" / "pgdata" / "PG_VERSION").is_file()
+    assert (workdir / "state" / "pgdata" / "PG_VERSION").is_file()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root switches to a system user")
 def test_as_root_private_parents_get_only_the_search_bit(
-    make_server: Callable[..., EmbeddedPostgres], tmp_path: Path
+    make_server: Callable[..., EmbeddedPostgres], workdir: Path
 ) -> None:
-    private = tmp_path / "private"
+    private = workdir / "private"
     private.mkdir(mode=0o700)
     private.chmod(0o700)
     server = make_server(private / "inner" / "pgdata")
@@ -330,9 +344,9 @@ def test_as_root_private_parents_get_only_the_search_bit(
 
 
 def test_long_data_dir_puts_the_socket_in_a_short_folder(
-    make_server: Callable[..., EmbeddedPostgres], tmp_path: Path
+    make_server: Callable[..., EmbeddedPostgres], workdir: Path
 ) -> None:
-    data_dir = tmp_path / ("d" * 100) / "pgdata"
+    data_dir = workdir / ("d" * 100) / "pgdata"
     server = make_server(data_dir)
     dsn = server.start()
     try:
@@ -355,8 +369,8 @@ def test_settings_follow_durable_on_reuse(make_server: Callable[..., EmbeddedPos
     wait_for(lambda: setting(durable.dsn, "fsync") == "on", "fsync=on after reload", 5)
 
 
-def test_temporary_server_clones_databases_from_a_template(tmp_path: Path) -> None:
-    with temporary_server(tmp_path) as server:
+def test_temporary_server_clones_databases_from_a_template() -> None:
+    with temporary_server() as server:
         base = server.data_dir.parent
         with psycopg.connect(server.dsn, autocommit=True) as conn:
             conn.execute("CREATE TABLE jobs (id int)")

@@ -1,0 +1,194 @@
+"""The ``scheduler`` client commands (``submit``, ``jobs ...``) run as real processes
+against a real coordinator (one for the module)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.support import ROOT, Coordinator, free_port
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+@pytest.fixture(scope="module")
+def module_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
+    """One migrated database for the whole module (``db_dsn`` is per test)."""
+    name = f"sc_cli_{uuid.uuid4().hex[:12]}"
+    template = conninfo_to_dict(template_dsn)["dbname"]
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}".encode())
+    yield make_conninfo(pg_admin_dsn, dbname=name)
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
+
+
+@pytest.fixture(scope="module")
+def api(module_dsn: str) -> Iterator[Coordinator]:
+    c = Coordinator(module_dsn)
+    try:
+        c.wait_healthy()
+        yield c
+    finally:
+        c.stop()
+
+
+def scheduler(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COORDINATOR_URL": url}
+    env.pop("DATABASE_URL", None)  # the client commands must not need it
+    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def submit(api: Coordinator, **body: Any) -> dict[str, Any]:
+    resp = httpx.post(api.url + "/api/jobs", json={"type": "noop", **body})
+    assert 201 == resp.status_code, resp.text
+    job: dict[str, Any] = resp.json()
+    return job
+
+
+def test_submit_prints_the_new_job_as_a_table(api: Coordinator) -> None:
+    done = scheduler("submit", "noop", url=api.url)
+    lines = done.stdout.splitlines()
+    assert (0, "") == (done.returncode, done.stderr)
+    assert "created" == lines[0]
+    assert ["ID", "TYPE", "STATUS", "QUEUE", "ATTEMPTS", "RUN", "AT", "LAST", "ERROR"] == (
+        lines[1].split())
+    assert re.fullmatch(rf"{UUID}\s+noop\s+Pending\s+default\s+0\s+\S+", lines[2])
+
+
+def test_submit_json_prints_the_job_as_json(api: Coordinator) -> None:
+    done = scheduler("submit", "cpu", "--payload", '{"durationSeconds": 1}', "--max-attempts",
+                     "2", "--timeout", "9", "--queue", "cli", "--priority", "-3", "--json",
+                     url=api.url)
+    job = json.loads(done.stdout)
+    assert 0 == done.returncode
+    assert ("cpu", {"durationSeconds": 1}, 2, 9, "cli", -3) == (
+        job["type"], job["payload"], job["maxAttempts"], job["timeoutSeconds"], job["queue"],
+        job["priority"])
+
+
+def test_submit_with_a_known_key_says_it_exists(api: Coordinator) -> None:
+    key = f"cli-{uuid.uuid4()}"
+    scheduler("submit", "noop", "--key", key, url=api.url)
+    done = scheduler("submit", "noop", "--key", key, url=api.url)
+    assert (0, "exists (idempotency key)") == (done.returncode, done.stdout.splitlines()[0])
+
+
+def test_submit_with_cron_prints_the_schedule(api: Coordinator) -> None:
+    done = scheduler("submit", "noop", "--cron", "*/10 * * * *", "--timezone", "Europe/Paris",
+                     url=api.url)
+    assert 0 == done.returncode
+    assert ["SCHEDULE", "CRON", "TIMEZONE", "TYPE", "NEXT", "FIRE"] == (
+        done.stdout.splitlines()[1].split())
+    assert "Europe/Paris" in done.stdout.splitlines()[2]
+
+
+def test_jobs_list_prints_the_newest_jobs_first(api: Coordinator) -> None:
+    queue = f"cli-{uuid.uuid4().hex[:8]}"
+    ids = [submit(api, queue=queue)["id"] for _ in range(3)]
+    done = scheduler("jobs", "list", "--queue", queue, url=api.url)
+    assert 0 == done.returncode
+    assert list(reversed(ids)) == [line.split()[0] for line in done.stdout.splitlines()[1:]]
+
+
+def test_jobs_list_prints_the_cursor_of_the_next_page(api: Coordinator) -> None:
+    queue = f"cli-{uuid.uuid4().hex[:8]}"
+    ids = [submit(api, queue=queue)["id"] for _ in range(3)]
+    done = scheduler("jobs", "list", "--queue", queue, "--take", "2", url=api.url)
+    assert f"more: --cursor {ids[1]}" == done.stdout.splitlines()[-1]
+
+
+def test_jobs_list_json_prints_the_page(api: Coordinator) -> None:
+    queue = f"cli-{uuid.uuid4().hex[:8]}"
+    job = submit(api, queue=queue)
+    done = scheduler("jobs", "list", "--queue", queue, "--json", url=api.url)
+    assert {"items": [job | {"runs": None}], "nextCursor": None} == json.loads(done.stdout)
+
+
+def test_jobs_show_prints_the_job(api: Coordinator) -> None:
+    job = submit(api)
+    done = scheduler("jobs", "show", job["id"], "--json", url=api.url)
+    assert (0, job["id"], []) == (done.returncode, json.loads(done.stdout)["id"],
+                                  json.loads(done.stdout)["runs"])
+
+
+def test_jobs_cancel_cancels_the_job(api: Coordinator) -> None:
+    job = submit(api)
+    done = scheduler("jobs", "cancel", job["id"], url=api.url)
+    assert 0 == done.returncode
+    assert re.fullmatch(rf"{job['id']}\s+noop\s+Cancelled\s+.*", done.stdout.splitlines()[1])
+
+
+def test_jobs_retry_requeues_the_job_with_the_reason(api: Coordinator) -> None:
+    job = submit(api)
+    scheduler("jobs", "cancel", job["id"], url=api.url)
+    done = scheduler("jobs", "retry", job["id"], "--reason", "x", "--json", url=api.url)
+    assert (0, "Pending", "x") == (done.returncode, json.loads(done.stdout)["status"],
+                                   json.loads(done.stdout)["retryReason"])
+
+
+@pytest.mark.parametrize(("args", "complaint"), [
+    (["submit", "noop", "--max-attempts", "x"], "--max-attempts"),
+    (["submit", "noop", "--max-attempts", "0"], "--max-attempts"),
+    (["submit", "noop", "--payload", "[1]"], "--payload"),
+    (["submit", "noop", "--payload", "{bad"], "--payload"),
+    (["submit"], "type"),
+    (["frobnicate"], "frobnicate"),
+    (["jobs", "frobnicate"], "frobnicate"),
+    (["jobs", "show", "not-an-id"], "not-an-id"),
+    (["jobs", "list", "--take", "many"], "--take"),
+], ids=["max_attempts_text", "max_attempts_zero", "payload_array", "payload_not_json",
+        "type_missing", "unknown_command", "unknown_jobs_command", "id_not_a_uuid",
+        "take_text"])
+def test_bad_arguments_exit_2_with_a_message_on_stderr(args: list[str], complaint: str) -> None:
+    done = scheduler(*args, url="http://127.0.0.1:1")
+    assert (2, "") == (done.returncode, done.stdout)
+    assert "scheduler: error:" in done.stderr
+    assert complaint in done.stderr.splitlines()[-1]
+
+
+def test_an_unreachable_coordinator_exits_1_with_a_clear_message() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = scheduler("jobs", "list", url=url)
+    assert (1, "") == (done.returncode, done.stdout)
+    assert done.stderr.startswith(f"scheduler: cannot reach the coordinator at {url}")
+    assert "Traceback" not in done.stderr
+
+
+def test_an_api_error_exits_1_naming_the_field(api: Coordinator) -> None:
+    done = scheduler("submit", "launch_rockets", url=api.url)
+    assert (1, "") == (done.returncode, done.stdout)
+    assert done.stderr.startswith("scheduler: HTTP 400: unknown job type 'launch_rockets'")
+    assert done.stderr.rstrip().endswith("(field: type)")
+
+
+def test_an_unknown_job_exits_1_with_the_404(api: Coordinator) -> None:
+    done = scheduler("jobs", "show", str(uuid.uuid4()), url=api.url)
+    assert 1 == done.returncode
+    assert done.stderr.startswith("scheduler: HTTP 404: no job with id")
+
+
+def test_a_closed_stdout_is_not_a_traceback(api: Coordinator) -> None:
+    for _ in range(30):
+        submit(api)
+    env = {**os.environ, "COORDINATOR_URL": api.url}
+    with subprocess.Popen([sys.executable, "-m", "runtime.cli", "jobs", "list", "--json",
+                           "--take", "30"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as p:
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()  # the reader went away, like ``| head -0``
+        err = p.stderr.read().decode()
+        p.wait(timeout=30)
+    assert "Traceback" not in err
