@@ -1,5 +1,10 @@
-"""The ``scheduler`` client commands (``submit``, ``jobs ...``) run as real processes
-against a real coordinator (one for the module)."""
+"""The ``scheduler`` client commands (``submit``, ``jobs ...``) against a real
+coordinator (one for the module).
+
+A few tests run the command as a real process (exit status, stdout, stderr, the entry
+point); the rest call ``runtime.cli.main``, the function the ``scheduler`` command
+runs, in this process: the same code, without a second of interpreter start-up each.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,15 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import httpx
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from runtime.cli import main
 from tests.support import ROOT, Coordinator, free_port
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -44,21 +50,50 @@ def api(module_dsn: str) -> Iterator[Coordinator]:
         c.stop()
 
 
-def scheduler(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def http(api: Coordinator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        yield client
+
+
+class Run(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def scheduler(capsys: pytest.CaptureFixture[str],
+              monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
+    """Run ``scheduler ARGS`` in this process against ``url``."""
+    def run(*args: str, url: str) -> Run:
+        monkeypatch.setenv("COORDINATOR_URL", url)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse exits on bad arguments
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return Run(code, out, err)
+    return run
+
+
+def scheduler_process(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    """Run ``scheduler ARGS`` as a real process against ``url``."""
     env = {**os.environ, "COORDINATOR_URL": url}
     env.pop("DATABASE_URL", None)  # the client commands must not need it
     return subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=30, check=False)
 
 
-def submit(api: Coordinator, **body: Any) -> dict[str, Any]:
-    resp = httpx.post(api.url + "/api/jobs", json={"type": "noop", **body})
+def submit(http: httpx.Client, **body: Any) -> dict[str, Any]:
+    resp = http.post("/api/jobs", json={"type": "noop", **body})
     assert 201 == resp.status_code, resp.text
     job: dict[str, Any] = resp.json()
     return job
 
 
-def test_submit_prints_the_new_job_as_a_table(api: Coordinator) -> None:
+def test_submit_prints_the_new_job_as_a_table(api: Coordinator, scheduler: Callable[..., Run]) -> None:
     done = scheduler("submit", "noop", url=api.url)
     lines = done.stdout.splitlines()
     assert (0, "") == (done.returncode, done.stderr)
@@ -68,7 +103,7 @@ def test_submit_prints_the_new_job_as_a_table(api: Coordinator) -> None:
     assert re.fullmatch(rf"{UUID}\s+noop\s+Pending\s+default\s+0\s+\S+", lines[2])
 
 
-def test_submit_json_prints_the_job_as_json(api: Coordinator) -> None:
+def test_submit_json_prints_the_job_as_json(api: Coordinator, scheduler: Callable[..., Run]) -> None:
     done = scheduler("submit", "cpu", "--payload", '{"durationSeconds": 1}', "--max-attempts",
                      "2", "--timeout", "9", "--queue", "cli", "--priority", "-3", "--json",
                      url=api.url)
@@ -79,14 +114,14 @@ def test_submit_json_prints_the_job_as_json(api: Coordinator) -> None:
         job["priority"])
 
 
-def test_submit_with_a_known_key_says_it_exists(api: Coordinator) -> None:
+def test_submit_with_a_known_key_says_it_exists(api: Coordinator, scheduler: Callable[..., Run]) -> None:
     key = f"cli-{uuid.uuid4()}"
     scheduler("submit", "noop", "--key", key, url=api.url)
     done = scheduler("submit", "noop", "--key", key, url=api.url)
     assert (0, "exists (idempotency key)") == (done.returncode, done.stdout.splitlines()[0])
 
 
-def test_submit_with_cron_prints_the_schedule(api: Coordinator) -> None:
+def test_submit_with_cron_prints_the_schedule(api: Coordinator, scheduler: Callable[..., Run]) -> None:
     done = scheduler("submit", "noop", "--cron", "*/10 * * * *", "--timezone", "Europe/Paris",
                      url=api.url)
     assert 0 == done.returncode
@@ -95,44 +130,44 @@ def test_submit_with_cron_prints_the_schedule(api: Coordinator) -> None:
     assert "Europe/Paris" in done.stdout.splitlines()[2]
 
 
-def test_jobs_list_prints_the_newest_jobs_first(api: Coordinator) -> None:
+def test_jobs_list_prints_the_newest_jobs_first(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
     queue = f"cli-{uuid.uuid4().hex[:8]}"
-    ids = [submit(api, queue=queue)["id"] for _ in range(3)]
+    ids = [submit(http, queue=queue)["id"] for _ in range(3)]
     done = scheduler("jobs", "list", "--queue", queue, url=api.url)
     assert 0 == done.returncode
     assert list(reversed(ids)) == [line.split()[0] for line in done.stdout.splitlines()[1:]]
 
 
-def test_jobs_list_prints_the_cursor_of_the_next_page(api: Coordinator) -> None:
+def test_jobs_list_prints_the_cursor_of_the_next_page(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
     queue = f"cli-{uuid.uuid4().hex[:8]}"
-    ids = [submit(api, queue=queue)["id"] for _ in range(3)]
+    ids = [submit(http, queue=queue)["id"] for _ in range(3)]
     done = scheduler("jobs", "list", "--queue", queue, "--take", "2", url=api.url)
     assert f"more: --cursor {ids[1]}" == done.stdout.splitlines()[-1]
 
 
-def test_jobs_list_json_prints_the_page(api: Coordinator) -> None:
+def test_jobs_list_json_prints_the_page(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
     queue = f"cli-{uuid.uuid4().hex[:8]}"
-    job = submit(api, queue=queue)
+    job = submit(http, queue=queue)
     done = scheduler("jobs", "list", "--queue", queue, "--json", url=api.url)
     assert {"items": [job | {"runs": None}], "nextCursor": None} == json.loads(done.stdout)
 
 
-def test_jobs_show_prints_the_job(api: Coordinator) -> None:
-    job = submit(api)
+def test_jobs_show_prints_the_job(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
+    job = submit(http)
     done = scheduler("jobs", "show", job["id"], "--json", url=api.url)
     assert (0, job["id"], []) == (done.returncode, json.loads(done.stdout)["id"],
                                   json.loads(done.stdout)["runs"])
 
 
-def test_jobs_cancel_cancels_the_job(api: Coordinator) -> None:
-    job = submit(api)
+def test_jobs_cancel_cancels_the_job(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
+    job = submit(http)
     done = scheduler("jobs", "cancel", job["id"], url=api.url)
     assert 0 == done.returncode
     assert re.fullmatch(rf"{job['id']}\s+noop\s+Cancelled\s+.*", done.stdout.splitlines()[1])
 
 
-def test_jobs_retry_requeues_the_job_with_the_reason(api: Coordinator) -> None:
-    job = submit(api)
+def test_jobs_retry_requeues_the_job_with_the_reason(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
+    job = submit(http)
     scheduler("jobs", "cancel", job["id"], url=api.url)
     done = scheduler("jobs", "retry", job["id"], "--reason", "x", "--json", url=api.url)
     assert (0, "Pending", "x") == (done.returncode, json.loads(done.stdout)["status"],
@@ -159,7 +194,7 @@ def test_bad_arguments_exit_2_with_a_message_on_stderr(args: list[str], complain
     assert complaint in done.stderr.splitlines()[-1]
 
 
-def test_an_unreachable_coordinator_exits_1_with_a_clear_message() -> None:
+def test_an_unreachable_coordinator_exits_1_with_a_clear_message(scheduler: Callable[..., Run], ) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     done = scheduler("jobs", "list", url=url)
     assert (1, "") == (done.returncode, done.stdout)
@@ -167,22 +202,22 @@ def test_an_unreachable_coordinator_exits_1_with_a_clear_message() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_an_api_error_exits_1_naming_the_field(api: Coordinator) -> None:
+def test_an_api_error_exits_1_naming_the_field(api: Coordinator, scheduler: Callable[..., Run]) -> None:
     done = scheduler("submit", "launch_rockets", url=api.url)
     assert (1, "") == (done.returncode, done.stdout)
     assert done.stderr.startswith("scheduler: HTTP 400: unknown job type 'launch_rockets'")
     assert done.stderr.rstrip().endswith("(field: type)")
 
 
-def test_an_unknown_job_exits_1_with_the_404(api: Coordinator) -> None:
+def test_an_unknown_job_exits_1_with_the_404(api: Coordinator, scheduler: Callable[..., Run]) -> None:
     done = scheduler("jobs", "show", str(uuid.uuid4()), url=api.url)
     assert 1 == done.returncode
     assert done.stderr.startswith("scheduler: HTTP 404: no job with id")
 
 
-def test_a_closed_stdout_is_not_a_traceback(api: Coordinator) -> None:
+def test_a_closed_stdout_is_not_a_traceback(api: Coordinator, http: httpx.Client) -> None:
     for _ in range(30):
-        submit(api)
+        submit(http)
     env = {**os.environ, "COORDINATOR_URL": api.url}
     with subprocess.Popen([sys.executable, "-m", "runtime.cli", "jobs", "list", "--json",
                            "--take", "30"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
