@@ -198,7 +198,7 @@ class _ReadyProbe:
         run.child.state = "running"
         # trio leaves the task where it is when the supervisor is being cancelled; the
         # child must then stay exposed to that cancellation.
-        if True:
+        if run.task.parent_nursery is not before:
             run.scope.shield = True
 
 
