@@ -104,7 +104,8 @@ def pg_bin_dir() -> Path:
 
 def _alive(pid: int) -> bool:
     """True when ``pid`` runs. A zombie is dead: an orphaned postmaster is reparented to
-    pid 1, and an init that does not reap (as on these machines) leaves it ``<defunct>``."""
+    pid 1, and an init that reaps late (about 1.5 s on these machines) leaves it
+    ``<defunct>`` meanwhile, while ``kill(pid, 0)`` and ``psutil.pid_exists`` say it lives."""
     try:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
@@ -299,16 +300,15 @@ class EmbeddedPostgres:
         deadline = began + timeout
         with self._locked(deadline):
             ident = self._identity()
-            info = self._reusable(deadline)
-            if info is not None:
-                if self._write_settings(ident, self._socket_dir_of(info)):
-                    self._reload(info)
-                how = "reused"
-            else:
-                if not (self.data_dir / "PG_VERSION").is_file():
-                    self._initdb(ident, deadline)
-                info = self._launch(ident, deadline)
-                how = "started"
+            try:
+                info, how = self._bring_up(ident, deadline)
+            except EmbeddedPostgresError:
+                if not self._blocked_parents(ident):
+                    raise
+                # A parent lost its search bit mid-start: every pytest session run as
+                # root resets /tmp/pytest-of-root to 0700 when it starts. Once more.
+                _log.warning("a parent of %s was chmodded meanwhile: retrying", self.data_dir)
+                info, how = self._bring_up(ident, deadline)
             if info.socket_dir is None:
                 raise EmbeddedPostgresError(
                     f"the server on {self.data_dir} (pid {info.pid}) has no Unix socket"
@@ -329,6 +329,16 @@ class EmbeddedPostgres:
             time.monotonic() - began,
         )
         return self.dsn
+
+    def _bring_up(self, ident: _Identity, deadline: float) -> tuple[_PidFile, str]:
+        info = self._reusable(deadline)
+        if info is not None:
+            if self._write_settings(ident, self._socket_dir_of(info)):
+                self._reload(info)
+            return info, "reused"
+        if not (self.data_dir / "PG_VERSION").is_file():
+            self._initdb(ident, deadline)
+        return self._launch(ident, deadline), "started"
 
     def stop(self, *, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT); after ``timeout`` immediate shutdown (SIGQUIT), then
@@ -687,14 +697,18 @@ class EmbeddedPostgres:
     def _access_hint(self, ident: _Identity) -> str:
         """Parents the server's user cannot traverse (any more): a concurrent pytest run
         as root, for one, resets /tmp/pytest-of-root to 0700 when it starts."""
-        if not ident.switches:
-            return ""
-        blocked = [str(p) for p in self.data_dir.parents if not _can_traverse(p.stat(), ident)]
+        blocked = self._blocked_parents(ident)
         if not blocked:
             return ""
         return (
-            f"\n(uid {ident.uid} cannot traverse {', '.join(blocked)}: was it chmodded meanwhile?)"
+            f"\n(uid {ident.uid} cannot traverse {', '.join(map(str, blocked))}:"
+            " was it chmodded meanwhile?)"
         )
+
+    def _blocked_parents(self, ident: _Identity) -> list[Path]:
+        if not ident.switches:
+            return []
+        return [p for p in self.data_dir.parents if not _can_traverse(p.stat(), ident)]
 
     def _log_tail(self, lines: int = 30) -> str:
         try:

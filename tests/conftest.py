@@ -31,8 +31,8 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from runtime import pgserver
 
-    with pgserver.temporary_server(Path(tmp_path_factory.mktemp("pg"))) as server:
-        yield server.dsn
+    with pgserver.temporary_server() as server:
+        yield server.dsn_for("postgres")
 
 
 def _admin_exec(dsn: str, *statements: str) -> None:

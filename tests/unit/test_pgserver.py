@@ -343,6 +343,26 @@ def test_as_root_private_parents_get_only_the_search_bit(
     assert psutil.Process(server.pid).uids().real == st.st_uid != 0
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root switches to a system user")
+def test_as_root_a_parent_chmodded_mid_start_is_fixed_and_retried(
+    make_server: Callable[..., EmbeddedPostgres], workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a pytest session started meanwhile does to /tmp/pytest-of-root.
+    real_run = EmbeddedPostgres._run
+    calls: list[str] = []
+
+    def run_after_a_chmod(self: EmbeddedPostgres, tool: str, *args: Any) -> None:
+        calls.append(tool)
+        if len(calls) == 1:
+            workdir.chmod(0o700)
+        real_run(self, tool, *args)
+
+    monkeypatch.setattr(EmbeddedPostgres, "_run", run_after_a_chmod)
+    server = make_server(workdir / "pgdata")
+    assert select_1(server.start()) == 1
+    assert calls == ["initdb", "initdb", "pg_ctl"]
+
+
 def test_long_data_dir_puts_the_socket_in_a_short_folder(
     make_server: Callable[..., EmbeddedPostgres], workdir: Path
 ) -> None:
