@@ -262,6 +262,15 @@ def test_cancel_makes_a_scheduled_job_cancelled(http: httpx.Client) -> None:
     assert (200, "Cancelled") == (resp.status_code, resp.json()["status"])
 
 
+def test_cancel_makes_a_job_waiting_for_its_retry_cancelled(
+        http: httpx.Client, module_dsn: str) -> None:
+    job = submit(http)
+    execute(module_dsn, "UPDATE jobs SET status = 'Failed', attempts = 1, "
+            "run_at = now() + interval '1 hour' WHERE id = %s", job["id"])
+    resp = http.post(f"/api/jobs/{job['id']}/cancel")
+    assert (200, "Cancelled") == (resp.status_code, resp.json()["status"])
+
+
 def test_cancel_flags_a_running_job_for_its_worker(http: httpx.Client, module_dsn: str) -> None:
     job = submit(http)
     execute(module_dsn, "UPDATE jobs SET status = 'Running' WHERE id = %s", job["id"])

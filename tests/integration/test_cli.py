@@ -93,8 +93,15 @@ def submit(http: httpx.Client, **body: Any) -> dict[str, Any]:
     return job
 
 
-def test_submit_prints_the_new_job_as_a_table(api: Coordinator, scheduler: Callable[..., Run]) -> None:
-    done = scheduler("submit", "noop", url=api.url)
+
+Scheduler = Callable[..., Run]
+
+
+# -- as real processes -------------------------------------------------------------------
+
+
+def test_submit_as_a_process_prints_the_new_job_as_a_table(api: Coordinator) -> None:
+    done = scheduler_process("submit", "noop", url=api.url)
     lines = done.stdout.splitlines()
     assert (0, "") == (done.returncode, done.stderr)
     assert "created" == lines[0]
@@ -103,7 +110,39 @@ def test_submit_prints_the_new_job_as_a_table(api: Coordinator, scheduler: Calla
     assert re.fullmatch(rf"{UUID}\s+noop\s+Pending\s+default\s+0\s+\S+", lines[2])
 
 
-def test_submit_json_prints_the_job_as_json(api: Coordinator, scheduler: Callable[..., Run]) -> None:
+def test_bad_arguments_to_the_process_exit_2_with_a_message_on_stderr() -> None:
+    done = scheduler_process("submit", "noop", "--max-attempts", "x", url="http://127.0.0.1:1")
+    assert (2, "") == (done.returncode, done.stdout)
+    assert ("scheduler: error: argument --max-attempts: expected a whole number, found 'x'"
+            == done.stderr.splitlines()[-1])
+
+
+def test_an_unreachable_coordinator_exits_the_process_1_with_a_clear_message() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = scheduler_process("jobs", "list", url=url)
+    assert (1, "") == (done.returncode, done.stdout)
+    assert done.stderr.startswith(f"scheduler: cannot reach the coordinator at {url}")
+    assert 1 == len(done.stderr.splitlines())
+
+
+def test_a_closed_stdout_is_not_a_traceback(api: Coordinator, http: httpx.Client) -> None:
+    for _ in range(12):
+        submit(http)
+    env = {**os.environ, "COORDINATOR_URL": api.url}
+    with subprocess.Popen([sys.executable, "-m", "runtime.cli", "jobs", "list", "--json",
+                           "--take", "12"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as p:
+        assert p.stdout is not None and p.stderr is not None
+        p.stdout.close()  # the reader went away, as with ``| head -0``
+        err = p.stderr.read().decode()
+        p.wait(timeout=30)
+    assert "" == err
+
+
+# -- in this process ---------------------------------------------------------------------
+
+
+def test_submit_json_prints_the_job_as_json(api: Coordinator, scheduler: Scheduler) -> None:
     done = scheduler("submit", "cpu", "--payload", '{"durationSeconds": 1}', "--max-attempts",
                      "2", "--timeout", "9", "--queue", "cli", "--priority", "-3", "--json",
                      url=api.url)
@@ -114,23 +153,33 @@ def test_submit_json_prints_the_job_as_json(api: Coordinator, scheduler: Callabl
         job["priority"])
 
 
-def test_submit_with_a_known_key_says_it_exists(api: Coordinator, scheduler: Callable[..., Run]) -> None:
+def test_submit_with_run_at_and_key_sends_them(api: Coordinator, scheduler: Scheduler) -> None:
+    key = f"cli-{uuid.uuid4()}"
+    done = scheduler("submit", "noop", "--run-at", "2999-01-01T00:00:00Z", "--key", key,
+                     "--json", url=api.url)
+    job = json.loads(done.stdout)
+    assert ("Scheduled", "2999-01-01T00:00:00Z", key) == (job["status"], job["runAt"],
+                                                          job["idempotencyKey"])
+
+
+def test_submit_with_a_known_key_says_it_exists(api: Coordinator, scheduler: Scheduler) -> None:
     key = f"cli-{uuid.uuid4()}"
     scheduler("submit", "noop", "--key", key, url=api.url)
     done = scheduler("submit", "noop", "--key", key, url=api.url)
     assert (0, "exists (idempotency key)") == (done.returncode, done.stdout.splitlines()[0])
 
 
-def test_submit_with_cron_prints_the_schedule(api: Coordinator, scheduler: Callable[..., Run]) -> None:
+def test_submit_with_cron_prints_the_schedule(api: Coordinator, scheduler: Scheduler) -> None:
     done = scheduler("submit", "noop", "--cron", "*/10 * * * *", "--timezone", "Europe/Paris",
                      url=api.url)
+    lines = done.stdout.splitlines()
     assert 0 == done.returncode
-    assert ["SCHEDULE", "CRON", "TIMEZONE", "TYPE", "NEXT", "FIRE"] == (
-        done.stdout.splitlines()[1].split())
-    assert "Europe/Paris" in done.stdout.splitlines()[2]
+    assert ["SCHEDULE", "CRON", "TIMEZONE", "TYPE", "NEXT", "FIRE"] == lines[1].split()
+    assert re.fullmatch(rf"{UUID}\s+\*/10 \* \* \* \*\s+Europe/Paris\s+noop\s+\S+", lines[2])
 
 
-def test_jobs_list_prints_the_newest_jobs_first(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
+def test_jobs_list_prints_the_newest_jobs_first(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
     queue = f"cli-{uuid.uuid4().hex[:8]}"
     ids = [submit(http, queue=queue)["id"] for _ in range(3)]
     done = scheduler("jobs", "list", "--queue", queue, url=api.url)
@@ -138,40 +187,48 @@ def test_jobs_list_prints_the_newest_jobs_first(api: Coordinator, http: httpx.Cl
     assert list(reversed(ids)) == [line.split()[0] for line in done.stdout.splitlines()[1:]]
 
 
-def test_jobs_list_prints_the_cursor_of_the_next_page(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
+def test_jobs_list_prints_the_cursor_of_the_next_page(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
     queue = f"cli-{uuid.uuid4().hex[:8]}"
     ids = [submit(http, queue=queue)["id"] for _ in range(3)]
-    done = scheduler("jobs", "list", "--queue", queue, "--take", "2", url=api.url)
-    assert f"more: --cursor {ids[1]}" == done.stdout.splitlines()[-1]
+    first = scheduler("jobs", "list", "--queue", queue, "--take", "2", url=api.url)
+    rest = scheduler("jobs", "list", "--queue", queue, "--take", "2", "--cursor", ids[1],
+                     url=api.url)
+    assert f"more: --cursor {ids[1]}" == first.stdout.splitlines()[-1]
+    assert [ids[0]] == [line.split()[0] for line in rest.stdout.splitlines()[1:]]
 
 
-def test_jobs_list_json_prints_the_page(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
+def test_jobs_list_json_prints_the_page(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
     queue = f"cli-{uuid.uuid4().hex[:8]}"
     job = submit(http, queue=queue)
     done = scheduler("jobs", "list", "--queue", queue, "--json", url=api.url)
-    assert {"items": [job | {"runs": None}], "nextCursor": None} == json.loads(done.stdout)
+    assert {"items": [job], "nextCursor": None} == json.loads(done.stdout)
 
 
-def test_jobs_show_prints_the_job(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
+def test_jobs_show_prints_the_job(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
     job = submit(http)
     done = scheduler("jobs", "show", job["id"], "--json", url=api.url)
-    assert (0, job["id"], []) == (done.returncode, json.loads(done.stdout)["id"],
-                                  json.loads(done.stdout)["runs"])
+    shown = json.loads(done.stdout)
+    assert (0, job["id"], []) == (done.returncode, shown["id"], shown["runs"])
 
 
-def test_jobs_cancel_cancels_the_job(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
+def test_jobs_cancel_cancels_the_job(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
     job = submit(http)
     done = scheduler("jobs", "cancel", job["id"], url=api.url)
     assert 0 == done.returncode
     assert re.fullmatch(rf"{job['id']}\s+noop\s+Cancelled\s+.*", done.stdout.splitlines()[1])
 
 
-def test_jobs_retry_requeues_the_job_with_the_reason(api: Coordinator, http: httpx.Client, scheduler: Callable[..., Run]) -> None:
+def test_jobs_retry_requeues_the_job_with_the_reason(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
     job = submit(http)
     scheduler("jobs", "cancel", job["id"], url=api.url)
     done = scheduler("jobs", "retry", job["id"], "--reason", "x", "--json", url=api.url)
-    assert (0, "Pending", "x") == (done.returncode, json.loads(done.stdout)["status"],
-                                   json.loads(done.stdout)["retryReason"])
+    retried = json.loads(done.stdout)
+    assert (0, "Pending", "x") == (done.returncode, retried["status"], retried["retryReason"])
 
 
 @pytest.mark.parametrize(("args", "complaint"), [
@@ -179,51 +236,49 @@ def test_jobs_retry_requeues_the_job_with_the_reason(api: Coordinator, http: htt
     (["submit", "noop", "--max-attempts", "0"], "--max-attempts"),
     (["submit", "noop", "--payload", "[1]"], "--payload"),
     (["submit", "noop", "--payload", "{bad"], "--payload"),
+    (["submit", "noop", "--priority", "high"], "--priority"),
     (["submit"], "type"),
     (["frobnicate"], "frobnicate"),
     (["jobs", "frobnicate"], "frobnicate"),
     (["jobs", "show", "not-an-id"], "not-an-id"),
+    (["jobs", "show", "../../health"], "../../health"),
     (["jobs", "list", "--take", "many"], "--take"),
+    (["jobs", "list", "--cursor", "page-2"], "--cursor"),
 ], ids=["max_attempts_text", "max_attempts_zero", "payload_array", "payload_not_json",
-        "type_missing", "unknown_command", "unknown_jobs_command", "id_not_a_uuid",
-        "take_text"])
-def test_bad_arguments_exit_2_with_a_message_on_stderr(args: list[str], complaint: str) -> None:
+        "priority_text", "type_missing", "unknown_command", "unknown_jobs_command",
+        "id_not_a_uuid", "id_a_path", "take_text", "cursor_not_a_uuid"])
+def test_bad_arguments_exit_2_with_a_message_on_stderr(
+        scheduler: Scheduler, args: list[str], complaint: str) -> None:
     done = scheduler(*args, url="http://127.0.0.1:1")
     assert (2, "") == (done.returncode, done.stdout)
-    assert "scheduler: error:" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("scheduler: error:")
     assert complaint in done.stderr.splitlines()[-1]
 
 
-def test_an_unreachable_coordinator_exits_1_with_a_clear_message(scheduler: Callable[..., Run], ) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
-    done = scheduler("jobs", "list", url=url)
-    assert (1, "") == (done.returncode, done.stdout)
-    assert done.stderr.startswith(f"scheduler: cannot reach the coordinator at {url}")
-    assert "Traceback" not in done.stderr
-
-
-def test_an_api_error_exits_1_naming_the_field(api: Coordinator, scheduler: Callable[..., Run]) -> None:
+def test_an_api_error_exits_1_naming_the_field(api: Coordinator, scheduler: Scheduler) -> None:
     done = scheduler("submit", "launch_rockets", url=api.url)
     assert (1, "") == (done.returncode, done.stdout)
     assert done.stderr.startswith("scheduler: HTTP 400: unknown job type 'launch_rockets'")
     assert done.stderr.rstrip().endswith("(field: type)")
 
 
-def test_an_unknown_job_exits_1_with_the_404(api: Coordinator, scheduler: Callable[..., Run]) -> None:
+def test_an_invalid_payload_exits_1_naming_the_payload_field(
+        api: Coordinator, scheduler: Scheduler) -> None:
+    done = scheduler("submit", "cpu", "--payload", '{"durationSeconds": -1}', url=api.url)
+    assert 1 == done.returncode
+    assert done.stderr.rstrip().endswith("(field: payload.durationSeconds)")
+
+
+def test_an_unknown_job_exits_1_with_the_404(api: Coordinator, scheduler: Scheduler) -> None:
     done = scheduler("jobs", "show", str(uuid.uuid4()), url=api.url)
     assert 1 == done.returncode
     assert done.stderr.startswith("scheduler: HTTP 404: no job with id")
 
 
-def test_a_closed_stdout_is_not_a_traceback(api: Coordinator, http: httpx.Client) -> None:
-    for _ in range(30):
-        submit(http)
-    env = {**os.environ, "COORDINATOR_URL": api.url}
-    with subprocess.Popen([sys.executable, "-m", "runtime.cli", "jobs", "list", "--json",
-                           "--take", "30"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as p:
-        assert p.stdout is not None and p.stderr is not None
-        p.stdout.close()  # the reader went away, like ``| head -0``
-        err = p.stderr.read().decode()
-        p.wait(timeout=30)
-    assert "Traceback" not in err
+def test_cancelling_a_finished_job_exits_1_with_the_409(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
+    job = submit(http)
+    scheduler("jobs", "cancel", job["id"], url=api.url)
+    done = scheduler("jobs", "cancel", job["id"], url=api.url)
+    assert 1 == done.returncode
+    assert done.stderr.startswith(f"scheduler: HTTP 409: job {job['id']} is Cancelled")

@@ -75,7 +75,7 @@ def test_two_migrations_at_the_same_moment_both_succeed_and_apply_each_version_o
         wait_until(lambda: 2 == waiting_on_advisory_locks(empty_database), timeout=30,
                    what="both migrate processes waiting on the migration lock")
         holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
-        results = [p.communicate(timeout=60) + (p.returncode,) for p in (first, second)]
+        results = [(*p.communicate(timeout=60), p.returncode) for p in (first, second)]
     assert [0, 0] == [rc for _, _, rc in results], results
     assert [f"applied migrations: {[m.version for m in available()]}",
             "migrations: up to date"] == sorted(out.strip() for out, _, _ in results)

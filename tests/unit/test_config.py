@@ -1,0 +1,116 @@
+"""runtime.config.load_config: defaults, environment parsing, and errors that name the
+variable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from runtime.config import SETTINGS, Config, load_config
+from runtime.errors import ConfigError
+
+
+def test_an_empty_environment_gives_the_defaults() -> None:
+    assert Config() == load_config({})
+
+
+def test_every_setting_default_matches_the_config_default() -> None:
+    defaults = Config()
+    for s in SETTINGS:
+        assert s.default == getattr(defaults, s.field), s.env
+
+
+def test_every_config_field_has_a_setting() -> None:
+    assert set(Config.__struct_fields__) == {s.field for s in SETTINGS}
+
+
+def test_the_environment_is_read_when_none_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHEDULER_PORT", "6123")
+    assert 6123 == load_config().port
+
+
+@pytest.mark.parametrize(("env", "field", "value"), [
+    ("DATABASE_URL", "database_url", "postgresql://u@h/db"),
+    ("SCHEDULER_PORT", "port", 8080),
+    ("SCHEDULER_DB_POOL_SIZE", "db_pool_size", 3),
+    ("SCHEDULER_LEASE_SECONDS", "lease_seconds", 2.5),
+    ("SCHEDULER_MAX_BODY_BYTES", "max_body_bytes", 4096),
+    ("SCHEDULER_WORKERS", "workers", 0),
+    ("SCHEDULER_LOG_FORMAT", "log_format", "json"),
+    ("COORDINATOR_URL", "coordinator_url", "http://10.0.0.1:5000"),
+])
+def test_a_variable_sets_its_field_with_its_type(env: str, field: str, value: object) -> None:
+    got = getattr(load_config({env: str(value)}), field)
+    assert (value, type(value)) == (got, type(got))
+
+
+def test_an_integer_may_be_written_as_a_float_setting() -> None:
+    assert 3.0 == load_config({"SCHEDULER_LEASE_SECONDS": "3"}).lease_seconds
+
+
+def test_an_empty_variable_means_the_default() -> None:
+    assert 5000 == load_config({"SCHEDULER_PORT": ""}).port
+
+
+def test_unknown_variables_are_ignored() -> None:
+    assert Config() == load_config({"SCHEDULER_NO_SUCH_THING": "1", "PATH": "/bin"})
+
+
+def test_overrides_win_over_the_environment() -> None:
+    assert 7000 == load_config({"SCHEDULER_PORT": "6000"}, port=7000).port
+
+
+@pytest.mark.parametrize(("env", "raw", "expected"), [
+    ("SCHEDULER_PORT", "http", "int"),
+    ("SCHEDULER_PORT", "50.5", "int"),
+    ("SCHEDULER_LEASE_SECONDS", "thirty", "float"),
+    ("SCHEDULER_DB_POOL_SIZE", "4x", "int"),
+])
+def test_a_value_of_the_wrong_type_is_a_config_error_naming_the_variable(
+        env: str, raw: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({env: raw})
+    assert f"{env} must be {expected}, found {raw!r}" == str(info.value)
+
+
+@pytest.mark.parametrize("env", ["SCHEDULER_LEASE_SECONDS", "SCHEDULER_DB_POOL_SIZE",
+                                 "SCHEDULER_MAX_BODY_BYTES", "SCHEDULER_RETRY_BASE_SECONDS",
+                                 "SCHEDULER_CLAIM_WAIT_SECONDS"])
+def test_a_setting_that_must_be_positive_refuses_zero_naming_the_variable(env: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{env} must be positive, found 0"):
+        load_config({env: "0"})
+
+
+def test_an_unknown_log_format_is_a_config_error_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^SCHEDULER_LOG_FORMAT must be"):
+        load_config({"SCHEDULER_LOG_FORMAT": "xml"})
+
+
+@pytest.mark.parametrize("env", ["SCHEDULER_WORKERS", "SCHEDULER_WORKER_SLOTS",
+                                 "SCHEDULER_DRAIN_TIMEOUT_SECONDS"])
+def test_a_negative_count_is_a_config_error_naming_the_variable(env: str) -> None:
+    with pytest.raises(ConfigError, match=env):
+        load_config({env: "-1"})
+
+
+def test_a_zero_heartbeat_interval_means_a_third_of_the_lease() -> None:
+    assert 4.0 == load_config({"SCHEDULER_LEASE_SECONDS": "12",
+                               "SCHEDULER_HEARTBEAT_SECONDS": "0"}).heartbeat_interval
+
+
+def test_an_explicit_heartbeat_interval_is_used() -> None:
+    assert 1.5 == load_config({"SCHEDULER_HEARTBEAT_SECONDS": "1.5"}).heartbeat_interval
+
+
+def test_a_worker_is_lost_after_twice_the_lease_by_default() -> None:
+    assert 20.0 == load_config({"SCHEDULER_LEASE_SECONDS": "10"}).worker_lost_after
+
+
+def test_zero_worker_slots_means_the_cpu_count() -> None:
+    assert (os.cpu_count() or 1) == load_config({"SCHEDULER_WORKER_SLOTS": "0"}).slots
+
+
+def test_pgdata_lives_in_the_data_dir() -> None:
+    assert Path("/srv/sc/pgdata") == load_config({"SCHEDULER_DATA_DIR": "/srv/sc"}).pgdata
