@@ -1,9 +1,16 @@
-"""The listener: LISTEN on PostgreSQL and ring the claim doorbell.
+"""The listener: LISTEN on PostgreSQL and ring the doorbells.
 
-Every statement that inserts jobs notifies ``scheduler_jobs`` (a trigger); so do
-retries and reaped leases. Each notification wakes the long-polling claims at once.
-A lost connection is reopened with capped backoff; after every (re)connect the bell
-rings once, since notifications sent while we were away are lost.
+Two channels, one bell each:
+
+- ``scheduler_jobs``: every statement that inserts jobs notifies it (a trigger); so do
+  retries, reaped leases and released held fires. Each notification wakes the
+  long-polling claims at once.
+- ``scheduler_schedules``: a schedule created, paused, resumed or deleted (a trigger,
+  migration 0002). It wakes the cron expander, which otherwise sleeps until the next
+  fire it knows of.
+
+A lost connection is reopened with capped backoff; after every (re)connect both bells
+ring once, since notifications sent while we were away are lost.
 """
 
 from __future__ import annotations
@@ -21,12 +28,18 @@ from runtime.errors import DatabaseUnavailable
 log = structlog.get_logger("actors.listener")
 
 CHANNEL = "scheduler_jobs"
+SCHEDULES_CHANNEL = "scheduler_schedules"
 
 
-async def run(conninfo: str, doorbell: Doorbell, *, backoff_cap: float = 5.0,
+async def run(conninfo: str, doorbell: Doorbell, *, schedules: Doorbell | None = None,
+              backoff_cap: float = 5.0,
               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run until cancelled. Ready at once: claims work by their timeouts meanwhile."""
+    """Run until cancelled, ringing ``doorbell`` for jobs and ``schedules`` (if given)
+    for schedule changes. Ready at once: the waiters work by their timeouts meanwhile."""
     task_status.started()
+    bells = {CHANNEL: doorbell}
+    if schedules is not None:
+        bells[SCHEDULES_CHANNEL] = schedules
     delay = 0.05
     while True:
         try:
@@ -39,12 +52,17 @@ async def run(conninfo: str, doorbell: Doorbell, *, backoff_cap: float = 5.0,
             continue
         try:
             await conn.execute("LISTEN scheduler_jobs")
-            log.info("listener_connected", actor="listener", channel=CHANNEL)
+            if schedules is not None:
+                await conn.execute("LISTEN scheduler_schedules")
+            log.info("listener_connected", actor="listener", channels=sorted(bells))
             delay = 0.05
-            doorbell.ring()
+            for bell in bells.values():
+                bell.ring()
             async with aclosing(conn.notifies()) as notes:
-                async for _note in notes:
-                    doorbell.ring()
+                async for note in notes:
+                    rung = bells.get(note.channel)
+                    if rung is not None:
+                        rung.ring()
         except psycopg.Error as exc:
             log.warning("listener_disconnected", actor="listener", error=str(exc))
         finally:

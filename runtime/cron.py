@@ -7,9 +7,10 @@ way Quartz, Hangfire's Cronos and Spring write it. Times are computed in the
 schedule's IANA time zone and returned in UTC.
 
 How fire times are found: croniter enumerates the matching *wall-clock* times of the
-zone as naive datetimes (plain calendar arithmetic, no offsets), and this module maps
-each wall time to real instants. Only around daylight-saving changes is that mapping
-not one-to-one, and there the rule is the one Debian's cron and Cronos follow:
+zone as naive datetimes (plain calendar arithmetic, no offsets; croniter's own handling
+of aware datetimes is not used), and this module maps wall times to real instants.
+Only around daylight-saving changes is that mapping not one-to-one, and there the rule
+is the one Debian's cron follows:
 
 - **Skipped hour** (spring forward, e.g. Europe/Berlin 2026-03-29 02:00 -> 03:00): a
   fire whose wall time does not exist runs once, at the transition instant (03:00 local
@@ -24,6 +25,12 @@ not one-to-one, and there the rule is the one Debian's cron and Cronos follow:
   repeated hour fires in both of its occurrences. An every-15-minutes job thus keeps
   running every 15 real minutes across both changes instead of pausing for an hour.
 
+Fixed-time expressions map walls to instants in order (a repeated wall time to its
+first occurrence, a skipped one to the transition), so the first wall after the start
+gives the answer. Interval expressions are followed stretch by stretch of constant UTC
+offset, within which instant and wall time differ by that offset. Either way a call
+costs a couple of croniter steps, not a scan.
+
 Every fire instant is a whole second. The functions never read a clock: "now" is
 always an argument.
 """
@@ -31,6 +38,7 @@ always an argument.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -47,10 +55,11 @@ _SHORTHANDS = {
 }
 _UTC = dt.UTC
 _TICK = dt.timedelta(microseconds=1)
-_DAY = dt.timedelta(days=1)
-# Candidate wall times looked at per call before giving up: far more than any real
-# expression needs near a DST change (an every-second expression needs 2 or 3).
-_MAX_CANDIDATES = 10_000
+_SECOND = dt.timedelta(seconds=1)
+_WEEK = 7 * 86_400
+# Steps per call before giving up: far more than any expression needs (one or two,
+# three around a daylight-saving change).
+_MAX_CANDIDATES = 1_000
 
 
 class CronError(RuntimeCoreError):
@@ -105,39 +114,155 @@ def _compile(expr: str) -> tuple[str, bool]:
     return text, every_hour
 
 
-def _transition(tz: ZoneInfo, before: dt.datetime, after: dt.datetime) -> dt.datetime:
-    """The instant in ``(before, after]`` where ``tz`` switches to ``after``'s offset
-    (binary search on whole seconds; the zone database has second resolution)."""
-    target = after.astimezone(tz).utcoffset()
-    lo, hi = int(before.timestamp()), int(after.timestamp())
+@lru_cache(maxsize=512)
+def _parsed(text: str) -> croniter:
+    return croniter(text, dt.datetime(2000, 1, 1))
+
+
+def _walls(text: str, start: dt.datetime) -> croniter:
+    """A croniter positioned at naive ``start``, iterating plain wall-clock times.
+
+    Parsing costs far more than a step, so one parsed iterator per expression is kept
+    and repositioned; each caller uses it synchronously, before anything else can.
+    """
+    it = _parsed(text)
+    it.set_current(start, force=True)
+    return it
+
+
+# --- offsets and transitions (instants are whole UTC seconds from here on) ------------
+
+def _at(seconds: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, _UTC)
+
+
+def _offset(tz: ZoneInfo, seconds: int) -> dt.timedelta:
+    offset = dt.datetime.fromtimestamp(seconds, tz).utcoffset()
+    assert offset is not None
+    return offset
+
+
+def _wall(seconds: int, offset: dt.timedelta) -> dt.datetime:
+    """The naive local wall time of instant ``seconds`` at UTC ``offset``."""
+    return (_at(seconds) + offset).replace(tzinfo=None)
+
+
+def _seconds(wall: dt.datetime, offset: dt.timedelta) -> int:
+    """The instant (whole seconds) of naive ``wall`` at UTC ``offset``."""
+    return int((wall - offset).replace(tzinfo=_UTC).timestamp())
+
+
+def _switch(tz: ZoneInfo, lo: int, hi: int) -> int:
+    """The first second in ``(lo, hi]`` with ``hi``'s offset, given that ``lo`` has
+    another one and at most one change lies between (binary search)."""
+    target = _offset(tz, hi)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if dt.datetime.fromtimestamp(mid, tz).utcoffset() == target:
+        if _offset(tz, mid) == target:
             hi = mid
         else:
             lo = mid
-    return dt.datetime.fromtimestamp(hi, _UTC)
+    return hi
 
 
-def _instants(wall: dt.datetime, tz: ZoneInfo, every_hour: bool) -> list[dt.datetime]:
-    """The UTC instants at which the naive local ``wall`` time fires (module rule)."""
+def _first_change(tz: ZoneInfo, lo: int, hi: int) -> int | None:
+    """The first second in ``(lo, hi]`` whose offset differs from ``lo``'s, if any.
+    Probes a week at a time: no zone changes its offset twice within a week."""
+    base = _offset(tz, lo)
+    a = lo
+    while a < hi:
+        b = min(a + _WEEK, hi)
+        if _offset(tz, b) != base:
+            return _switch(tz, a, b)
+        a = b
+    return None
+
+
+def _segment_start(tz: ZoneInfo, lo: int, hi: int) -> int | None:
+    """Where the constant-offset stretch that holds second ``hi - 1`` begins, if that is
+    after ``lo`` (probing back a week at a time)."""
+    base = _offset(tz, hi - 1)
+    b = hi - 1
+    while b > lo:
+        a = max(b - _WEEK, lo)
+        if _offset(tz, a) != base:
+            return _switch(tz, a, b)
+        b = a
+    return None
+
+
+# --- the two mapping rules ------------------------------------------------------------
+
+def _fixed_instant(wall: dt.datetime, tz: ZoneInfo) -> int:
+    """The one instant a fixed-time expression fires for ``wall``: a repeated wall time
+    at its first occurrence, a skipped one at the transition."""
     first = wall.replace(tzinfo=tz, fold=0).astimezone(_UTC)
     second = wall.replace(tzinfo=tz, fold=1).astimezone(_UTC)
-    if first == second:
-        return [first]
-    if first.astimezone(tz).replace(tzinfo=None) == wall:  # occurs twice (fall back)
-        earlier, later = sorted((first, second))
-        return [earlier, later] if every_hour else [earlier]
-    if every_hour:  # does not exist (spring forward)
-        return []
-    return [_transition(tz, min(first, second), max(first, second))]
+    if first == second or first.astimezone(tz).replace(tzinfo=None) == wall:
+        return int(min(first, second).timestamp())
+    return _switch(tz, int(min(first, second).timestamp()), int(max(first, second).timestamp()))
 
 
-def _offset_bounds(tz: ZoneInfo, at: dt.datetime) -> tuple[dt.timedelta, dt.timedelta]:
-    """The least and greatest UTC offset of ``tz`` within a day of ``at``."""
-    offsets = [(at + d).astimezone(tz).utcoffset() for d in (-_DAY, dt.timedelta(0), _DAY)]
-    known = [o for o in offsets if o is not None]
-    return min(known), max(known)
+def _fold_end(tz: ZoneInfo, local: dt.datetime) -> dt.datetime:
+    """For ``local`` in the second pass of a repeated hour: the naive wall time at which
+    the repeated stretch ends (03:00 for Berlin's 02:00-03:00)."""
+    wall = local.replace(tzinfo=None)
+    first = int(wall.replace(tzinfo=local.tzinfo, fold=0).astimezone(_UTC).timestamp())
+    change = _switch(tz, first, int(local.timestamp()))
+    return _wall(change, _offset(tz, change - 1))
+
+
+def _next_fixed(text: str, tz: ZoneInfo, after: int) -> int:
+    local = _at(after).astimezone(tz)
+    # Walls map to instants in order (a repeated wall to its first occurrence), so the
+    # first wall after ``after``'s own whose instant is later is the answer.
+    if local.fold:
+        it = _walls(text, _fold_end(tz, local) - _SECOND)
+    else:
+        it = _walls(text, local.replace(tzinfo=None))
+    for _ in range(_MAX_CANDIDATES):
+        instant = _fixed_instant(it.get_next(dt.datetime), tz)
+        if instant > after:
+            return instant
+    raise ValueError(f"no fire time found after {_at(after).isoformat()}")
+
+
+def _prev_fixed(text: str, tz: ZoneInfo, before: int) -> int:
+    local = _at(before).astimezone(tz)
+    start = _fold_end(tz, local) if local.fold else local.replace(tzinfo=None)
+    it = _walls(text, start)
+    for _ in range(_MAX_CANDIDATES):
+        instant = _fixed_instant(it.get_prev(dt.datetime), tz)
+        if instant < before:
+            return instant
+    raise ValueError(f"no fire time found before {_at(before).isoformat()}")
+
+
+def _next_real(text: str, tz: ZoneInfo, after: int) -> int:
+    # Within a stretch of constant offset, instants and walls differ by that offset:
+    # find the next wall there; if the stretch ends first, go on from its end.
+    start, inclusive = after, False
+    for _ in range(_MAX_CANDIDATES):
+        offset = _offset(tz, start)
+        wall = _wall(start, offset) - (_SECOND if inclusive else dt.timedelta(0))
+        candidate = _seconds(_walls(text, wall).get_next(dt.datetime), offset)
+        change = _first_change(tz, start, candidate)
+        if change is None:
+            return candidate
+        start, inclusive = change, True
+    raise ValueError(f"no fire time found after {_at(after).isoformat()}")
+
+
+def _prev_real(text: str, tz: ZoneInfo, before: int) -> int:
+    end = before
+    for _ in range(_MAX_CANDIDATES):
+        offset = _offset(tz, end - 1)
+        candidate = _seconds(_walls(text, _wall(end, offset)).get_prev(dt.datetime), offset)
+        change = _segment_start(tz, candidate, end)
+        if change is None:
+            return candidate
+        end = change
+    raise ValueError(f"no fire time found before {_at(before).isoformat()}")
 
 
 def _aware(value: dt.datetime, name: str) -> dt.datetime:
@@ -152,24 +277,12 @@ def next_fire(expr: str, timezone: str, after: dt.datetime) -> dt.datetime:
     Error handling: :class:`CronError` for a bad expression or zone; croniter's
     ``CroniterBadDateError`` (a ValueError) for an expression that never fires.
     """
-    after = _aware(after, "after")
     text, every_hour = _compile(expr)
     tz = zone(timezone)
-    low, high = _offset_bounds(tz, after)
-    # No instant later than ``after`` has a wall time at or before ``after + low``.
-    it = croniter(text, (after + low).replace(tzinfo=None))
-    best: dt.datetime | None = None
-    for _ in range(_MAX_CANDIDATES):
-        wall: dt.datetime = it.get_next(dt.datetime)
-        # Every instant of ``wall`` is at or after ``wall - high``: nothing earlier left.
-        if best is not None and (wall - high).replace(tzinfo=_UTC) >= best:
-            return best
-        for instant in _instants(wall, tz, every_hour):
-            if instant > after and (best is None or instant < best):
-                best = instant
-    if best is None:
-        raise ValueError(f"{expr!r} found no fire time after {after.isoformat()}")
-    return best
+    # Fires are whole seconds: "after 12:00:05.3" is "after 12:00:05".
+    seconds = math.floor(_aware(after, "after").timestamp())
+    found = (_next_real if every_hour else _next_fixed)(text, tz, seconds)
+    return _at(found)
 
 
 def prev_fire(expr: str, timezone: str, before: dt.datetime) -> dt.datetime:
@@ -177,24 +290,12 @@ def prev_fire(expr: str, timezone: str, before: dt.datetime) -> dt.datetime:
 
     Error handling: as :func:`next_fire`.
     """
-    before = _aware(before, "before")
     text, every_hour = _compile(expr)
     tz = zone(timezone)
-    low, high = _offset_bounds(tz, before)
-    # No instant earlier than ``before`` has a wall time at or after ``before + high``.
-    it = croniter(text, (before + high).replace(tzinfo=None))
-    best: dt.datetime | None = None
-    for _ in range(_MAX_CANDIDATES):
-        wall: dt.datetime = it.get_prev(dt.datetime)
-        # Every instant of ``wall`` is at or before ``wall - low``: nothing later left.
-        if best is not None and (wall - low).replace(tzinfo=_UTC) <= best:
-            return best
-        for instant in _instants(wall, tz, every_hour):
-            if instant < before and (best is None or instant > best):
-                best = instant
-    if best is None:
-        raise ValueError(f"{expr!r} found no fire time before {before.isoformat()}")
-    return best
+    # "before 12:00:05.3" is "before 12:00:06".
+    seconds = math.ceil(_aware(before, "before").timestamp())
+    found = (_prev_real if every_hour else _prev_fixed)(text, tz, seconds)
+    return _at(found)
 
 
 def last_fire(expr: str, timezone: str, until: dt.datetime) -> dt.datetime:

@@ -37,9 +37,10 @@ class NotFound(StoreError):
 
 
 class Conflict(StoreError):
-    def __init__(self, message: str, current: Any = None) -> None:
+    def __init__(self, message: str, current: Any = None, field: str | None = None) -> None:
         super().__init__(message)
         self.current = current
+        self.field = field
 
 
 def uuid7() -> uuid.UUID:
@@ -186,7 +187,7 @@ class Store:
         if row is not None:
             return job_out(row)
         current = await self.get_job(job_id, with_runs=False)  # raises NotFound
-        raise Conflict(f"job {job_id} is {current.status}: it cannot be cancelled", current)
+        raise Conflict(f"job {job_id} is {current.status}: it cannot be cancelled", current, field="id")
 
     async def retry(self, job_id: uuid.UUID, reason: str | None) -> wire.JobOut:
         async with self.pool.connection() as conn:
@@ -197,7 +198,7 @@ class Store:
                 return job_out(row)  # type: ignore[arg-type]
         current = await self.get_job(job_id, with_runs=False)
         raise Conflict(f"job {job_id} is {current.status}: only DeadLetter, Cancelled or "
-                       "Failed jobs can be retried", current)
+                       "Failed jobs can be retried", current, field="id")
 
     async def promote_due(self, limit: int = 1000) -> int:
         return len(await self._all("promote_due", {"limit": limit}))
@@ -208,43 +209,6 @@ class Store:
 
     async def count_by_status(self) -> dict[str, int]:
         return {r["status"]: r["n"] for r in await self._all("count_by_status", {})}
-
-    # --- schedules -----------------------------------------------------------------
-
-    async def create_schedule(self, s: NewSchedule) -> tuple[wire.ScheduleOut, bool]:
-        """Insert a schedule; a known key with the same definition returns it (False),
-        a known key with a different definition raises :class:`Conflict`."""
-        params = {
-            "id": uuid7(), "idempotency_key": s.idempotency_key, "cron": s.cron,
-            "timezone": s.timezone, "job_type": s.type, "payload": Jsonb(s.payload),
-            "queue": s.queue, "priority": s.priority, "max_attempts": s.max_attempts,
-            "timeout_seconds": s.timeout_seconds, "misfire_policy": s.misfire_policy,
-            "overlap_policy": s.overlap_policy, "next_fire_at": s.next_fire_at,
-        }
-        row = await self._one("insert_schedule", params)
-        if row is not None:
-            return schedule_out(row), True
-        existing = await self._one("get_schedule_by_key", {"key": s.idempotency_key})
-        if existing is None:
-            raise Conflict("the schedule conflicts with one being deleted; try again")
-        same = all(existing[k] == v for k, v in (
-            ("cron", s.cron), ("timezone", s.timezone), ("job_type", s.type),
-            ("payload", s.payload), ("queue", s.queue), ("priority", s.priority),
-            ("max_attempts", s.max_attempts), ("timeout_seconds", s.timeout_seconds),
-            ("misfire_policy", s.misfire_policy), ("overlap_policy", s.overlap_policy)))
-        if not same:
-            raise Conflict(f"idempotencyKey {s.idempotency_key!r} is already used by a "
-                           "schedule with a different definition", schedule_out(existing))
-        return schedule_out(existing), False
-
-    async def get_schedule(self, schedule_id: uuid.UUID) -> wire.ScheduleOut:
-        row = await self._one("get_schedule", {"id": schedule_id})
-        if row is None:
-            raise NotFound(f"no schedule with id {schedule_id}")
-        return schedule_out(row)
-
-    async def list_schedules(self, take: int = 100) -> list[wire.ScheduleOut]:
-        return [schedule_out(r) for r in await self._all("list_schedules", {"limit": take})]
 
     # --- workers and runs ----------------------------------------------------------
 
@@ -261,7 +225,8 @@ class Store:
     async def heartbeat(self, hb: wire.Heartbeat) -> wire.HeartbeatReply:
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("beat_worker"), {
-                "id": hb.worker_id, "running": len(hb.runs), "draining": hb.draining})
+                "id": hb.worker_id, "running": len(hb.runs), "draining": hb.draining,
+                "stats": None if hb.stats is None else Jsonb(msgspec.to_builtins(hb.stats))})
             known = await cur.fetchone() is not None
             rows: list[dict[str, Any]] = []
             if hb.runs:
@@ -286,12 +251,12 @@ class Store:
             job_id=r["id"], run_id=r["run_id"], lease_token=r["lease_token"],
             lease_expires_at=r["lease_expires_at"], type=r["type"], payload=r["payload"],
             queue=r["queue"], attempt=r["attempt"], max_attempts=r["max_attempts"],
-            timeout_seconds=r["timeout_seconds"]) for r in rows]
+            timeout_seconds=r["timeout_seconds"], run_at=r["run_at"]) for r in rows]
 
     async def complete(self, items: Sequence[wire.Completion]) -> list[dict[str, Any]]:
         """Apply a batch of outcomes in one statement; one row per item, in order,
         with ``job_id`` None where the run was not the job's live run (fenced off)."""
-        rows = await self._all("complete_runs", {
+        params = {
             "run_ids": [c.run_id for c in items],
             "tokens": [c.lease_token for c in items],
             "outcomes": [c.outcome for c in items],
@@ -300,7 +265,14 @@ class Store:
                         for c in items],
             "jitters": [random.random() for _ in items],
             "permanents": [c.permanent for c in items],
-            "base": self.retry_base_seconds, "cap": self.retry_cap_seconds})
+            "base": self.retry_base_seconds, "cap": self.retry_cap_seconds}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("complete_runs"), params)
+            rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
+            if any(r["status"] in ("Pending", "Failed") for r in rows):
+                # Handed back (due now) or waiting for a retry (due later): wake the
+                # long-polling claims so they take it, or time their wait to it.
+                await conn.execute(q("notify_jobs"))
         by_run = {r["run_id"]: r for r in rows}
         return [by_run[c.run_id] for c in items]
 

@@ -64,7 +64,7 @@ class RunOut(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
     error: str | None
 
 
-class JobOut(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):  # type: ignore[call-arg]
     id: uuid.UUID
     type: str
     payload: Any
@@ -142,10 +142,25 @@ class RunRef(msgspec.Struct, **_IN):  # type: ignore[call-arg]
     lease_token: uuid.UUID
 
 
+class WorkerStats(msgspec.Struct, rename="camel", kw_only=True):
+    """A worker's own figures, sent with each heartbeat and exposed by the coordinator
+    as gauges labelled by worker_id. Counters and sums run since the worker started.
+    Unknown fields are ignored, so a newer worker may report more."""
+
+    busy: int = 0
+    slots: int = 0
+    runs_finished: int = 0
+    child_restarts: int = 0
+    run_seconds_sum: float = 0.0
+    executor_overhead_seconds_sum: float = 0.0
+    executor_overhead_seconds_count: int = 0
+
+
 class Heartbeat(msgspec.Struct, **_IN):  # type: ignore[call-arg]
     worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
     runs: list[RunRef] = []
     draining: bool = False
+    stats: WorkerStats | None = None
 
 
 class HeartbeatReply(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
@@ -173,6 +188,7 @@ class ClaimedJob(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
     attempt: int
     max_attempts: int
     timeout_seconds: int
+    run_at: dt.datetime | None = None  # when it fell due: queue wait = claim - run_at
 
 
 class ClaimReply(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
@@ -186,6 +202,7 @@ class Completion(msgspec.Struct, **_IN):  # type: ignore[call-arg]
     error: Annotated[str, Meta(max_length=10_000)] | None = None
     result: Any = None
     permanent: bool = False
+    duration_seconds: Annotated[float, Meta(ge=0)] | None = None  # the body, as timed
 
 
 class Complete(msgspec.Struct, **_IN):  # type: ignore[call-arg]

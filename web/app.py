@@ -8,6 +8,7 @@ cancellation and given a short graceful deadline.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,9 @@ from handlers import Registry
 from runtime.config import Config
 from runtime.doorbell import Doorbell
 from runtime.errors import DatabaseUnavailable
+from runtime.supervisor import SupervisorStatistics
+from schema.schedule_store import ScheduleStore
+from schema.stats_store import StatsStore
 from schema.store import Conflict, NotFound, Store
 from web.errors import ApiError
 
@@ -38,6 +42,18 @@ class AppContext:
     registry: Registry
     config: Config
     doorbell: Doorbell = field(default_factory=Doorbell)
+    # Built on the store's pool when not given.
+    schedules: ScheduleStore = None  # type: ignore[assignment]
+    # The dashboard's and /metrics' reads; built on the store's pool when not given.
+    stats: StatsStore = None  # type: ignore[assignment]
+    # The coordinator tree's statistics, for /health/ready (None: not checked).
+    supervisor: Callable[[], SupervisorStatistics] | None = None
+
+    def __post_init__(self) -> None:
+        if self.schedules is None:
+            self.schedules = ScheduleStore(self.store.pool)
+        if self.stats is None:
+            self.stats = StatsStore(self.store.pool)
 
 
 _encoder = msgspec.json.Encoder()
@@ -49,14 +65,23 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def create_app(ctx: AppContext) -> QuartTrio:
-    from web import api, worker_api  # local: the routes import this module
+    from web import (  # local: the routes import this module
+        api,
+        dashboard,
+        observability,
+        schedules_api,
+        worker_api,
+    )
 
     app = QuartTrio("scheduler")
     app.config["MAX_CONTENT_LENGTH"] = ctx.config.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.extensions["scheduler"] = ctx
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(schedules_api.blueprint)
     app.register_blueprint(worker_api.blueprint)
+    app.register_blueprint(observability.blueprint)
+    app.register_blueprint(dashboard.blueprint)
 
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
@@ -68,7 +93,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
 
     @app.errorhandler(Conflict)
     async def _conflict(exc: Conflict) -> Response:
-        body: dict[str, Any] = {"error": "conflict", "message": str(exc), "field": None}
+        body: dict[str, Any] = {"error": "conflict", "message": str(exc), "field": exc.field}
         if exc.current is not None:
             body["current"] = exc.current
         return json_response(body, 409)

@@ -25,8 +25,8 @@ JOB_FIELDS = {
     "id", "type", "payload", "status", "queue", "priority", "runAt", "attempts",
     "maxAttempts", "timeoutSeconds", "idempotencyKey", "scheduleId", "fireTime",
     "cancelRequested", "lastError", "result", "retryReason", "createdAt", "updatedAt",
-    "startedAt", "finishedAt", "runs",
-}
+    "startedAt", "finishedAt",
+}  # "runs" only with GET /api/jobs/{id}: submit and list responses leave it out
 
 
 # -- fixtures and helpers ----------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""The schedules API: list, read, pause, resume and delete recurring jobs.
+
+Schedules are created by ``POST /api/jobs`` with ``cron`` (web/api.py). Every route
+here answers a schedule as JSON; an id that is not a UUID is a 400 naming ``id``, an
+unknown (or deleted) schedule a 404 naming ``id``, like the rest of the API.
+
+    GET    /api/schedules?take=N         newest first, {"items": [...]}
+    GET    /api/schedules/{id}           the schedule and its recentFires
+    POST   /api/schedules/{id}/pause     no new fires
+    POST   /api/schedules/{id}/resume    fires again; missed fires per misfirePolicy
+    DELETE /api/schedules/{id}           soft delete: no fires, past jobs kept
+"""
+
+from __future__ import annotations
+
+import re
+
+from quart import Blueprint, Response, current_app, request
+
+from web.api import parse_id
+from web.app import context, json_response
+from web.errors import ApiError
+
+blueprint = Blueprint("schedules", __name__)
+
+_LIST_PARAMS = {"take"}
+
+
+@blueprint.get("/api/schedules")
+async def list_schedules() -> Response:
+    for name in request.args:
+        if name not in _LIST_PARAMS:
+            raise ApiError(400, "unknown_parameter",
+                           "unknown query parameter; expected one of "
+                           + ", ".join(sorted(_LIST_PARAMS)), name)
+    take_raw = request.args.get("take", "100")
+    if not re.fullmatch(r"-?[0-9]{1,20}", take_raw):
+        raise ApiError(400, "validation_error",
+                       f"take must be an integer, found {take_raw!r}", "take")
+    take = int(take_raw)
+    if not 1 <= take <= 500:
+        raise ApiError(400, "validation_error", f"take must be 1..500, found {take}", "take")
+    items = await context(current_app).schedules.list_schedules(take)
+    return json_response({"items": items})
+
+
+@blueprint.get("/api/schedules/<schedule_id>")
+async def get_schedule(schedule_id: str) -> Response:
+    return json_response(await context(current_app).schedules.get_schedule(
+        parse_id(schedule_id)))
+
+
+@blueprint.post("/api/schedules/<schedule_id>/pause")
+async def pause_schedule(schedule_id: str) -> Response:
+    return json_response(await context(current_app).schedules.pause(parse_id(schedule_id)))
+
+
+@blueprint.post("/api/schedules/<schedule_id>/resume")
+async def resume_schedule(schedule_id: str) -> Response:
+    return json_response(await context(current_app).schedules.resume(parse_id(schedule_id)))
+
+
+@blueprint.delete("/api/schedules/<schedule_id>")
+async def delete_schedule(schedule_id: str) -> Response:
+    return json_response(await context(current_app).schedules.delete(parse_id(schedule_id)))
