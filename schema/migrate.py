@@ -73,7 +73,7 @@ async def migrate(conn: TrioConnection) -> list[int]:
             if m.version in done:
                 continue
             async with conn.transaction():
-                await conn.execute(m.sql.encode())  # type: ignore[call-overload]
+                await conn.execute(m.sql.encode())
                 await conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                     (m.version, m.name))

@@ -32,7 +32,7 @@ _IN = {"rename": "camel", "forbid_unknown_fields": True, "kw_only": True}
 _OUT = {"rename": "camel", "kw_only": True}
 
 
-class SubmitJob(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+class SubmitJob(msgspec.Struct, **_IN):
     """``POST /api/jobs``. With ``cron`` it defines a schedule instead of one job."""
 
     type: Annotated[str, Meta(min_length=1, max_length=100)]
@@ -49,11 +49,11 @@ class SubmitJob(msgspec.Struct, **_IN):  # type: ignore[call-arg]
     overlap_policy: Literal["allow", "skip", "queue"] | None = None
 
 
-class RetryJob(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+class RetryJob(msgspec.Struct, **_IN):
     reason: Annotated[str, Meta(max_length=1000)] | None = None
 
 
-class RunOut(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class RunOut(msgspec.Struct, **_OUT):
     id: uuid.UUID
     attempt: int
     worker_id: str
@@ -64,7 +64,7 @@ class RunOut(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
     error: str | None
 
 
-class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):  # type: ignore[call-arg]
+class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):
     id: uuid.UUID
     type: str
     payload: Any
@@ -89,12 +89,12 @@ class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):  # type: ignore[call-a
     runs: list[RunOut] | None = None
 
 
-class JobPage(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class JobPage(msgspec.Struct, **_OUT):
     items: list[JobOut]
     next_cursor: str | None
 
 
-class ScheduleOut(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class ScheduleOut(msgspec.Struct, **_OUT):
     id: uuid.UUID
     idempotency_key: str | None
     cron: str
@@ -114,7 +114,7 @@ class ScheduleOut(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
     kind: Literal["schedule"] = "schedule"
 
 
-class ErrorBody(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class ErrorBody(msgspec.Struct, **_OUT):
     """Every 4xx/5xx: ``error`` is a stable code, ``field`` names the culprit input."""
 
     error: str
@@ -124,20 +124,20 @@ class ErrorBody(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
 
 # --- the worker protocol -------------------------------------------------------------
 
-class RegisterWorker(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+class RegisterWorker(msgspec.Struct, **_IN):
     worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
     hostname: Annotated[str, Meta(max_length=255)]
     pid: int
     capacity: Annotated[int, Meta(ge=1, le=10000)]
 
 
-class RegisteredWorker(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class RegisteredWorker(msgspec.Struct, **_OUT):
     worker_id: str
     lease_seconds: float
     heartbeat_seconds: float
 
 
-class RunRef(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+class RunRef(msgspec.Struct, **_IN):
     run_id: uuid.UUID
     lease_token: uuid.UUID
 
@@ -156,28 +156,28 @@ class WorkerStats(msgspec.Struct, rename="camel", kw_only=True):
     executor_overhead_seconds_count: int = 0
 
 
-class Heartbeat(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+class Heartbeat(msgspec.Struct, **_IN):
     worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
     runs: list[RunRef] = []
     draining: bool = False
     stats: WorkerStats | None = None
 
 
-class HeartbeatReply(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class HeartbeatReply(msgspec.Struct, **_OUT):
     renewed: list[uuid.UUID]
     cancel: list[uuid.UUID]
     lost: list[uuid.UUID]
     known: bool = True
 
 
-class Claim(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+class Claim(msgspec.Struct, **_IN):
     worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
     max: Annotated[int, Meta(ge=1, le=1000)]
     wait_seconds: Annotated[float, Meta(ge=0, le=60)] = 0.0
     queues: list[QueueName] = msgspec.field(default_factory=lambda: ["default"])
 
 
-class ClaimedJob(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class ClaimedJob(msgspec.Struct, **_OUT):
     job_id: uuid.UUID
     run_id: uuid.UUID
     lease_token: uuid.UUID
@@ -191,11 +191,11 @@ class ClaimedJob(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
     run_at: dt.datetime | None = None  # when it fell due: queue wait = claim - run_at
 
 
-class ClaimReply(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class ClaimReply(msgspec.Struct, **_OUT):
     jobs: list[ClaimedJob]
 
 
-class Completion(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+class Completion(msgspec.Struct, **_IN):
     run_id: uuid.UUID
     lease_token: uuid.UUID
     outcome: RunOutcome
@@ -205,16 +205,16 @@ class Completion(msgspec.Struct, **_IN):  # type: ignore[call-arg]
     duration_seconds: Annotated[float, Meta(ge=0)] | None = None  # the body, as timed
 
 
-class Complete(msgspec.Struct, **_IN):  # type: ignore[call-arg]
+class Complete(msgspec.Struct, **_IN):
     worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
     completions: Annotated[list[Completion], Meta(min_length=1, max_length=1000)]
 
 
-class CompletionResult(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class CompletionResult(msgspec.Struct, **_OUT):
     run_id: uuid.UUID
     accepted: bool
     status: str | None = None
 
 
-class CompleteReply(msgspec.Struct, **_OUT):  # type: ignore[call-arg]
+class CompleteReply(msgspec.Struct, **_OUT):
     results: list[CompletionResult]
