@@ -1,4 +1,5 @@
-"""The child process that runs job bodies: ``python -m actors.child [--data-dir DIR]``.
+"""The child process that runs job bodies:
+``python -m actors.child [--data-dir DIR] [--handlers MODULE[,MODULE]]``.
 
 It serves :mod:`runtime.procpool`'s framing on its stdin/stdout: one empty frame once
 it is ready, then one response per request, until end of file on stdin.
@@ -12,6 +13,11 @@ Before anything else it asks the kernel to SIGKILL it when its parent dies
 job, and exits if its parent already died before that (``SCHEDULER_PARENT_PID``).
 The protocol runs on private duplicates of fds 0 and 1; fd 1 then points at stderr and
 fd 0 at /dev/null, so a handler's ``print()`` cannot corrupt a frame.
+
+Its job types are the built-ins, the ``scheduler_core.handlers`` entry points and the
+``--handlers`` modules (``handlers.load_plugins``), the same the coordinator validates
+against. A plug-in that does not load is reported on stderr and the child exits 1
+before it says it is ready.
 
 It imports neither trio nor the runtime: starting fast is the point.
 """
@@ -37,6 +43,7 @@ DEFAULT_DATA_DIR = ".scheduler/data"
 _PR_SET_PDEATHSIG = 1
 _HEADER_BYTES = 4
 _EXIT_ORPHANED = 70
+_EXIT_PLUGIN_FAILED = 1
 
 
 class Request(msgspec.Struct, rename="camel"):
@@ -130,11 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     parser = argparse.ArgumentParser(prog="python -m actors.child")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    parser.add_argument("--handlers", default="",
+                        help="comma-separated modules (or module:function) with job types")
     args = parser.parse_args(argv)
     data_dir = os.path.abspath(args.data_dir)
     receive, send = _take_protocol_fds()
 
-    from handlers import REGISTRY
+    from handlers import REGISTRY, PluginError, load_plugins
+
+    try:
+        load_plugins(REGISTRY, [m for m in args.handlers.split(",") if m.strip()])
+    except PluginError as exc:
+        print(f"actors.child: {exc}", file=sys.stderr, flush=True)
+        return _EXIT_PLUGIN_FAILED
 
     _write_frame(send, b"")  # ready
     while (request := _read_frame(receive)) is not None:

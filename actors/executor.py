@@ -47,9 +47,15 @@ async def execute(run: OwnedRun, pool: WarmPool, state: WorkerState,
     permanent = False
     request = _request.encode({"type": job.type, "payload": job.payload,
                                "jobId": str(job.job_id), "attempt": job.attempt})
+    call_seconds = 0.0  # time inside pool.call: the rest is the executor's overhead
     with run.scope:
         try:
-            reply = _reply.decode(await pool.call(request, timeout=job.timeout_seconds))
+            call_started = trio.current_time()
+            try:
+                raw = await pool.call(request, timeout=job.timeout_seconds)
+            finally:
+                call_seconds = trio.current_time() - call_started
+            reply = _reply.decode(raw)
             if reply.ok:
                 outcome, result = "Succeeded", reply.result
                 if len(msgspec.json.encode(result)) > MAX_RESULT_BYTES:
@@ -74,13 +80,16 @@ async def execute(run: OwnedRun, pool: WarmPool, state: WorkerState,
              type=job.type, queue=job.queue,
              outcome="LeaseLost" if run.stop_reason == "Lost" else outcome,
              duration_s=round(duration, 6), error=error)
+    state.record_run(
+        run_seconds=duration, child_restarts=pool.statistics().killed,
+        overhead_seconds=max(0.0, trio.current_time() - run.claimed_at - call_seconds))
     state.body_ended(run)
     if run.stop_reason == "Lost":
         state.forget(job.run_id)  # not ours any more: nothing to report
         return
     completer.submit(wire.Completion(
         run_id=job.run_id, lease_token=job.lease_token, outcome=outcome, error=error,
-        result=result, permanent=permanent))
+        result=result, permanent=permanent, duration_seconds=round(duration, 6)))
 
 
 class Executors:

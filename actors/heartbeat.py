@@ -63,7 +63,8 @@ def apply_reply(state: WorkerState, reply: wire.HeartbeatReply) -> None:
 
 async def beat(link: Link, state: WorkerState) -> wire.HeartbeatReply:
     reply = await link.heartbeat(wire.Heartbeat(
-        worker_id=state.worker_id, runs=state.refs(), draining=state.draining))
+        worker_id=state.worker_id, runs=state.refs(), draining=state.draining,
+        stats=state.stats()))
     apply_reply(state, reply)
     return reply
 
@@ -87,5 +88,5 @@ async def run(link: Link, state: WorkerState, *, interval: float,
                      after_failures=failures)
         failures = 0
         if not reply.known and not state.draining:
-            log.warning("worker_unknown", actor="heartbeat", worker_id=state.worker_id)
+            log.warning("registration_lost", actor="heartbeat", worker_id=state.worker_id)
             await register(link, state)

@@ -7,6 +7,9 @@ SKIP LOCKED, so any number of coordinators can reap at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import psycopg
 import structlog
 import trio
@@ -16,10 +19,17 @@ from schema.store import Store
 
 log = structlog.get_logger("actors.lease_reaper")
 
+# Told of every batch of reaped runs (each row: id, run_id, worker_id, type, queue,
+# attempts and the job's new status); the composition root counts them in a metric.
+OnReaped = Callable[[list[dict[str, Any]]], None]
 
-async def reap_once(store: Store, *, lost_after: float) -> int:
+
+async def reap_once(store: Store, *, lost_after: float,
+                    on_reaped: OnReaped | None = None) -> int:
     """One pass; returns how many runs were reaped."""
     reaped = await store.reap_expired()
+    if reaped and on_reaped is not None:
+        on_reaped(reaped)
     for row in reaped:
         log.warning("lease_reaped", actor="lease_reaper", job_id=str(row["id"]),
                     run_id=str(row["run_id"]), worker_id=row["worker_id"],
@@ -31,6 +41,7 @@ async def reap_once(store: Store, *, lost_after: float) -> int:
 
 
 async def run(store: Store, *, interval: float, lost_after: float,
+              on_reaped: OnReaped | None = None,
               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Reap every ``interval`` seconds until cancelled; database errors are logged
     and the next pass tries again (an outage must not kill the coordinator)."""
@@ -38,6 +49,6 @@ async def run(store: Store, *, interval: float, lost_after: float,
     while True:
         await trio.sleep(interval)
         try:
-            await reap_once(store, lost_after=lost_after)
+            await reap_once(store, lost_after=lost_after, on_reaped=on_reaped)
         except (psycopg.Error, DatabaseUnavailable) as exc:
             log.warning("reap_failed", actor="lease_reaper", error=str(exc))

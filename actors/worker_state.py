@@ -25,6 +25,7 @@ class OwnedRun:
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     running: bool = True  # False once the body ended and the completion is queued
     stop_reason: StopReason | None = None
+    claimed_at: float = field(default_factory=trio.current_time)  # trio clock
 
     @property
     def ref(self) -> wire.RunRef:
@@ -46,6 +47,12 @@ class WorkerState:
         self.changed = Doorbell()  # rung when a slot frees or a run is forgotten
         self.claim_scope: trio.CancelScope | None = None
         self.registered = trio.Event()
+        # Figures reported with each heartbeat (wire.WorkerStats), since start.
+        self.runs_finished = 0
+        self.child_restarts = 0
+        self.run_seconds_sum = 0.0
+        self.overhead_seconds_sum = 0.0
+        self.overhead_count = 0
 
     @property
     def busy(self) -> int:
@@ -70,6 +77,23 @@ class WorkerState:
 
     def refs(self) -> list[wire.RunRef]:
         return [r.ref for r in self.runs.values()]
+
+    def record_run(self, *, run_seconds: float, overhead_seconds: float,
+                   child_restarts: int) -> None:
+        """Count one finished run: its body's time, the executor's own time around
+        it, and the job processes replaced so far."""
+        self.runs_finished += 1
+        self.run_seconds_sum += run_seconds
+        self.overhead_seconds_sum += overhead_seconds
+        self.overhead_count += 1
+        self.child_restarts = child_restarts
+
+    def stats(self) -> wire.WorkerStats:
+        return wire.WorkerStats(
+            busy=self.busy, slots=self.slots, runs_finished=self.runs_finished,
+            child_restarts=self.child_restarts, run_seconds_sum=self.run_seconds_sum,
+            executor_overhead_seconds_sum=self.overhead_seconds_sum,
+            executor_overhead_seconds_count=self.overhead_count)
 
     def start_draining(self) -> None:
         self.draining = True

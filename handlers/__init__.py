@@ -1,9 +1,11 @@
 """Job types and the registry that names them; knows nothing of trio or the runtime.
 
-Importing ``handlers`` registers the built-ins (``handlers.builtin``) on ``REGISTRY``.
+Importing ``handlers`` registers the built-ins (``handlers.builtin``) on ``REGISTRY``;
+:func:`load_plugins` adds the job types of other packages (``handlers.plugins``).
 """
 
 from handlers import builtin as builtin
+from handlers.plugins import ENTRY_POINT_GROUP, PluginError, load_plugins
 from handlers.registry import (
     REGISTRY,
     HandlerError,
@@ -16,13 +18,16 @@ from handlers.registry import (
 )
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "REGISTRY",
     "HandlerError",
     "HandlerSpec",
     "PayloadError",
     "PermanentError",
+    "PluginError",
     "Registry",
     "RunContext",
     "UnknownHandler",
     "builtin",
+    "load_plugins",
 ]

@@ -11,7 +11,9 @@ Errors::
     HandlerError               a run failed; the job may be retried
      ├─ PayloadError           the payload does not fit the handler's Struct (``field``)
      ├─ PermanentError         a failure that retrying cannot fix: straight to DeadLetter
-     └─ UnknownHandler         no handler is registered under that name
+     ├─ UnknownHandler         no handler is registered under that name
+     └─ PluginError            a plug-in module or entry point would not load
+                               (handlers.plugins)
 
 ``HandlerError.permanent`` says whether a failure may be retried: true for
 PermanentError, PayloadError and UnknownHandler, false for HandlerError itself. Any

@@ -4,6 +4,7 @@
     scheduler coordinator   the HTTP API, dashboard and coordinator actors
     scheduler worker        a worker process
     scheduler migrate       apply pending migrations
+    scheduler prune         delete finished jobs past their retention, now
     scheduler submit TYPE   submit a job (client: talks HTTP to COORDINATOR_URL)
     scheduler jobs list|show|cancel|retry
 
@@ -79,6 +80,10 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+HANDLERS_HELP = ("comma-separated modules (or module:function) registering more job types "
+                 "(default: SCHEDULER_HANDLERS)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scheduler", description="scheduler-core: a distributed job scheduler")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -88,11 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=_non_negative_int, help="worker processes (default 2)")
     up.add_argument("--host")
     up.add_argument("--port", type=_positive_int)
+    up.add_argument("--handlers", help=HANDLERS_HELP)
 
     co = sub.add_parser("coordinator", help="serve the API and run the coordinator actors")
     co.add_argument("--host")
     co.add_argument("--port", type=_positive_int)
     co.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
+    co.add_argument("--handlers", help=HANDLERS_HELP)
 
     wk = sub.add_parser("worker", help="run a worker process")
     wk.add_argument("--slots", type=_positive_int, help="jobs at once (default: CPU count)")
@@ -100,8 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--drain-timeout", type=_non_negative_float)
     wk.add_argument("--worker-id")
     wk.add_argument("--queues", help="comma-separated queues to take jobs from (default: default)")
+    wk.add_argument("--handlers", help=HANDLERS_HELP)
 
     sub.add_parser("migrate", help="apply pending database migrations")
+
+    pr = sub.add_parser("prune", help="delete finished jobs past their retention, now")
+    pr.add_argument("--succeeded-days", type=_non_negative_float,
+                    help="age of Succeeded/Cancelled jobs to delete (0: keep; default 7)")
+    pr.add_argument("--deadletter-days", type=_non_negative_float,
+                    help="age of DeadLetter jobs to delete (0: keep; default 30)")
+    pr.add_argument("--batch", type=_positive_int, help="jobs per statement (default 1000)")
 
     sm = sub.add_parser("submit", help="submit a job")
     sm.add_argument("type")
@@ -138,7 +153,11 @@ def _config(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {}
     for arg, field in (("host", "host"), ("port", "port"), ("workers", "workers"),
                        ("slots", "worker_slots"), ("coordinator_url", "coordinator_url"),
-                       ("drain_timeout", "drain_timeout_seconds"), ("worker_id", "worker_id")):
+                       ("drain_timeout", "drain_timeout_seconds"), ("worker_id", "worker_id"),
+                       ("handlers", "handlers"),
+                       ("succeeded_days", "retention_succeeded_days"),
+                       ("deadletter_days", "retention_deadletter_days"),
+                       ("batch", "prune_batch")):
         value = getattr(args, arg, None)
         if value is not None:
             overrides[field] = value
@@ -181,6 +200,19 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
             applied = trio.run(compose.migrate, dsn)
             print(f"applied migrations: {applied}" if applied else "migrations: up to date")
             return 0
+        if args.command == "prune":
+            dsn = compose.resolve_database(config)
+            result = trio.run(compose.prune, config, dsn)
+            print(f"pruned jobs: {result.deleted} (batches: {result.batches})")
+            return 0
+        if args.command in ("coordinator", "worker", "up"):
+            from handlers import PluginError
+
+            try:
+                compose.load_handlers(config)
+            except PluginError as exc:
+                print(f"scheduler: {exc}", file=sys.stderr)
+                return 1
         if args.command == "coordinator":
             dsn = compose.resolve_database(config)
             trio.run(partial(compose.run_until_signalled, partial(

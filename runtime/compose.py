@@ -11,6 +11,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 import trio
@@ -19,6 +20,9 @@ from runtime import db, pgserver
 from runtime.config import Config
 from runtime.doorbell import Doorbell
 from runtime.supervisor import ChildSpec, Supervisor
+
+if TYPE_CHECKING:
+    from schema.retention_store import PruneResult, RetentionPolicy
 
 log = structlog.get_logger("runtime")
 
@@ -43,11 +47,17 @@ async def migrate(dsn: str) -> list[int]:
 
 async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = True,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """The coordinator tree: listener, lease_reaper, web (started in that order)."""
-    from actors import lease_reaper, listener
+    """The coordinator tree: listener, lease_reaper, cron_expander, pruner, web
+    (started in that order)."""
+    from actors import cron_expander, lease_reaper, listener, pruner
     from handlers import REGISTRY
+    from schema.retention_store import RetentionStore
+    from schema.schedule_store import ScheduleStore
+    from schema.stats_store import StatsStore
     from schema.store import Store
     from web.app import AppContext, create_app, serve
+    from web.app import context as app_context
+    from web.metrics import observe_reaped
 
     if run_migrations:
         applied = await migrate(dsn)
@@ -57,21 +67,77 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
         store = Store(pool, lease_seconds=config.lease_seconds,
                       retry_base_seconds=config.retry_base_seconds,
                       retry_cap_seconds=config.retry_cap_seconds)
+        schedules = ScheduleStore(pool)
+        stats = StatsStore(pool)
         doorbell = Doorbell()
+        schedules_bell = Doorbell()
         app = create_app(AppContext(store=store, registry=REGISTRY, config=config,
-                                    doorbell=doorbell))
+                                    doorbell=doorbell, schedules=schedules,
+                                    stats=stats))
         tree = Supervisor("coordinator", [
-            ChildSpec("listener", partial(listener.run, dsn, doorbell)),
+            ChildSpec("listener", partial(listener.run, dsn, doorbell,
+                                          schedules=schedules_bell)),
             ChildSpec("lease_reaper", partial(
                 lease_reaper.run, store, interval=config.reap_interval_seconds,
-                lost_after=config.worker_lost_after)),
+                lost_after=config.worker_lost_after,
+                on_reaped=observe_reaped)),
+            ChildSpec("cron_expander", partial(
+                cron_expander.run,
+                cron_expander.StoreFireSource(schedules,
+                                              max_catchup=config.misfire_max_catchup),
+                schedules_bell)),
+            ChildSpec("pruner", partial(
+                pruner.run, RetentionStore(pool), retention_policy(config),
+                interval=config.prune_interval_seconds, batch=config.prune_batch)),
             ChildSpec("web", partial(serve, app, config.host, config.port)),
         ])
+        app_context(app).supervisor = tree.statistics  # for /health/ready
         async with trio.open_nursery() as nursery:
             await nursery.start(tree.run)
             log.info("coordinator_started", url=f"http://{config.host}:{config.port}",
                      pid=_pid())
             task_status.started()
+
+
+def retention_policy(config: Config) -> RetentionPolicy:
+    from schema.retention_store import RetentionPolicy
+
+    return RetentionPolicy(succeeded_days=config.retention_succeeded_days,
+                           deadletter_days=config.retention_deadletter_days)
+
+
+async def prune(config: Config, dsn: str) -> PruneResult:
+    """One pruning pass on ``dsn`` (``scheduler prune``), on a one-connection pool."""
+    from actors import pruner
+    from schema.retention_store import RetentionStore
+
+    async with db.open_pool(dsn, max_size=1) as pool:
+        return await pruner.prune_once(RetentionStore(pool), retention_policy(config),
+                                       batch=config.prune_batch)
+
+
+def load_handlers(config: Config) -> list[str]:
+    """Register the plug-in job types on ``handlers.REGISTRY``: the
+    ``scheduler_core.handlers`` entry points and ``config.handler_modules``.
+
+    Modules named in SCHEDULER_HANDLERS / ``--handlers`` are found from the current
+    folder too (as with ``python -m``), also when started through the installed
+    ``scheduler`` script. Returns what was loaded.
+
+    Error handling: raises ``handlers.PluginError`` naming what could not be loaded.
+    """
+    import os
+    import sys
+
+    from handlers import REGISTRY
+    from handlers.plugins import load_plugins
+
+    if config.handler_modules and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    loaded = load_plugins(REGISTRY, config.handler_modules)
+    if loaded:
+        log.info("handlers_loaded", sources=loaded, types=REGISTRY.names())
+    return loaded
 
 
 def _pid() -> int:

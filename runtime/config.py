@@ -62,10 +62,43 @@ SETTINGS: tuple[Setting, ...] = (
             "The only folder file_write jobs may write in."),
     Setting("SCHEDULER_WORKER_ID", "worker_id", str, "",
             "A worker's id. Empty: hostname-pid-random."),
+    Setting("SCHEDULER_MISFIRE_MAX_CATCHUP", "misfire_max_catchup", int, 100,
+            "Most missed fires a schedule with misfirePolicy `all` catches up at once "
+            "(the latest ones)."),
+    Setting("SCHEDULER_RETENTION_SUCCEEDED_DAYS", "retention_succeeded_days", float, 7.0,
+            "Succeeded and Cancelled jobs (with their runs) are deleted this many days "
+            "after they finished. 0: kept forever."),
+    Setting("SCHEDULER_RETENTION_DEADLETTER_DAYS", "retention_deadletter_days", float, 30.0,
+            "DeadLetter jobs (with their runs) are deleted this many days after they "
+            "finished. 0: kept forever."),
+    Setting("SCHEDULER_PRUNE_INTERVAL_SECONDS", "prune_interval_seconds", float, 60.0,
+            "How often the coordinator's pruner deletes finished jobs past their retention."),
+    Setting("SCHEDULER_PRUNE_BATCH", "prune_batch", int, 1000,
+            "Most jobs one pruning statement deletes (one short transaction per batch)."),
+    Setting("SCHEDULER_HANDLERS", "handlers", str, "",
+            "Comma-separated modules (or module:function) that register more job types, "
+            "besides the `scheduler_core.handlers` entry points."),
     Setting("SCHEDULER_LOG_FORMAT", "log_format", str, "auto",
             "json, console, or auto (console on a terminal, else json)."),
     Setting("SCHEDULER_LOG_LEVEL", "log_level", str, "info", "debug, info, warning or error."),
 )
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every setting as ``NAME=default`` under its doc.
+
+    Regenerate the file with
+    ``python -c "from runtime.config import env_example; print(env_example(), end='')" > .env.example``.
+    """
+    import textwrap
+
+    lines = ["# scheduler-core settings: every environment variable of runtime/config.py",
+             "# (SETTINGS) with its default. All are optional. They are read from the",
+             "# environment only: set them in your deployment (e.g. a compose env_file).", ""]
+    for s in SETTINGS:
+        lines += ["# " + line for line in textwrap.wrap(s.doc, 86)]
+        lines += [f"{s.env}={s.default}", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,6 +122,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     kill_grace_seconds: float = 0.2
     worker_data_dir: str = ".scheduler/worker-data"
     worker_id: str = ""
+    misfire_max_catchup: int = 100
+    retention_succeeded_days: float = 7.0
+    retention_deadletter_days: float = 30.0
+    prune_interval_seconds: float = 60.0
+    prune_batch: int = 1000
+    handlers: str = ""
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -103,6 +142,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def slots(self) -> int:
         return self.worker_slots if self.worker_slots > 0 else (os.cpu_count() or 1)
+
+    @property
+    def handler_modules(self) -> list[str]:
+        """``handlers`` split on commas, blanks dropped."""
+        return [m.strip() for m in self.handlers.split(",") if m.strip()]
 
     @property
     def pgdata(self) -> Path:
@@ -135,7 +179,8 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Co
 
 def _check(cfg: Config) -> None:
     positive = ("lease_seconds", "reap_interval_seconds", "claim_wait_seconds",
-                "retry_base_seconds", "retry_cap_seconds", "db_pool_size", "max_body_bytes")
+                "retry_base_seconds", "retry_cap_seconds", "db_pool_size", "max_body_bytes",
+                "misfire_max_catchup", "prune_interval_seconds", "prune_batch")
     for name in positive:
         if getattr(cfg, name) <= 0:
             env = next(s.env for s in SETTINGS if s.field == name)
@@ -145,3 +190,8 @@ def _check(cfg: Config) -> None:
     if cfg.workers < 0 or cfg.worker_slots < 0 or cfg.drain_timeout_seconds < 0:
         raise ConfigError("SCHEDULER_WORKERS, SCHEDULER_WORKER_SLOTS and "
                           "SCHEDULER_DRAIN_TIMEOUT_SECONDS must not be negative")
+    for name in ("retention_succeeded_days", "retention_deadletter_days"):
+        if getattr(cfg, name) < 0:
+            env = next(s.env for s in SETTINGS if s.field == name)
+            raise ConfigError(f"{env} must not be negative (0 keeps jobs forever), "
+                              f"found {getattr(cfg, name)!r}")

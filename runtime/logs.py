@@ -1,13 +1,48 @@
 """structlog set-up: one JSON object per line in production, a readable console
 format on a terminal. Events are snake_case past tense (``job_claimed``); context keys
-come from a fixed set (job_id, run_id, worker_id, attempt, type, queue, actor)."""
+come from a fixed set (job_id, run_id, worker_id, attempt, type, queue, actor).
+
+Every JSON line carries ``timestamp`` (ISO-8601, UTC, ``Z``), ``level``, ``event`` and
+``logger`` (the name given to ``structlog.get_logger(name)``), plus ``process``
+(coordinator or worker) when the entry point names it.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
+
+
+class NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that remembers the name it was asked for."""
+
+    def __init__(self, file: TextIO | None = None, name: str | None = None) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class NamedPrintLoggerFactory:
+    """``structlog.get_logger("web")`` gives a logger whose ``name`` is ``"web"``."""
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> NamedPrintLogger:
+        name = args[0] if args and isinstance(args[0], str) else None
+        return NamedPrintLogger(self._file, name)
+
+
+def add_logger_name(logger: Any, method_name: str,
+                    event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Add ``logger``: the name the logger was created with (if any, and not set)."""
+    name = getattr(logger, "name", None)
+    if name and "logger" not in event_dict:
+        event_dict["logger"] = name
+    return event_dict
 
 
 def configure(fmt: str = "auto", level: str = "info", *, process: str | None = None) -> None:
@@ -16,6 +51,7 @@ def configure(fmt: str = "auto", level: str = "info", *, process: str | None = N
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if process:
@@ -31,7 +67,7 @@ def configure(fmt: str = "auto", level: str = "info", *, process: str | None = N
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             numeric if isinstance(numeric, int) else logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=NamedPrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

@@ -34,7 +34,8 @@ def _argv(*args: str) -> list[str]:
 async def run_up(config: Config, dsn: str) -> None:
     url = f"http://{config.host}:{config.port}"
     env = {**os.environ, "DATABASE_URL": dsn, "COORDINATOR_URL": url,
-           "SCHEDULER_HOST": config.host, "SCHEDULER_PORT": str(config.port)}
+           "SCHEDULER_HOST": config.host, "SCHEDULER_PORT": str(config.port),
+           "SCHEDULER_HANDLERS": config.handlers}
     applied = await compose.migrate(dsn)
     log.info("migrations_checked", applied=applied)
 

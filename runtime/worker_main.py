@@ -42,6 +42,8 @@ async def run_worker(config: Config, queues: list[str]) -> int:
     link = Link(config.coordinator_url)
     forced = False
     argv = [sys.executable, "-m", "actors.child", "--data-dir", config.worker_data_dir]
+    if config.handler_modules:
+        argv += ["--handlers", ",".join(config.handler_modules)]
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         try:
             async with open_pool(argv, config.slots, kill_grace=config.kill_grace_seconds) as pool:

@@ -63,7 +63,7 @@ def retry_delay(attempt: int, *, base: float, cap: float, jitter: float) -> floa
     ``jitter * min(cap, base * 2**(attempt-1))`` with ``jitter`` uniform in [0, 1).
     The complete_runs query computes the same formula in SQL.
     """
-    return jitter * min(cap, base * 2 ** max(attempt - 1, 0))
+    return float(jitter * min(cap, base * 2.0 ** max(attempt - 1, 0)))
 
 
 _JOB_FIELDS = tuple(f for f in wire.JobOut.__struct_fields__ if f != "runs")
@@ -123,13 +123,13 @@ class Store:
     async def _one(self, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
         async with self.pool.connection() as conn:
             cur = await conn.execute(q(name), params)
-            return await cur.fetchone()  # type: ignore[no-any-return]
+            return await cur.fetchone()
 
     async def _all(self, name: str, params: dict[str, Any], *,
                    prepare: bool | None = None) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(q(name), params, prepare=prepare)
-            return await cur.fetchall()  # type: ignore[return-value]
+            return await cur.fetchall()
 
     async def ping(self) -> None:
         await self.pool.check()
@@ -169,7 +169,7 @@ class Store:
             if with_runs:
                 cur = await conn.execute(q("list_runs"), {"job_id": job_id})
                 runs = await cur.fetchall()
-        return job_out(row, runs)  # type: ignore[arg-type]
+        return job_out(row, runs)
 
     async def list_jobs(self, *, status: str | None = None, type: str | None = None,
                         queue: str | None = None, before: uuid.UUID | None = None,
@@ -195,7 +195,7 @@ class Store:
             row = await cur.fetchone()
             if row is not None:
                 await conn.execute(q("notify_jobs"))
-                return job_out(row)  # type: ignore[arg-type]
+                return job_out(row)
         current = await self.get_job(job_id, with_runs=False)
         raise Conflict(f"job {job_id} is {current.status}: only DeadLetter, Cancelled or "
                        "Failed jobs can be retried", current, field="id")
@@ -234,7 +234,7 @@ class Store:
                     "run_ids": [r.run_id for r in hb.runs],
                     "tokens": [r.lease_token for r in hb.runs],
                     "lease_seconds": self.lease_seconds})
-                rows = await cur.fetchall()  # type: ignore[assignment]
+                rows = await cur.fetchall()
         renewed = {r["run_id"] for r in rows}
         return wire.HeartbeatReply(
             renewed=sorted(renewed),
@@ -268,7 +268,7 @@ class Store:
             "base": self.retry_base_seconds, "cap": self.retry_cap_seconds}
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("complete_runs"), params)
-            rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
+            rows: list[dict[str, Any]] = await cur.fetchall()
             if any(r["status"] in ("Pending", "Failed") for r in rows):
                 # Handed back (due now) or waiting for a retry (due later): wake the
                 # long-polling claims so they take it, or time their wait to it.
@@ -279,7 +279,7 @@ class Store:
     async def reap_expired(self, limit: int = 500) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("reap_expired"), {"limit": limit})
-            rows: list[dict[str, Any]] = await cur.fetchall()  # type: ignore[assignment]
+            rows: list[dict[str, Any]] = await cur.fetchall()
             if rows:
                 await conn.execute(q("notify_jobs"))
         return rows

@@ -165,7 +165,7 @@ async def _submit_schedule(body: wire.SubmitJob, payload: dict[str, Any], max_at
                        f"expected a cron expression that fires, found {body.cron!r} "
                        f"which never does ({exc})", "cron") from None
     ctx = context(current_app)
-    schedule, created = await ctx.store.create_schedule(NewSchedule(
+    schedule, created = await ctx.schedules.create_schedule(NewSchedule(
         cron=body.cron, timezone=tz, type=body.type, payload=payload, queue=queue,
         priority=priority, max_attempts=max_attempts, timeout_seconds=timeout_seconds,
         misfire_policy=body.misfire_policy or "once",
@@ -265,9 +265,3 @@ async def health() -> Response:
         return json_response({"status": "unavailable", "database": "unreachable",
                               "reason": reason}, 503)
     return json_response({"status": "ok", "database": "ok"})
-
-
-@blueprint.get("/metrics")
-async def metrics() -> Response:
-    return Response(prometheus_client.generate_latest(),
-                    content_type=prometheus_client.CONTENT_TYPE_LATEST)

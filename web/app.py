@@ -144,7 +144,7 @@ async def serve(app: QuartTrio, host: str, port: int, *,
     async def shutdown_trigger() -> None:
         await never.wait()
 
-    await hypercorn.trio.serve(app, cfg, shutdown_trigger=shutdown_trigger,  # type: ignore[arg-type]
+    await hypercorn.trio.serve(app, cfg, shutdown_trigger=shutdown_trigger,
                                task_status=task_status)
 
 

@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import math
 
-import prometheus_client
 import structlog
 import trio
 from quart import Blueprint, Response, current_app
 
 from schema import wire
 from web.api import read_body
-from web.app import context, json_response
+from web.app import AppContext, context, json_response
+from web.metrics import STALE_COMPLETIONS, observe_claim, observe_completion
 
 blueprint = Blueprint("worker_api", __name__)
 log = structlog.get_logger("web.workers")
 
-JOBS_CLAIMED = prometheus_client.Counter(
-    "scheduler_jobs_claimed_total", "Runs created by claims", ["type"])
-JOBS_FINISHED = prometheus_client.Counter(
-    "scheduler_jobs_finished_total", "Run outcomes reported by workers", ["type", "outcome"])
-STALE_COMPLETIONS = prometheus_client.Counter(
-    "scheduler_stale_completions_total", "Completions refused by fencing")
+CLAIM_QUERY_TIMEOUT = 30.0  # bounds the shielded claim query (a stuck database)
 
 
 @blueprint.post("/api/workers/register")
@@ -56,6 +51,62 @@ async def deregister() -> Response:
     return json_response({"workerId": body.worker_id, "state": "Stopped"})
 
 
+class ClaimGate:
+    """Keeps a burst of waiting claims from all querying for the same new job.
+
+    A notification wakes every long-polling claim at once; without the gate each of
+    them would run the claim query, and all but one would find nothing (with N idle
+    workers, every submission cost N claim queries). Woken claims go through the gate
+    one at a time, and once one of them finds the queue drained (fewer jobs than it
+    asked for) the others woken by the same ring go back to waiting without a query.
+    Drained is judged per set of queues. (A claim by a worker that may not claim, e.g.
+    a draining one, also finds nothing: at worst another waiter then waits for the
+    next ring or its deadline, never longer.)
+    """
+
+    def __init__(self) -> None:
+        self.lock = trio.Lock()
+        self._drained: dict[frozenset[str], int] = {}
+
+    def drained(self, queues: list[str], generation: int) -> bool:
+        return self._drained.get(frozenset(queues)) == generation
+
+    def saw(self, queues: list[str], generation: int, *, asked: int, got: int) -> None:
+        if got < asked:
+            self._drained[frozenset(queues)] = generation
+
+
+def _gate() -> ClaimGate:
+    gate: ClaimGate | None = current_app.extensions.get("claim_gate")
+    if gate is None:
+        gate = current_app.extensions["claim_gate"] = ClaimGate()
+    return gate
+
+
+async def _claim_once(ctx: AppContext, body: wire.Claim) -> list[wire.ClaimedJob]:
+    """Run the claim query to its end even if the requester goes away meanwhile.
+
+    Cancelled halfway (the worker hung up: hypercorn cancels the handler), a claim
+    could commit its runs and lose the answer, leaving the jobs stuck until their
+    leases expire. So the query is shielded (and bounded), and runs claimed for a
+    requester that is gone are handed straight back (``Released``).
+    """
+    with trio.CancelScope(shield=True), trio.fail_after(CLAIM_QUERY_TIMEOUT):
+        jobs = await ctx.store.claim(body.worker_id, body.max, body.queues)
+    try:
+        await trio.lowlevel.checkpoint_if_cancelled()
+    except trio.Cancelled:
+        if jobs:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_QUERY_TIMEOUT):
+                await ctx.store.complete([wire.Completion(
+                    run_id=j.run_id, lease_token=j.lease_token, outcome="Released",
+                    error="handed back: the worker hung up before its claim was answered")
+                    for j in jobs])
+                log.warning("claim_abandoned", worker_id=body.worker_id, runs=len(jobs))
+        raise
+    return jobs
+
+
 @blueprint.post("/api/workers/claim")
 async def claim() -> Response:
     """Up to ``max`` due jobs; with none due, wait up to ``waitSeconds`` for some.
@@ -65,22 +116,31 @@ async def claim() -> Response:
     """
     body: wire.Claim = await read_body(wire.Claim)
     ctx = context(current_app)
+    gate = _gate()
     wait = min(body.wait_seconds, ctx.config.claim_wait_seconds)
     deadline = trio.current_time() + wait
-    while True:
-        generation = ctx.doorbell.generation
-        jobs = await ctx.store.claim(body.worker_id, body.max, body.queues)
-        now = trio.current_time()
-        if jobs or now >= deadline:
-            break
-        next_due = await ctx.store.next_due_in()
-        sleep_for = deadline - now
-        if next_due is not None and not math.isnan(next_due):
-            sleep_for = min(sleep_for, max(next_due, 0.001))
-        with trio.move_on_after(sleep_for):
+    generation = ctx.doorbell.generation
+    jobs = await _claim_once(ctx, body)
+    gate.saw(body.queues, generation, asked=body.max, got=len(jobs))
+    queried = True
+    wake_at = deadline
+    while not jobs and trio.current_time() < deadline:
+        if queried:  # what fell due or was added since may change when to look again
+            next_due = await ctx.store.next_due_in()
+            wake_at = deadline
+            if next_due is not None and not math.isnan(next_due):
+                wake_at = min(deadline, trio.current_time() + max(next_due, 0.001))
+        with trio.move_on_at(wake_at) as timer:
             await ctx.doorbell.wait_since(generation)
+        async with gate.lock:
+            generation = ctx.doorbell.generation
+            queried = timer.cancelled_caught or not gate.drained(body.queues, generation)
+            if not queried:
+                continue  # woken by a ring whose jobs another claim already took
+            jobs = await _claim_once(ctx, body)
+            gate.saw(body.queues, generation, asked=body.max, got=len(jobs))
     for job in jobs:
-        JOBS_CLAIMED.labels(job.type).inc()
+        observe_claim(job, ctx.store.lease_seconds)
     return json_response(wire.ClaimReply(jobs=jobs))
 
 
@@ -96,7 +156,7 @@ async def complete() -> Response:
         results.append(wire.CompletionResult(run_id=item.run_id, accepted=accepted,
                                              status=row["status"]))
         if accepted:
-            JOBS_FINISHED.labels(row["type"], item.outcome).inc()
+            observe_completion(row, item)
         else:
             STALE_COMPLETIONS.inc()
             log.warning("completion_refused", worker_id=body.worker_id,

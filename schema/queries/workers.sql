@@ -12,10 +12,12 @@ RETURNING *;
 
 -- name: beat_worker
 -- A heartbeat: alive, how busy, and whether it is draining. A worker the reaper had
--- marked Lost that beats again is Active (or Draining) again.
+-- marked Lost that beats again is Active (or Draining) again. stats: the worker's own
+-- figures (wire.WorkerStats), kept when a beat carries none.
 UPDATE workers SET
     last_heartbeat_at = now(),
     running = %(running)s,
+    stats = COALESCE(%(stats)s::jsonb, stats),
     state = CASE WHEN %(draining)s THEN 'Draining' ELSE 'Active' END
 WHERE id = %(id)s AND state <> 'Stopped'
 RETURNING id;

@@ -179,17 +179,18 @@ def test_500_noop_jobs_on_3_workers_all_succeed_with_exactly_one_run_each(
 
 def test_8_workers_racing_on_2000_jobs_never_overlap_two_live_runs_of_a_job(
         db_dsn: str, start_coordinator: StartCoordinator, start_worker: StartWorker) -> None:
-    c = start_coordinator(env={**FAST, "SCHEDULER_DB_POOL_SIZE": "8"})
-    workers = [start_worker(c.url, slots=2, env=FAST, extra=["--worker-id", f"r{i}"])
-               for i in range(8)]
-    for i, w in enumerate(workers):
-        wait_registered(db_dsn, w, f"r{i}", timeout=40)
+    env = {"SCHEDULER_HEARTBEAT_SECONDS": "1", "SCHEDULER_CLAIM_WAIT_SECONDS": "2"}
+    c = start_coordinator(env={**env, "SCHEDULER_DB_POOL_SIZE": "8"})
+    # The queue is full before the workers come up: they all race for its head.
     submit_many(c.url, 2000, "noop")
+    workers = [start_worker(c.url, slots=2, env=env, extra=["--worker-id", f"r{i}"])
+               for i in range(8)]
 
     def done() -> bool:
         n = query(db_dsn, "SELECT count(*) AS n FROM jobs WHERE status = 'Succeeded'")[0]["n"]
         return n == 2000
-    wait_until(done, timeout=60, interval=0.2, what="2000 jobs Succeeded")
+    wait_until(done, timeout=150, interval=0.2, what="2000 jobs Succeeded")
+    assert all(w.popen.poll() is None for w in workers)
 
     assert [] == overlapping_live_runs(db_dsn)
     assert [] == query(db_dsn, """
@@ -226,6 +227,7 @@ def test_a_cpu_job_over_its_timeout_is_killed_on_time_each_attempt_then_dead_let
         took = seconds(r["finished_at"] - r["started_at"])
         # 1 s timeout + 1.0 s slack (kill, reap, completion round trip).
         assert 1.0 <= took <= 1.0 + 1.0, f"run {r['attempt']} took {took:.3f} s"
+        print(f"timed-out run {r['attempt']}: claimed to completed in {took:.3f} s")
     after = children(w.pid)
     killed = seen - after
     assert 2 == len(killed), f"expected one killed child per attempt: seen {seen}, now {after}"
@@ -258,6 +260,7 @@ def test_cancelling_a_running_cpu_job_kills_its_child_within_2_s(
     assert job["finished_at"] is not None
     assert ["Cancelled"] == [r["outcome"] for r in runs_of(db_dsn, job_id)]
     assert killed_after <= 2.0
+    print(f"cancelled cpu job: child killed {killed_after:.3f} s after the request")
     wait_until(lambda: len(children(w.pid)) == 2, timeout=10, what="the child replaced")
 
 
@@ -272,12 +275,13 @@ def test_kill_9_of_a_worker_requeues_its_job_after_the_lease_and_kills_its_child
     wait_running_on(db_dsn, job_id, "dies")
     a_children = children(a.pid)
     assert 2 == len(a_children)
-    start_named(start_worker, c, db_dsn, "survives", env=env)
 
     a.signal(signal.SIGKILL)
     a.wait(timeout=5)
     wait_until(lambda: not any(pid_alive(p) for p in a_children), timeout=3,
                what="the killed worker's children gone (PR_SET_PDEATHSIG)")
+    # Started only now, so that it cannot take the job before the kill.
+    start_named(start_worker, c, db_dsn, "survives", env=env)
 
     wait_status(db_dsn, job_id, "Succeeded", timeout=20)
     runs = runs_of(db_dsn, job_id)
@@ -349,10 +353,13 @@ def test_sigterm_past_the_drain_timeout_hands_the_job_back_at_once_not_after_the
     env = {**FAST, "SCHEDULER_LEASE_SECONDS": "60"}
     c = start_coordinator(env=env)
     a = start_named(start_worker, c, db_dsn, "quits", env=env, extra=["--drain-timeout", "1"])
-    job_id = submit(c.url, "sleep", {"seconds": 3})
+    # Long enough to be still running when the signal comes, after B has started
+    # (B must not be up before A took the job).
+    job_id = submit(c.url, "sleep", {"seconds": 8})
     wait_running_on(db_dsn, job_id, "quits")
     start_named(start_worker, c, db_dsn, "takes-over", env=env)
     signalled_at = db_now(db_dsn)
+    assert "Running" == job_row(db_dsn, job_id)["status"]
 
     a.signal(signal.SIGTERM)
     assert 0 == a.wait(timeout=15)
@@ -366,6 +373,8 @@ def test_sigterm_past_the_drain_timeout_hands_the_job_back_at_once_not_after_the
     # Handed back at the 1 s drain timeout (+1 s slack for kill and completion), and
     # claimed again at once (+1 s), nowhere near the 60 s lease.
     assert 1.0 <= released_after <= 2.0, released_after
+    print(f"drain 1 s: released {released_after:.3f} s after SIGTERM, "
+          f"rerun {retaken_after:.3f} s after")
     assert retaken_after <= released_after + 1.0, (released_after, retaken_after)
 
 

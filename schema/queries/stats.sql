@@ -1,0 +1,110 @@
+-- Stats: what the dashboard and /metrics read. Every query here must stay cheap on a
+-- jobs table of millions of rows: each one reads an index range bounded by the work in
+-- flight (or the last hour), never the whole table. docs/operations.md says how.
+
+-- name: stats_active_counts
+-- Exact counts of the statuses jobs pass through. Each count reads only its own
+-- status's entries in jobs_status_id, so it costs what is waiting or running, however
+-- many finished jobs the table holds.
+SELECT s.status, (SELECT count(*) FROM jobs j WHERE j.status = s.status) AS n
+FROM unnest(ARRAY['Scheduled', 'Pending', 'Running', 'Failed']) AS s(status);
+
+-- name: stats_finished_counts
+-- Exact counts of the terminal statuses: run only while the table is small.
+SELECT s.status, (SELECT count(*) FROM jobs j WHERE j.status = s.status) AS n
+FROM unnest(ARRAY['Succeeded', 'DeadLetter', 'Cancelled']) AS s(status);
+
+-- name: stats_table_estimate
+-- The planner's statistics: the row count of jobs (reltuples; -1 before the first
+-- ANALYZE) and the frequency of each status in ANALYZE's sample.
+SELECT c.reltuples::float8 AS reltuples,
+       pg_relation_size(c.oid)::int8 AS bytes,
+       s.most_common_vals::text::text[] AS vals,
+       s.most_common_freqs::float8[] AS freqs
+FROM pg_class c
+LEFT JOIN pg_stats s
+       ON s.schemaname = c.relnamespace::regnamespace::text
+      AND s.tablename = 'jobs' AND s.attname = 'status' AND NOT s.inherited
+WHERE c.oid = 'jobs'::regclass;
+
+-- name: stats_queue_lag
+-- Per queue, the run_at of its oldest due waiting job (NULL: nothing due), read from
+-- the claim index (queue, priority DESC, run_at) by skip scans: one probe per distinct
+-- queue, then one per distinct priority in it (the first entry of each (queue,
+-- priority) group is its oldest). The cost grows with queues x priorities in use,
+-- not with the backlog.
+WITH RECURSIVE queues AS (
+    (SELECT queue FROM jobs
+     WHERE status IN ('Pending', 'Scheduled', 'Failed')
+     ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.queue FROM jobs j
+            WHERE j.status IN ('Pending', 'Scheduled', 'Failed') AND j.queue > q.queue
+            ORDER BY j.queue LIMIT 1)
+    FROM queues q
+    WHERE q.queue IS NOT NULL
+), groups AS (
+    SELECT q.queue, f.priority, f.run_at
+    FROM queues q
+    CROSS JOIN LATERAL (
+        SELECT j.priority, j.run_at FROM jobs j
+        WHERE j.status IN ('Pending', 'Scheduled', 'Failed') AND j.queue = q.queue
+        ORDER BY j.priority DESC, j.run_at LIMIT 1) f
+    WHERE q.queue IS NOT NULL
+    UNION ALL
+    SELECT g.queue, f.priority, f.run_at
+    FROM groups g
+    CROSS JOIN LATERAL (
+        SELECT j.priority, j.run_at FROM jobs j
+        WHERE j.status IN ('Pending', 'Scheduled', 'Failed') AND j.queue = g.queue
+          AND j.priority < g.priority
+        ORDER BY j.priority DESC, j.run_at LIMIT 1) f
+)
+SELECT queue,
+       min(run_at) FILTER (WHERE run_at <= now()) AS oldest_due_at,
+       COALESCE(EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE run_at <= now())),
+                0)::float8 AS lag_seconds
+FROM groups
+GROUP BY queue
+ORDER BY queue
+LIMIT %(limit)s;
+
+-- name: stats_throughput
+-- Jobs that reached a terminal status per minute over the last %(minutes)s minutes
+-- (the current one included), zero-filled; an index-only range scan of
+-- jobs_finished_at.
+WITH finished AS (
+    SELECT date_trunc('minute', finished_at) AS minute, status, count(*) AS n
+    FROM jobs
+    WHERE finished_at IS NOT NULL
+      AND finished_at >= date_trunc('minute', now())
+                         - make_interval(mins => %(minutes)s - 1)
+    GROUP BY 1, 2
+)
+SELECT m.minute,
+       COALESCE(sum(f.n) FILTER (WHERE f.status = 'Succeeded'), 0)::int8 AS succeeded,
+       COALESCE(sum(f.n) FILTER (WHERE f.status = 'DeadLetter'), 0)::int8 AS dead_letter,
+       COALESCE(sum(f.n) FILTER (WHERE f.status = 'Cancelled'), 0)::int8 AS cancelled
+FROM generate_series(date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1),
+                     date_trunc('minute', now()), interval '1 minute') AS m(minute)
+LEFT JOIN finished f ON f.minute = m.minute
+GROUP BY m.minute
+ORDER BY m.minute;
+
+-- name: stats_workers
+-- Workers worth showing: every one not Stopped, and those that stopped in the last
+-- hour; with the heartbeat age by the database clock.
+SELECT id, hostname, pid, state, capacity, running, started_at, last_heartbeat_at,
+       stopped_at, stats,
+       EXTRACT(EPOCH FROM (now() - last_heartbeat_at))::float8 AS heartbeat_age_seconds
+FROM workers
+WHERE state <> 'Stopped' OR stopped_at > now() - interval '1 hour'
+ORDER BY state = 'Stopped', started_at DESC
+LIMIT %(limit)s;
+
+-- name: stats_now
+SELECT now() AS now;
+
+-- name: stats_applied_migrations
+-- The schema versions applied (the table exists once any migration ran).
+SELECT version FROM schema_migrations ORDER BY version;

@@ -1,0 +1,248 @@
+"""The stats store: what the dashboard and /metrics read, each one named query of
+schema/queries/stats.sql.
+
+Reading a live picture of a jobs table of millions of rows on every scrape and every
+dashboard tick would be a load of its own, so :meth:`StatsStore.overview` hands out one
+cached :class:`Overview` snapshot to every caller, refreshed by one caller at a time
+and at most every ``min_age`` seconds, or less often when a refresh turns out costly
+(never more than ``1 / cost_factor`` of the time spent refreshing). The throughput
+chart is refreshed at most every ``chart_min_age`` seconds.
+
+What each figure costs (docs/operations.md, "Observability"):
+
+- counts of Scheduled, Pending, Running and Failed jobs: exact, from the status index,
+  so they cost what is in flight, not what has finished;
+- counts of Succeeded, DeadLetter and Cancelled jobs: exact while the table is small
+  (fewer than ``exact_below`` rows by the planner's estimate), then estimated from the
+  planner's statistics (``pg_class.reltuples`` times the status's frequency in
+  ``pg_stats``) and listed in ``Overview.estimated``;
+- queue lag: skip scans of the claim index, one probe per (queue, priority) in use;
+- the last hour's throughput: a range scan of the jobs_finished_at index;
+- workers: the workers table (small), with the figures of their last heartbeat.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import msgspec
+import trio
+from psycopg import errors as pg_errors
+
+from runtime.db import Pool, TrioConnection
+from schema import wire
+from schema.queries import q
+from schema.store import NotFound, job_out
+
+ACTIVE_STATUSES = ("Scheduled", "Pending", "Running", "Failed")
+FINISHED_STATUSES = ("Succeeded", "DeadLetter", "Cancelled")
+LIVE_WORKER_STATES = ("Active", "Draining")
+
+
+
+class QueueLag(msgspec.Struct, rename="camel", kw_only=True):
+    """One queue's oldest due, unclaimed job (``oldestDueAt`` None: nothing is due)."""
+
+    queue: str
+    oldest_due_at: dt.datetime | None
+    lag_seconds: float
+
+
+class MinuteBucket(msgspec.Struct, rename="camel", kw_only=True):
+    """Jobs that reached each terminal status in one minute (by ``finished_at``)."""
+
+    minute: dt.datetime
+    succeeded: int
+    dead_letter: int
+    cancelled: int
+
+
+class WorkerRow(msgspec.Struct, rename="camel", kw_only=True):
+    id: str
+    hostname: str
+    pid: int
+    state: str
+    capacity: int
+    running: int
+    started_at: dt.datetime
+    last_heartbeat_at: dt.datetime
+    stopped_at: dt.datetime | None
+    heartbeat_age_seconds: float
+    stats: wire.WorkerStats | None = None
+
+
+class Overview(msgspec.Struct, rename="camel", kw_only=True):
+    """A snapshot of the whole system, as the dashboard and /metrics show it."""
+
+    generated_at: dt.datetime  # the database clock when it was read
+    counts: dict[str, int]
+    estimated: list[str]  # the statuses whose count is an estimate
+    queues: list[QueueLag]
+    queue_lag_seconds: float  # the largest lag of any queue
+    throughput: list[MinuteBucket]
+    workers: list[WorkerRow]
+    live_workers: int
+    slots: int  # capacity of the live (Active, Draining) workers
+    busy_slots: int
+    refresh_seconds: float  # what reading this snapshot cost
+
+
+class StatsStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    refreshes: int
+    last_refresh_seconds: float
+    snapshot_age_seconds: float | None
+
+
+def estimate_counts(reltuples: float, vals: list[str] | None,
+                    freqs: list[float] | None) -> dict[str, int]:
+    """Rows per terminal status from the planner's statistics: the table's row count
+    times each status's share of ANALYZE's sample (0 for one the sample missed)."""
+    share = dict(zip(vals or [], freqs or [], strict=True))
+    return {s: round(max(reltuples, 0.0) * share.get(s, 0.0)) for s in FINISHED_STATUSES}
+
+
+class StatsStore:
+    """Named queries over ``pool`` for the dashboard and the metrics, with the cached
+    :class:`Overview` described in the module docstring."""
+
+    def __init__(self, pool: Pool, *, min_age: float = 1.0, chart_min_age: float = 5.0,
+                 cost_factor: float = 20.0, exact_below: int = 100_000,
+                 chart_minutes: int = 60, max_workers: int = 100,
+                 max_queues: int = 100) -> None:
+        self.pool = pool
+        self.min_age = min_age
+        self.chart_min_age = chart_min_age
+        self.cost_factor = cost_factor
+        self.exact_below = exact_below
+        self.chart_minutes = chart_minutes
+        self.max_workers = max_workers
+        self.max_queues = max_queues
+        self._lock = trio.Lock()
+        self._overview: Overview | None = None
+        self._at = -math.inf  # when the cached snapshot was read (trio clock)
+        self._started = -math.inf  # when its reading began
+        self._chart: list[MinuteBucket] = []
+        self._chart_at = -math.inf
+        self._last_cost = 0.0
+        self._refreshes = 0
+
+    # --- the snapshot --------------------------------------------------------------
+
+    async def overview(self, *, max_age: float | None = None,
+                       newer_than: float | None = None) -> Overview:
+        """The cached snapshot if it is at most ``max_age`` seconds old (default
+        ``min_age``; never less than ``cost_factor`` times the last refresh's cost),
+        else a fresh one. Concurrent callers share one refresh.
+
+        ``newer_than`` (trio clock) asks for a snapshot read after that instant, e.g.
+        after a notification of new jobs; it is read as soon as the cost bound allows.
+
+        Error handling: database errors propagate (the cached snapshot is kept).
+        """
+        if self._fresh(max_age, newer_than):
+            assert self._overview is not None
+            await trio.lowlevel.checkpoint()
+            return self._overview
+        async with self._lock:
+            if self._fresh(max_age, newer_than):  # refreshed while we waited
+                assert self._overview is not None
+                return self._overview
+            # Never more often than the cost bound, however often we are asked.
+            await trio.sleep_until(self._started + self.cost_factor * self._last_cost)
+            return await self.refresh()
+
+    def _fresh(self, max_age: float | None, newer_than: float | None) -> bool:
+        if self._overview is None:
+            return False
+        if newer_than is not None and self._started < newer_than:
+            return False
+        allowed = max(self.min_age if max_age is None else max_age,
+                      self.cost_factor * self._last_cost)
+        return trio.current_time() - self._at <= allowed
+
+    async def refresh(self) -> Overview:
+        """Read a new snapshot now (bypassing the cache) and cache it."""
+        started = trio.current_time()
+        async with self.pool.connection() as conn:
+            now = (await self._rows(conn, "stats_now", {}))[0]["now"]
+            counts, estimated = await self._counts(conn)
+            queues = [QueueLag(queue=r["queue"], oldest_due_at=r["oldest_due_at"],
+                               lag_seconds=max(0.0, r["lag_seconds"]))
+                      for r in await self._rows(conn, "stats_queue_lag",
+                                                {"limit": self.max_queues})]
+            if trio.current_time() - self._chart_at > self.chart_min_age or not self._chart:
+                self._chart = [MinuteBucket(**r) for r in await self._rows(
+                    conn, "stats_throughput", {"minutes": self.chart_minutes})]
+                self._chart_at = trio.current_time()
+            workers = [self._worker(r) for r in await self._rows(
+                conn, "stats_workers", {"limit": self.max_workers})]
+        live = [w for w in workers if w.state in LIVE_WORKER_STATES]
+        cost = trio.current_time() - started
+        snapshot = Overview(
+            generated_at=now, counts=counts, estimated=estimated, queues=queues,
+            queue_lag_seconds=max((lag.lag_seconds for lag in queues), default=0.0),
+            throughput=self._chart, workers=workers, live_workers=len(live),
+            slots=sum(w.capacity for w in live), busy_slots=sum(w.running for w in live),
+            refresh_seconds=cost)
+        self._overview, self._at, self._last_cost = snapshot, trio.current_time(), cost
+        self._started = started
+        self._refreshes += 1
+        return snapshot
+
+    async def _counts(self, conn: TrioConnection) -> tuple[dict[str, int], list[str]]:
+        counts = {r["status"]: r["n"] for r in await self._rows(conn, "stats_active_counts", {})}
+        est = (await self._rows(conn, "stats_table_estimate", {}))[0]
+        if est["reltuples"] >= self.exact_below and est["vals"] is not None:
+            counts.update(estimate_counts(est["reltuples"], est["vals"], est["freqs"]))
+            estimated = list(FINISHED_STATUSES)
+        else:
+            # Small (or never analyzed: see docs/operations.md): count exactly.
+            counts.update({r["status"]: r["n"]
+                           for r in await self._rows(conn, "stats_finished_counts", {})})
+            estimated = []
+        return {s: counts.get(s, 0) for s in wire.JOB_STATUSES}, estimated
+
+    @staticmethod
+    def _worker(row: dict[str, Any]) -> WorkerRow:
+        stats = None
+        if row["stats"] is not None:
+            try:
+                stats = msgspec.convert(row["stats"], wire.WorkerStats)
+            except msgspec.ValidationError:
+                stats = None  # written by a different version: show the rest
+        return WorkerRow(**{f: row[f] for f in WorkerRow.__struct_fields__ if f != "stats"},
+                         stats=stats)
+
+    @staticmethod
+    async def _rows(conn: TrioConnection, name: str,
+                    params: dict[str, Any]) -> list[dict[str, Any]]:
+        cur = await conn.execute(q(name), params)
+        return await cur.fetchall()
+
+    def statistics(self) -> StatsStatistics:
+        return StatsStatistics(
+            refreshes=self._refreshes, last_refresh_seconds=self._last_cost,
+            snapshot_age_seconds=None if self._overview is None
+            else trio.current_time() - self._at)
+
+    # --- single reads --------------------------------------------------------------
+
+    async def job_by_key(self, key: str) -> wire.JobOut:
+        """The job submitted with idempotency key ``key``; :class:`NotFound` if none."""
+        async with self.pool.connection() as conn:
+            rows = await self._rows(conn, "get_job_by_key", {"key": key})
+        if not rows:
+            raise NotFound(f"no job with idempotency key {key!r}")
+        return job_out(rows[0])
+
+    async def applied_migrations(self) -> list[int]:
+        """The schema versions applied to the database (empty: none, not even the
+        bookkeeping table). Raises what the pool raises when it is unreachable."""
+        async with self.pool.connection() as conn:
+            try:
+                rows = await self._rows(conn, "stats_applied_migrations", {})
+            except pg_errors.UndefinedTable:
+                return []
+        return [r["version"] for r in rows]

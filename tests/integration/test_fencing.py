@@ -1,0 +1,188 @@
+"""Fencing: a run's lease token is the only key to renew or complete it.
+
+The first tests drive the worker protocol by hand over HTTP against a real
+coordinator; the last one cuts a real worker off (SIGSTOP) past its lease and lets it
+come back to a job that was rerun elsewhere.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from tests.support import Coordinator, Worker, wait_until
+
+FAST = {
+    "SCHEDULER_HEARTBEAT_SECONDS": "0.2",
+    "SCHEDULER_REAP_INTERVAL_SECONDS": "0.2",
+    "SCHEDULER_CLAIM_WAIT_SECONDS": "2",
+}
+
+
+def query(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
+        return conn.execute(sql.encode(), params).fetchall()
+
+
+def job_row(dsn: str, job_id: str) -> dict[str, Any]:
+    return query(dsn, "SELECT * FROM jobs WHERE id = %s", (job_id,))[0]
+
+
+def runs_of(dsn: str, job_id: str) -> list[dict[str, Any]]:
+    return query(dsn, "SELECT * FROM job_runs WHERE job_id = %s ORDER BY attempt", (job_id,))
+
+
+def submit(url: str, job_type: str, payload: dict[str, Any]) -> str:
+    resp = httpx.post(url + "/api/jobs", json={"type": job_type, "payload": payload},
+                      timeout=10)
+    assert 201 == resp.status_code, resp.text
+    return str(resp.json()["id"])
+
+
+class HandWorker:
+    """The worker protocol spoken by hand."""
+
+    def __init__(self, url: str, worker_id: str = "by-hand") -> None:
+        self.http = httpx.Client(base_url=url, timeout=10)
+        self.worker_id = worker_id
+
+    def register(self) -> None:
+        resp = self.http.post("/api/workers/register", json={
+            "workerId": self.worker_id, "hostname": socket.gethostname(), "pid": 1,
+            "capacity": 1})
+        assert 201 == resp.status_code, resp.text
+
+    def claim(self) -> dict[str, Any]:
+        resp = self.http.post("/api/workers/claim", json={
+            "workerId": self.worker_id, "max": 1, "waitSeconds": 2})
+        assert 200 == resp.status_code, resp.text
+        jobs = resp.json()["jobs"]
+        assert 1 == len(jobs), resp.text
+        return dict(jobs[0])
+
+    def complete(self, run_id: str, token: str, outcome: str = "Succeeded") -> httpx.Response:
+        return self.http.post("/api/workers/complete", json={
+            "workerId": self.worker_id,
+            "completions": [{"runId": run_id, "leaseToken": token, "outcome": outcome,
+                             "result": {"by": "hand"}}]})
+
+    def heartbeat(self, run_id: str, token: str) -> dict[str, Any]:
+        resp = self.http.post("/api/workers/heartbeat", json={
+            "workerId": self.worker_id, "runs": [{"runId": run_id, "leaseToken": token}]})
+        assert 200 == resp.status_code, resp.text
+        return dict(resp.json())
+
+
+@pytest.fixture
+def hand(coordinator: Coordinator) -> Iterator[HandWorker]:
+    worker = HandWorker(coordinator.url)
+    worker.register()
+    yield worker
+    worker.http.close()
+
+
+def test_a_completion_with_a_stale_lease_token_gets_409_and_changes_nothing(
+        db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
+    job_id = submit(coordinator.url, "noop", {})
+    claimed = hand.claim()
+    assert job_id == claimed["jobId"]
+    before = job_row(db_dsn, job_id)
+
+    stale = hand.complete(claimed["runId"], str(uuid.uuid4()))
+
+    assert 409 == stale.status_code
+    assert [{"runId": claimed["runId"], "accepted": False, "status": None}] == \
+        stale.json()["results"]
+    assert before == job_row(db_dsn, job_id)
+    assert "Running" == before["status"]
+    run = runs_of(db_dsn, job_id)[0]
+    assert (None, None) == (run["finished_at"], run["outcome"])
+
+
+def test_the_right_lease_token_completes_the_run_once_and_a_repeat_gets_409(
+        db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
+    job_id = submit(coordinator.url, "noop", {})
+    claimed = hand.claim()
+
+    first = hand.complete(claimed["runId"], claimed["leaseToken"])
+    assert 200 == first.status_code, first.text
+    assert [{"runId": claimed["runId"], "accepted": True, "status": "Succeeded"}] == \
+        first.json()["results"]
+    done = job_row(db_dsn, job_id)
+
+    again = hand.complete(claimed["runId"], claimed["leaseToken"], outcome="Failed")
+    assert 409 == again.status_code
+    assert done == job_row(db_dsn, job_id)
+    assert ("Succeeded", {"by": "hand"}) == (done["status"], done["result"])
+    assert ["Succeeded"] == [r["outcome"] for r in runs_of(db_dsn, job_id)]
+
+
+def test_a_heartbeat_with_a_wrong_lease_token_reports_the_run_lost_and_renews_nothing(
+        db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
+    job_id = submit(coordinator.url, "noop", {})
+    claimed = hand.claim()
+    lease_before = runs_of(db_dsn, job_id)[0]["lease_expires_at"]
+
+    wrong = hand.heartbeat(claimed["runId"], str(uuid.uuid4()))
+
+    assert ([claimed["runId"]], [], []) == (wrong["lost"], wrong["renewed"], wrong["cancel"])
+    assert lease_before == runs_of(db_dsn, job_id)[0]["lease_expires_at"]
+    right = hand.heartbeat(claimed["runId"], claimed["leaseToken"])
+    assert ([], [claimed["runId"]]) == (right["lost"], right["renewed"])
+    assert runs_of(db_dsn, job_id)[0]["lease_expires_at"] > lease_before
+
+
+def test_a_worker_cut_off_past_its_lease_is_refused_on_return_and_drops_the_job(
+        db_dsn: str, start_coordinator: Callable[..., Coordinator],
+        start_worker: Callable[..., Worker]) -> None:
+    env = {**FAST, "SCHEDULER_LEASE_SECONDS": "3"}
+    c = start_coordinator(env=env)
+
+    def registered(worker_id: str) -> bool:
+        return bool(query(db_dsn, "SELECT 1 FROM workers WHERE id = %s AND state = 'Active'",
+                          (worker_id,)))
+
+    # One slot: while its job runs, the worker has no claim waiting on the coordinator
+    # that could be answered (with the requeued job) while it is stopped.
+    a = start_worker(c.url, slots=1, env=env, extra=["--worker-id", "cut-off"])
+    wait_until(lambda: registered("cut-off"), timeout=20, what="worker cut-off registered")
+    job_id = submit(c.url, "sleep", {"seconds": 2})
+    wait_until(lambda: [r["worker_id"] for r in runs_of(db_dsn, job_id)] == ["cut-off"],
+               timeout=10, what="the job claimed by cut-off")
+
+    a.signal(signal.SIGSTOP)
+    try:
+        assert "Running" == job_row(db_dsn, job_id)["status"]
+        # Started only now, so that it cannot take the job before the cut.
+        start_worker(c.url, slots=1, env=env, extra=["--worker-id", "reruns"])
+        # Reaped after the lease, rerun by the other worker; meanwhile the stopped
+        # worker's child has long finished the 2 s sleep and its answer is waiting.
+        wait_until(lambda: [r["worker_id"] for r in runs_of(db_dsn, job_id)]
+                   == ["cut-off", "reruns"], timeout=30, what="the job rerun elsewhere")
+    finally:
+        a.signal(signal.SIGCONT)
+
+    wait_until(lambda: job_row(db_dsn, job_id)["status"] == "Succeeded", timeout=15,
+               what="the job Succeeded")
+    # The returning worker learns it lost the run: its completion is refused (409), or
+    # its first heartbeat reports the run lost before it even tries.
+    wait_until(lambda: "completion_refused" in a.output() or "lease_lost" in a.output(),
+               timeout=10, what="cut-off told it lost the run")
+    # It drops the job: its heartbeats report nothing running (and it is Active again).
+    wait_until(lambda: query(db_dsn, "SELECT state, running FROM workers WHERE id = 'cut-off'")
+               == [{"state": "Active", "running": 0}], timeout=10,
+               what="cut-off back, running nothing")
+    runs = runs_of(db_dsn, job_id)
+    assert [("cut-off", "LeaseExpired"), ("reruns", "Succeeded")] == [
+        (r["worker_id"], r["outcome"]) for r in runs]
+    assert 1 == query(db_dsn, "SELECT count(*) AS n FROM job_runs WHERE job_id = %s AND "
+                              "outcome = 'Succeeded'", (job_id,))[0]["n"]
+    assert a.popen.poll() is None

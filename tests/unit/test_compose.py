@@ -1,0 +1,252 @@
+"""compose.yaml, the Dockerfile and .env.example, checked against the code they run.
+
+No Docker engine runs the tests, so the files are checked by construction: every
+command is a real ``scheduler`` invocation (parsed by the real CLI parser), every
+variable a real setting, every port the one the coordinator binds.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from runtime.cli import build_parser
+from runtime.config import SETTINGS, Config, env_example, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTING_NAMES = {s.env for s in SETTINGS}
+SCHEDULER_SERVICES = ("coordinator", "worker")
+DRAIN_MARGIN_SECONDS = 5.0
+
+
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def service(name: str) -> dict[str, Any]:
+    services = compose()["services"]
+    assert name in services, f"compose.yaml has no service {name!r}"
+    return dict(services[name])
+
+
+def environment(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):  # the "NAME=value" form
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def as_argv(value: str | list[str]) -> list[str]:
+    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+
+
+def seconds(duration: str | int | float) -> float:
+    """A compose duration (``45s``, ``1m30s``, ``500ms``) in seconds."""
+    if isinstance(duration, int | float):
+        return float(duration)
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(us|ms|s|m|h)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def parse_cli(argv: list[str]) -> Any:
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:
+        raise AssertionError(f"not a valid scheduler command line: {argv}") from exc
+
+
+# -- the Dockerfile ---------------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = (ROOT / "Dockerfile").read_text()
+    joined = re.sub(r"\\\n", " ", "\n".join(
+        line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    out = []
+    for line in joined.splitlines():
+        if line.strip():
+            instruction, _, rest = line.strip().partition(" ")
+            out.append((instruction.upper(), rest.strip()))
+    return out
+
+
+def exec_form(instruction: str) -> list[str]:
+    [args] = [rest for name, rest in dockerfile() if name == instruction][-1:]
+    value = json.loads(args)  # exec form: a JSON array, so signals reach the process
+    assert isinstance(value, list) and all(isinstance(v, str) for v in value), args
+    return value
+
+
+def dockerfile_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for name, rest in dockerfile():
+        if name == "ENV":
+            for item in shlex.split(rest):
+                key, _, value = item.partition("=")
+                env[key] = value
+    return env
+
+
+def test_the_image_is_built_on_a_slim_python() -> None:
+    bases = [rest.split()[0] for name, rest in dockerfile() if name == "FROM"]
+    assert bases, "the Dockerfile has no FROM"
+    assert re.fullmatch(r"python:3\.1[1-9]-slim(-\w+)?", bases[-1]), bases[-1]
+
+
+def test_the_image_runs_as_a_non_root_user() -> None:
+    users = [rest.split(":")[0] for name, rest in dockerfile() if name == "USER"]
+    assert users, "the Dockerfile never switches USER"
+    assert users[-1] not in ("root", "0")
+
+
+def test_the_image_entrypoint_is_the_scheduler_command() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert ["scheduler"] == exec_form("ENTRYPOINT")
+    assert "runtime.cli:main" == scripts["scheduler"]
+
+
+def test_the_image_default_command_is_a_valid_cli_invocation() -> None:
+    assert "coordinator" == parse_cli(exec_form("CMD")).command
+
+
+def test_the_image_environment_uses_only_real_settings_with_valid_values() -> None:
+    env = dockerfile_env()
+    assert set() == {k for k in env if not k.startswith(("PYTHON", "PIP_"))} - SETTING_NAMES
+    load_config({k: v for k, v in env.items() if k in SETTING_NAMES})
+
+
+def test_the_image_exposes_the_port_the_coordinator_binds() -> None:
+    exposed = [rest for name, rest in dockerfile() if name == "EXPOSE"]
+    assert [str(load_config(dockerfile_env()).port)] == exposed
+
+
+# -- compose.yaml -----------------------------------------------------------------------
+
+
+def service_config(name: str) -> Config:
+    """What ``scheduler`` reads inside the service: the image's ENV, then the service's."""
+    env = {**dockerfile_env(), **environment(service(name))}
+    return load_config({k: v for k, v in env.items() if k in SETTING_NAMES})
+
+
+@pytest.mark.parametrize("name", SCHEDULER_SERVICES)
+def test_a_service_command_is_a_real_scheduler_subcommand(name: str) -> None:
+    svc = service(name)
+    entrypoint = as_argv(svc.get("entrypoint") or exec_form("ENTRYPOINT"))
+    command = as_argv(svc.get("command") or exec_form("CMD"))
+    assert ["scheduler"] == entrypoint
+    assert name == parse_cli(command).command
+
+
+@pytest.mark.parametrize("name", SCHEDULER_SERVICES)
+def test_a_service_sets_only_real_settings(name: str) -> None:
+    assert set() == set(environment(service(name))) - SETTING_NAMES
+    service_config(name)  # and every value parses
+
+
+@pytest.mark.parametrize("name", SCHEDULER_SERVICES)
+def test_a_service_runs_the_image_built_here(name: str) -> None:
+    svc = service(name)
+    assert "." == (svc["build"] if isinstance(svc["build"], str) else svc["build"]["context"])
+    assert service("coordinator")["image"] == svc["image"]
+
+
+def test_compose_interpolates_only_real_settings() -> None:
+    text = (ROOT / "compose.yaml").read_text()
+    names = set(re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text))
+    assert set() == names - SETTING_NAMES
+
+
+def test_postgres_is_an_official_image_with_a_readiness_check_and_a_named_volume() -> None:
+    pg = service("postgres")
+    assert re.fullmatch(r"postgres:1[67](\.\d+)?(-\w+)?", pg["image"]), pg["image"]
+    assert "pg_isready" in " ".join(as_argv(pg["healthcheck"]["test"]))
+    volumes = [v.split(":")[0] for v in pg["volumes"]]
+    assert set(volumes) <= set(compose()["volumes"]), volumes
+
+
+def test_the_coordinator_starts_once_postgres_is_healthy() -> None:
+    assert {"condition": "service_healthy"} == service("coordinator")["depends_on"]["postgres"]
+
+
+def test_the_coordinator_and_its_clients_use_the_compose_database_and_port() -> None:
+    config = service_config("coordinator")
+    db = urlsplit(config.database_url)
+    assert ("postgres", 5432) == (db.hostname, db.port or 5432)
+    assert "0.0.0.0" == config.host
+    url = urlsplit(service_config("worker").coordinator_url)
+    assert ("coordinator", config.port) == (url.hostname, url.port)
+
+
+def test_the_coordinator_publishes_the_port_it_binds() -> None:
+    port = service_config("coordinator").port
+    published = [str(p).split(":")[-1].split("/")[0] for p in service("coordinator")["ports"]]
+    assert [str(port)] == published
+
+
+def test_the_coordinator_health_check_asks_its_own_port_for_readiness() -> None:
+    test = " ".join(as_argv(service("coordinator")["healthcheck"]["test"]))
+    urls = re.findall(r"https?://[^\s'\"]+", test)
+    assert [f"http://127.0.0.1:{service_config('coordinator').port}/health/ready"] == urls
+
+
+def test_the_worker_scales_without_fixed_names_or_ports() -> None:
+    worker = service("worker")
+    assert "container_name" not in worker
+    assert "ports" not in worker
+    assert "SCHEDULER_WORKER_ID" not in environment(worker)  # hostname-pid-random
+
+
+def test_the_worker_is_stopped_with_sigterm_after_its_drain_timeout() -> None:
+    worker = service("worker")
+    drain = service_config("worker").drain_timeout_seconds
+    assert "SIGTERM" == worker["stop_signal"]
+    assert seconds(worker["stop_grace_period"]) >= drain + DRAIN_MARGIN_SECONDS
+
+
+def test_the_worker_starts_once_the_coordinator_is_healthy() -> None:
+    assert {"condition": "service_healthy"} == service("worker")["depends_on"]["coordinator"]
+
+
+def test_the_worker_gets_no_database_credentials() -> None:
+    assert "DATABASE_URL" not in environment(service("worker"))
+
+
+# -- .env.example -----------------------------------------------------------------------
+
+
+def env_example_pairs() -> list[tuple[str, str]]:
+    pairs = []
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, sep, value = line.partition("=")
+            assert sep, f".env.example: expected NAME=value, found {line!r}"
+            pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def test_env_example_lists_exactly_the_settings_in_order() -> None:
+    assert [s.env for s in SETTINGS] == [name for name, _ in env_example_pairs()]
+
+
+def test_env_example_gives_each_setting_its_default() -> None:
+    assert {s.env: str(s.default) for s in SETTINGS} == dict(env_example_pairs())
+
+
+def test_env_example_is_written_from_the_settings_with_their_docs() -> None:
+    assert env_example() == (ROOT / ".env.example").read_text(), (
+        "regenerate it: python -c \"from runtime.config import env_example; "
+        "print(env_example(), end='')\" > .env.example")

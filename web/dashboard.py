@@ -1,0 +1,111 @@
+"""The dashboard: one static page (web/static/, no build step, nothing from the
+internet) and the JSON it reads besides the public API.
+
+    GET /                          the page (overview, jobs, job detail, schedules)
+    GET /dashboard/static/<file>   its script, style sheet and icon
+    GET /api/dashboard/overview    the cached overview snapshot (schema/stats_store.py)
+    GET /api/dashboard/meta        job types and statuses, for the filters
+    GET /api/dashboard/events      server-sent events: ``overview`` with the snapshot
+                                   every second, and soon after new jobs arrive
+    GET /api/jobs/by-key?key=K     the job submitted with idempotency key K (404: none)
+
+Every write the page makes goes through the public API (cancel, retry, pause, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import structlog
+import trio
+from quart import Blueprint, Response, current_app, request
+
+from web.app import context, json_response
+from web.errors import ApiError
+
+STATIC = Path(__file__).parent / "static"
+blueprint = Blueprint("dashboard", __name__, static_folder="static",
+                      static_url_path="/dashboard/static")
+log = structlog.get_logger("web.dashboard")
+
+# Seconds between two pushes of the event stream when nothing happens; and the
+# shortest gap after a doorbell ring (a burst of submissions becomes one push).
+PUSH_INTERVAL = 1.0
+RING_COALESCE = 0.2
+
+# The page may load only what the coordinator serves; nothing inline.
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+_encoder = msgspec.json.Encoder()
+
+
+@blueprint.get("/")
+async def index() -> Response:
+    page = (STATIC / "index.html").read_bytes()
+    return Response(page, content_type="text/html; charset=utf-8",
+                    headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-cache"})
+
+
+@blueprint.get("/api/dashboard/overview")
+async def overview() -> Response:
+    return json_response(await context(current_app).stats.overview())
+
+
+@blueprint.get("/api/dashboard/meta")
+async def meta() -> Response:
+    from schema import wire
+
+    ctx = context(current_app)
+    return json_response({"types": sorted(ctx.registry.names()),
+                          "statuses": list(wire.JOB_STATUSES),
+                          "terminal": sorted(wire.TERMINAL)})
+
+
+@blueprint.get("/api/jobs/by-key")
+async def job_by_key() -> Response:
+    key = request.args.get("key", "")
+    if not 1 <= len(key) <= 200:
+        raise ApiError(400, "validation_error",
+                       f"key must be 1..200 characters, found {len(key)}", "key")
+    if "\x00" in key:
+        raise ApiError(400, "validation_error", "expected key without NUL characters, "
+                       "found one", "key")
+    return json_response(await context(current_app).stats.job_by_key(key))
+
+
+@blueprint.get("/api/dashboard/events")
+async def events() -> Response:
+    """``event: overview`` with the snapshot (as ``/api/dashboard/overview``) at once,
+    then every second and shortly after each doorbell ring (new jobs). A database
+    error is pushed as ``event: problem`` and the stream goes on.
+
+    Cancellation: the stream ends when the client goes away (the server cancels it).
+    """
+    ctx = context(current_app)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
+        generation = ctx.doorbell.generation
+        rang_at: float | None = None
+        while True:
+            try:
+                snapshot = await ctx.stats.overview(newer_than=rang_at)
+                yield b"event: overview\ndata: " + _encoder.encode(snapshot) + b"\n\n"
+            except Exception as exc:  # the database is down: say so, keep the stream
+                body = {"message": f"{type(exc).__name__}: {exc}"}
+                yield b"event: problem\ndata: " + _encoder.encode(body) + b"\n\n"
+            with trio.move_on_after(PUSH_INTERVAL) as timer:
+                await ctx.doorbell.wait_since(generation)
+            rang_at = None
+            if not timer.cancelled_caught:
+                await trio.sleep(RING_COALESCE)  # let a burst of submissions land
+                rang_at = trio.current_time()  # the snapshot must show them
+            generation = ctx.doorbell.generation
+
+    response = Response(stream(), content_type="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response.timeout = None  # a stream lives as long as its client
+    return response

@@ -1,0 +1,94 @@
+"""Metrics, readiness and request timing.
+
+    GET /metrics        Prometheus exposition (web/metrics.py lists every metric)
+    GET /health/ready   200 when the database answers, every migration this version
+                        ships is applied and every coordinator actor is running;
+                        503 otherwise. JSON either way, one entry per check.
+
+``GET /health`` (liveness: the process answers and reaches its database) stays in
+web/api.py. Every request's duration is recorded by route (the URL rule, so
+``/api/jobs/<job_id>`` is one series however many jobs there are), method and status.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import structlog
+import trio
+from quart import Blueprint, Response, current_app, g, request
+
+from schema import migrate
+from web import metrics
+from web.app import context, json_response
+
+blueprint = Blueprint("observability", __name__)
+log = structlog.get_logger("web.observability")
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+@blueprint.before_app_request
+async def _start_timer() -> None:
+    g.request_started = trio.current_time()
+
+
+@blueprint.after_app_request
+async def _observe(response: Response) -> Response:
+    started = g.get("request_started")
+    if started is not None:
+        rule = request.url_rule.rule if request.url_rule is not None else "(unmatched)"
+        metrics.observe_request(request.method, rule, response.status_code,
+                                trio.current_time() - started)
+    return response
+
+
+@blueprint.get("/metrics")
+async def scrape() -> Response:
+    """The process's metrics and the cluster's gauges from the cached snapshot. With
+    the database unreachable the gauges are left out and the rest still answers."""
+    stats = context(current_app).stats
+    try:
+        overview = await stats.overview()
+    except Exception as exc:  # an outage must not take the counters down with it
+        log.warning("metrics_snapshot_failed", error=f"{type(exc).__name__}: {exc}")
+        overview = None
+    return Response(metrics.render(overview, stats.statistics()),
+                    content_type=metrics.CONTENT_TYPE)
+
+
+@cache
+def _shipped_versions() -> tuple[int, ...]:
+    return tuple(m.version for m in migrate.available())
+
+
+@blueprint.get("/health/ready")
+async def ready() -> Response:
+    ctx = context(current_app)
+    checks: dict[str, dict[str, Any]] = {}
+    expected = list(_shipped_versions())
+    try:
+        with trio.fail_after(READY_TIMEOUT_SECONDS):
+            applied = await ctx.stats.applied_migrations()
+    except Exception as exc:  # any failure to reach the database is "not ready"
+        reason = (f"timed out after {READY_TIMEOUT_SECONDS:g} s"
+                  if isinstance(exc, trio.TooSlowError) else str(exc))
+        checks["database"] = {"ok": False, "reason": reason}
+        checks["migrations"] = {"ok": False, "reason": "the database is unreachable",
+                                "expected": expected}
+    else:
+        missing = sorted(set(expected) - set(applied))
+        checks["database"] = {"ok": True}
+        checks["migrations"] = {"ok": not missing, "applied": applied, "expected": expected,
+                                "missing": missing}
+    if ctx.supervisor is None:
+        checks["actors"] = {"ok": True, "states": {}, "reason": "no supervisor attached"}
+    else:
+        tree = ctx.supervisor()
+        states = {c.name: c.state for c in tree.children}
+        checks["actors"] = {"ok": all(s == "running" for s in states.values()),
+                            "states": states, "restarts": tree.total_restarts}
+    ok = all(check["ok"] for check in checks.values())
+    return json_response({"status": "ready" if ok else "not_ready", "checks": checks},
+                         200 if ok else 503)
