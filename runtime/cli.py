@@ -5,8 +5,10 @@
     scheduler worker        a worker process
     scheduler migrate       apply pending migrations
     scheduler prune         delete finished jobs past their retention, now
-    scheduler submit TYPE   submit a job (client: talks HTTP to COORDINATOR_URL)
+    scheduler submit TYPE   submit a job (client: talks HTTP to COORDINATOR_URL);
+                            --wait: until it finishes, exit 0 only if it Succeeded
     scheduler jobs list|show|cancel|retry
+    scheduler schedules list|show|pause|resume|delete
 
 Bad arguments and an unreachable coordinator give a one-line message on stderr and a
 non-zero exit (2 for usage, 1 for failures).
@@ -19,7 +21,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -63,11 +65,25 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _job_id(text: str) -> str:
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a job id (a UUID), found {text!r}") from None
+def _uuid(what: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        try:
+            return str(uuid.UUID(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a {what} id (a UUID), found {text!r}") from None
+    return parse
+
+
+_job_id = _uuid("job")
+_schedule_id = _uuid("schedule")
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, found {value:g}")
+    return value
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -130,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--queue")
     sm.add_argument("--priority", type=int)
     sm.add_argument("--json", action="store_true", help="print JSON")
+    sm.add_argument("--wait", action="store_true",
+                    help="wait until the job finishes (progress on stderr); exit 0 if it "
+                    "Succeeded, 1 if it ended DeadLetter or Cancelled")
+    sm.add_argument("--wait-timeout", type=_positive_float, metavar="S",
+                    help="with --wait: give up after S seconds (exit 1; the job goes on)")
 
     jobs = sub.add_parser("jobs", help="list, show, cancel or retry jobs")
     jsub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
@@ -146,7 +167,26 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--json", action="store_true")
         if name == "retry":
             c.add_argument("--reason")
+
+    sch = sub.add_parser("schedules", help="list, show, pause, resume or delete schedules")
+    ssub = sch.add_subparsers(dest="schedules_command", required=True, parser_class=_Parser)
+    sls = ssub.add_parser("list")
+    sls.add_argument("--take", type=_positive_int)
+    sls.add_argument("--json", action="store_true")
+    for name in ("show", "pause", "resume", "delete"):
+        c = ssub.add_parser(name)
+        c.add_argument("id", type=_schedule_id)
+        c.add_argument("--json", action="store_true")
     return p
+
+
+def _check_submit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Combinations argparse cannot express (exit 2 like any bad argument)."""
+    if args.wait_timeout is not None and not args.wait:
+        parser.error("argument --wait-timeout: only with --wait")
+    if args.wait and args.cron is not None:
+        parser.error("argument --wait: not with --cron (a schedule does not finish; "
+                     "wait on its jobs instead)")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -165,10 +205,13 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "submit":
+        _check_submit(parser, args)
     try:
         config = _config(args)
-        if args.command in ("submit", "jobs"):
+        if args.command in ("submit", "jobs", "schedules"):
             from runtime import client_cli
 
             return client_cli.run(args, config)

@@ -1,44 +1,239 @@
-"""A small synchronous HTTP client for the public API (the CLI uses it).
+"""Python clients for the public API: :class:`Client` (blocking) and :class:`AsyncClient`
+(async, under trio or asyncio, as httpx is). The CLI uses :class:`Client`.
 
     ClientError
      ├─ Unreachable   the coordinator did not answer (connection refused, timeout)
-     └─ ApiFailure    it answered with an error status; ``status`` and ``body`` kept
+     ├─ ApiFailure    it answered with an error status: ``status``, ``body``, and the
+     │                body's ``error`` (code), ``message`` and ``field`` (the culprit input)
+     └─ WaitTimeout   ``wait`` gave up before the job finished (also a TimeoutError)
+
+Jobs and schedules come back as the API's JSON objects (camelCase keys, as in the
+README); keyword arguments are snake_case and mapped to the camelCase fields.
+
+Both clients share everything but the I/O: each method describes its request as a
+:class:`_Call` built by the helpers below, and the class performs it, so the two
+differ only in ``await`` (docs/decisions/0006-python-client.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypedDict, Unpack, overload
 from urllib.parse import quote
 
+import anyio
 import httpx
+
+from schema.wire import TERMINAL
+
+__all__ = [
+    "TERMINAL",
+    "ApiFailure",
+    "AsyncClient",
+    "Client",
+    "ClientError",
+    "Job",
+    "JobRef",
+    "Schedule",
+    "SubmitOptions",
+    "Submitted",
+    "Unreachable",
+    "WaitTimeout",
+    "is_finished",
+]
+
+Job = dict[str, Any]
+"""A job as the API answers it (``id``, ``status``, ``result``, ``lastError``, ``runs``...)."""
+Schedule = dict[str, Any]
+"""A schedule as the API answers it (``id``, ``cron``, ``enabled``, ``nextFireAt``...)."""
+JobRef = str | uuid.UUID | Mapping[str, Any]
+"""A job (or schedule) id, or the object itself (its ``id`` is used)."""
+OnPoll = Callable[[Job], None]
+Schedules = list[Schedule]
+
+DEFAULT_TIMEOUT = 10.0
+FIRST_POLL = 0.05
+ITER_PAGE = 100
+
+
+# -- errors ------------------------------------------------------------------------------
 
 
 class ClientError(Exception):
-    pass
+    """Root of the client's errors."""
 
 
 class Unreachable(ClientError):
-    pass
+    """The coordinator did not answer: connection refused, reset or timed out."""
 
 
 class ApiFailure(ClientError):
+    """The coordinator answered with a 4xx/5xx. ``error``, ``message`` and ``field`` are
+    the body's (``field`` names the input at fault, e.g. ``payload.url``), None when the
+    body is not the API's JSON error."""
+
     def __init__(self, status: int, body: Any) -> None:
-        message = body.get("message") if isinstance(body, dict) else str(body)
-        field = body.get("field") if isinstance(body, dict) else None
-        super().__init__(f"HTTP {status}: {message}" + (f" (field: {field})" if field else ""))
         self.status = status
         self.body = body
+        fields = body if isinstance(body, dict) else {}
+        self.error: str | None = fields.get("error")
+        self.message: str = str(fields.get("message") or body)
+        self.field: str | None = fields.get("field")
+        super().__init__(f"HTTP {status}: {self.message}"
+                         + (f" (field: {self.field})" if self.field else ""))
 
 
-def _job_path(job_id: str, suffix: str = "") -> str:
-    """``/api/jobs/<id><suffix>``, the id quoted so it cannot reach another route."""
-    return f"/api/jobs/{quote(job_id, safe='')}{suffix}"
+class WaitTimeout(ClientError, TimeoutError):
+    """``wait`` gave up after ``timeout`` seconds; ``job`` is the last state seen (None if
+    no poll answered). The job itself goes on: waiting does not cancel it."""
+
+    def __init__(self, job_id: str, timeout: float, job: Job | None) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.job = job
+        status = job.get("status") if job else "unknown"
+        super().__init__(f"job {job_id} did not finish within {timeout:g} s "
+                         f"(last status: {status})")
+
+
+class Submitted(dict[str, Any]):
+    """What ``submit`` returns: the job (or, with ``cron``, the schedule) as JSON, and
+    ``created``: False when the idempotency key was known and nothing was created."""
+
+    created: bool
+
+    def __init__(self, body: Mapping[str, Any], created: bool) -> None:
+        super().__init__(body)
+        self.created = created
+
+
+class SubmitOptions(TypedDict, total=False):
+    """Optional fields of ``submit``; None means "not set" (the server's default)."""
+
+    run_at: dt.datetime | str | None
+    """When to run (a zone-aware datetime or ISO-8601 text); the past means now."""
+    max_attempts: int | None
+    timeout_seconds: int | None
+    idempotency_key: str | None
+    queue: str | None
+    priority: int | None
+    cron: str | None
+    """Makes it a schedule: 5 fields, 6 with seconds first, or ``@daily`` and the like."""
+    timezone: str | None
+    misfire_policy: str | None
+    overlap_policy: str | None
+
+
+# -- the requests, without I/O -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    timeout: float | None = None  # this request only; None: the client's
+
+
+def _id(ref: JobRef) -> str:
+    if isinstance(ref, Mapping):
+        ref = ref["id"]
+    return str(ref)
+
+
+def _path(kind: str, ref: JobRef, suffix: str = "") -> str:
+    """``/api/<kind>/<id><suffix>``, the id quoted so it cannot reach another route."""
+    return f"/api/{kind}/{quote(_id(ref), safe='')}{suffix}"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _submit_call(type: str, payload: Mapping[str, Any] | None,
+                 options: SubmitOptions) -> _Call:
+    body: dict[str, Any] = {"type": type}
+    if payload is not None:
+        body["payload"] = dict(payload)
+    for name, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, dt.datetime):
+            value = value.isoformat()
+        body[_camel(name)] = value
+    return _Call("POST", "/api/jobs", json=body)
+
+
+def _list_call(status: str | None, type: str | None, queue: str | None, take: int | None,
+               cursor: str | None) -> _Call:
+    params = {"status": status, "type": type, "queue": queue, "take": take, "cursor": cursor}
+    return _Call("GET", "/api/jobs", params={k: v for k, v in params.items() if v is not None})
+
+
+def _decode(resp: httpx.Response) -> Any:
+    """The body of a successful answer; :class:`ApiFailure` for an error status."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = resp.text
+    if resp.status_code >= 400:
+        raise ApiFailure(resp.status_code, body)
+    return body
+
+
+def _object(call: _Call, body: Any) -> dict[str, Any]:
+    """Every answer of the API is a JSON object; anything else (a proxy's page) is not
+    the coordinator speaking."""
+    if not isinstance(body, dict):
+        raise ClientError(f"{call.method} {call.path}: expected a JSON object, "
+                          f"found {str(body)[:200]!r}")
+    return body
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _poll_delays(poll_interval: float) -> Iterator[float]:
+    """Between polls: 50 ms, doubling up to ``poll_interval`` (a short job is seen done
+    quickly, a long one costs one request per interval)."""
+    delay = min(FIRST_POLL, poll_interval)
+    while True:
+        yield delay
+        delay = min(delay * 2, poll_interval)
+
+
+def is_finished(job: Mapping[str, Any]) -> bool:
+    """Whether the job is in a terminal status: Succeeded, DeadLetter or Cancelled."""
+    return job.get("status") in TERMINAL
+
+
+# -- the blocking client -----------------------------------------------------------------
 
 
 class Client:
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+    """A blocking client. Use it as a context manager, or call :meth:`close`.
+
+    Error handling: every method raises :class:`Unreachable` when the coordinator does
+    not answer and :class:`ApiFailure` for an error status (404 for an unknown id,
+    409 for a conflict, 400 naming the field of a bad input).
+    """
+
+    def __init__(self, base_url: str, *, token: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        """``token``: sent as ``Authorization: Bearer <token>``; ``timeout``: seconds per
+        request; ``transport``: httpx's (tests, proxies)."""
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.timeout = timeout
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
+                                  headers=_headers(token), transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -49,39 +244,271 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+    def _send(self, call: _Call) -> httpx.Response:
         try:
-            resp = self._http.request(method, path, **kw)
+            return self._http.request(
+                call.method, call.path, params=call.params, json=call.json,
+                timeout=call.timeout if call.timeout is not None else self.timeout)
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach the coordinator at {self.base_url}: {exc}") from exc
-        try:
-            body = resp.json()
-        except ValueError:
-            body = resp.text
-        if resp.status_code >= 400:
-            raise ApiFailure(resp.status_code, body)
-        return resp.status_code, body
 
-    def submit(self, job: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        return self._call("POST", "/api/jobs", json=job)
+    def _call(self, call: _Call) -> dict[str, Any]:
+        return _object(call, _decode(self._send(call)))
 
-    def get(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", _job_path(job_id))[1]  # type: ignore[no-any-return]
+    # jobs
 
-    def list(self, **params: Any) -> dict[str, Any]:
-        params = {k: v for k, v in params.items() if v is not None}
-        return self._call("GET", "/api/jobs", params=params)[1]  # type: ignore[no-any-return]
+    @overload
+    def submit(self, type: str, payload: Mapping[str, Any] | None = None,
+               **options: Unpack[SubmitOptions]) -> Submitted: ...
 
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        return self._call("POST", _job_path(job_id, "/cancel"))[1]  # type: ignore[no-any-return]
+    @overload
+    def submit(self, type: Mapping[str, Any], /) -> tuple[int, dict[str, Any]]: ...
 
-    def retry(self, job_id: str, reason: str | None = None) -> dict[str, Any]:
-        return self._call("POST", _job_path(job_id, "/retry"),  # type: ignore[no-any-return]
-                          json={"reason": reason})[1]
+    def submit(self, type: str | Mapping[str, Any], payload: Mapping[str, Any] | None = None,
+               **options: Unpack[SubmitOptions]) -> Submitted | tuple[int, dict[str, Any]]:
+        """Submit a job of ``type`` (with ``cron``: define a schedule).
+
+        The older form ``submit(body)`` sends a whole request body as it is and returns
+        ``(HTTP status, answer)``.
+        """
+        if isinstance(type, Mapping):
+            resp = self._send(_Call("POST", "/api/jobs", json=dict(type)))
+            return resp.status_code, _decode(resp)
+        resp = self._send(_submit_call(type, payload, options))
+        return Submitted(_decode(resp), resp.status_code == 201)
+
+    def get(self, job: JobRef) -> Job:
+        """The job with its runs."""
+        return self._call(_Call("GET", _path("jobs", job)))
+
+    def list(self, *, status: str | None = None, type: str | None = None,
+             queue: str | None = None, take: int | None = None,
+             cursor: str | None = None) -> dict[str, Any]:
+        """One page, newest first: ``{"items": [...], "nextCursor": ...}``."""
+        return self._call(
+            _list_call(status, type, queue, take, cursor))
+
+    def iter_jobs(self, *, status: str | None = None, type: str | None = None,
+                  queue: str | None = None, take: int = ITER_PAGE) -> Iterator[Job]:
+        """Every matching job, newest first, fetching ``take`` per request."""
+        cursor: str | None = None
+        while True:
+            page = self.list(status=status, type=type, queue=queue, take=take, cursor=cursor)
+            yield from page["items"]
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return
+
+    def cancel(self, job: JobRef) -> Job:
+        """Cancel a waiting job, or ask a running one's worker to kill it (409 if finished)."""
+        return self._call(_Call("POST", _path("jobs", job, "/cancel")))
+
+    def retry(self, job: JobRef, reason: str | None = None) -> Job:
+        """Run a DeadLetter, Cancelled or Failed job again now (409 otherwise)."""
+        return self._call(
+            _Call("POST", _path("jobs", job, "/retry"), json={"reason": reason}))
+
+    def wait(self, job: JobRef, *, timeout: float | None = None, poll_interval: float = 0.5,
+             on_poll: OnPoll | None = None) -> Job:
+        """Poll the job until it is Succeeded, DeadLetter or Cancelled, and return it.
+
+        ``timeout`` (seconds; None: no limit) bounds the whole wait, requests included;
+        ``on_poll`` sees every state polled (for progress displays).
+
+        Error handling: :class:`WaitTimeout` past the timeout (the job goes on); an
+        error of any poll (:class:`Unreachable`, :class:`ApiFailure`) is raised as is.
+        """
+        job_id = _id(job)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last: Job | None = None
+        for delay in _poll_delays(poll_interval):
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise WaitTimeout(job_id, timeout or 0.0, last)
+            call = _Call("GET", _path("jobs", job_id),
+                         timeout=None if left is None else min(left, self.timeout))
+            try:
+                last = self._call(call)
+            except Unreachable as exc:
+                if deadline is not None and isinstance(exc.__cause__, httpx.TimeoutException) \
+                        and time.monotonic() >= deadline:
+                    raise WaitTimeout(job_id, timeout or 0.0, last) from None
+                raise
+            assert last is not None
+            if on_poll is not None:
+                on_poll(last)
+            if is_finished(last):
+                return last
+            if deadline is not None:
+                delay = min(delay, max(deadline - time.monotonic(), 0.0))
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # _poll_delays never ends
+
+    # schedules
+
+    def list_schedules(self, *, take: int | None = None) -> Schedules:
+        """The schedules, newest first (deleted ones excluded)."""
+        params = {} if take is None else {"take": take}
+        items: Schedules = self._call(_Call("GET", "/api/schedules", params=params))["items"]
+        return items
+
+    def get_schedule(self, schedule: JobRef) -> Schedule:
+        """The schedule with ``recentFires``, its newest jobs."""
+        return self._call(_Call("GET", _path("schedules", schedule)))
+
+    def pause_schedule(self, schedule: JobRef) -> Schedule:
+        """Stop new fires (idempotent)."""
+        return self._call(_Call("POST", _path("schedules", schedule, "/pause")))
+
+    def resume_schedule(self, schedule: JobRef) -> Schedule:
+        """Fire again; fires missed meanwhile follow the schedule's misfire policy."""
+        return self._call(_Call("POST", _path("schedules", schedule, "/resume")))
+
+    def delete_schedule(self, schedule: JobRef) -> Schedule:
+        """Soft delete: no more fires, its past jobs stay."""
+        return self._call(_Call("DELETE", _path("schedules", schedule)))
 
     def health(self) -> tuple[int, Any]:
+        """``GET /health``: (status, body); 503 is an answer here, not an error."""
+        resp = self._send(_Call("GET", "/health"))
+        return resp.status_code, resp.json()
+
+
+# -- the async client --------------------------------------------------------------------
+
+
+class AsyncClient:
+    """The same API as :class:`Client`, awaited; runs under trio or asyncio. Use it as an
+    async context manager, or call :meth:`aclose`.
+
+    Cancellation: any call can be cancelled (a cancelled ``wait`` leaves the job running).
+    Error handling: as :class:`Client`.
+    """
+
+    def __init__(self, base_url: str, *, token: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        """As :class:`Client`'s."""
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
+                                       headers=_headers(token), transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, call: _Call) -> httpx.Response:
         try:
-            resp = self._http.get("/health")
+            return await self._http.request(
+                call.method, call.path, params=call.params, json=call.json,
+                timeout=call.timeout if call.timeout is not None else self.timeout)
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach the coordinator at {self.base_url}: {exc}") from exc
+
+    async def _call(self, call: _Call) -> dict[str, Any]:
+        return _object(call, _decode(await self._send(call)))
+
+    # jobs
+
+    async def submit(self, type: str, payload: Mapping[str, Any] | None = None,
+                     **options: Unpack[SubmitOptions]) -> Submitted:
+        """Submit a job of ``type`` (with ``cron``: define a schedule)."""
+        resp = await self._send(_submit_call(type, payload, options))
+        return Submitted(_decode(resp), resp.status_code == 201)
+
+    async def get(self, job: JobRef) -> Job:
+        """The job with its runs."""
+        return await self._call(_Call("GET", _path("jobs", job)))
+
+    async def list(self, *, status: str | None = None, type: str | None = None,
+                   queue: str | None = None, take: int | None = None,
+                   cursor: str | None = None) -> dict[str, Any]:
+        """One page, newest first: ``{"items": [...], "nextCursor": ...}``."""
+        return await self._call(
+            _list_call(status, type, queue, take, cursor))
+
+    async def iter_jobs(self, *, status: str | None = None, type: str | None = None,
+                        queue: str | None = None, take: int = ITER_PAGE) -> AsyncIterator[Job]:
+        """Every matching job, newest first, fetching ``take`` per request
+        (``async for job in client.iter_jobs(...)``)."""
+        cursor: str | None = None
+        while True:
+            page = await self.list(status=status, type=type, queue=queue, take=take,
+                                   cursor=cursor)
+            for job in page["items"]:
+                yield job
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return
+
+    async def cancel(self, job: JobRef) -> Job:
+        """Cancel a waiting job, or ask a running one's worker to kill it (409 if finished)."""
+        return await self._call(_Call("POST", _path("jobs", job, "/cancel")))
+
+    async def retry(self, job: JobRef, reason: str | None = None) -> Job:
+        """Run a DeadLetter, Cancelled or Failed job again now (409 otherwise)."""
+        return await self._call(
+            _Call("POST", _path("jobs", job, "/retry"), json={"reason": reason}))
+
+    # A timeout parameter rather than the caller's cancel scope: the same call as
+    # Client.wait, and a WaitTimeout that carries the last state seen.
+    async def wait(self, job: JobRef, *, timeout: float | None = None,  # noqa: ASYNC109
+                   poll_interval: float = 0.5, on_poll: OnPoll | None = None) -> Job:
+        """Poll the job until it is Succeeded, DeadLetter or Cancelled, and return it.
+
+        ``timeout`` (seconds; None: no limit) bounds the whole wait, requests included,
+        on the event loop's clock; ``on_poll`` sees every state polled.
+
+        Error handling: :class:`WaitTimeout` past the timeout (the job goes on); an
+        error of any poll (:class:`Unreachable`, :class:`ApiFailure`) is raised as is.
+        """
+        job_id = _id(job)
+        last: Job | None = None
+        with anyio.move_on_after(timeout):
+            for delay in _poll_delays(poll_interval):
+                last = await self._call(_Call("GET", _path("jobs", job_id)))
+                assert last is not None
+                if on_poll is not None:
+                    on_poll(last)
+                if is_finished(last):
+                    return last
+                await anyio.sleep(delay)
+        raise WaitTimeout(job_id, timeout or 0.0, last)
+
+    # schedules
+
+    async def list_schedules(self, *, take: int | None = None) -> Schedules:
+        """The schedules, newest first (deleted ones excluded)."""
+        params = {} if take is None else {"take": take}
+        body = await self._call(_Call("GET", "/api/schedules", params=params))
+        items: Schedules = body["items"]
+        return items
+
+    async def get_schedule(self, schedule: JobRef) -> Schedule:
+        """The schedule with ``recentFires``, its newest jobs."""
+        return await self._call(_Call("GET", _path("schedules", schedule)))
+
+    async def pause_schedule(self, schedule: JobRef) -> Schedule:
+        """Stop new fires (idempotent)."""
+        return await self._call(
+            _Call("POST", _path("schedules", schedule, "/pause")))
+
+    async def resume_schedule(self, schedule: JobRef) -> Schedule:
+        """Fire again; fires missed meanwhile follow the schedule's misfire policy."""
+        return await self._call(
+            _Call("POST", _path("schedules", schedule, "/resume")))
+
+    async def delete_schedule(self, schedule: JobRef) -> Schedule:
+        """Soft delete: no more fires, its past jobs stay."""
+        return await self._call(_Call("DELETE", _path("schedules", schedule)))
+
+    async def health(self) -> tuple[int, Any]:
+        """``GET /health``: (status, body); 503 is an answer here, not an error."""
+        resp = await self._send(_Call("GET", "/health"))
         return resp.status_code, resp.json()

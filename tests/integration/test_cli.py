@@ -1,5 +1,7 @@
-"""The ``scheduler`` client commands (``submit``, ``jobs ...``) against a real
-coordinator (one for the module).
+"""The ``scheduler`` client commands (``submit``, ``jobs ...``, ``schedules ...``)
+against a real coordinator (one for the module). A worker (started by the first test
+that needs one) takes only the queue ``cli-wait``, so the other tests' jobs stay
+where they are.
 
 A few tests run the command as a real process (exit status, stdout, stderr, the entry
 point); the rest call ``runtime.cli.main``, the function the ``scheduler`` command
@@ -23,7 +25,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from runtime.cli import main
-from tests.support import ROOT, Coordinator, free_port
+from tests.support import ROOT, Coordinator, Worker, free_port, wait_until
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -48,6 +50,17 @@ def api(module_dsn: str) -> Iterator[Coordinator]:
         yield c
     finally:
         c.stop()
+
+
+WAIT_QUEUE = "cli-wait"
+
+
+@pytest.fixture(scope="module")
+def worker(api: Coordinator) -> Iterator[Worker]:
+    w = Worker(api.url, slots=2, extra=["--queues", WAIT_QUEUE],
+               env={"SCHEDULER_CLAIM_WAIT_SECONDS": "2"})
+    yield w
+    w.stop()
 
 
 @pytest.fixture(scope="module")
@@ -244,9 +257,21 @@ def test_jobs_retry_requeues_the_job_with_the_reason(
     (["jobs", "show", "../../health"], "../../health"),
     (["jobs", "list", "--take", "many"], "--take"),
     (["jobs", "list", "--cursor", "page-2"], "--cursor"),
+    (["submit", "noop", "--wait-timeout", "5"], "--wait-timeout: only with --wait"),
+    (["submit", "noop", "--wait", "--wait-timeout", "0"], "--wait-timeout"),
+    (["submit", "noop", "--wait", "--wait-timeout", "soon"], "--wait-timeout"),
+    (["submit", "noop", "--wait", "--cron", "@daily"], "--wait: not with --cron"),
+    (["schedules"], "schedules_command"),
+    (["schedules", "frobnicate"], "frobnicate"),
+    (["schedules", "show", "not-an-id"], "expected a schedule id (a UUID)"),
+    (["schedules", "delete"], "id"),
+    (["schedules", "list", "--take", "0"], "--take"),
 ], ids=["max_attempts_text", "max_attempts_zero", "payload_array", "payload_not_json",
         "priority_text", "type_missing", "unknown_command", "unknown_jobs_command",
-        "id_not_a_uuid", "id_a_path", "take_text", "cursor_not_a_uuid"])
+        "id_not_a_uuid", "id_a_path", "take_text", "cursor_not_a_uuid",
+        "wait_timeout_without_wait", "wait_timeout_zero", "wait_timeout_text",
+        "wait_with_cron", "schedules_command_missing", "unknown_schedules_command",
+        "schedule_id_not_a_uuid", "schedule_id_missing", "schedules_take_zero"])
 def test_bad_arguments_exit_2_with_a_message_on_stderr(
         scheduler: Scheduler, args: list[str], complaint: str) -> None:
     done = scheduler(*args, url="http://127.0.0.1:1")
@@ -282,3 +307,144 @@ def test_cancelling_a_finished_job_exits_1_with_the_409(
     done = scheduler("jobs", "cancel", job["id"], url=api.url)
     assert 1 == done.returncode
     assert done.stderr.startswith(f"scheduler: HTTP 409: job {job['id']} is Cancelled")
+
+
+# -- submit --wait -----------------------------------------------------------------------
+
+
+def test_submit_wait_as_a_process_exits_0_once_the_job_succeeded(
+        api: Coordinator, worker: Worker) -> None:
+    done = scheduler_process("submit", "noop", "--queue", WAIT_QUEUE, "--wait", url=api.url)
+    lines = done.stdout.splitlines()
+    job_id = lines[2].split()[0]
+    assert (0, "created") == (done.returncode, lines[0])
+    assert re.fullmatch(rf"{job_id}\s+noop\s+Succeeded\s+{WAIT_QUEUE}\s+1\s+\S+", lines[2])
+    assert re.fullmatch(rf"job {job_id} Succeeded \(attempt 1/3\) \d+\.\ds",
+                        done.stderr.splitlines()[-1])
+
+
+def test_submit_wait_prints_one_progress_line_per_status_change(
+        api: Coordinator, worker: Worker, scheduler: Scheduler) -> None:
+    done = scheduler("submit", "sleep", "--payload", '{"seconds": 0.3}', "--queue", WAIT_QUEUE,
+                     "--wait", url=api.url)
+    statuses = [line.split()[2] for line in done.stderr.splitlines()]
+    assert 0 == done.returncode
+    assert "Succeeded" == statuses[-1]
+    assert len(statuses) == len(set(statuses))  # no repeats: one line per change
+
+
+def test_submit_wait_exits_1_naming_the_error_of_a_dead_lettered_job(
+        api: Coordinator, worker: Worker, scheduler: Scheduler) -> None:
+    done = scheduler("submit", "fail", "--payload", '{"permanent": true}', "--max-attempts", "1",
+                     "--queue", WAIT_QUEUE, "--wait", url=api.url)
+    job_id = done.stdout.splitlines()[2].split()[0]
+    assert 1 == done.returncode
+    assert (f"scheduler: job {job_id} ended DeadLetter after 1 attempt(s): "
+            "PermanentError: failed on purpose") == done.stderr.splitlines()[-1]
+
+
+def test_submit_wait_json_prints_the_finished_job_only(
+        api: Coordinator, worker: Worker, scheduler: Scheduler) -> None:
+    done = scheduler("submit", "noop", "--queue", WAIT_QUEUE, "--wait", "--json", url=api.url)
+    job = json.loads(done.stdout)
+    assert (0, "Succeeded", ["Succeeded"]) == (
+        done.returncode, job["status"], [r["outcome"] for r in job["runs"]])
+
+
+def test_submit_wait_on_a_known_key_of_a_cancelled_job_exits_1(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
+    key = f"cli-{uuid.uuid4()}"
+    job = submit(http, idempotencyKey=key, runAt="2999-01-01T00:00:00Z")
+    http.post(f"/api/jobs/{job['id']}/cancel").raise_for_status()
+    done = scheduler("submit", "noop", "--key", key, "--wait", url=api.url)
+    assert (1, "exists (idempotency key)") == (done.returncode, done.stdout.splitlines()[0])
+    assert f"scheduler: job {job['id']} ended Cancelled after 0 attempt(s)" == (
+        done.stderr.splitlines()[-1])
+
+
+def test_submit_wait_past_its_timeout_exits_1_saying_the_job_goes_on(
+        api: Coordinator, scheduler: Scheduler) -> None:
+    done = scheduler("submit", "noop", "--run-at", "2999-01-01T00:00:00Z", "--wait",
+                     "--wait-timeout", "0.3", url=api.url)
+    job_id = done.stdout.splitlines()[2].split()[0]
+    assert 1 == done.returncode
+    assert (f"scheduler: gave up waiting: job {job_id} did not finish within 0.3 s "
+            f"(last status: Scheduled); it goes on (scheduler jobs show {job_id})"
+            == done.stderr.splitlines()[-1])
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+def new_schedule(http: httpx.Client, cron: str = "0 0 1 1 *") -> dict[str, Any]:
+    return submit(http, cron=cron, queue=f"cli-{uuid.uuid4().hex[:8]}")
+
+
+def test_schedules_list_prints_a_table_of_schedules(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
+    schedule = new_schedule(http)
+    done = scheduler("schedules", "list", "--take", "500", url=api.url)
+    lines = done.stdout.splitlines()
+    assert 0 == done.returncode
+    assert ["ID", "CRON", "TIMEZONE", "TYPE", "STATE", "NEXT", "FIRE", "LAST", "FIRED"] == (
+        lines[0].split())
+    row = next(line for line in lines if line.startswith(schedule["id"]))
+    assert re.fullmatch(rf"{schedule['id']}\s+0 0 1 1 \*\s+UTC\s+noop\s+active\s+\S+", row)
+
+
+def test_schedules_list_json_prints_the_items(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
+    schedule = new_schedule(http)
+    done = scheduler("schedules", "list", "--take", "500", "--json", url=api.url)
+    assert schedule["id"] in [s["id"] for s in json.loads(done.stdout)["items"]]
+
+
+def test_schedules_show_prints_the_schedule(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
+    schedule = new_schedule(http)
+    done = scheduler("schedules", "show", schedule["id"], "--json", url=api.url)
+    shown = json.loads(done.stdout)
+    assert (0, schedule["id"], []) == (done.returncode, shown["id"], shown["recentFires"])
+
+
+def test_schedules_show_lists_the_recent_fires(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
+    schedule = new_schedule(http, cron="* * * * * *")
+    try:
+        wait_until(lambda: http.get(f"/api/schedules/{schedule['id']}").json()["recentFires"],
+                   what="a fire")
+        done = scheduler("schedules", "show", schedule["id"], url=api.url)
+    finally:
+        http.delete(f"/api/schedules/{schedule['id']}")
+    lines = done.stdout.splitlines()
+    assert (0, "") == (done.returncode, lines[2])
+    assert ["JOB", "FIRE", "TIME", "STATUS", "CREATED"] == lines[3].split()
+    assert re.fullmatch(rf"{UUID}\s+\S+\s+Pending\s+\S+", lines[4])
+
+
+def test_schedules_pause_and_resume_print_the_new_state(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
+    schedule = new_schedule(http)
+    paused = scheduler("schedules", "pause", schedule["id"], url=api.url)
+    resumed = scheduler("schedules", "resume", schedule["id"], url=api.url)
+    assert (0, 0) == (paused.returncode, resumed.returncode)
+    assert "paused" == paused.stdout.splitlines()[1].split()[8]
+    assert "active" == resumed.stdout.splitlines()[1].split()[8]
+
+
+def test_schedules_delete_prints_the_id_and_the_schedule_is_gone(
+        api: Coordinator, http: httpx.Client, scheduler: Scheduler) -> None:
+    schedule = new_schedule(http)
+    done = scheduler("schedules", "delete", schedule["id"], url=api.url)
+    again = scheduler("schedules", "show", schedule["id"], url=api.url)
+    assert (0, f"deleted {schedule['id']}") == (done.returncode, done.stdout.strip())
+    assert 1 == again.returncode
+    assert again.stderr.startswith(f"scheduler: HTTP 404: no schedule with id {schedule['id']}")
+    assert again.stderr.rstrip().endswith("(field: id)")
+
+
+def test_schedules_of_an_unreachable_coordinator_exit_1(scheduler: Scheduler) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    done = scheduler("schedules", "list", url=url)
+    assert (1, "") == (done.returncode, done.stdout)
+    assert done.stderr.startswith(f"scheduler: cannot reach the coordinator at {url}")

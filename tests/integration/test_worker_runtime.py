@@ -315,6 +315,9 @@ def test_a_stopped_coordinator_does_not_lose_running_jobs_workers_reconnect_and_
     for job_id in ids:
         wait_status(db_dsn, job_id, "Succeeded", timeout=20)
         assert ["Succeeded"] == [r["outcome"] for r in runs_of(db_dsn, job_id)]
+    for w in (w1, w2):
+        wait_until(lambda w=w: "heartbeat_recovered" in w.output(), timeout=10,
+                   what="a worker's heartbeat back after the outage")
     # Both workers are alive and serving the new coordinator.
     more = submit(c2.url, "noop")
     wait_status(db_dsn, more, "Succeeded", timeout=10)

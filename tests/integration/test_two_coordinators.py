@@ -1,0 +1,135 @@
+"""Two coordinators on one database, one worker on each, and one coordinator killed.
+
+What it shows, end to end (real processes, real PostgreSQL, real HTTP):
+
+- jobs submitted through either coordinator run once each, and both coordinators
+  serve claims (runs by both workers);
+- a schedule firing every second becomes exactly one job per fire time although both
+  coordinators' cron expanders run;
+- after ``kill -9`` of one coordinator the survivor goes on: new jobs succeed on its
+  worker, the schedule keeps firing, and the runs the orphaned worker can no longer
+  report (its only coordinator is gone) are reaped by the survivor's lease reaper when
+  their 3 s lease runs out, then run again on the surviving worker.
+
+A worker knows one ``COORDINATOR_URL``; failing over to another coordinator would need
+a list of URLs in actors/coordinator_link.py, which this test does not assume.
+Everything uses a 3 s lease; every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from tests.support import Coordinator, Worker, wait_until
+from web.client import Client
+
+FAST = {
+    "SCHEDULER_LEASE_SECONDS": "3",
+    "SCHEDULER_HEARTBEAT_SECONDS": "0.3",
+    "SCHEDULER_REAP_INTERVAL_SECONDS": "0.3",
+    "SCHEDULER_CLAIM_WAIT_SECONDS": "1",
+}
+JOBS_PER_PHASE = 20
+
+
+def query(dsn: str, sql: str, *params: object) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
+        return conn.execute(sql.encode(), params).fetchall()
+
+
+def wait_registered(dsn: str, worker: Worker, worker_id: str) -> None:
+    def active() -> bool:
+        if worker.popen.poll() is not None:
+            raise AssertionError(f"worker exited:\n{worker.output()[-3000:]}")
+        rows = query(dsn, "SELECT state FROM workers WHERE id = %s", worker_id)
+        return bool(rows) and rows[0]["state"] == "Active"
+    wait_until(active, timeout=20, what=f"worker {worker_id} registered")
+
+
+def fires(dsn: str, schedule_id: str, *, after: dt.datetime | None = None) -> int:
+    n: int = query(dsn, "SELECT count(*) AS n FROM jobs WHERE schedule_id = %s "
+                   "AND (%s::timestamptz IS NULL OR fire_time > %s)",
+                   schedule_id, after, after)[0]["n"]
+    return n
+
+
+def wait_succeeded(dsn: str, ids: list[str], *, timeout: float = 20) -> None:
+    def all_succeeded() -> bool:
+        found = {r["status"]: r["n"] for r in query(
+            dsn, "SELECT status, count(*) AS n FROM jobs WHERE id = ANY(%s::uuid[]) "
+            "GROUP BY status", ids)}
+        assert {"Succeeded": len(ids)} == found, found
+        return True
+    wait_until(all_succeeded, timeout=timeout, what=f"{len(ids)} jobs Succeeded")
+
+
+def test_two_coordinators_share_the_work_and_one_survives_the_others_death(
+        db_dsn: str, start_coordinator: Callable[..., Coordinator],
+        start_worker: Callable[..., Worker]) -> None:
+    doomed, survivor = start_coordinator(env=FAST), start_coordinator(env=FAST)
+    workers = {}
+    for name, coordinator in (("worker-doomed", doomed), ("worker-survivor", survivor)):
+        workers[name] = start_worker(coordinator.url, slots=2, env=FAST,
+                                     extra=["--worker-id", name])
+        wait_registered(db_dsn, workers[name], name)
+
+    with Client(doomed.url) as via_doomed, Client(survivor.url) as via_survivor:
+        schedule = via_doomed.submit("noop", cron="*/1 * * * * *")
+        clients = itertools.cycle([via_doomed, via_survivor])
+        before = [next(clients).submit("noop")["id"] for _ in range(JOBS_PER_PHASE)]
+        wait_succeeded(db_dsn, before)
+        wait_until(lambda: fires(db_dsn, schedule["id"]) >= 3, what="3 fires before the kill")
+
+        # Work in the doomed coordinator's worker's hands when it dies.
+        sleepers = [via_survivor.submit("sleep", {"seconds": 2})["id"] for _ in range(4)]
+        wait_until(lambda: query(db_dsn, "SELECT 1 FROM job_runs WHERE worker_id = %s AND "
+                                 "finished_at IS NULL", "worker-doomed"),
+                   what="a run on worker-doomed")
+        doomed.popen.kill()
+        doomed.wait(timeout=10)
+        killed_at: dt.datetime = query(db_dsn, "SELECT now() AS t")[0]["t"]
+        orphaned = [str(r["job_id"]) for r in query(
+            db_dsn, "SELECT job_id FROM job_runs WHERE worker_id = %s AND finished_at IS NULL",
+            "worker-doomed")]
+
+        after = [via_survivor.submit("noop")["id"] for _ in range(JOBS_PER_PHASE)]
+        wait_succeeded(db_dsn, after)
+        wait_succeeded(db_dsn, sleepers, timeout=30)
+        wait_until(lambda: fires(db_dsn, schedule["id"],
+                                 after=killed_at + dt.timedelta(seconds=2)) >= 2,
+                   what="fires after the kill")
+        via_survivor.delete_schedule(schedule)
+    # The orphaned worker can never drain (its completions have nowhere to go).
+    workers["worker-doomed"].popen.kill()
+    fired = [str(r["id"]) for r in query(db_dsn, "SELECT id FROM jobs WHERE schedule_id = %s",
+                                         schedule["id"])]
+    wait_succeeded(db_dsn, fired)
+
+    # Exactly one job per fire time, though both expanders ran until the kill.
+    per_fire = query(db_dsn, "SELECT fire_time, count(*) AS n FROM jobs WHERE schedule_id = %s "
+                     "GROUP BY fire_time ORDER BY fire_time", schedule["id"])
+    assert {1} == {r["n"] for r in per_fire}
+    assert 3 <= len([r for r in per_fire if r["fire_time"] < killed_at])
+    # Every job succeeded exactly once; any other run is one the orphaned worker lost.
+    runs = query(db_dsn, "SELECT job_id, worker_id, outcome FROM job_runs")
+    succeeded = sorted(str(r["job_id"]) for r in runs if r["outcome"] == "Succeeded")
+    assert sorted(before + sleepers + after + fired) == succeeded
+    assert {("worker-doomed", "LeaseExpired")} >= {
+        (r["worker_id"], r["outcome"]) for r in runs if r["outcome"] != "Succeeded"}
+    # Both coordinators served claims; after the kill only the survivor's worker ran jobs.
+    assert {"worker-doomed", "worker-survivor"} == {r["worker_id"] for r in runs}
+    assert {"worker-survivor"} == {r["worker_id"] for r in runs
+                                   if str(r["job_id"]) in after and r["outcome"] == "Succeeded"}
+    # The runs orphaned by the kill were reaped, then run again on the survivor's worker.
+    assert orphaned
+    for job_id in orphaned:
+        assert [("worker-doomed", "LeaseExpired"), ("worker-survivor", "Succeeded")] == [
+            (r["worker_id"], r["outcome"]) for r in query(
+                db_dsn, "SELECT worker_id, outcome FROM job_runs WHERE job_id = %s "
+                "ORDER BY attempt", job_id)]
