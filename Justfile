@@ -50,3 +50,7 @@ coordinator *ARGS: venv
 # Run one worker against COORDINATOR_URL.
 worker *ARGS: venv
     {{bin}}/scheduler worker {{ARGS}}
+
+# Benchmarks against fresh databases, with the peers (bench/README.md). --quick: about 2 minutes.
+bench *ARGS: venv
+    {{bin}}/python bench/run.py {{ARGS}}

@@ -4,9 +4,17 @@ Executors hand an outcome over and free their slot at once; the run stays owned 
 lease renewed by the heartbeat) until the coordinator acknowledges the completion, so
 pipelining never weakens at-least-once. Whatever is queued when a request is in
 flight goes in the next one. Unreachable coordinator: retried with capped backoff.
+
+Each request also asks for as many new jobs as the worker wants right then
+(``Complete.claim``), and they come back with the acknowledgement: a busy worker
+needs one request per batch, not two. The claim loop long-polls only while no
+completion is pending.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 import structlog
 import trio
@@ -21,10 +29,14 @@ MAX_BATCH = 500
 
 
 class Completer:
-    def __init__(self, link: Link, state: WorkerState) -> None:
+    def __init__(self, link: Link, state: WorkerState, *,
+                 queues: list[str] | None = None) -> None:
         self.link = link
         self.state = state
-        self._send, self._receive = trio.open_memory_channel[wire.Completion](float("inf"))
+        self.queues = queues or ["default"]
+        # Set by the claim loop: takes the jobs that a completion's answer carries.
+        self.on_claimed: Callable[[list[wire.ClaimedJob]], None] | None = None
+        self._send, self._receive = trio.open_memory_channel[wire.Completion](math.inf)
         self.pending = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -51,24 +63,34 @@ class Completer:
             self.pending -= len(batch)
             if self.pending == 0:
                 self._idle.set()
+                self.state.changed.ring()  # the claim loop may claim again
 
     async def _deliver(self, batch: list[wire.Completion]) -> None:
         failures = 0
+        state = self.state
         while True:
+            claim = state.wanted() if self.on_claimed is not None else 0
+            state.asked += claim
             try:
-                reply = await self.link.complete(
-                    wire.Complete(worker_id=self.state.worker_id, completions=batch))
-                break
+                reply = await self.link.complete(wire.Complete(
+                    worker_id=state.worker_id, completions=batch, claim=claim,
+                    queues=self.queues))
             except LinkError as exc:
                 failures += 1
                 delay = backoff(failures)
                 log.warning("completion_failed", actor="completer",
-                            worker_id=self.state.worker_id, runs=len(batch), error=str(exc),
+                            worker_id=state.worker_id, runs=len(batch), error=str(exc),
                             retry_in_s=delay)
                 await trio.sleep(delay)
+                continue
+            finally:
+                state.asked -= claim
+            break
+        if reply.jobs and self.on_claimed is not None:
+            self.on_claimed(reply.jobs)
         for item in reply.results:
             if not item.accepted:
                 log.warning("completion_refused", actor="completer",
-                            worker_id=self.state.worker_id, run_id=str(item.run_id),
+                            worker_id=state.worker_id, run_id=str(item.run_id),
                             reason="the run is no longer this worker's (lease lost)")
-            self.state.forget(item.run_id)
+            state.forget(item.run_id)

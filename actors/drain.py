@@ -26,6 +26,11 @@ async def run(link: Link, state: WorkerState, completer: Completer, *, drain_tim
     log.info("drain_started", actor="drain", worker_id=state.worker_id, running=state.busy,
              timeout_s=drain_timeout)
     state.start_draining()
+    released = 0
+    for queued in list(state.runs.values()):
+        if queued.running and not queued.started:
+            queued.stop("Released")  # prefetched, not started: back to the queue at once
+            released += 1
     with trio.move_on_after(5.0):
         try:
             await heartbeat.beat(link, state)
@@ -51,4 +56,5 @@ async def run(link: Link, state: WorkerState, completer: Completer, *, drain_tim
             log.warning("deregister_failed", actor="drain", worker_id=state.worker_id,
                         error=str(exc))
     log.info("drain_finished", actor="drain", worker_id=state.worker_id,
-             handed_back=handed_back, duration_s=round(trio.current_time() - started, 3))
+             handed_back=handed_back, released_queued=released,
+             duration_s=round(trio.current_time() - started, 3))

@@ -1,27 +1,40 @@
-"""Executors: one per running job. The job body runs in a warm child process with a
-hard timeout; at the deadline the child's process group is killed (terminate, short
+"""Executors: one runner per slot, each taking the claimed runs from the worker's
+queue one after the other. A job body runs in a warm child process with a hard
+timeout; at the deadline the child's process group is killed (terminate, short
 grace, kill) and replaced, so even a CPU-bound busy loop dies on time.
 
-An executor whose run is stopped (cancelled by the API, handed back by a drain, or
-lost to the lease reaper) kills the child the same way. It then hands the outcome to
-the completer and frees its slot; one canonical ``run_finished`` line is logged per
-run with its outcome and duration.
+Job types declared ``inline`` (async handlers, ``Registry.handler(..., inline=True)``)
+run in the worker process itself, in the runner's task: no child, no isolation, and
+no hard kill. Their timeout (and a stop) is a trio cancellation, which takes effect
+at the handler's next ``await``; a handler that blocks without awaiting cannot be
+interrupted and holds its slot (and the worker's event loop) until it returns.
+
+A run that is stopped (cancelled by the API, handed back by a drain, or lost to the
+lease reaper) has its child killed the same way, or, still queued, never starts. Its
+outcome goes to the completer and its slot is freed; one canonical ``run_finished``
+line is logged per run with its outcome and duration.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Awaitable
+from typing import cast
 
 import msgspec
 import structlog
 import trio
 
 from actors.completer import Completer
-from actors.worker_state import OwnedRun, WorkerState
+from actors.worker_state import OwnedRun, StopReason, WorkerState
+from handlers import HandlerError, HandlerSpec, Registry, RunContext
 from runtime.procpool import CallTimeout, ChildDied, ProcPoolError, WarmPool
 from schema import wire
 
 log = structlog.get_logger("actors.executor")
 
 _request = msgspec.msgpack.Encoder()
+_json = msgspec.json.Encoder()
 
 
 class _Reply(msgspec.Struct):
@@ -35,97 +48,173 @@ _reply = msgspec.msgpack.Decoder(_Reply)
 
 MAX_RESULT_BYTES = 64 * 1024
 
+_STOPPED_ERRORS: dict[StopReason, str] = {
+    "Cancelled": "cancelled on request",
+    "Released": "handed back: the worker stopped before the job finished",
+    "Lost": "lease lost",
+}
 
-async def execute(run: OwnedRun, pool: WarmPool, state: WorkerState,
-                  completer: Completer) -> None:
-    """Run one claimed job to an outcome and hand it to the completer."""
-    job = run.job
-    started = trio.current_time()
-    outcome: wire.RunOutcome = "Failed"
-    error: str | None = None
-    result: object = None
-    permanent = False
-    request = _request.encode({"type": job.type, "payload": job.payload,
-                               "jobId": str(job.job_id), "attempt": job.attempt})
-    call_seconds = 0.0  # time inside pool.call: the rest is the executor's overhead
-    with run.scope:
-        try:
-            call_started = trio.current_time()
-            try:
-                raw = await pool.call(request, timeout=job.timeout_seconds)
-            finally:
-                call_seconds = trio.current_time() - call_started
-            reply = _reply.decode(raw)
-            if reply.ok:
-                outcome, result = "Succeeded", reply.result
-                if len(msgspec.json.encode(result)) > MAX_RESULT_BYTES:
-                    outcome, result = "Failed", None
-                    error, permanent = f"result larger than {MAX_RESULT_BYTES} bytes", True
-            else:
-                error, permanent = reply.error, reply.permanent
-        except CallTimeout:
-            outcome, error = "TimedOut", f"timed out after {job.timeout_seconds}s"
-        except ChildDied as exc:
-            error = f"the job's process died (exit status {exc.returncode})"
-        except ProcPoolError as exc:
-            error = f"executor failure: {exc}"
-    duration = trio.current_time() - started
-    if run.stop_reason is not None:
-        outcome = "Cancelled" if run.stop_reason == "Cancelled" else "Released"
-        error = {"Cancelled": "cancelled on request",
-                 "Released": "handed back: the worker stopped before the job finished",
-                 "Lost": "lease lost"}[run.stop_reason]
-    log.info("run_finished", actor="executor", worker_id=state.worker_id,
-             job_id=str(job.job_id), run_id=str(job.run_id), attempt=job.attempt,
-             type=job.type, queue=job.queue,
-             outcome="LeaseLost" if run.stop_reason == "Lost" else outcome,
-             duration_s=round(duration, 6), error=error)
-    state.record_run(
-        run_seconds=duration, child_restarts=pool.statistics().killed,
-        overhead_seconds=max(0.0, trio.current_time() - run.claimed_at - call_seconds))
-    state.body_ended(run)
-    if run.stop_reason == "Lost":
-        state.forget(job.run_id)  # not ours any more: nothing to report
-        return
-    completer.submit(wire.Completion(
-        run_id=job.run_id, lease_token=job.lease_token, outcome=outcome, error=error,
-        result=result, permanent=permanent, duration_seconds=round(duration, 6)))
+
+def _check_result(result: object) -> tuple[object, str | None]:
+    """``(result, None)`` when it may be stored, else ``(None, why not)``."""
+    if result is None:
+        return None, None
+    size = len(_json.encode(result))
+    if size > MAX_RESULT_BYTES:
+        return None, f"result larger than {MAX_RESULT_BYTES} bytes"
+    return result, None
 
 
 class Executors:
-    """Owns the nursery the executors run in, so a claim-loop restart leaves running
-    jobs alone. Stopping it (cancellation) stops every executor: each kills its child
-    and hands its run back."""
+    """Owns the nursery the runners run in, so a claim-loop restart leaves running
+    jobs alone. Stopping it (cancellation) stops every run: each runner kills its
+    child, and every owned run (queued ones too) is handed back."""
 
-    def __init__(self, pool: WarmPool, state: WorkerState, completer: Completer) -> None:
+    def __init__(self, pool: WarmPool, state: WorkerState, completer: Completer, *,
+                 registry: Registry | None = None, data_dir: str = "") -> None:
         self.pool = pool
         self.state = state
         self.completer = completer
-        self._send, self._receive = trio.open_memory_channel[OwnedRun](float("inf"))
+        self.data_dir = data_dir
+        self.registry = registry
+        self._inline: dict[str, HandlerSpec] = {}
+        if registry is not None:
+            for name in registry.names():
+                spec = registry.get(name)
+                if spec.inline:
+                    self._inline[name] = spec
+        self._send, self._receive = trio.open_memory_channel[OwnedRun](math.inf)
 
     def start(self, run: OwnedRun) -> None:
+        """Queue a claimed run for the next free slot."""
+        run.on_unstarted_stop = self._stopped_while_queued
         self._send.send_nowait(run)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            for _ in range(self.state.slots):
+                nursery.start_soon(self._runner)
             task_status.started()
             try:
-                async for run in self._receive:
-                    nursery.start_soon(self._one, run)
+                await trio.sleep_forever()
             finally:
                 for run in list(self.state.runs.values()):
                     run.stop("Released")
 
-    async def _one(self, run: OwnedRun) -> None:
+    async def _runner(self) -> None:
+        async for run in self._receive:
+            if not run.running:
+                continue  # stopped while queued: already handed back or dropped
+            self.state.begin(run)
+            try:
+                await self.execute(run)
+            except trio.Cancelled:
+                # Shutting down mid-run: hand the run back at once rather than letting
+                # the lease run out (best effort: the completer may be stopping too).
+                if run.running:
+                    run.stop_reason = run.stop_reason or "Released"
+                    self.state.body_ended(run)
+                    self.completer.submit(wire.Completion(
+                        run_id=run.job.run_id, lease_token=run.job.lease_token,
+                        outcome="Released", error="handed back: the worker stopped"))
+                raise
+
+    def _stopped_while_queued(self, run: OwnedRun) -> None:
+        """A queued run was stopped: nothing to kill, finish it now."""
+        reason = run.stop_reason
+        assert reason is not None
+        self.state.body_ended(run)
+        job = run.job
+        log.info("run_finished", actor="executor", worker_id=self.state.worker_id,
+                 job_id=str(job.job_id), run_id=str(job.run_id), attempt=job.attempt,
+                 type=job.type, queue=job.queue,
+                 outcome="LeaseLost" if reason == "Lost" else
+                 ("Cancelled" if reason == "Cancelled" else "Released"),
+                 duration_s=0.0, error=_STOPPED_ERRORS[reason])
+        if reason == "Lost":
+            self.state.forget(job.run_id)
+            return
+        self.completer.submit(wire.Completion(
+            run_id=job.run_id, lease_token=job.lease_token,
+            outcome="Cancelled" if reason == "Cancelled" else "Released",
+            error=_STOPPED_ERRORS[reason], duration_seconds=0.0))
+
+    async def execute(self, run: OwnedRun) -> None:
+        """Run one claimed job to an outcome and hand it to the completer."""
+        job = run.job
+        state = self.state
+        outcome: wire.RunOutcome = "Failed"
+        error: str | None = None
+        result: object = None
+        permanent = False
+        spec = self._inline.get(job.type)
+        started = trio.current_time()
+        with run.scope:
+            if spec is not None:
+                outcome, result, error, permanent = await self._run_inline(spec, job)
+            else:
+                request = _request.encode({"type": job.type, "payload": job.payload,
+                                           "jobId": str(job.job_id), "attempt": job.attempt})
+                try:
+                    raw = await self.pool.call(request, timeout=job.timeout_seconds)
+                    reply = _reply.decode(raw)
+                    if reply.ok:
+                        result, error = _check_result(reply.result)
+                        outcome, permanent = ("Succeeded", False) if error is None else (
+                            "Failed", True)
+                    else:
+                        error, permanent = reply.error, reply.permanent
+                except CallTimeout:
+                    outcome, error = "TimedOut", f"timed out after {job.timeout_seconds}s"
+                except ChildDied as exc:
+                    error = f"the job's process died (exit status {exc.returncode})"
+                except ProcPoolError as exc:
+                    error = f"executor failure: {exc}"
+        ended = trio.current_time()
+        duration = ended - started
+        if run.stop_reason is not None:
+            outcome = "Cancelled" if run.stop_reason == "Cancelled" else "Released"
+            error = _STOPPED_ERRORS[run.stop_reason]
+        log.info("run_finished", actor="executor", worker_id=state.worker_id,
+                 job_id=str(job.job_id), run_id=str(job.run_id), attempt=job.attempt,
+                 type=job.type, queue=job.queue,
+                 outcome="LeaseLost" if run.stop_reason == "Lost" else outcome,
+                 duration_s=round(duration, 6), error=error)
+        # Overhead: from the claim to the body's end, less the body (and its queueing).
+        state.record_run(run_seconds=duration, child_restarts=self.pool.killed,
+                         overhead_seconds=max(0.0, ended - run.claimed_at - duration))
+        state.body_ended(run)
+        if run.stop_reason == "Lost":
+            state.forget(job.run_id)  # not ours any more: nothing to report
+            return
+        self.completer.submit(wire.Completion(
+            run_id=job.run_id, lease_token=job.lease_token, outcome=outcome, error=error,
+            result=result, permanent=permanent, duration_seconds=round(duration, 6)))
+
+    async def _run_inline(self, spec: HandlerSpec, job: wire.ClaimedJob
+                          ) -> tuple[wire.RunOutcome, object, str | None, bool]:
+        """Run an inline handler in this task: its timeout is a cancellation."""
+        assert self.registry is not None
+        with trio.move_on_after(job.timeout_seconds) as timer:
+            try:
+                value = self.registry.validate(job.type, job.payload)
+                ctx = RunContext(job_id=str(job.job_id), attempt=job.attempt,
+                                 data_dir=self.data_dir)
+                returned = await cast(Awaitable[object], spec.fn(value, ctx))
+            except HandlerError as exc:
+                return "Failed", None, f"{type(exc).__name__}: {exc}", exc.permanent
+            except Exception as exc:  # a bug in the handler: retryable, like in a child
+                return "Failed", None, f"{type(exc).__name__}: {exc}", False
+        if timer.cancelled_caught:
+            return "TimedOut", None, f"timed out after {job.timeout_seconds}s", False
+        if returned is None:
+            return "Succeeded", None, None, False
         try:
-            await execute(run, self.pool, self.state, self.completer)
-        except trio.Cancelled:
-            # Shutting down mid-run: hand the run back at once rather than letting the
-            # lease run out (best effort: the completer may be stopping too).
-            if run.running:
-                run.stop_reason = run.stop_reason or "Released"
-                self.state.body_ended(run)
-                self.completer.submit(wire.Completion(
-                    run_id=run.job.run_id, lease_token=run.job.lease_token,
-                    outcome="Released", error="handed back: the worker stopped"))
-            raise
+            raw = _json.encode(returned)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            return "Failed", None, (f"TypeError: expected a JSON-able result, found "
+                                    f"{type(returned).__name__}: {exc}"), True
+        if len(raw) > MAX_RESULT_BYTES:
+            return "Failed", None, f"result larger than {MAX_RESULT_BYTES} bytes", True
+        # Normalised through JSON, as a child does: stored exactly as it will be read.
+        return "Succeeded", msgspec.json.decode(raw), None, False

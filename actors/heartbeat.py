@@ -53,12 +53,17 @@ def apply_reply(state: WorkerState, reply: wire.HeartbeatReply) -> None:
         run = state.runs.get(run_id)
         if run is None:
             continue
-        log.warning("lease_lost", actor="heartbeat", worker_id=state.worker_id,
-                    run_id=str(run_id), job_id=str(run.job.job_id))
         if run.running:
+            log.warning("lease_lost", actor="heartbeat", worker_id=state.worker_id,
+                        run_id=str(run_id), job_id=str(run.job.job_id))
             run.stop("Lost")
         else:
-            state.forget(run_id)  # its completion can never be accepted now
+            # Its completion was queued or in flight: either it landed between the
+            # beat's listing and its renewal (the usual case under load), or it can
+            # never be accepted now. Nothing left to do either way.
+            log.debug("lease_lost", actor="heartbeat", worker_id=state.worker_id,
+                      run_id=str(run_id), job_id=str(run.job.job_id), body_ended=True)
+            state.forget(run_id)
 
 
 async def beat(link: Link, state: WorkerState) -> wire.HeartbeatReply:

@@ -3,11 +3,21 @@
 A run is *owned* from the claim until its completion is acknowledged by the
 coordinator (the heartbeat keeps renewing its lease all that time), but its slot is
 freed as soon as the job body ends: completions are pipelined.
+
+An owned run is first *queued* (claimed, waiting for a slot), then *executing* (its
+body runs in a slot), then *ended* (its completion queued or in flight). A worker
+claims up to ``slots`` jobs plus a bounded *prefetch*, so that its slots never wait
+for a claim's round trip; the prefetch is sized so that a queued job waits about
+:data:`PREFETCH_HORIZON_SECONDS` at most (judged from the recent run times), which
+makes it zero for jobs that run long: no job sits in one worker's queue while
+another worker is idle for long. Queued runs are owned like any other (their leases
+are renewed) and are handed back at once (``Released``) on a drain.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,31 +28,48 @@ from schema import wire
 
 StopReason = Literal["Cancelled", "Released", "Lost"]
 
+PREFETCH_HORIZON_SECONDS = 0.05
+"""How long a prefetched job should wait for a slot, at most, judged from the recent
+run times: the prefetch is ``slots * horizon / mean run time``, capped."""
+RUN_TIME_WEIGHT = 0.2  # of the latest run in the moving average of run times
 
-@dataclass(eq=False)
+
+@dataclass(eq=False, slots=True)
 class OwnedRun:
     job: wire.ClaimedJob
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     running: bool = True  # False once the body ended and the completion is queued
+    started: bool = False  # its body was given a slot
     stop_reason: StopReason | None = None
     claimed_at: float = field(default_factory=trio.current_time)  # trio clock
+    # Called when a run still queued is stopped (no body to kill): set by the executors.
+    on_unstarted_stop: Callable[[OwnedRun], None] | None = None
 
     @property
     def ref(self) -> wire.RunRef:
         return wire.RunRef(run_id=self.job.run_id, lease_token=self.job.lease_token)
 
     def stop(self, reason: StopReason) -> None:
-        """Ask the executor to stop the body (kill its child) for ``reason``."""
+        """Ask the executor to stop the body (kill its child) for ``reason``; a run
+        still queued is finished at once instead."""
         if self.running and self.stop_reason is None:
             self.stop_reason = reason
-            self.scope.cancel()
+            if self.started:
+                self.scope.cancel()
+            elif self.on_unstarted_stop is not None:
+                self.on_unstarted_stop(self)
 
 
 class WorkerState:
-    def __init__(self, worker_id: str, slots: int) -> None:
+    def __init__(self, worker_id: str, slots: int, *, prefetch: int = 0) -> None:
         self.worker_id = worker_id
         self.slots = slots
+        self.prefetch_limit = prefetch
         self.runs: dict[uuid.UUID, OwnedRun] = {}
+        self.queued = 0  # owned runs waiting for a slot
+        self.executing = 0  # owned runs whose body is running
+        self.asked = 0  # jobs asked for by claims still in flight
+        self.mean_run_seconds: float | None = None  # moving average; None: no run yet
         self.draining = False
         self.changed = Doorbell()  # rung when a slot frees or a run is forgotten
         self.claim_scope: trio.CancelScope | None = None
@@ -56,23 +83,54 @@ class WorkerState:
 
     @property
     def busy(self) -> int:
-        return sum(1 for r in self.runs.values() if r.running)
+        """Runs whose body has not ended: executing or queued for a slot."""
+        return self.executing + self.queued
 
     @property
     def free(self) -> int:
         return max(self.slots - self.busy, 0)
 
+    def prefetch(self) -> int:
+        """How many jobs beyond its slots the worker may hold queued right now."""
+        mean = self.mean_run_seconds
+        if self.draining or self.prefetch_limit <= 0 or mean is None:
+            return 0
+        return min(self.prefetch_limit,
+                   int(self.slots * PREFETCH_HORIZON_SECONDS / max(mean, 1e-5)))
+
+    def wanted(self) -> int:
+        """How many more jobs to claim now (0 while draining)."""
+        if self.draining:
+            return 0
+        return max(self.slots + self.prefetch() - self.busy - self.asked, 0)
+
     def add(self, job: wire.ClaimedJob) -> OwnedRun:
         run = OwnedRun(job)
         self.runs[job.run_id] = run
+        self.queued += 1
         return run
 
+    def begin(self, run: OwnedRun) -> None:
+        """A queued run got a slot: its body starts."""
+        run.started = True
+        self.queued -= 1
+        self.executing += 1
+
     def body_ended(self, run: OwnedRun) -> None:
+        if not run.running:
+            return
         run.running = False
+        if run.started:
+            self.executing -= 1
+        else:
+            self.queued -= 1
         self.changed.ring()
 
     def forget(self, run_id: uuid.UUID) -> None:
-        if self.runs.pop(run_id, None) is not None:
+        run = self.runs.pop(run_id, None)
+        if run is not None:
+            if run.running:  # lost before its body ended: no slot or queue place to keep
+                self.body_ended(run)
             self.changed.ring()
 
     def refs(self) -> list[wire.RunRef]:
@@ -87,10 +145,13 @@ class WorkerState:
         self.overhead_seconds_sum += overhead_seconds
         self.overhead_count += 1
         self.child_restarts = child_restarts
+        mean = self.mean_run_seconds
+        self.mean_run_seconds = run_seconds if mean is None else (
+            mean + RUN_TIME_WEIGHT * (run_seconds - mean))
 
     def stats(self) -> wire.WorkerStats:
         return wire.WorkerStats(
-            busy=self.busy, slots=self.slots, runs_finished=self.runs_finished,
+            busy=self.executing, slots=self.slots, runs_finished=self.runs_finished,
             child_restarts=self.child_restarts, run_seconds_sum=self.run_seconds_sum,
             executor_overhead_seconds_sum=self.overhead_seconds_sum,
             executor_overhead_seconds_count=self.overhead_count)
@@ -101,9 +162,8 @@ class WorkerState:
             self.claim_scope.cancel()
         self.changed.ring()
 
-    async def wait_until(self, predicate: object) -> None:
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` is true, re-checking whenever state changes."""
-        assert callable(predicate)
         while True:
             gen = self.changed.generation
             if predicate():

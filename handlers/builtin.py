@@ -1,8 +1,9 @@
 """The built-in job types, registered on ``REGISTRY`` when this module is imported.
 
 Their names are a stable API: ``http_get``, ``cpu``, ``file_write``, ``noop``, ``sleep``
-and ``fail``. Each payload is a Struct with camelCase field names that refuses unknown
-fields; checks that a type and msgspec.Meta cannot express live in ``__post_init__``
+and ``fail``, and the inline ``noop_inline`` and ``sleep_inline`` (run in the worker
+process, see ``Registry.handler``). Each payload is a Struct with camelCase field names
+that refuses unknown fields; checks that a type and msgspec.Meta cannot express live in ``__post_init__``
 and raise PayloadError naming the field.
 """
 
@@ -15,9 +16,11 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 import msgspec
 
+from handlers import http_policy
 from handlers.registry import REGISTRY, HandlerError, PayloadError, PermanentError, RunContext
 
 __all__ = [
@@ -35,6 +38,7 @@ HTTP_MAX_BODY_BYTES = MIB
 HTTP_MAX_REDIRECTS = 5
 HTTP_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 FILE_MAX_BYTES = MIB
+FILE_NAME_MAX_BYTES = 255  # NAME_MAX: the longest file or folder name a file system takes
 
 
 class _Payload(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -63,11 +67,19 @@ class HttpGetPayload(_Payload):
 
 @REGISTRY.handler("http_get", payload=HttpGetPayload)
 def http_get(payload: HttpGetPayload, ctx: RunContext) -> dict[str, int]:
-    """GET the URL; read at most 1 MiB of the body. A non-2xx status is a failure."""
+    """GET the URL. A non-2xx status is a failure.
+
+    Limits: 5 s to connect and 30 s per read; at most 5 redirects; at most 1 MiB of
+    the body is read (as sent: nothing is decompressed), then the connection is
+    closed. Only public addresses, unless private ones are allowed
+    (handlers/http_policy.py): a refused address is a PermanentError.
+    """
     try:
         with (
-            httpx.Client(
-                timeout=HTTP_TIMEOUT, follow_redirects=True, max_redirects=HTTP_MAX_REDIRECTS
+            http_policy.open_client(
+                allow_private=http_policy.private_allowed(),
+                timeout=HTTP_TIMEOUT,
+                max_redirects=HTTP_MAX_REDIRECTS,
             ) as client,
             client.stream("GET", payload.url) as response,
         ):
@@ -76,11 +88,13 @@ def http_get(payload: HttpGetPayload, ctx: RunContext) -> dict[str, int]:
                     f"GET {payload.url}: expected a 2xx status, found {response.status_code}"
                 )
             received = 0
-            for chunk in response.iter_bytes():
+            for chunk in response.iter_raw():
                 received += len(chunk)
                 if received >= HTTP_MAX_BODY_BYTES:
-                    break
+                    break  # leaving the block closes the connection unread
             return {"statusCode": response.status_code, "bytes": min(received, HTTP_MAX_BODY_BYTES)}
+    except http_policy.AddressRefused as exc:
+        raise PermanentError(f"GET {payload.url}: {exc}") from exc
     except httpx.InvalidURL as exc:
         raise PermanentError(f"GET {payload.url}: invalid URL: {exc}") from exc
     except httpx.HTTPError as exc:
@@ -121,6 +135,9 @@ def _file_name_problem(name: str) -> str | None:
         return "a path without '..' components"
     if not path.parts or name.endswith("/") or path.name in ("", "."):
         return "a path naming a file"
+    longest = max(len(part.encode("utf-8", "surrogatepass")) for part in path.parts)
+    if longest > FILE_NAME_MAX_BYTES:
+        return f"names of at most {FILE_NAME_MAX_BYTES} bytes (UTF-8) between slashes"
     return None
 
 
@@ -236,3 +253,21 @@ def fail(payload: FailPayload, ctx: RunContext) -> None:
     if payload.permanent:
         raise PermanentError(payload.message)
     raise HandlerError(payload.message)
+
+
+# -- noop_inline, sleep_inline ------------------------------------------------------------
+# Run in the worker process (inline): no child process, no isolation, timeout by
+# cancellation only (see Registry.handler). For measuring the scheduler without the
+# process round trip, and as examples of inline handlers.
+
+
+@REGISTRY.handler("noop_inline", payload=NoopPayload, inline=True)
+async def noop_inline(payload: NoopPayload, ctx: RunContext) -> None:
+    """Do nothing, in the worker process."""
+    return None
+
+
+@REGISTRY.handler("sleep_inline", payload=SleepPayload, inline=True)
+async def sleep_inline(payload: SleepPayload, ctx: RunContext) -> None:
+    """Wait ``seconds`` in the worker's event loop (cancellable: its timeout works)."""
+    await anyio.sleep(payload.seconds)

@@ -6,9 +6,11 @@ Every setting is listed in :data:`SETTINGS` (name, default, meaning); README.md 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -36,6 +38,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Connections in the coordinator's pool."),
     Setting("SCHEDULER_MAX_BODY_BYTES", "max_body_bytes", int, 1_048_576,
             "Largest request body the API accepts (413 beyond)."),
+    Setting("SCHEDULER_MAX_PAYLOAD_BYTES", "max_payload_bytes", int, 262_144,
+            "Largest job payload (as JSON) a submission may carry (413 naming `payload` "
+            "beyond)."),
     Setting("SCHEDULER_LEASE_SECONDS", "lease_seconds", float, 30.0,
             "How long a claim is owned without a renewal."),
     Setting("SCHEDULER_HEARTBEAT_SECONDS", "heartbeat_seconds", float, 1.0,
@@ -53,6 +58,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Retry backoff cap."),
     Setting("SCHEDULER_WORKER_SLOTS", "worker_slots", int, 0,
             "Jobs a worker runs at once. 0: the CPU count."),
+    Setting("SCHEDULER_WORKER_PREFETCH", "worker_prefetch", int, 64,
+            "Most jobs a worker claims beyond its free slots, so that its slots never "
+            "wait for a claim's round trip; scaled down to what its slots get through in "
+            "about 50 ms at the recent run times (none for long jobs). Queued jobs are "
+            "handed back at once on a drain. 0: claim only for free slots."),
     Setting("SCHEDULER_WORKERS", "workers", int, 2, "Worker processes `scheduler up` starts."),
     Setting("SCHEDULER_DRAIN_TIMEOUT_SECONDS", "drain_timeout_seconds", float, 30.0,
             "On SIGTERM, how long a worker lets running jobs finish before handing them back."),
@@ -62,6 +72,12 @@ SETTINGS: tuple[Setting, ...] = (
             "The only folder file_write jobs may write in."),
     Setting("SCHEDULER_WORKER_ID", "worker_id", str, "",
             "A worker's id. Empty: hostname-pid-random."),
+    Setting("SCHEDULER_HTTP_ALLOW_PRIVATE", "http_allow_private", str, "auto",
+            "Whether http_get jobs may reach loopback, private, link-local and other "
+            "non-public addresses (checked on every address the host resolves to). "
+            "true, false, or auto: allowed when the worker's COORDINATOR_URL is on "
+            "loopback (everything on one machine, as with `scheduler up`), refused "
+            "otherwise. Read by workers."),
     Setting("SCHEDULER_MISFIRE_MAX_CATCHUP", "misfire_max_catchup", int, 100,
             "Most missed fires a schedule with misfirePolicy `all` catches up at once "
             "(the latest ones)."),
@@ -109,6 +125,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     coordinator_url: str = "http://127.0.0.1:5000"
     db_pool_size: int = 16
     max_body_bytes: int = 1_048_576
+    max_payload_bytes: int = 262_144
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 1.0
     reap_interval_seconds: float = 1.0
@@ -117,11 +134,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     retry_base_seconds: float = 1.0
     retry_cap_seconds: float = 300.0
     worker_slots: int = 0
+    worker_prefetch: int = 64
     workers: int = 2
     drain_timeout_seconds: float = 30.0
     kill_grace_seconds: float = 0.2
     worker_data_dir: str = ".scheduler/worker-data"
     worker_id: str = ""
+    http_allow_private: str = "auto"
     misfire_max_catchup: int = 100
     retention_succeeded_days: float = 7.0
     retention_deadletter_days: float = 30.0
@@ -147,6 +166,18 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     def handler_modules(self) -> list[str]:
         """``handlers`` split on commas, blanks dropped."""
         return [m.strip() for m in self.handlers.split(",") if m.strip()]
+
+    @property
+    def http_private_allowed(self) -> bool:
+        """``http_allow_private`` decided: ``auto`` allows private addresses exactly
+        when the coordinator URL's host is loopback (an IP literal or ``localhost``)."""
+        if self.http_allow_private != "auto":
+            return self.http_allow_private == "true"
+        try:
+            host = urlsplit(self.coordinator_url).hostname or ""
+            return host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:  # not a URL, or a host name that is not localhost
+            return False
 
     @property
     def pgdata(self) -> Path:
@@ -180,6 +211,7 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Co
 def _check(cfg: Config) -> None:
     positive = ("lease_seconds", "reap_interval_seconds", "claim_wait_seconds",
                 "retry_base_seconds", "retry_cap_seconds", "db_pool_size", "max_body_bytes",
+                "max_payload_bytes",
                 "misfire_max_catchup", "prune_interval_seconds", "prune_batch")
     for name in positive:
         if getattr(cfg, name) <= 0:
@@ -187,9 +219,15 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"{env} must be positive, found {getattr(cfg, name)!r}")
     if cfg.log_format not in ("auto", "json", "console"):
         raise ConfigError(f"SCHEDULER_LOG_FORMAT must be auto, json or console, found {cfg.log_format!r}")
+    if cfg.http_allow_private not in ("auto", "true", "false"):
+        raise ConfigError("SCHEDULER_HTTP_ALLOW_PRIVATE must be auto, true or false, "
+                          f"found {cfg.http_allow_private!r}")
     if cfg.workers < 0 or cfg.worker_slots < 0 or cfg.drain_timeout_seconds < 0:
         raise ConfigError("SCHEDULER_WORKERS, SCHEDULER_WORKER_SLOTS and "
                           "SCHEDULER_DRAIN_TIMEOUT_SECONDS must not be negative")
+    if not 0 <= cfg.worker_prefetch <= 1000:
+        raise ConfigError("SCHEDULER_WORKER_PREFETCH must be 0..1000, "
+                          f"found {cfg.worker_prefetch!r}")
     for name in ("retention_succeeded_days", "retention_deadletter_days"):
         if getattr(cfg, name) < 0:
             env = next(s.env for s in SETTINGS if s.field == name)

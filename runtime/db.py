@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Generator
 from contextlib import asynccontextmanager
 from typing import Any, Self, TypeVar
 
+import msgspec
 import psycopg
 import trio
 from psycopg import capabilities, pq
@@ -36,6 +37,7 @@ from psycopg import errors as e
 from psycopg._conninfo_attempts import conninfo_attempts
 from psycopg.conninfo import make_conninfo, timeout_from_conninfo
 from psycopg.rows import AsyncRowFactory, dict_row
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg.waiting import Ready, Wait
 
 from runtime.errors import DatabaseUnavailable
@@ -330,6 +332,9 @@ async def open_pool(conninfo: str, *, max_size: int = 16) -> AsyncIterator[Pool]
 async def connect(conninfo: str, *, autocommit: bool = True) -> TrioConnection:
     """One standalone connection (dict rows, session time zone UTC), e.g. for LISTEN."""
     conn = await TrioConnection.connect(conninfo, autocommit=autocommit, row_factory=dict_row)
+    # json/jsonb through msgspec: several times faster than the json module both ways.
+    set_json_loads(msgspec.json.decode, conn)
+    set_json_dumps(msgspec.json.encode, conn)
     try:
         await conn.execute("SET TIME ZONE 'UTC'")
     except BaseException:

@@ -380,6 +380,12 @@ class WarmPool:
         self._checkin(child)
         return response
 
+    @property
+    def killed(self) -> int:
+        """Children killed (or found dead) and replaced since the pool opened; the
+        same as ``statistics().killed``, without building a snapshot."""
+        return self._killed
+
     def statistics(self) -> PoolStatistics:
         """Return a snapshot of the pool's children and counters."""
         return PoolStatistics(

@@ -22,6 +22,7 @@ from actors.completer import Completer
 from actors.coordinator_link import Link
 from actors.executor import Executors
 from actors.worker_state import WorkerState
+from handlers import REGISTRY
 from runtime import logs
 from runtime.config import Config
 from runtime.procpool import open_pool
@@ -37,7 +38,7 @@ def make_worker_id(config: Config) -> str:
 
 
 async def run_worker(config: Config, queues: list[str]) -> int:
-    state = WorkerState(make_worker_id(config), config.slots)
+    state = WorkerState(make_worker_id(config), config.slots, prefetch=config.worker_prefetch)
     structlog.contextvars.bind_contextvars(worker_id=state.worker_id)
     link = Link(config.coordinator_url)
     forced = False
@@ -46,22 +47,28 @@ async def run_worker(config: Config, queues: list[str]) -> int:
         argv += ["--handlers", ",".join(config.handler_modules)]
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         try:
-            async with open_pool(argv, config.slots, kill_grace=config.kill_grace_seconds) as pool:
-                completer = Completer(link, state)
-                executors = Executors(pool, state, completer)
+            # The job processes learn the http_get address policy, decided, from here.
+            env = {**os.environ, "SCHEDULER_HTTP_ALLOW_PRIVATE":
+                   "true" if config.http_private_allowed else "false"}
+            async with open_pool(argv, config.slots, kill_grace=config.kill_grace_seconds,
+                                 env=env) as pool:
+                completer = Completer(link, state, queues=queues)
+                executors = Executors(pool, state, completer, registry=REGISTRY,
+                                      data_dir=os.path.abspath(config.worker_data_dir))
                 tree = Supervisor("worker", [
                     ChildSpec("heartbeat", partial(heartbeat.run, link, state,
                                                    interval=config.heartbeat_interval)),
                     ChildSpec("completer", completer.run),
                     ChildSpec("executors", executors.run),
                     ChildSpec("claim_loop", partial(
-                        claim_loop.run, link, state, executors, queues=queues,
+                        claim_loop.run, link, state, executors, completer, queues=queues,
                         wait_seconds=config.claim_wait_seconds)),
                 ])
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(tree.run)
                     log.info("worker_started", worker_id=state.worker_id, slots=state.slots,
-                             coordinator=config.coordinator_url, queues=queues)
+                             coordinator=config.coordinator_url, queues=queues,
+                             http_private_allowed=config.http_private_allowed)
                     count = 0
                     async for signum in signals:
                         count += 1

@@ -4,9 +4,13 @@ schema/queries/stats.sql.
 Reading a live picture of a jobs table of millions of rows on every scrape and every
 dashboard tick would be a load of its own, so :meth:`StatsStore.overview` hands out one
 cached :class:`Overview` snapshot to every caller, refreshed by one caller at a time
-and at most every ``min_age`` seconds, or less often when a refresh turns out costly
-(never more than ``1 / cost_factor`` of the time spent refreshing). The throughput
-chart is refreshed at most every ``chart_min_age`` seconds.
+when it is older than the caller accepts (``min_age``, 1 s, by default), and only
+within a time budget: the refreshes of the last ``budget_window`` seconds may have
+taken ``budget_window / cost_factor`` seconds together (1 s in 20 s: at most 5% of one
+connection's time). Past the budget every caller gets the cached snapshot until older
+refreshes leave the window, so a slow database is never asked more often, while one
+slow refresh (a cold connection at start-up) does not hold the next ones back. The
+throughput chart is read again at most every ``chart_min_age`` seconds.
 
 What each figure costs (docs/operations.md, "Observability"):
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections import deque
 from typing import Any
 
 import msgspec
@@ -91,6 +96,7 @@ class Overview(msgspec.Struct, rename="camel", kw_only=True):
 
 class StatsStatistics(msgspec.Struct, frozen=True, kw_only=True):
     refreshes: int
+    skipped: int  # times a caller got an older snapshot because the budget was spent
     last_refresh_seconds: float
     snapshot_age_seconds: float | None
 
@@ -108,13 +114,15 @@ class StatsStore:
     :class:`Overview` described in the module docstring."""
 
     def __init__(self, pool: Pool, *, min_age: float = 1.0, chart_min_age: float = 5.0,
-                 cost_factor: float = 20.0, exact_below: int = 100_000,
+                 cost_factor: float = 20.0, budget_window: float = 20.0,
+                 exact_below: int = 100_000,
                  chart_minutes: int = 60, max_workers: int = 100,
                  max_queues: int = 100) -> None:
         self.pool = pool
         self.min_age = min_age
         self.chart_min_age = chart_min_age
         self.cost_factor = cost_factor
+        self.budget_window = budget_window
         self.exact_below = exact_below
         self.chart_minutes = chart_minutes
         self.max_workers = max_workers
@@ -126,46 +134,58 @@ class StatsStore:
         self._chart: list[MinuteBucket] = []
         self._chart_at = -math.inf
         self._last_cost = 0.0
+        self._spent: deque[tuple[float, float]] = deque()  # (started, cost) in the window
         self._refreshes = 0
+        self._skipped = 0
 
     # --- the snapshot --------------------------------------------------------------
 
     async def overview(self, *, max_age: float | None = None,
                        newer_than: float | None = None) -> Overview:
         """The cached snapshot if it is at most ``max_age`` seconds old (default
-        ``min_age``; never less than ``cost_factor`` times the last refresh's cost),
-        else a fresh one. Concurrent callers share one refresh.
-
-        ``newer_than`` (trio clock) asks for a snapshot read after that instant, e.g.
-        after a notification of new jobs; it is read as soon as the cost bound allows.
+        ``min_age``) and, with ``newer_than`` (trio clock), was read after that instant
+        (e.g. after a notification of new jobs); else a fresh one, if the time budget
+        allows (the cached one if not). Concurrent callers share one refresh.
 
         Error handling: database errors propagate (the cached snapshot is kept).
         """
-        if self._fresh(max_age, newer_than):
+        if self._servable(max_age, newer_than):
             assert self._overview is not None
             await trio.lowlevel.checkpoint()
             return self._overview
         async with self._lock:
-            if self._fresh(max_age, newer_than):  # refreshed while we waited
+            if self._servable(max_age, newer_than):  # refreshed while we waited
                 assert self._overview is not None
                 return self._overview
-            # Never more often than the cost bound, however often we are asked.
-            await trio.sleep_until(self._started + self.cost_factor * self._last_cost)
             return await self.refresh()
 
-    def _fresh(self, max_age: float | None, newer_than: float | None) -> bool:
+    def _servable(self, max_age: float | None, newer_than: float | None) -> bool:
+        """Whether the cached snapshot answers a caller: fresh enough for it, or the
+        only thing the budget allows."""
         if self._overview is None:
             return False
-        if newer_than is not None and self._started < newer_than:
-            return False
-        allowed = max(self.min_age if max_age is None else max_age,
-                      self.cost_factor * self._last_cost)
-        return trio.current_time() - self._at <= allowed
+        now = trio.current_time()
+        fresh = (now - self._at <= (self.min_age if max_age is None else max_age)
+                 and (newer_than is None or self._started >= newer_than))
+        if fresh:
+            return True
+        if self.budget_spent(now) >= self.budget_window / self.cost_factor:
+            self._skipped += 1
+            return True
+        return False
+
+    def budget_spent(self, now: float) -> float:
+        """Seconds spent refreshing within the last ``budget_window`` seconds."""
+        while self._spent and self._spent[0][0] < now - self.budget_window:
+            self._spent.popleft()
+        return sum(cost for _, cost in self._spent)
 
     async def refresh(self) -> Overview:
         """Read a new snapshot now (bypassing the cache) and cache it."""
-        started = trio.current_time()
         async with self.pool.connection() as conn:
+            # Timed from here: the cost bound is about the queries, not about waiting
+            # for a connection (or opening one).
+            started = trio.current_time()
             now = (await self._rows(conn, "stats_now", {}))[0]["now"]
             counts, estimated = await self._counts(conn)
             queues = [QueueLag(queue=r["queue"], oldest_due_at=r["oldest_due_at"],
@@ -188,6 +208,7 @@ class StatsStore:
             refresh_seconds=cost)
         self._overview, self._at, self._last_cost = snapshot, trio.current_time(), cost
         self._started = started
+        self._spent.append((started, cost))
         self._refreshes += 1
         return snapshot
 
@@ -223,7 +244,8 @@ class StatsStore:
 
     def statistics(self) -> StatsStatistics:
         return StatsStatistics(
-            refreshes=self._refreshes, last_refresh_seconds=self._last_cost,
+            refreshes=self._refreshes, skipped=self._skipped,
+            last_refresh_seconds=self._last_cost,
             snapshot_age_seconds=None if self._overview is None
             else trio.current_time() - self._at)
 

@@ -57,6 +57,25 @@ def uuid7() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+_RAND_B = (1 << 62) - 1
+
+
+def uuid7_many(n: int) -> list[uuid.UUID]:
+    """``n`` version-7 UUIDs of one millisecond, increasing in the order given.
+
+    The 74 random bits (rand_a, rand_b) of the first are random with one bit of
+    headroom; each next id adds one (RFC 9562's "monotonic random" method), so a
+    batch keeps its order wherever ids break ties (claims, newest-first listings).
+    """
+    ms = (time.time_ns() // 1_000_000) & 0xFFFF_FFFF_FFFF
+    start = int.from_bytes(os.urandom(10), "big") >> 7  # 73 bits
+    head = ms << 80 | 0x7 << 76
+    out = []
+    for r in range(start, start + n):
+        out.append(uuid.UUID(int=head | (r >> 62) << 64 | 0x2 << 62 | (r & _RAND_B)))
+    return out
+
+
 def retry_delay(attempt: int, *, base: float, cap: float, jitter: float) -> float:
     """Seconds before retry after failed attempt ``attempt`` (1-based): full jitter.
 
@@ -158,6 +177,67 @@ class Store:
             if existing is not None:
                 return job_out(existing), False
         raise Conflict("the job conflicts with an existing one (schedule fire already taken)")
+
+    async def submit_many(self, jobs: Sequence[NewJob]) -> list[wire.SubmittedJob]:
+        """Insert a batch in one statement, all or nothing; one item per job, in order,
+        each with ``created``.
+
+        A job whose idempotency key exists already is not written: its item is the
+        existing job (``created=False``). Within the batch the first job with a key
+        wins and later ones with the same key get the same job (``created=False``).
+        Schedules' fire jobs (``schedule_id``) are not accepted here.
+        """
+        first: dict[str, int] = {}  # idempotency key -> index of its first job
+        fresh: list[int] = []  # indexes of the jobs sent to the INSERT
+        for i, job in enumerate(jobs):
+            key = job.idempotency_key
+            if key is None or key not in first:
+                if key is not None:
+                    first[key] = i
+                fresh.append(i)
+        ids = uuid7_many(len(fresh))
+        sent = [jobs[i] for i in fresh]
+        params = {
+            "ids": ids, "types": [j.type for j in sent],
+            "payloads": [msgspec.json.encode(j.payload).decode() for j in sent],
+            "queues": [j.queue for j in sent], "priorities": [j.priority for j in sent],
+            "run_ats": [j.run_at for j in sent],
+            "max_attempts": [j.max_attempts for j in sent],
+            "timeouts": [j.timeout_seconds for j in sent],
+            "keys": [j.idempotency_key for j in sent]}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("insert_jobs"), params)
+            inserted = await cur.fetchall()
+            by_id = {r["id"]: r for r in inserted}
+            missing = [j.idempotency_key for j, id_ in zip(sent, ids, strict=True)
+                       if id_ not in by_id and j.idempotency_key is not None]
+            existing: dict[str, dict[str, Any]] = {}
+            if missing:
+                cur = await conn.execute(q("get_jobs_by_keys"), {"keys": missing})
+                existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
+        rows: dict[int, tuple[dict[str, Any], bool]] = {}
+        for i, id_ in zip(fresh, ids, strict=True):
+            row = by_id.get(id_)
+            if row is not None:
+                rows[i] = (row, True)
+                continue
+            key = jobs[i].idempotency_key
+            found = existing.get(key) if key is not None else None
+            if found is None:
+                raise Conflict("the job conflicts with an existing one that could not be "
+                               "read back (deleted meanwhile?)",
+                               field=f"jobs[{i}].idempotencyKey")
+            rows[i] = (found, False)
+        out = []
+        for i, job in enumerate(jobs):
+            key = job.idempotency_key
+            if i in rows:
+                row, created = rows[i]
+            else:  # a later job with a key already used in this batch
+                assert key is not None
+                row, created = rows[first[key]][0], False
+            out.append(wire.SubmittedJob(**{f: row[f] for f in _JOB_FIELDS}, created=created))
+        return out
 
     async def get_job(self, job_id: uuid.UUID, *, with_runs: bool = True) -> wire.JobOut:
         async with self.pool.connection() as conn:

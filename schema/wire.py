@@ -49,6 +49,16 @@ class SubmitJob(msgspec.Struct, **_IN):
     overlap_policy: Literal["allow", "skip", "queue"] | None = None
 
 
+MAX_BATCH_JOBS = 1000
+
+
+class SubmitBatch(msgspec.Struct, **_IN):
+    """``POST /api/jobs/batch``: up to 1000 jobs, each as ``POST /api/jobs`` takes it
+    (without ``cron``); all are written or none."""
+
+    jobs: Annotated[list[SubmitJob], Meta(min_length=1, max_length=MAX_BATCH_JOBS)]
+
+
 class RetryJob(msgspec.Struct, **_IN):
     reason: Annotated[str, Meta(max_length=1000)] | None = None
 
@@ -87,6 +97,17 @@ class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     runs: list[RunOut] | None = None
+
+
+class SubmittedJob(JobOut, omit_defaults=True, **_OUT):
+    """One item of a batch submission's answer: the job, and whether this request
+    created it (False: its idempotency key named a job that already existed)."""
+
+    created: bool
+
+
+class SubmittedBatch(msgspec.Struct, **_OUT):
+    items: list[SubmittedJob]
 
 
 class JobPage(msgspec.Struct, **_OUT):
@@ -206,8 +227,14 @@ class Completion(msgspec.Struct, **_IN):
 
 
 class Complete(msgspec.Struct, **_IN):
+    """A batch of outcomes; with ``claim`` > 0 also a claim of up to that many more
+    jobs (answered at once, never long-polled), so a busy worker needs one request
+    per batch instead of two."""
+
     worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
     completions: Annotated[list[Completion], Meta(min_length=1, max_length=1000)]
+    claim: Annotated[int, Meta(ge=0, le=1000)] = 0
+    queues: list[QueueName] = msgspec.field(default_factory=lambda: ["default"])
 
 
 class CompletionResult(msgspec.Struct, **_OUT):
@@ -218,3 +245,4 @@ class CompletionResult(msgspec.Struct, **_OUT):
 
 class CompleteReply(msgspec.Struct, **_OUT):
     results: list[CompletionResult]
+    jobs: list[ClaimedJob] = msgspec.field(default_factory=list)  # Complete.claim's

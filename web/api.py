@@ -101,8 +101,19 @@ def parse_run_at(value: str) -> dt.datetime:
                        "runAt") from None
 
 
+def check_payload_size(payload: Any, field: str = "payload") -> None:
+    """413 naming ``field`` when ``payload``, as JSON, is over SCHEDULER_MAX_PAYLOAD_BYTES."""
+    limit = context(current_app).config.max_payload_bytes
+    size = len(msgspec.json.encode(payload))
+    if size > limit:
+        raise ApiError(413, "payload_too_large",
+                       f"expected a payload of at most {limit} bytes of JSON, found {size}",
+                       field)
+
+
 def _validate_payload(job_type: str, payload: dict[str, Any] | None) -> dict[str, Any]:
     registry = context(current_app).registry
+    check_payload_size(payload)
     try:
         registry.get(job_type)
     except UnknownHandler:
@@ -126,6 +137,19 @@ def _defaults(job_type: str, body: wire.SubmitJob) -> tuple[int, int, str, int]:
     return max_attempts, timeout, queue, body.priority or 0
 
 
+def _new_job(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
+             timeout: int, queue: str, priority: int) -> NewJob:
+    """The job a submission without ``cron`` describes (its payload already valid)."""
+    for name, value in (("timezone", body.timezone), ("misfirePolicy", body.misfire_policy),
+                        ("overlapPolicy", body.overlap_policy)):
+        if value is not None:
+            raise ApiError(400, "validation_error", f"{name} applies only with cron", name)
+    run_at = parse_run_at(body.run_at) if body.run_at is not None else None
+    return NewJob(type=body.type, payload=payload, queue=queue, priority=priority,
+                  run_at=run_at, max_attempts=max_attempts, timeout_seconds=timeout,
+                  idempotency_key=body.idempotency_key)
+
+
 @blueprint.post("/api/jobs")
 async def submit_job() -> Response:
     body: wire.SubmitJob = await read_body(wire.SubmitJob)
@@ -134,19 +158,48 @@ async def submit_job() -> Response:
     max_attempts, timeout, queue, priority = _defaults(body.type, body)
     if body.cron is not None:
         return await _submit_schedule(body, payload, max_attempts, timeout, queue, priority)
-    for name, value in (("timezone", body.timezone), ("misfirePolicy", body.misfire_policy),
-                        ("overlapPolicy", body.overlap_policy)):
-        if value is not None:
-            raise ApiError(400, "validation_error", f"{name} applies only with cron", name)
-    run_at = parse_run_at(body.run_at) if body.run_at is not None else None
-    job, created = await ctx.store.submit(NewJob(
-        type=body.type, payload=payload, queue=queue, priority=priority, run_at=run_at,
-        max_attempts=max_attempts, timeout_seconds=timeout,
-        idempotency_key=body.idempotency_key))
+    job, created = await ctx.store.submit(
+        _new_job(body, payload, max_attempts, timeout, queue, priority))
     if created:
         JOBS_SUBMITTED.labels(body.type).inc()
     return json_response(job, 201 if created else 200,
                          {"Location": f"/api/jobs/{job.id}"})
+
+
+@blueprint.post("/api/jobs/batch")
+async def submit_batch() -> Response:
+    """Up to 1000 jobs in one request and one INSERT, all or nothing.
+
+    Each item is validated exactly as ``POST /api/jobs`` validates a job (errors name
+    the field as ``jobs[3].payload.url``); ``cron`` is refused (schedules are made one
+    at a time). Answers ``{"items": [job, ...]}`` in request order, each job with
+    ``created`` (false: its idempotency key named an existing job, or an earlier item
+    of this batch); 201 when anything was created, else 200.
+    """
+    body: wire.SubmitBatch = await read_body(wire.SubmitBatch)
+    ctx = context(current_app)
+    jobs = []
+    for i, item in enumerate(body.jobs):
+        try:
+            if item.cron is not None:
+                raise ApiError(400, "validation_error",
+                               "cron is not allowed in a batch; create schedules one at a "
+                               "time with POST /api/jobs", "cron")
+            payload = _validate_payload(item.type, item.payload)
+            max_attempts, timeout, queue, priority = _defaults(item.type, item)
+            jobs.append(_new_job(item, payload, max_attempts, timeout, queue, priority))
+        except ApiError as exc:
+            where = exc.body.field
+            exc.body.field = f"jobs[{i}].{where}" if where else f"jobs[{i}]"
+            raise
+    items = await ctx.store.submit_many(jobs)
+    created: dict[str, int] = {}
+    for job in items:
+        if job.created:
+            created[job.type] = created.get(job.type, 0) + 1
+    for job_type, n in created.items():
+        JOBS_SUBMITTED.labels(job_type).inc(n)
+    return json_response(wire.SubmittedBatch(items=items), 201 if created else 200)
 
 
 async def _submit_schedule(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,

@@ -69,11 +69,14 @@ def create_app(ctx: AppContext) -> QuartTrio:
         api,
         dashboard,
         observability,
+        openapi,
         schedules_api,
         worker_api,
     )
 
-    app = QuartTrio("scheduler")
+    # No app-wide static route: the dashboard serves its own files, and a /static/
+    # folder of whatever directory the coordinator was started in must not be served.
+    app = QuartTrio("scheduler", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = ctx.config.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.extensions["scheduler"] = ctx
@@ -82,6 +85,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     app.register_blueprint(worker_api.blueprint)
     app.register_blueprint(observability.blueprint)
     app.register_blueprint(dashboard.blueprint)
+    app.register_blueprint(openapi.blueprint)
 
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:

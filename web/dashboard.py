@@ -92,7 +92,8 @@ async def events() -> Response:
         rang_at: float | None = None
         while True:
             try:
-                snapshot = await ctx.stats.overview(newer_than=rang_at)
+                snapshot = await ctx.stats.overview(max_age=PUSH_INTERVAL / 2,
+                                                    newer_than=rang_at)
                 yield b"event: overview\ndata: " + _encoder.encode(snapshot) + b"\n\n"
             except Exception as exc:  # the database is down: say so, keep the stream
                 body = {"message": f"{type(exc).__name__}: {exc}"}

@@ -30,7 +30,8 @@ any coordinator shows the whole cluster::
     scheduler_worker_child_restarts_total{worker_id},
     scheduler_worker_run_seconds_total{worker_id},
     scheduler_worker_executor_overhead_seconds{worker_id} (summary: _sum, _count)
-    scheduler_stats_refresh_duration_seconds, scheduler_stats_snapshot_age_seconds
+    scheduler_stats_refresh_duration_seconds, scheduler_stats_snapshot_age_seconds,
+    scheduler_stats_refreshes_total, scheduler_stats_refreshes_skipped_total
 
 Counters count what this coordinator saw: behind a load balancer, sum them over the
 coordinators. Snapshot gauges are the same on every coordinator: take one (``max``).
@@ -137,6 +138,13 @@ class SnapshotCollector(Collector):
                 "scheduler_stats_refresh_duration_seconds",
                 "What the last read of the stats snapshot cost",
                 value=self.stats.last_refresh_seconds)
+            yield CounterMetricFamily(
+                "scheduler_stats_refreshes", "Reads of the stats snapshot",
+                value=self.stats.refreshes)
+            yield CounterMetricFamily(
+                "scheduler_stats_refreshes_skipped",
+                "Times an older snapshot was served because reading a new one would "
+                "have exceeded the time budget", value=self.stats.skipped)
             if self.stats.snapshot_age_seconds is not None:
                 yield GaugeMetricFamily(
                     "scheduler_stats_snapshot_age_seconds",

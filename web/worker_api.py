@@ -147,10 +147,18 @@ async def claim() -> Response:
 @blueprint.post("/api/workers/complete")
 async def complete() -> Response:
     """A batch of outcomes. 200 when every item was accepted; 409 when any was fenced
-    off (the body still lists each item's fate; accepted items are applied)."""
+    off (the body still lists each item's fate; accepted items are applied).
+
+    With ``claim`` > 0 the answer also carries up to that many newly claimed jobs
+    (no waiting: none if none is due). The claim runs after the completions are
+    written, shielded like any claim; it is skipped without a query when the last
+    claim since the latest doorbell ring found the queues drained.
+    """
     body: wire.Complete = await read_body(wire.Complete)
-    rows = await context(current_app).store.complete(body.completions)
+    ctx = context(current_app)
+    rows = await ctx.store.complete(body.completions)
     results = []
+    refused = 0
     for item, row in zip(body.completions, rows, strict=True):
         accepted = row["job_id"] is not None
         results.append(wire.CompletionResult(run_id=item.run_id, accepted=accepted,
@@ -158,8 +166,19 @@ async def complete() -> Response:
         if accepted:
             observe_completion(row, item)
         else:
+            refused += 1
             STALE_COMPLETIONS.inc()
             log.warning("completion_refused", worker_id=body.worker_id,
                         run_id=str(item.run_id), reason="stale lease token")
-    status = 200 if all(r.accepted for r in results) else 409
-    return json_response(wire.CompleteReply(results=results), status)
+    jobs: list[wire.ClaimedJob] = []
+    if body.claim:
+        gate = _gate()
+        generation = ctx.doorbell.generation
+        if not gate.drained(body.queues, generation):
+            jobs = await _claim_once(ctx, wire.Claim(
+                worker_id=body.worker_id, max=body.claim, queues=body.queues))
+            gate.saw(body.queues, generation, asked=body.claim, got=len(jobs))
+            for job in jobs:
+                observe_claim(job, ctx.store.lease_seconds)
+    return json_response(wire.CompleteReply(results=results, jobs=jobs),
+                         409 if refused else 200)

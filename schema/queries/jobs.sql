@@ -13,6 +13,28 @@ VALUES (%(id)s, %(type)s, %(payload)s,
 ON CONFLICT DO NOTHING
 RETURNING *;
 
+-- name: insert_jobs
+-- A batch of new jobs in one statement (the arrays are parallel, one element per job,
+-- in request order). Jobs whose idempotency key already exists are not inserted and
+-- not returned; the caller reads them with get_jobs_by_keys.
+INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
+                  timeout_seconds, idempotency_key)
+SELECT t.id, t.type, t.payload,
+       CASE WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
+       t.queue, t.priority, COALESCE(t.run_at, now()), t.max_attempts, t.timeout_seconds,
+       t.idempotency_key
+FROM unnest(%(ids)s::uuid[], %(types)s::text[], %(payloads)s::jsonb[], %(queues)s::text[],
+            %(priorities)s::int[], %(run_ats)s::timestamptz[], %(max_attempts)s::int[],
+            %(timeouts)s::int[], %(keys)s::text[])
+     WITH ORDINALITY AS t(id, type, payload, queue, priority, run_at, max_attempts,
+                          timeout_seconds, idempotency_key, ord)
+ORDER BY t.ord
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: get_jobs_by_keys
+SELECT * FROM jobs WHERE idempotency_key = ANY(%(keys)s::text[]);
+
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s;
 

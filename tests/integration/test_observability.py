@@ -423,3 +423,23 @@ async def test_concurrent_readers_share_one_refresh(db_dsn: str) -> None:
         again = await stats.overview(max_age=60)
         assert 1 == stats.statistics().refreshes
         assert again is await stats.overview(max_age=60)
+
+
+async def test_a_snapshot_asked_newer_than_a_change_shows_it(db_dsn: str) -> None:
+    async with db.open_pool(db_dsn, max_size=2) as pool:
+        stats = StatsStore(pool, min_age=60)
+        before = await stats.overview()
+        sql(db_dsn, SEED, {"n": 6})
+        cached = await stats.overview()
+        fresh = await stats.overview(newer_than=trio.current_time())
+    assert (0, cached) == (before.counts["Pending"], before)
+    assert 1 == fresh.counts["Pending"]
+
+
+async def test_past_its_time_budget_the_store_serves_the_cached_snapshot(db_dsn: str) -> None:
+    async with db.open_pool(db_dsn, max_size=2) as pool:
+        stats = StatsStore(pool, cost_factor=1e9)  # a budget any refresh exceeds
+        first = await stats.overview()
+        again = await stats.overview(max_age=0)
+    assert again is first
+    assert (1, 1) == (stats.statistics().refreshes, stats.statistics().skipped)

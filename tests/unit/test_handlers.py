@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import msgspec
 import pytest
 
 from handlers import (
@@ -124,13 +125,34 @@ def test_run_validates_before_calling() -> None:
 
 
 def test_builtin_names_are_registered() -> None:
-    assert ["cpu", "fail", "file_write", "http_get", "noop", "sleep"] == REGISTRY.names()
+    assert ["cpu", "fail", "file_write", "http_get", "noop", "noop_inline", "sleep",
+            "sleep_inline"] == REGISTRY.names()
+
+
+def test_only_the_inline_built_ins_are_inline() -> None:
+    assert ["noop_inline", "sleep_inline"] == [
+        n for n in REGISTRY.names() if REGISTRY.get(n).inline]
+
+
+def test_an_inline_handler_must_be_async() -> None:
+    registry = Registry()
+
+    class Empty(msgspec.Struct):
+        pass
+
+    def blocking(payload: Empty, ctx: RunContext) -> None:
+        return None
+
+    with pytest.raises(TypeError, match="inline=True expects an async function"):
+        registry.handler("blocking", payload=Empty, inline=True)(blocking)
+    assert [] == registry.names()
 
 
 def test_unknown_handler_lists_known_names() -> None:
     with pytest.raises(UnknownHandler) as caught:
         REGISTRY.get("nope")
-    assert "cpu, fail, file_write, http_get, noop, sleep" in str(caught.value)
+    assert "cpu, fail, file_write, http_get, noop, noop_inline, sleep, sleep_inline" in str(
+        caught.value)
     assert "'nope'" in str(caught.value)
 
 

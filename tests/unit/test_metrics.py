@@ -110,7 +110,8 @@ OVERVIEW = Overview(
 
 
 def scrape(overview: Overview | None) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    stats = StatsStatistics(refreshes=1, last_refresh_seconds=0.004, snapshot_age_seconds=0.1)
+    stats = StatsStatistics(refreshes=1, skipped=0, last_refresh_seconds=0.004,
+                            snapshot_age_seconds=0.1)
     text = metrics.render(overview, stats).decode()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}

@@ -1,0 +1,1245 @@
+"""The benchmark suite of scheduler-core (``just bench``; ``just bench --quick`` in CI).
+
+    .venv/bin/python bench/run.py [--quick] [--dsn URL] [--workers 2] [--slots 8] ...
+
+Measures, each on a fresh database and with real ``scheduler coordinator`` and
+``scheduler worker`` processes (``python -m runtime.cli``) on 127.0.0.1:
+
+  e2e      N queued noop jobs worked off by W workers x S slots (and 1 x S): jobs/s from
+           the first claim (min job_runs.started_at) to the last Succeeded (max
+           jobs.finished_at), both stamped by the database; RSS sampled meanwhile
+  submit   POST /api/jobs one job per request (C concurrent keep-alive clients, and one
+           client sequentially), and POST /api/jobs/batch (1000 jobs per request) when
+           the coordinator has it
+  latency  one idle worker; submit -> claim (jobs.started_at) and -> job body start
+           (a UDP probe from the job), p50/p95/p99; idle RSS of worker and coordinator
+  scale    claim latency (POST /api/workers/claim, max=1, 100 due jobs) and list latency
+           (GET /api/jobs?take=50, ...&status=Succeeded) with 10k and 1M rows in jobs
+  peers    procrastinate and pgqueuer through the shared peer harness, on the same server
+  pgbench  the PostgreSQL ceiling (the harness's pgbench_limit.py)
+  http     the harness's HTTP adapter against a coordinator of ours (quick sizes)
+
+Prints one table (figure, target, PASS/FAIL, peers, ratios, fraction of the ceiling) and
+writes everything to bench/results/<timestamp>.json. Targets are reported, not asserted:
+the exit status is 0 unless one of our own measurements could not be made at all.
+Every process it starts is stopped (SIGTERM, then SIGKILL) on the way out, also on
+Ctrl-C or an error. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+import trio  # noqa: E402
+
+import benchlib as bl  # noqa: E402
+from benchlib import log  # noqa: E402
+
+ROOT = bl.ROOT
+RESULTS = ROOT / "bench" / "results"
+PY = sys.executable
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+PHASES = ("e2e", "submit", "latency", "scale", "peers", "pgbench", "http")
+PEERS = ("procrastinate", "pgqueuer")
+NOOP = {"type": "noop", "payload": {}}
+
+TARGETS = {
+    "e2e_jobs_per_s": 8000.0,
+    "e2e_vs_pgqueuer": 1.0,
+    "e2e_vs_procrastinate": 10.0,
+    "submit_single_per_s": 1500.0,
+    "submit_batch_per_s": 50000.0,
+    "pickup_p50_ms": 3.0,
+    "pickup_p99_ms": 10.0,
+    "scale_ratio": 2.0,
+    "worker_idle_rss_mb": 60.0,
+}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# ======================================================================= our processes
+
+
+class Cluster:
+    """A coordinator (and workers) of ours on one fresh database."""
+
+    def __init__(self, run: Run, purpose: str, *, env: dict[str, str] | None = None,
+                 handlers: str | None = None) -> None:
+        self.run = run
+        self.purpose = purpose
+        self.dsn = run.server.fresh_database(purpose)
+        self.dbname = self.dsn.rsplit("/", 1)[1].split("?", 1)[0]
+        self.env = env or {}
+        self.handlers = handlers
+        self.port = bl.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.coordinator: bl.Proc | None = None
+        self.workers: list[bl.Proc] = []
+
+    def base_env(self) -> dict[str, str]:
+        return {"SCHEDULER_LOG_FORMAT": "json", "SCHEDULER_HOST": "127.0.0.1",
+                "SCHEDULER_DATA_DIR": str(self.run.tmp / "data"),
+                "SCHEDULER_WORKER_DATA_DIR": str(self.run.tmp / "worker-data"),
+                "PYTHONPATH": str(ROOT), **self.env}
+
+    def start_coordinator(self) -> bl.Proc:
+        argv = [PY, "-m", "runtime.cli", "coordinator", "--port", str(self.port)]
+        if self.handlers:
+            argv += ["--handlers", self.handlers]
+        env = {**self.base_env(), "DATABASE_URL": self.dsn, "COORDINATOR_URL": self.url}
+        self.coordinator = self.run.procs.start(f"{self.purpose}-coordinator", argv, env=env)
+        coordinator = self.coordinator
+
+        def ready() -> bool:
+            coordinator.check()
+            return httpx.get(self.url + "/health/ready", timeout=2).status_code == 200
+        bl.wait_for(ready, timeout=60, what=f"coordinator {self.url}/health/ready")
+        return coordinator
+
+    def start_worker(self, slots: int, index: int = 0) -> bl.Proc:
+        argv = [PY, "-m", "runtime.cli", "worker", "--slots", str(slots),
+                "--coordinator-url", self.url, "--worker-id", f"bench-{self.purpose}-{index}"]
+        if self.handlers:
+            argv += ["--handlers", self.handlers]
+        env = {**self.base_env(), "DATABASE_URL": "", "COORDINATOR_URL": self.url}
+        proc = self.run.procs.start(f"{self.purpose}-worker{index}", argv, env=env)
+        self.workers.append(proc)
+        return proc
+
+    def wait_workers_active(self, n: int, timeout: float = 60) -> None:
+        def active() -> bool:
+            for w in self.workers:
+                w.check()
+            return self.scalar("SELECT count(*) FROM workers WHERE state = 'Active'") >= n
+        bl.wait_for(active, timeout=timeout, interval=0.05, what=f"{n} active worker(s)")
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+
+    def scalar(self, sql: str, params: Any = None) -> Any:
+        with self.connect() as conn:
+            row = conn.execute(sql.encode(), params).fetchone()
+        return row[0] if row else None
+
+    def stop(self) -> None:
+        for w in self.workers:
+            self.run.procs.stop(w, grace=20)
+        self.workers = []
+        if self.coordinator is not None:
+            self.run.procs.stop(self.coordinator, grace=15)
+            self.coordinator = None
+        if not self.run.args.keep_dbs:
+            try:
+                self.run.server.drop(self.dbname)
+            except psycopg.Error as exc:
+                log(f"could not drop {self.dbname}: {exc}")
+
+
+def probe_batch(url: str) -> bool:
+    """Does the coordinator have POST /api/jobs/batch? An empty batch is enough to tell:
+    a missing route answers 404 or 405, a real one 201 or a 400 naming the field."""
+    r = httpx.post(url + "/api/jobs/batch", json={"jobs": []}, timeout=10)
+    return r.status_code not in (404, 405)
+
+
+def insert_noop_jobs(cluster: Cluster, n: int) -> None:
+    """N due noop jobs in one INSERT ... SELECT generate_series (time-ordered ids)."""
+    with cluster.connect() as conn:
+        conn.execute(("INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, "
+                      "max_attempts, timeout_seconds) "
+                      f"SELECT {bl.sql_uuid7('clock_timestamp()')}, 'noop', '{{}}'::jsonb, "
+                      "'Pending', 'default', 0, now(), 3, 300 "
+                      "FROM generate_series(1, %s::int)").encode(), (n,))
+
+
+def submit_batches(url: str, n: int, size: int = 1000) -> None:
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for start in range(0, n, size):
+            k = min(size, n - start)
+            r = client.post("/api/jobs/batch", json={"jobs": [NOOP] * k})
+            if r.status_code != 201:
+                raise RuntimeError(f"POST /api/jobs/batch -> {r.status_code}: {r.text[:300]}")
+
+
+# ======================================================================= phases
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"scbench-{self.stamp}-"))
+        self.procs = bl.Procs(self.tmp / "logs")
+        self.server: bl.Server = None  # type: ignore[assignment]
+        self.results: dict[str, Any] = {"errors": {}}
+        self.batch_endpoint: bool | None = None
+
+    # -- e2e ---------------------------------------------------------------------------
+
+    def e2e(self, workers: int, slots: int, jobs: int) -> dict[str, Any]:
+        label = f"{workers}x{slots}"
+        log(f"e2e {label}: {jobs} noop jobs queued, then {workers} worker(s) x {slots} slots")
+        c = Cluster(self, f"e2e{label}")
+        try:
+            coord = c.start_coordinator()
+            self.batch_endpoint = probe_batch(c.url)
+            if self.batch_endpoint:
+                submit_batches(c.url, jobs)
+                how = "POST /api/jobs/batch, 1000 per request"
+            else:
+                insert_noop_jobs(c, jobs)
+                how = "one SQL INSERT ... SELECT generate_series (no batch endpoint)"
+            queued = c.scalar("SELECT count(*) FROM jobs WHERE status = 'Pending'")
+            if queued != jobs:
+                raise RuntimeError(f"expected {jobs} Pending jobs, found {queued}")
+            with c.connect() as conn:
+                conn.execute("ANALYZE jobs")
+            coord_idle = bl.memory_snapshot(coord.pid)
+            t_spawn = time.time()
+            for i in range(workers):
+                c.start_worker(slots, i)
+            samples: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 60 + jobs / 100
+            done = failed = 0
+            with c.connect() as conn:
+                while True:
+                    for p in [coord, *c.workers]:
+                        p.check()
+                    row = conn.execute(
+                        "SELECT count(*) FILTER (WHERE status = 'Succeeded'), "
+                        "count(*) FILTER (WHERE status IN ('DeadLetter', 'Cancelled')) "
+                        "FROM jobs").fetchone()
+                    assert row is not None
+                    done, failed = row
+                    samples.append({"t": round(time.time() - t_spawn, 2), "done": done,
+                                    "coordinator": bl.memory_snapshot(coord.pid),
+                                    "workers": [bl.memory_snapshot(w.pid) for w in c.workers]})
+                    if done + failed >= jobs:
+                        break
+                    if time.monotonic() > deadline:
+                        raise bl.Timeout(f"{jobs - done - failed} of {jobs} jobs not finished "
+                                         f"after {60 + jobs / 100:.0f} s ({done} Succeeded)")
+                    time.sleep(0.25)
+                t_seen = time.time()
+                row = conn.execute("""
+                    SELECT extract(epoch FROM (SELECT min(started_at) FROM job_runs)),
+                           extract(epoch FROM (SELECT max(finished_at) FROM jobs
+                                               WHERE status = 'Succeeded')),
+                           extract(epoch FROM (SELECT min(started_at) FROM workers)),
+                           (SELECT count(*) FROM job_runs),
+                           (SELECT count(*) FROM jobs WHERE attempts > 1)""").fetchone()
+                assert row is not None
+            first_claim, last_done, first_worker, runs, retried = (
+                float(row[0]), float(row[1]), float(row[2]), row[3], row[4])
+            span = last_done - first_claim
+            loaded = samples[1:] or samples
+            peak_coord = max((s["coordinator"]["rss_mb"] or 0) for s in loaded)
+            peak_workers = [max((s["workers"][i]["rss_mb"] or 0) for s in loaded)
+                            for i in range(workers)]
+            peak_children = [max(s["workers"][i]["children_rss_total_mb"] for s in loaded)
+                             for i in range(workers)]
+            out = {
+                "workers": workers, "slots": slots, "jobs": jobs, "succeeded": done,
+                "failed": failed, "runs": runs, "retried_jobs": retried, "queued_with": how,
+                "first_claim_to_last_succeeded_s": round(span, 3),
+                "jobs_per_s": bl.rate(done, span),
+                "worker_registered_to_last_succeeded_s": round(last_done - first_worker, 3),
+                "spawn_to_last_succeeded_s": round(last_done - t_spawn, 3),
+                "spawn_to_seen_done_s": round(t_seen - t_spawn, 3),
+                "memory": {"coordinator_idle": coord_idle,
+                           "coordinator_peak_rss_mb": peak_coord,
+                           "worker_peak_rss_mb": peak_workers,
+                           "worker_children_peak_total_mb": peak_children,
+                           "samples": len(samples),
+                           "last_sample": samples[-1]},
+            }
+            log(f"e2e {label}: {done}/{jobs} Succeeded in {span:.2f} s = {out['jobs_per_s']} jobs/s "
+                f"(runs {runs}, retried {retried}); peak RSS coordinator {peak_coord} MB, "
+                f"workers {peak_workers} MB (+ children {peak_children} MB)")
+            return out
+        finally:
+            c.stop()
+
+    # -- submit ------------------------------------------------------------------------
+
+    def submit(self) -> dict[str, Any]:
+        a = self.args
+        out: dict[str, Any] = {}
+        c = Cluster(self, "submit")
+        try:
+            c.start_coordinator()
+            body = json.dumps(NOOP).encode()
+            log(f"submit: {a.submit_jobs} x POST /api/jobs, {a.submit_clients} concurrent clients")
+            r = trio.run(post_many, c.url, "/api/jobs", a.submit_jobs, a.submit_clients, body, 10)
+            out["single"] = {**r, "clients": a.submit_clients}
+            n_seq = max(200, a.submit_jobs // 5)
+            log(f"submit: {n_seq} x POST /api/jobs, one client, one request at a time")
+            r = trio.run(post_many, c.url, "/api/jobs", n_seq, 1, body, 10)
+            out["sequential"] = {**r, "clients": 1}
+            expected = a.submit_jobs + n_seq + 10 * (a.submit_clients + 1)
+            stored = c.scalar("SELECT count(*) FROM jobs")
+            out["stored"] = stored
+            if stored != expected:
+                raise RuntimeError(f"expected {expected} jobs stored, found {stored}")
+            log(f"submit: {out['single']['jobs_per_s']}/s with {a.submit_clients} clients, "
+                f"{out['sequential']['jobs_per_s']}/s sequential")
+        finally:
+            c.stop()
+        c = Cluster(self, "batch")
+        try:
+            c.start_coordinator()
+            if not probe_batch(c.url):
+                out["batch"] = {"error": "n/a (no batch endpoint)"}
+                log("submit batch: n/a (no batch endpoint)")
+                return out
+            size = a.batch_size
+            requests = max(1, a.batch_jobs // size)
+            body = json.dumps({"jobs": [NOOP] * size}).encode()
+            log(f"submit batch: {requests} x POST /api/jobs/batch with {size} jobs, "
+                f"{a.batch_clients} clients")
+            r = trio.run(post_many, c.url, "/api/jobs/batch", requests, a.batch_clients, body, 1)
+            jobs = requests * size
+            r["jobs"] = jobs
+            r["jobs_per_s"] = bl.rate(jobs, r["seconds"])
+            r["batch_size"] = size
+            out["batch"] = {**r, "clients": a.batch_clients}
+            stored = c.scalar("SELECT count(*) FROM jobs")
+            if stored != jobs + size * a.batch_clients:
+                raise RuntimeError(f"expected {jobs + size * a.batch_clients} jobs, found {stored}")
+            log(f"submit batch: {r['jobs_per_s']} jobs/s")
+        finally:
+            c.stop()
+        return out
+
+    # -- latency -----------------------------------------------------------------------
+
+    def latency(self) -> dict[str, Any]:
+        a = self.args
+        c = Cluster(self, "latency", handlers="bench.probe_handlers")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        try:
+            coord = c.start_coordinator()
+            worker = c.start_worker(a.slots)
+            c.wait_workers_active(1)
+            time.sleep(2.0)  # settle: children started, first heartbeat sent
+            idle = {"coordinator": bl.memory_snapshot(coord.pid),
+                    "worker": bl.memory_snapshot(worker.pid)}
+            log(f"idle RSS: coordinator {idle['coordinator']['rss_mb']} MB, worker "
+                f"{idle['worker']['rss_mb']} MB + {idle['worker']['children']} job processes "
+                f"{idle['worker']['children_rss_mb']} MB")
+            samples: list[tuple[str, float, float, float]] = []
+            lost = 0
+            with httpx.Client(base_url=c.url, timeout=10) as client:
+                def one(seq: int) -> tuple[str, float, float, float] | None:
+                    body = {"type": "bench_probe", "payload": {"port": port, "seq": seq}}
+                    t0 = time.time()
+                    r = client.post("/api/jobs", json=body)
+                    t1 = time.time()
+                    if r.status_code != 201:
+                        raise RuntimeError(f"POST /api/jobs -> {r.status_code}: {r.text[:300]}")
+                    job_id = r.json()["id"]
+                    deadline = time.monotonic() + 10
+                    while time.monotonic() < deadline:
+                        sock.settimeout(max(0.01, deadline - time.monotonic()))
+                        try:
+                            data = sock.recv(256).decode().split()
+                        except TimeoutError:
+                            break
+                        if int(data[0]) == seq:
+                            return job_id, t0, t1, float(data[1])
+                    worker.check()
+                    return None
+
+                for seq in range(-10, 0):  # warm-up, not counted
+                    one(seq)
+                time.sleep(0.5)
+                log(f"latency: {a.latency_samples} jobs, one at a time, one idle worker")
+                for seq in range(a.latency_samples):
+                    got = one(seq)
+                    if got is None:
+                        lost += 1
+                    else:
+                        samples.append(got)
+                    time.sleep(a.latency_gap)
+            ids = [s[0] for s in samples]
+            bl.wait_for(lambda: c.scalar("SELECT count(*) FROM jobs WHERE id = ANY(%s::uuid[]) "
+                                         "AND status = 'Succeeded'", (ids,)) == len(ids),
+                        timeout=30, what="latency jobs Succeeded")
+            with c.connect() as conn:
+                rows = conn.execute("""
+                    SELECT j.id::text, extract(epoch FROM j.created_at),
+                           extract(epoch FROM j.started_at), extract(epoch FROM r.started_at),
+                           extract(epoch FROM j.finished_at)
+                    FROM jobs j JOIN job_runs r ON r.job_id = j.id AND r.attempt = 1
+                    WHERE j.id = ANY(%s::uuid[])""", (ids,)).fetchall()
+            db = {r[0]: [float(x) for x in r[1:]] for r in rows}
+            client_started, db_side, body_start, post_call, to_done = [], [], [], [], []
+            for job_id, t0, t1, t_body in samples:
+                created, started, run_started, finished = db[job_id]
+                client_started.append(started - t0)
+                db_side.append(run_started - created)
+                body_start.append(t_body - t0)
+                post_call.append(t1 - t0)
+                to_done.append(finished - t0)
+            out = {
+                "samples": len(samples), "lost": lost, "worker_slots": a.slots,
+                "submit_to_started_at": bl.summary_ms(client_started),
+                "db_created_at_to_run_started_at": bl.summary_ms(db_side),
+                "submit_to_body_start": bl.summary_ms(body_start),
+                "post_call": bl.summary_ms(post_call),
+                "submit_to_finished_at": bl.summary_ms(to_done),
+                "idle_memory": idle,
+            }
+            s = out["submit_to_started_at"]
+            log(f"latency: submit -> startedAt p50 {s['p50_ms']} p95 {s['p95_ms']} p99 "
+                f"{s['p99_ms']} ms; -> body p50 {out['submit_to_body_start']['p50_ms']} ms")
+            return out
+        finally:
+            sock.close()
+            c.stop()
+
+    # -- scale -------------------------------------------------------------------------
+
+    def scale(self) -> dict[str, Any]:
+        """Claim and list latency with few and with many rows in jobs. Both databases are
+        filled first and served by one coordinator each; then the samples alternate
+        between the two, so a change of machine load hits both sizes alike."""
+        a = self.args
+        targets: list[ScaleTarget] = []
+        try:
+            for rows in a.scale_rows:
+                targets.append(ScaleTarget(self, rows))
+            for t in targets:
+                t.prepare()
+            for _ in range(20):  # warm-up, not counted
+                for t in targets:
+                    t.claim_once(None)
+                    t.list_once({"take": 50}, None)
+                    t.list_once({"status": "Succeeded", "take": 50}, None)
+            log(f"scale: {a.scale_samples} claims, lists and Succeeded lists on each size, "
+                "alternating")
+            for i in range(a.scale_samples):
+                for t in targets:
+                    if i % 50 == 0:  # stay Active however slow the run is
+                        t.client.post("/api/workers/heartbeat", json={"workerId": t.worker_id})
+                    t.claim_once(t.claims)
+            for _ in range(a.scale_samples):
+                for t in targets:
+                    t.list_once({"take": 50}, t.lists)
+            for _ in range(a.scale_samples):
+                for t in targets:
+                    t.list_once({"status": "Succeeded", "take": 50}, t.lists_ok)
+            out: dict[str, Any] = {"sizes": {str(t.rows): t.summary() for t in targets}}
+        finally:
+            for t in targets:
+                t.close()
+        small, big = out["sizes"][str(a.scale_rows[0])], out["sizes"][str(a.scale_rows[-1])]
+        out["ratios"] = {k: round(big[k]["p50_ms"] / small[k]["p50_ms"], 2)
+                         for k in ("claim", "list", "list_succeeded")}
+        out["small"], out["big"] = a.scale_rows[0], a.scale_rows[-1]
+        for t in out["sizes"].values():
+            log(f"scale {t['rows']:,} rows: claim p50 {t['claim']['p50_ms']} ms, list p50 "
+                f"{t['list']['p50_ms']} ms, list Succeeded p50 {t['list_succeeded']['p50_ms']} ms")
+        log(f"scale: {a.scale_rows[-1]}/{a.scale_rows[0]} median ratios {out['ratios']}")
+        return out
+
+    # -- the peer harness --------------------------------------------------------------
+
+    def harness(self) -> Path:
+        """/tmp/peer-bench: a writable copy of the shared harness (venvs kept)."""
+        src, dst = Path(self.args.peer_bench_src), Path(self.args.peer_bench_dir)
+        if not (src / "bench_common.py").is_file():
+            raise RuntimeError(f"no peer harness in {src}")
+        if getattr(self, "_harness_ready", False):
+            return dst
+        dst.mkdir(parents=True, exist_ok=True)
+        for item in src.iterdir():
+            if item.name.startswith(".venv") or item.name == "results":
+                continue
+            target = dst / item.name
+            if item.is_dir():
+                shutil.copytree(item, target, dirs_exist_ok=True)
+            else:
+                shutil.copyfile(item, target)
+                shutil.copymode(item, target)
+        (dst / "results").mkdir(exist_ok=True)
+        subprocess.run(["chmod", "-R", "u+w", str(dst)], check=False, timeout=30)
+        self._harness_ready = True
+        return dst
+
+    def setup_peers(self, systems: list[str]) -> dict[str, str | None]:
+        """Build the peers' venvs (setup.sh skips those already built). -> system: why not"""
+        hb = self.harness()
+        missing = [s for s in systems if not (hb / f".venv-{s}" / "bin" / "python").exists()]
+        why: dict[str, str | None] = {}
+        if missing or self.args.peer_setup:
+            log(f"peers: building venvs for {' '.join(systems)} (setup.sh; needs PyPI)")
+            try:
+                r = subprocess.run(["bash", str(hb / "setup.sh"), *systems], cwd=hb,
+                                   capture_output=True, text=True, timeout=900)
+                err = (r.stderr or r.stdout).strip().splitlines()[-3:] if r.returncode else []
+            except subprocess.TimeoutExpired:
+                err = ["setup.sh timed out after 900 s"]
+            for s in systems:
+                ok = (hb / f".venv-{s}" / "bin" / "python").exists()
+                why[s] = None if ok else ("setup failed: " + " | ".join(err) if err
+                                          else "setup failed (no venv)")
+        else:
+            why = {s: None for s in systems}
+        return why
+
+    def run_harness_script(self, name: str, argv: list[str], out: Path, timeout: float,
+                           cwd: Path | None = None,
+                           env: dict[str, str] | None = None) -> dict[str, Any]:
+        """Run one harness script as a process of ours (its own session, so its workers are
+        stopped with it), bounded by ``timeout``; return its result JSON."""
+        out.unlink(missing_ok=True)
+        proc = self.procs.start(name, argv, cwd=cwd or self.harness(), env=env)
+        try:
+            proc.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise bl.Timeout(f"{name} still running after {timeout:.0f} s; log {proc.log_path}"
+                             ) from None
+        finally:
+            self.procs.stop(proc, grace=10)
+        if proc.popen.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"{name} exited {proc.popen.returncode}: "
+                               f"{proc.tail(600).strip()}")
+        doc: dict[str, Any] = json.loads(out.read_text())
+        return doc
+
+    def peer_e2e_runs(self, system: str) -> tuple[list[list[int]], list[str]]:
+        a = self.args
+        runs = [[a.workers, a.slots]] if a.quick else [[1, a.slots], [a.workers, a.slots],
+                                                         [1, 50], [a.workers, 50]]
+        settings = self.results.get("server", {})
+        budget = int(settings.get("max_connections", "100")) - int(
+            settings.get("connections_in_use_at_start", "10")) - 15
+        keep, skipped = [], []
+        for p, c in runs:
+            need = p * min(c + 2, 52) + 6 if system == "procrastinate" else p + 2
+            if need > budget:
+                skipped.append(f"{p}x{c}: needs ~{need} connections, server has ~{budget} free")
+            elif [p, c] not in keep:
+                keep.append([p, c])
+        return keep, skipped
+
+    def peers(self) -> dict[str, Any]:
+        a = self.args
+        out: dict[str, Any] = {}
+        why = self.setup_peers([*a.peers, "http"] if "http" in a.only else list(a.peers))
+        self.results["peer_setup"] = why
+        hb = self.harness()
+        for system in a.peers:
+            if why.get(system):
+                out[system] = {"error": why[system]}
+                log(f"peer {system}: {why[system]}")
+                continue
+            runs, skipped = self.peer_e2e_runs(system)
+            path = hb / "results" / f"scbench-{self.stamp}-{system}.json"
+            argv = [str(hb / f".venv-{system}" / "bin" / "python"), f"peers/{system}_bench.py",
+                    "--dsn", self.server.dsn, "--only", "enqueue,e2e,latency",
+                    "--set", f"e2e_jobs={a.jobs}", "--set", f"e2e_runs={json.dumps(runs)}",
+                    "--out", str(path)]
+            if a.quick:
+                argv.append("--quick")
+            log(f"peer {system}: {'--quick, ' if a.quick else ''}e2e {a.jobs} jobs, runs {runs}")
+            try:
+                doc = self.run_harness_script(f"peer-{system}", argv, path,
+                                              timeout=600 if a.quick else 1800)
+                doc["skipped_e2e_runs"] = skipped
+                out[system] = doc
+                log(f"peer {system}: e2e {[(e['processes'], e['concurrency'], e['jobs_per_s']) for e in doc.get('e2e', [])]}, "
+                    f"latency p50 {doc.get('latency', {}).get('p50_ms')} ms, errors {doc.get('errors')}")
+            except (RuntimeError, OSError, ValueError) as exc:
+                out[system] = {"error": str(exc)[:800]}
+                log(f"peer {system} failed: {exc}")
+            finally:
+                if not a.keep_dbs:
+                    try:
+                        self.server.drop(f"bench_{system}")
+                    except psycopg.Error:
+                        pass
+        return out
+
+    def pgbench(self) -> dict[str, Any]:
+        a = self.args
+        hb = self.harness()
+        pg_bin = os.environ.get("BENCH_PG_BIN", "/usr/lib/postgresql/15/bin")
+        if not (Path(pg_bin) / "pgbench").exists() or not (Path(pg_bin) / "psql").exists():
+            found = shutil.which("pgbench")
+            if found is None or not (Path(found).resolve().parent / "psql").exists():
+                return {"error": f"no pgbench/psql in {pg_bin} (nor on PATH)"}
+            pg_bin = str(Path(found).resolve().parent)
+        dsn = self.server.fresh_database("pgbench")
+        path = hb / "results" / f"scbench-{self.stamp}-pgbench_limit.json"
+        argv = [PY, "pgbench_limit.py", "--dsn", dsn, "--duration", str(a.pgbench_duration),
+                "--clients", a.pgbench_clients, "--scenarios", a.pgbench_scenarios,
+                "--out", str(path)]
+        log(f"pgbench ceiling: {a.pgbench_scenarios} x clients {a.pgbench_clients}, "
+            f"{a.pgbench_duration} s per cell")
+        try:
+            doc = self.run_harness_script("pgbench", argv, path, timeout=1800,
+                                          env={"BENCH_PG_BIN": pg_bin})
+        finally:
+            if not a.keep_dbs:
+                self.server.drop(dsn.rsplit("/", 1)[1].split("?", 1)[0])
+        best: dict[str, float] = {}
+        for r in doc.get("runs", []):
+            best[r["scenario"]] = max(best.get(r["scenario"], 0.0), r["jobs_per_s"])
+        doc["best"] = best
+        log(f"pgbench ceiling (best jobs/s): {best}")
+        return doc
+
+    def http_adapter(self) -> dict[str, Any]:
+        a = self.args
+        why = (self.results.get("peer_setup") or {}).get("http")
+        if why is None and not (self.harness() / ".venv-http" / "bin" / "python").exists():
+            why = self.setup_peers(["http"]).get("http")
+        if why:
+            return {"error": why}
+        hb = self.harness()
+        c = Cluster(self, "http")
+        try:
+            c.start_coordinator()
+            path = hb / "results" / f"scbench-{self.stamp}-http.json"
+            worker_cmd = f"{PY} -m runtime.cli worker --slots {{concurrency}} --coordinator-url {c.url}"
+            runs = [[1, a.slots], [a.workers, a.slots]]
+            argv = [str(hb / ".venv-http" / "bin" / "python"), str(hb / "peers" / "http_api_bench.py"),
+                    c.url, "--quick", "--name", "scheduler-core", "--worker-cmd", worker_cmd,
+                    "--set", f"e2e_runs={json.dumps(runs)}", "--out", str(path)]
+            log(f"http adapter (--quick) against {c.url}, workers: {worker_cmd}")
+            env = {**c.base_env(), "DATABASE_URL": "", "COORDINATOR_URL": c.url}
+            doc = self.run_harness_script("http-adapter", argv, path, timeout=600, cwd=ROOT,
+                                          env=env)
+            log(f"http adapter: enqueue {doc.get('enqueue', {}).get('single', {}).get('jobs_per_s')}/s, "
+                f"e2e {[(e['processes'], e['concurrency'], e['jobs_per_s']) for e in doc.get('e2e', [])]}, "
+                f"errors {doc.get('errors')}")
+            return doc
+        finally:
+            c.stop()
+
+
+class ScaleTarget:
+    """One database with ``rows`` finished jobs (and 100 due ones), its coordinator, a
+    registered fake worker and the latencies measured against it."""
+
+    def __init__(self, run: Run, rows: int) -> None:
+        self.rows = rows
+        self.cluster = Cluster(run, f"scale{rows}", env={
+            "SCHEDULER_RETENTION_SUCCEEDED_DAYS": "0", "SCHEDULER_RETENTION_DEADLETTER_DAYS": "0"})
+        self.client: httpx.Client = None  # type: ignore[assignment]
+        self.conn: psycopg.Connection[Any] = None  # type: ignore[assignment]
+        self.worker_id = f"bench-fake-{uuid.uuid4().hex[:6]}"
+        self.claims: list[float] = []
+        self.lists: list[float] = []
+        self.lists_ok: list[float] = []
+        self.info: dict[str, Any] = {}
+        self.insert_due = (
+            "INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts, "
+            f"timeout_seconds) SELECT {bl.sql_uuid7('clock_timestamp()')}, 'noop', '{{}}'::jsonb, "
+            "'Pending', 'default', 0, now(), 3, 300 FROM generate_series(1, %s::int)").encode()
+
+    def prepare(self) -> None:
+        c = self.cluster
+        c.start_coordinator()
+        t0 = time.time()
+        bulk_history(c, self.rows)
+        fill_s = time.time() - t0
+        self.conn = c.connect()
+        self.conn.execute(self.insert_due, (100,))
+        self.conn.execute("VACUUM ANALYZE jobs")
+        self.conn.execute("VACUUM ANALYZE job_runs")
+        total = self.conn.execute("SELECT count(*) FROM jobs").fetchone()
+        size = self.conn.execute("SELECT pg_size_pretty(pg_total_relation_size('jobs'))").fetchone()
+        self.info = {"rows": total[0] if total else None, "jobs_table_size": size[0] if size else None,
+                     "fill_s": round(fill_s, 1)}
+        log(f"scale {self.rows:,}: filled in {fill_s:.1f} s (jobs with indexes: {self.info['jobs_table_size']})")
+        self.client = httpx.Client(base_url=c.url, timeout=10)
+
+    def register(self) -> None:
+        r = self.client.post("/api/workers/register", json={
+            "workerId": self.worker_id, "hostname": "bench", "pid": os.getpid(), "capacity": 1})
+        if r.status_code != 201:
+            raise RuntimeError(f"register -> {r.status_code}: {r.text[:300]}")
+        self.registered = True
+
+    def claim_once(self, into: list[float] | None) -> None:
+        if not getattr(self, "registered", False):
+            self.register()
+        t = time.perf_counter()
+        r = self.client.post("/api/workers/claim", json={"workerId": self.worker_id, "max": 1,
+                                                          "waitSeconds": 0})
+        dt = time.perf_counter() - t
+        jobs = r.json().get("jobs") if r.status_code == 200 else None
+        if not jobs:
+            raise RuntimeError(f"claim -> {r.status_code}: {r.text[:300]}")
+        if into is not None:
+            into.append(dt)
+        # not timed: finish the job and queue another, so that 100 stay due
+        done = self.client.post("/api/workers/complete", json={
+            "workerId": self.worker_id, "completions": [{
+                "runId": jobs[0]["runId"], "leaseToken": jobs[0]["leaseToken"],
+                "outcome": "Succeeded"}]})
+        if done.status_code != 200:
+            raise RuntimeError(f"complete -> {done.status_code}: {done.text[:300]}")
+        self.conn.execute(self.insert_due, (1,))
+
+    def list_once(self, params: dict[str, Any], into: list[float] | None) -> None:
+        t = time.perf_counter()
+        r = self.client.get("/api/jobs", params=params)
+        dt = time.perf_counter() - t
+        if r.status_code != 200 or len(r.json()["items"]) != params["take"]:
+            raise RuntimeError(f"GET /api/jobs {params} -> {r.status_code}: {r.text[:200]}")
+        if into is not None:
+            into.append(dt)
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.info, "claim": bl.summary_ms(self.claims), "list": bl.summary_ms(self.lists),
+                "list_succeeded": bl.summary_ms(self.lists_ok)}
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.conn is not None:
+            self.conn.close()
+        self.cluster.stop()
+
+
+def bulk_history(c: Cluster, rows: int, chunk: int = 200_000) -> None:
+    """``rows`` finished jobs spread over the last 6 days (ids time-ordered like the real
+    ones), about 1 % DeadLetter and 1 % Cancelled, each with its run, in a few large
+    INSERT ... SELECT generate_series statements."""
+    sql = f"""
+        WITH j AS (
+            INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, attempts,
+                              max_attempts, timeout_seconds, created_at, updated_at,
+                              started_at, finished_at, last_error)
+            SELECT {bl.sql_uuid7('ts')},
+                   (ARRAY['noop', 'http_get', 'cpu', 'sleep'])[1 + i %% 4], '{{}}'::jsonb,
+                   CASE WHEN i %% 97 = 0 THEN 'DeadLetter' WHEN i %% 89 = 0 THEN 'Cancelled'
+                        ELSE 'Succeeded' END,
+                   CASE WHEN i %% 10 = 0 THEN 'batch' ELSE 'default' END, 0, ts, 1, 3, 300,
+                   ts, ts + interval '20 ms', ts + interval '2 ms', ts + interval '20 ms',
+                   CASE WHEN i %% 97 = 0 THEN 'RuntimeError: bench history' END
+            FROM (SELECT i, now() - interval '6 days'
+                            + (i::float8 / %(rows)s::float8) * interval '6 days' - interval '1 hour' AS ts
+                  FROM generate_series(%(lo)s::int, %(hi)s::int) AS i) s
+            RETURNING id, status, started_at, finished_at, last_error)
+        INSERT INTO job_runs (id, job_id, attempt, worker_id, lease_token, lease_expires_at,
+                              started_at, finished_at, outcome, error)
+        SELECT gen_random_uuid(), id, 1, 'bench-history', gen_random_uuid(),
+               started_at + interval '30 s', started_at, finished_at,
+               CASE status WHEN 'Succeeded' THEN 'Succeeded' WHEN 'Cancelled' THEN 'Cancelled'
+                           ELSE 'Failed' END, last_error
+        FROM j"""
+    with c.connect() as conn:
+        conn.execute("SET statement_timeout = '900s'")
+        for lo in range(1, rows + 1, chunk):
+            conn.execute(sql.encode(), {"rows": rows, "lo": lo, "hi": min(rows, lo + chunk - 1)})
+
+
+async def post_many(url: str, path: str, requests: int, clients: int, body: bytes,
+                    warmup: int) -> dict[str, Any]:
+    """``requests`` POSTs of ``body`` over ``clients`` keep-alive connections (one
+    httpx.AsyncClient each, one request in flight each), after ``warmup`` untimed
+    requests per client. Every answer must be 201."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    issued = 0
+    headers = {"content-type": "application/json"}
+
+    async def lane(client: httpx.AsyncClient, count: int | None) -> None:
+        nonlocal issued
+        sent = 0
+        while (count is None and issued < requests) or (count is not None and sent < count):
+            if count is None:
+                issued += 1
+            sent += 1
+            t = time.perf_counter()
+            r = await client.post(path, content=body, headers=headers)
+            if count is None:
+                latencies.append(time.perf_counter() - t)
+            if r.status_code != 201:
+                errors.append(f"{r.status_code}: {r.text[:200]}")
+                if len(errors) > 10:
+                    raise RuntimeError(f"POST {path}: too many errors, e.g. {errors[0]}")
+
+    pool = [httpx.AsyncClient(base_url=url, timeout=60,
+                              limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
+            for _ in range(clients)]
+    try:
+        with trio.fail_after(900):
+            async with trio.open_nursery() as nursery:
+                for client in pool:
+                    nursery.start_soon(lane, client, warmup)
+            started = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for client in pool:
+                    nursery.start_soon(lane, client, None)
+            elapsed = time.perf_counter() - started
+    finally:
+        for client in pool:
+            await client.aclose()
+    if errors:
+        raise RuntimeError(f"POST {path}: {len(errors)} errors, e.g. {errors[0]}")
+    return {"jobs": requests, "seconds": round(elapsed, 3), "jobs_per_s": bl.rate(requests, elapsed),
+            "request": bl.summary_ms(latencies)}
+
+
+# ======================================================================= the table
+
+
+def fmt(v: Any, nd: int = 0) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (int, float)):
+        return f"{v:,.{nd}f}"
+    return str(v)
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def peer_e2e_best(doc: dict[str, Any] | None) -> tuple[float | None, str]:
+    if not doc or not doc.get("e2e"):
+        return None, ""
+    best = max((e for e in doc["e2e"] if e.get("jobs_per_s")), key=lambda e: e["jobs_per_s"],
+               default=None)
+    if best is None:
+        return None, ""
+    return best["jobs_per_s"], f"{best['processes']}x{best['concurrency']}"
+
+
+def peer_e2e_at(doc: dict[str, Any] | None, p: int, c: int) -> float | None:
+    for e in (doc or {}).get("e2e", []):
+        if e["processes"] == p and e["concurrency"] == c:
+            return e.get("jobs_per_s")
+    return None
+
+
+def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list[str]], list[str]]:
+    """The table: [figure, ours, target, result, pgqueuer, procrastinate, ours/pgqueuer,
+    ours/procrastinate, ceiling, of ceiling]; and notes."""
+    W, S = args.workers, args.slots
+    peers = res.get("peers") or {}
+    pgq = peers.get("pgqueuer") if not (peers.get("pgqueuer") or {}).get("error") else None
+    pro = peers.get("procrastinate") if not (peers.get("procrastinate") or {}).get("error") else None
+    pgb = res.get("pgbench") or {}
+    best = pgb.get("best") or {}
+    rows: list[list[str]] = []
+    notes: list[str] = []
+
+    def ratio(ours: float | None, theirs: float | None) -> str:
+        if not ours or not theirs:
+            return "-"
+        return f"{ours / theirs:.2f}x"
+
+    def ceiling(ours: float | None, *scenarios: str) -> tuple[str, str]:
+        vals = [(best[s], s) for s in scenarios if best.get(s)]
+        if not vals:
+            return "-", "-"
+        v, s = max(vals)
+        return f"{fmt(v)} ({s})", (f"{ours / v:.0%}" if ours else "-")
+
+    def add(fig: str, ours: str, target: str = "", result: str = "", pq: str = "-",
+            pr: str = "-", rq: str = "-", rr: str = "-", ceil: str = "-", frac: str = "-") -> None:
+        rows.append([fig, ours, target, result, pq, pr, rq, rr, ceil, frac])
+
+    def err_of(name: str) -> str | None:
+        for key, e in (res.get("errors") or {}).items():
+            if key.split()[0] == name:
+                return f"error: {e.splitlines()[0][:60]}"
+        return None
+
+    # e2e
+    e2e = res.get("e2e") or {}
+    main = e2e.get(f"{W}x{S}")
+    ours = main.get("jobs_per_s") if main else None
+    pq_best, pq_cell = peer_e2e_best(pgq)
+    pr_best, pr_cell = peer_e2e_best(pro)
+    ce, cf = ceiling(ours, "cycle_batch", "drain_batch")
+    add(f"e2e noop jobs/s, {W}x{S} ({args.jobs:,} queued)",
+        fmt(ours) if main else (err_of("e2e") or "not run"),
+        ">= 8,000", verdict(None if ours is None else ours >= TARGETS["e2e_jobs_per_s"]),
+        f"{fmt(pq_best)} ({pq_cell})" if pq_best else peer_err(peers, "pgqueuer"),
+        f"{fmt(pr_best)} ({pr_cell})" if pr_best else peer_err(peers, "procrastinate"),
+        ratio(ours, pq_best), ratio(ours, pr_best), ce, cf)
+    add("  e2e vs pgqueuer's best (same run)", fmt(ours), ">= 1x pgqueuer",
+        verdict(None if not (ours and pq_best) else ours >= pq_best * TARGETS["e2e_vs_pgqueuer"]))
+    add("  e2e vs procrastinate's best (same run)", fmt(ours), ">= 10x procrastinate",
+        verdict(None if not (ours and pr_best)
+                else ours >= pr_best * TARGETS["e2e_vs_procrastinate"]))
+    one = e2e.get(f"1x{S}")
+    if one or W != 1:
+        o1 = one.get("jobs_per_s") if one else None
+        pq1, pr1 = peer_e2e_at(pgq, 1, S), peer_e2e_at(pro, 1, S)
+        ce, cf = ceiling(o1, "cycle_batch", "drain_batch")
+        add(f"e2e noop jobs/s, 1x{S}", fmt(o1) if one else (err_of("e2e") or "not run"), "", "",
+            fmt(pq1), fmt(pr1), ratio(o1, pq1), ratio(o1, pr1), ce, cf)
+        pqm, prm = peer_e2e_at(pgq, W, S), peer_e2e_at(pro, W, S)
+        if W != 1 and (pqm or prm) and main:
+            add(f"  peers at the same shape, {W}x{S}", fmt(ours), "", "", fmt(pqm), fmt(prm),
+                ratio(ours, pqm), ratio(ours, prm))
+
+    # submit
+    sub = res.get("submit") or {}
+    single = sub.get("single")
+    o = single.get("jobs_per_s") if single else None
+    ce, cf = ceiling(o, "enqueue_single")
+    add(f"submit jobs/s, 1 per request, {args.submit_clients} clients",
+        fmt(o) if single else (err_of("submit") or "not run"), ">= 1,500",
+        verdict(None if o is None else o >= TARGETS["submit_single_per_s"]),
+        ceil=ce, frac=cf)
+    seq = sub.get("sequential")
+    o = seq.get("jobs_per_s") if seq else None
+    pq_e = ((pgq or {}).get("enqueue") or {}).get("single", {}).get("jobs_per_s")
+    pr_e = ((pro or {}).get("enqueue") or {}).get("single", {}).get("jobs_per_s")
+    add("submit jobs/s, 1 per request, 1 client", fmt(o) if seq else "-", "", "",
+        fmt(pq_e) if pq_e else peer_err(peers, "pgqueuer"),
+        fmt(pr_e) if pr_e else peer_err(peers, "procrastinate"), ratio(o, pq_e), ratio(o, pr_e))
+    batch = sub.get("batch") or {}
+    o = batch.get("jobs_per_s")
+    pq_b = ((pgq or {}).get("enqueue") or {}).get("batch", {}).get("jobs_per_s")
+    pr_b = ((pro or {}).get("enqueue") or {}).get("batch", {}).get("jobs_per_s")
+    ce, cf = ceiling(o, "enqueue_batch")
+    add(f"submit jobs/s, batched ({args.batch_size}/request)",
+        fmt(o) if o else (batch.get("error") or err_of("submit") or "not run"), ">= 50,000",
+        verdict(None if o is None else o >= TARGETS["submit_batch_per_s"]),
+        fmt(pq_b), fmt(pr_b), ratio(o, pq_b), ratio(o, pr_b), ce, cf)
+
+    # latency
+    lat = res.get("latency") or {}
+    s = lat.get("submit_to_started_at") or {}
+    for p, target in (("p50", "pickup_p50_ms"), ("p95", None), ("p99", "pickup_p99_ms")):
+        v = s.get(f"{p}_ms")
+        add(f"pickup {p} ms, submit -> startedAt (claim)",
+            fmt(v, 2) if v is not None else (err_of("latency") or "not run"),
+            f"<= {TARGETS[target]:g}" if target else "",
+            verdict(None if v is None or not target else v <= TARGETS[target]))
+    d = lat.get("db_created_at_to_run_started_at") or {}
+    if d:
+        add("  same, database clock: createdAt -> run startedAt p50/p99",
+            f"{fmt(d.get('p50_ms'), 2)} / {fmt(d.get('p99_ms'), 2)}")
+    b = lat.get("submit_to_body_start") or {}
+    if b:
+        pql = (pgq or {}).get("latency") or {}
+        prl = (pro or {}).get("latency") or {}
+        for p in ("p50", "p99"):
+            add(f"submit -> job body start {p} ms (peers' latency)", fmt(b.get(f"{p}_ms"), 2), "",
+                "", fmt(pql.get(f"{p}_ms"), 2), fmt(prl.get(f"{p}_ms"), 2),
+                ratio(b.get(f"{p}_ms"), pql.get(f"{p}_ms")),
+                ratio(b.get(f"{p}_ms"), prl.get(f"{p}_ms")))
+
+    # scale
+    sc = res.get("scale") or {}
+    if sc.get("sizes"):
+        small, big = str(sc["small"]), str(sc["big"])
+        for key, name in (("claim", "claim (max=1, 100 due)"), ("list", "list take=50"),
+                          ("list_succeeded", "list status=Succeeded take=50")):
+            a_, b_ = sc["sizes"][small][key]["p50_ms"], sc["sizes"][big][key]["p50_ms"]
+            r = sc["ratios"][key]
+            add(f"{name} median ms, {human(int(small))} -> {human(int(big))} rows",
+                f"{a_:.2f} -> {b_:.2f} ({r:.2f}x)", "<= 2x",
+                verdict(r <= TARGETS["scale_ratio"]))
+    else:
+        add("claim/list latency at scale", err_of("scale") or "not run", "<= 2x", "n/a")
+
+    # memory
+    idle = lat.get("idle_memory") or {}
+    main_mem = (main or {}).get("memory") or {}
+    ci = (idle.get("coordinator") or {}).get("rss_mb")
+    cp = main_mem.get("coordinator_peak_rss_mb")
+    add("coordinator RSS MB, idle / under load (peak)", f"{fmt(ci, 1)} / {fmt(cp, 1)}")
+    wi = idle.get("worker") or {}
+    wp = main_mem.get("worker_peak_rss_mb") or []
+    add("worker RSS MB (its own process), idle", fmt(wi.get("rss_mb"), 1), "<= 60",
+        verdict(None if wi.get("rss_mb") is None
+                else wi["rss_mb"] <= TARGETS["worker_idle_rss_mb"]))
+    if wp:
+        add("worker RSS MB under load (peak, per worker)", " / ".join(fmt(x, 1) for x in wp))
+    if wi:
+        kids = wi.get("children_rss_mb") or []
+        add(f"  its {len(kids)} job processes, idle MB (each)",
+            f"{fmt(wi.get('children_rss_total_mb'), 1)} ({fmt(min(kids), 1) if kids else '-'}"
+            f"-{fmt(max(kids), 1) if kids else '-'})")
+    kp = main_mem.get("worker_children_peak_total_mb") or []
+    if kp:
+        add("  job processes under load (peak total, per worker)", " / ".join(fmt(x, 1) for x in kp))
+
+    # the HTTP adapter
+    h = res.get("http") or {}
+    if h and not h.get("error"):
+        enq = (h.get("enqueue") or {}).get("single", {}).get("jobs_per_s")
+        add("HTTP adapter (--quick): submit 1 client jobs/s", fmt(enq), "", "",
+            fmt(pq_e), fmt(pr_e), ratio(enq, pq_e), ratio(enq, pr_e))
+        for e in h.get("e2e", []):
+            p, c = e["processes"], e["concurrency"]
+            pq1, pr1 = peer_e2e_at(pgq, p, c), peer_e2e_at(pro, p, c)
+            add(f"HTTP adapter (--quick): e2e {p}x{c} jobs/s ({e['jobs']:,})",
+                fmt(e.get("jobs_per_s")), "", "", fmt(pq1), fmt(pr1), ratio(e.get("jobs_per_s"), pq1),
+                ratio(e.get("jobs_per_s"), pr1))
+        hl = (h.get("latency") or {}).get("server_started_at") or {}
+        if hl:
+            pql = (pgq or {}).get("latency") or {}
+            prl = (pro or {}).get("latency") or {}
+            add("HTTP adapter (--quick): submit -> startedAt p50 ms", fmt(hl.get("p50_ms"), 2),
+                "", "", fmt(pql.get("p50_ms"), 2), fmt(prl.get("p50_ms"), 2),
+                ratio(hl.get("p50_ms"), pql.get("p50_ms")), ratio(hl.get("p50_ms"), prl.get("p50_ms")))
+        if h.get("errors"):
+            notes.append(f"HTTP adapter errors: {h['errors']}")
+    elif h.get("error"):
+        add("HTTP adapter (--quick)", h["error"][:70])
+
+    for system in PEERS:
+        doc = peers.get(system)
+        if doc and doc.get("error"):
+            notes.append(f"{system}: {doc['error'][:300]}")
+        elif doc:
+            if doc.get("skipped_e2e_runs"):
+                notes.append(f"{system}: skipped e2e runs: {'; '.join(doc['skipped_e2e_runs'])}")
+            if doc.get("errors"):
+                notes.append(f"{system} errors: {doc['errors']}")
+    if pgb.get("error"):
+        notes.append(f"pgbench ceiling: {pgb['error']}")
+    for name, e in (res.get("errors") or {}).items():
+        notes.append(f"phase {name} failed: {e.splitlines()[0][:300]}")
+    return rows, notes
+
+
+def peer_err(peers: dict[str, Any], system: str) -> str:
+    doc = peers.get(system)
+    if doc is None:
+        return "-"
+    if doc.get("error"):
+        return "n/a (see notes)"
+    return "-"
+
+
+def human(n: int) -> str:
+    if n >= 1_000_000 and n % 1_000_000 == 0:
+        return f"{n // 1_000_000}M"
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    return f"{n:,}"
+
+
+HEADERS = ["figure", "scheduler-core", "target", "result", "pgqueuer", "procrastinate",
+           "ours/pgqueuer", "ours/procrastinate", "PG ceiling (pgbench)", "of ceiling"]
+
+
+def render(rows: list[list[str]], markdown: bool) -> str:
+    w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    if markdown:
+        out = ["| " + " | ".join(HEADERS) + " |",
+               "|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADERS))) + "|"]
+        out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+        return "\n".join(out)
+    line = "  ".join
+    out = [line(h.ljust(w[i]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(HEADERS)),
+           line("-" * x for x in w)]
+    out += [line(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
+            for r in rows]
+    return "\n".join(out)
+
+
+# ======================================================================= main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="See bench/README.md for what each figure means.")
+    p.add_argument("--quick", action="store_true",
+                   help="CI sizes (about 2 minutes): 2,000 e2e jobs, 10k/100k rows, peers --quick")
+    p.add_argument("--dsn", default=None,
+                   help=f"PostgreSQL URL to create the benchmark databases on (default: "
+                        f"DATABASE_URL, else {DEFAULT_DSN} if it answers, else an embedded one)")
+    p.add_argument("--embedded", action="store_true", help="use an embedded PostgreSQL")
+    p.add_argument("--jobs", type=int, help="e2e jobs (default 20,000; quick 2,000)")
+    p.add_argument("--workers", type=int, default=2, help="e2e worker processes (default 2)")
+    p.add_argument("--slots", type=int, default=8, help="slots per worker (default 8)")
+    p.add_argument("--submit-jobs", type=int, help="single submissions (5,000; quick 1,000)")
+    p.add_argument("--submit-clients", type=int, default=8)
+    p.add_argument("--batch-jobs", type=int, help="batched submissions (100,000; quick 10,000)")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-clients", type=int, default=2)
+    p.add_argument("--latency-samples", type=int, help="(500; quick 100)")
+    p.add_argument("--latency-gap", type=float, default=0.02, help="pause between samples, s")
+    p.add_argument("--scale-rows", help="row counts, comma-separated (10000,1000000; quick "
+                                        "10000,100000)")
+    p.add_argument("--scale-samples", type=int, default=200)
+    p.add_argument("--only", default=",".join(PHASES), help=f"subset of {','.join(PHASES)}")
+    p.add_argument("--skip", default="", help="phases to leave out")
+    p.add_argument("--peers", default=",".join(PEERS), help="peer systems (default both)")
+    p.add_argument("--peer-setup", action="store_true",
+                   help="run the harness's setup.sh even when the venvs exist")
+    p.add_argument("--peer-bench-src", default=os.environ.get("PEER_BENCH_SRC", "/work/shared/bench"))
+    p.add_argument("--peer-bench-dir", default=os.environ.get("PEER_BENCH_DIR", "/tmp/peer-bench"))
+    p.add_argument("--pgbench-duration", type=int, help="seconds per pgbench cell (10; quick 3)")
+    p.add_argument("--pgbench-clients", help="(4,16; quick 16)")
+    p.add_argument("--pgbench-scenarios", help="(all six; quick cycle_*, enqueue_*)")
+    p.add_argument("--keep-dbs", action="store_true", help="do not drop the benchmark databases")
+    p.add_argument("--out", help="result file (default bench/results/<timestamp>.json)")
+    a = p.parse_args(argv)
+    q = a.quick
+    a.jobs = a.jobs or (2000 if q else 20000)
+    a.submit_jobs = a.submit_jobs or (1000 if q else 5000)
+    a.batch_jobs = a.batch_jobs or (10000 if q else 100000)
+    a.latency_samples = a.latency_samples or (100 if q else 500)
+    a.scale_rows = [int(x) for x in (a.scale_rows or ("10000,100000" if q else "10000,1000000")
+                                     ).split(",")]
+    a.pgbench_duration = a.pgbench_duration or (3 if q else 10)
+    a.pgbench_clients = a.pgbench_clients or ("16" if q else "4,16")
+    a.pgbench_scenarios = a.pgbench_scenarios or (
+        "cycle_single,cycle_batch,enqueue_single,enqueue_batch" if q else
+        "cycle_single,cycle_batch,enqueue_single,enqueue_batch,drain_single,drain_batch")
+    skip = {s.strip() for s in a.skip.split(",") if s.strip()}
+    a.only = [s.strip() for s in a.only.split(",") if s.strip() and s.strip() not in skip]
+    bad = set(a.only) - set(PHASES)
+    if bad:
+        p.error(f"unknown phase(s) {sorted(bad)}; known: {', '.join(PHASES)}")
+    a.peers = [s.strip() for s in a.peers.split(",") if s.strip()]
+    if set(a.peers) - set(PEERS):
+        p.error(f"unknown peer(s) {sorted(set(a.peers) - set(PEERS))}; known: {', '.join(PEERS)}")
+    if len(a.scale_rows) < 2:
+        p.error("--scale-rows needs two sizes at least")
+    return a
+
+
+def resolve_dsn(a: argparse.Namespace) -> str | None:
+    if a.embedded:
+        return None
+    if a.dsn:
+        return str(a.dsn)
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    if bl.can_connect(bl.with_dbname(DEFAULT_DSN, "postgres")) is None:
+        return DEFAULT_DSN
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    run = Run(args)
+    res = run.results
+    res.update({"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick,
+                "config": {k: v for k, v in vars(args).items()},
+                "machine": {"host": platform.node(), "cpus": os.cpu_count(),
+                            "python": platform.python_version(), "kernel": platform.release(),
+                            "loadavg_at_start": bl.loadavg()},
+                "git": git_head()})
+    started = time.monotonic()
+    interrupted = False
+    try:
+        run.server = bl.open_server(resolve_dsn(args), run.tmp / "pg")
+        res["server"] = {"kind": run.server.kind, **run.server.settings()}
+        log(f"PostgreSQL: {run.server.kind} {res['server'].get('server_version')} "
+            f"(max_connections {res['server'].get('max_connections')}); logs in {run.procs.log_dir}")
+        steps: list[tuple[str, str, Callable[[], Any]]] = []
+        if "e2e" in args.only:
+            steps.append(("e2e", f"{args.workers}x{args.slots}",
+                          lambda: run.e2e(args.workers, args.slots, args.jobs)))
+            if args.workers != 1:
+                steps.append(("e2e", f"1x{args.slots}", lambda: run.e2e(1, args.slots, args.jobs)))
+        for name, fn in (("submit", run.submit), ("latency", run.latency), ("scale", run.scale),
+                         ("peers", run.peers), ("pgbench", run.pgbench), ("http", run.http_adapter)):
+            if name in args.only:
+                steps.append((name, "", fn))
+        for name, sub, fn in steps:
+            t = time.monotonic()
+            try:
+                value = fn()
+                if sub:
+                    res.setdefault(name, {})[sub] = value
+                else:
+                    res[name] = value
+            except Exception as exc:
+                key = f"{name} {sub}".strip()
+                res["errors"][key] = f"{type(exc).__name__}: {exc}"
+                log(f"{key} FAILED: {type(exc).__name__}: {exc}")
+                traceback.print_exc(file=sys.stderr)
+            res.setdefault("phase_seconds", {})[f"{name} {sub}".strip()] = round(
+                time.monotonic() - t, 1)
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: stopping everything")
+    finally:
+        run.procs.stop_all()
+        if run.server is not None:
+            if args.keep_dbs:
+                run.server.databases.clear()
+            try:
+                run.server.close()
+            except Exception as exc:
+                log(f"closing the database server failed: {exc!r}")
+    res["seconds"] = round(time.monotonic() - started, 1)
+    res["machine"]["loadavg_at_end"] = bl.loadavg()
+    rows, notes = build_rows(res, args)
+    res["table"] = {"headers": HEADERS, "rows": rows, "notes": notes,
+                    "markdown": render(rows, markdown=True)}
+    out = Path(args.out) if args.out else RESULTS / f"{run.stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=str))
+    srv = res.get("server", {})
+    print()
+    print(f"scheduler-core benchmark{' (--quick)' if args.quick else ''}, {res['started_at']}: "
+          f"{os.cpu_count()} cores, PostgreSQL {srv.get('server_version', '?')} "
+          f"({srv.get('kind', '?')}), everything on 127.0.0.1; {res['seconds']:.0f} s")
+    print(render(rows, markdown=False))
+    for n in notes:
+        print(f"note: {n}")
+    print("ratios are ours / theirs (for latencies lower is better); the ceiling is the best "
+          "pgbench cell of the same run")
+    print(f"results: {out}")
+    if res["errors"] or interrupted:
+        print(f"logs of the processes: {run.procs.log_dir}")
+    else:
+        shutil.rmtree(run.tmp, ignore_errors=True)
+    if interrupted:
+        return 130
+    ours = [k for k in res["errors"] if k.split()[0] in ("e2e", "submit", "latency", "scale")]
+    return 1 if ours else 0
+
+
+def git_head() -> str | None:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=5)
+        return r.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""Fuzzing the live coordinator from its own OpenAPI document (schemathesis).
+
+Every operation of web/openapi.py gets generated requests, valid ones and invalid ones
+(a bounded, derandomized number: the same examples on every run), sent to a real
+coordinator on a real database. Each answer must be no 5xx, have a documented status
+and content type, and match the documented schema.
+
+The coordinator runs with a 0.05 s claim long-poll so ``POST /api/workers/claim``
+answers at once; the dashboard's event stream, which never ends, is left out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from handlers import REGISTRY
+from tests.support import Coordinator
+from web.openapi import build_document
+
+MAX_EXAMPLES = 25
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]
+
+schema = schemathesis.openapi.from_dict(build_document(REGISTRY)).exclude(
+    operation_id="dashboardEvents")
+
+
+@pytest.fixture(scope="module")
+def module_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
+    """One migrated database for the whole module (hypothesis runs many examples per
+    test, and a fixture per example would be a database per example)."""
+    name = f"sc_fuzz_{uuid.uuid4().hex[:12]}"
+    template = conninfo_to_dict(template_dsn)["dbname"]
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}".encode())
+    yield make_conninfo(pg_admin_dsn, dbname=name)
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
+
+
+@pytest.fixture(scope="module")
+def api(module_dsn: str) -> Iterator[Coordinator]:
+    c = Coordinator(module_dsn, env={"SCHEDULER_CLAIM_WAIT_SECONDS": "0.05"})
+    try:
+        c.wait_healthy()
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as s:
+        s.trust_env = False  # loopback only: no proxy from the environment
+        yield s
+
+
+@schema.parametrize()
+@settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
+          suppress_health_check=list(HealthCheck))
+def test_the_api_answers_as_documented(case: schemathesis.Case, api: Coordinator,
+                                       session: requests.Session) -> None:
+    case.call_and_validate(base_url=api.url, session=session, checks=CHECKS, timeout=10)
