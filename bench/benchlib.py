@@ -163,7 +163,7 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
 
 def _group_alive(pgid: int) -> bool:
     """Does any non-zombie process of process group ``pgid`` run?"""
-    for pid, stat in _all_stats():
+    for _pid, stat in _all_stats():
         if stat[2] == pgid and stat[0] != "Z":
             return True
     return False

@@ -32,7 +32,6 @@ import collections
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -81,13 +80,29 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+# ``python -c CPROFILE OUT ARGS``: runtime.cli under cProfile with a CPU-time clock
+# (process_time), the stats written to OUT when it exits.
+CPROFILE = """
+import atexit, cProfile, sys, time
+out = sys.argv.pop(1)
+prof = cProfile.Profile(time.process_time)
+atexit.register(lambda: (prof.disable(), prof.dump_stats(out)))
+from runtime import cli
+prof.enable()
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 class Proc:
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path, *,
+                 cprofile: Path | None = None) -> None:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen([sys.executable, "-m", "runtime.cli", *args],
-                                      env={**os.environ, **env}, cwd=ROOT,
+        argv = [sys.executable, "-m", "runtime.cli", *args]
+        if cprofile is not None:
+            argv = [sys.executable, "-c", CPROFILE, str(cprofile), *args]
+        self.popen = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT,
                                       stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
@@ -187,7 +202,8 @@ class Bench:
         subprocess.run([sys.executable, "-m", "runtime.cli", "migrate"], check=True,
                        env={**os.environ, **self.env}, cwd=ROOT, stdout=subprocess.DEVNULL)
         self.coordinator = Proc("coordinator", ["coordinator", "--port", str(self.port),
-                                                "--no-migrate"], self.env, self.logdir)
+                                                "--no-migrate"], self.env, self.logdir,
+                                cprofile=self._cprofile("coordinator"))
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -205,7 +221,8 @@ class Bench:
         for i in range(a.workers):
             self.workers.append(Proc(f"worker{i}", [
                 "worker", "--slots", str(a.slots), "--coordinator-url", self.url,
-                "--worker-id", f"fp{i}"], self.env, self.logdir))
+                "--worker-id", f"fp{i}"], self.env, self.logdir,
+                cprofile=self._cprofile("worker0") if i == 0 else None))
         deadline = time.monotonic() + 60
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             while True:
@@ -218,6 +235,13 @@ class Bench:
                     raise SystemExit(f"workers did not come up ({n} active, children {kids})")
                 time.sleep(0.05)
         time.sleep(0.5)  # let the first long polls settle
+
+    def _cprofile(self, name: str) -> Path | None:
+        if not self.args.cprofile:
+            return None
+        folder = Path(self.args.cprofile)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{name}.prof"
 
     def teardown(self) -> None:
         for w in self.workers:
@@ -329,7 +353,8 @@ class Bench:
             counts = [requests // conns + (i < requests % conns) for i in range(conns)]
             errors: list[str] = []
 
-            def post(count: int, path: str = path, payload: bytes = payload) -> None:
+            def post(count: int, path: str = path, payload: bytes = payload,
+                     errors: list[str] = errors) -> None:
                 raw = post_loop(self.port, path, payload, count)
                 if raw:
                     errors.append(raw)
@@ -475,6 +500,8 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=300)
     p.add_argument("--profile", help="folder for py-spy's samples")
     p.add_argument("--profile-top", type=int, default=25)
+    p.add_argument("--cprofile", help="folder: run the coordinator and the first worker "
+                   "under cProfile (CPU clock) and print their top functions")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for every process")
     p.add_argument("--dsn")
     p.add_argument("--logdir")
@@ -505,6 +532,14 @@ def main() -> None:
         print(f"\nload average after: {os.getloadavg()[0]:.1f}")
     finally:
         bench.teardown()
+    if args.cprofile:
+        import pstats
+
+        for name in ("coordinator", "worker0"):
+            path = Path(args.cprofile) / f"{name}.prof"
+            if path.exists():
+                print(f"\ncProfile (CPU time, whole process life) of {name}: {path}")
+                pstats.Stats(str(path)).sort_stats("tottime").print_stats(args.profile_top)
 
 
 if __name__ == "__main__":

@@ -47,12 +47,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
-import psycopg  # noqa: E402
-import trio  # noqa: E402
-
-import benchlib as bl  # noqa: E402
-from benchlib import log  # noqa: E402
+import benchlib as bl
+import httpx
+import psycopg
+import trio
+from benchlib import log
 
 ROOT = bl.ROOT
 RESULTS = ROOT / "bench" / "results"
@@ -73,10 +72,6 @@ TARGETS = {
     "scale_ratio": 2.0,
     "worker_idle_rss_mb": 60.0,
 }
-
-
-class Interrupted(Exception):
-    pass
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -632,9 +627,12 @@ class Run:
             c.start_coordinator()
             path = hb / "results" / f"scbench-{self.stamp}-http.json"
             worker_cmd = f"{PY} -m runtime.cli worker --slots {{concurrency}} --coordinator-url {c.url}"
-            runs = [[1, a.slots], [a.workers, a.slots]]
+            runs = [[a.workers, a.slots]] if a.quick else [[1, a.slots], [a.workers, a.slots]]
+            # --list-take 500: GET /api/jobs takes at most 500 (the adapter's default 1000
+            # is refused, and it would fall back to polling every job by id)
             argv = [str(hb / ".venv-http" / "bin" / "python"), str(hb / "peers" / "http_api_bench.py"),
                     c.url, "--quick", "--name", "scheduler-core", "--worker-cmd", worker_cmd,
+                    "--only", "enqueue,e2e,latency", "--list-take", "500", "--stale-polls", "200",
                     "--set", f"e2e_runs={json.dumps(runs)}", "--out", str(path)]
             log(f"http adapter (--quick) against {c.url}, workers: {worker_cmd}")
             env = {**c.base_env(), "DATABASE_URL": "", "COORDINATOR_URL": c.url}
@@ -1005,7 +1003,7 @@ def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list
         for e in h.get("e2e", []):
             p, c = e["processes"], e["concurrency"]
             pq1, pr1 = peer_e2e_at(pgq, p, c), peer_e2e_at(pro, p, c)
-            add(f"HTTP adapter (--quick): e2e {p}x{c} jobs/s ({e['jobs']:,})",
+            add(f"HTTP adapter (--quick): e2e {p}x{c} jobs/s ({e['jobs']:,}, incl. start-up)",
                 fmt(e.get("jobs_per_s")), "", "", fmt(pq1), fmt(pr1), ratio(e.get("jobs_per_s"), pq1),
                 ratio(e.get("jobs_per_s"), pr1))
         hl = (h.get("latency") or {}).get("server_started_at") or {}
@@ -1110,6 +1108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pgbench-scenarios", help="(all six; quick cycle_*, enqueue_*)")
     p.add_argument("--keep-dbs", action="store_true", help="do not drop the benchmark databases")
     p.add_argument("--out", help="result file (default bench/results/<timestamp>.json)")
+    p.add_argument("--report", metavar="JSON", help="only print the table of an earlier result file")
+    p.add_argument("--markdown", action="store_true", help="with --report: a Markdown table")
     a = p.parse_args(argv)
     q = a.quick
     a.jobs = a.jobs or (2000 if q else 20000)
@@ -1148,9 +1148,34 @@ def resolve_dsn(a: argparse.Namespace) -> str | None:
     return None
 
 
+def report(path: str, markdown: bool) -> int:
+    res = json.loads(Path(path).read_text())
+    args = argparse.Namespace(**res["config"])
+    rows, notes = build_rows(res, args)
+    print(header(res))
+    print(render(rows, markdown=markdown))
+    for n in notes:
+        print(f"note: {n}")
+    return 0
+
+
+def header(res: dict[str, Any]) -> str:
+    srv = res.get("server", {})
+    m = res.get("machine", {})
+    return (f"scheduler-core benchmark{' (--quick)' if res.get('quick') else ''}, "
+            f"{res['started_at']}: {m.get('cpus')} cores, PostgreSQL "
+            f"{srv.get('server_version', '?').split(' ')[0]} ({srv.get('kind', '?')}), everything "
+            f"on 127.0.0.1; load average {m.get('loadavg_at_start', ['?'])[0]} at start, "
+            f"{m.get('loadavg_at_end', ['?'])[0]} at end; {res.get('seconds', 0):.0f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.report:
+        return report(args.report, args.markdown)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # also when started in the background by a non-interactive shell (SIGINT ignored)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run = Run(args)
     res = run.results
     res.update({"started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick,
@@ -1211,11 +1236,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else RESULTS / f"{run.stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=str))
-    srv = res.get("server", {})
     print()
-    print(f"scheduler-core benchmark{' (--quick)' if args.quick else ''}, {res['started_at']}: "
-          f"{os.cpu_count()} cores, PostgreSQL {srv.get('server_version', '?')} "
-          f"({srv.get('kind', '?')}), everything on 127.0.0.1; {res['seconds']:.0f} s")
+    print(header(res))
     print(render(rows, markdown=False))
     for n in notes:
         print(f"note: {n}")

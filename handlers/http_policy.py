@@ -30,12 +30,14 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpcore
 import httpx
 
 from handlers.registry import PermanentError
+
+if TYPE_CHECKING:  # importing httpcore imports trio (when installed): only when used
+    import httpcore
 
 __all__ = [
     "ALLOW_PRIVATE_ENV",
@@ -82,10 +84,10 @@ def refusal(address: str | IPAddress) -> str | None:
         return "a link-local address"
     if ip.is_multicast:
         return "a multicast address"
-    if ip.is_private:
-        return "a private address"
     if ip.is_reserved:
         return "a reserved address"
+    if ip.is_private:
+        return "a private address"
     if not ip.is_global:
         return "an address that is not globally routable"
     return None
@@ -112,6 +114,8 @@ def vet(host: str, addresses: Iterable[str], *, allow_private: bool) -> list[str
 
 def resolve(host: str, port: int) -> list[str]:
     """The addresses ``host`` resolves to for TCP, in the resolver's order."""
+    import httpcore
+
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -119,20 +123,25 @@ def resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-class PinnedBackend(httpcore.NetworkBackend):
-    """httpcore's synchronous backend, connecting only to vetted addresses.
+class PinnedBackend:
+    """httpcore's synchronous backend, connecting only to vetted addresses (an
+    ``httpcore.NetworkBackend`` by its methods).
 
     ``connect_tcp`` resolves the host once, vets every address, then connects to the
     vetted addresses in turn (the first that answers wins).
     """
 
     def __init__(self, *, allow_private: bool) -> None:
+        import httpcore
+
         self.allow_private = allow_private
         self._inner = httpcore.SyncBackend()
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        import httpcore
+
         addresses = vet(host, resolve(host, port), allow_private=self.allow_private)
         last: Exception | None = None
         for address in addresses:
@@ -148,6 +157,8 @@ class PinnedBackend(httpcore.NetworkBackend):
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: Iterable[Any] | None = None
                             ) -> httpcore.NetworkStream:
+        import httpcore
+
         raise httpcore.ConnectError("unix sockets are not allowed")
 
     def sleep(self, seconds: float) -> None:
@@ -160,6 +171,8 @@ class _PinnedTransport(httpx.HTTPTransport):
     to addresses this policy never sees."""
 
     def __init__(self, *, allow_private: bool) -> None:
+        import httpcore
+
         super().__init__(trust_env=False)
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),

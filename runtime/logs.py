@@ -14,6 +14,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
+import msgspec
 import structlog
 
 
@@ -45,6 +46,22 @@ def add_logger_name(logger: Any, method_name: str,
     return event_dict
 
 
+def _fallback(obj: Any) -> Any:
+    """What the JSON renderer writes for a value JSON has no type for: its
+    ``__structlog__()`` if it has one (as structlog's own renderer does), else repr."""
+    method = getattr(obj, "__structlog__", None)
+    return method() if callable(method) else repr(obj)
+
+
+_json = msgspec.json.Encoder(enc_hook=_fallback)
+
+
+def dumps(event_dict: Any, **_ignored: Any) -> str:
+    """structlog's JSON serializer here: msgspec, several times faster than ``json``
+    (one line per job run is logged), same keys in the same order."""
+    return _json.encode(event_dict).decode()
+
+
 def configure(fmt: str = "auto", level: str = "info", *, process: str | None = None) -> None:
     """Configure structlog (and stdlib logging) for this process."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
@@ -61,7 +78,7 @@ def configure(fmt: str = "auto", level: str = "info", *, process: str | None = N
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     else:
         processors += [structlog.processors.dict_tracebacks]
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=dumps)
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[*processors, renderer],

@@ -37,8 +37,13 @@ def make_worker_id(config: Config) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
+def absolute(path: str) -> str:
+    return os.path.abspath(path)
+
+
 async def run_worker(config: Config, queues: list[str]) -> int:
     state = WorkerState(make_worker_id(config), config.slots, prefetch=config.worker_prefetch)
+    data_dir = absolute(config.worker_data_dir)  # inline handlers' RunContext
     structlog.contextvars.bind_contextvars(worker_id=state.worker_id)
     link = Link(config.coordinator_url)
     forced = False
@@ -54,7 +59,7 @@ async def run_worker(config: Config, queues: list[str]) -> int:
                                  env=env) as pool:
                 completer = Completer(link, state, queues=queues)
                 executors = Executors(pool, state, completer, registry=REGISTRY,
-                                      data_dir=os.path.abspath(config.worker_data_dir))
+                                      data_dir=data_dir)
                 tree = Supervisor("worker", [
                     ChildSpec("heartbeat", partial(heartbeat.run, link, state,
                                                    interval=config.heartbeat_interval)),

@@ -99,7 +99,7 @@ class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):
     runs: list[RunOut] | None = None
 
 
-class SubmittedJob(JobOut, omit_defaults=True, **_OUT):
+class SubmittedJob(JobOut, omit_defaults=True, rename="camel", kw_only=True):
     """One item of a batch submission's answer: the job, and whether this request
     created it (False: its idempotency key named a job that already existed)."""
 
@@ -148,7 +148,7 @@ class ErrorBody(msgspec.Struct, **_OUT):
 class RegisterWorker(msgspec.Struct, **_IN):
     worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
     hostname: Annotated[str, Meta(max_length=255)]
-    pid: int
+    pid: Annotated[int, Meta(ge=0, le=2**31 - 1)]  # the workers.pid column is an integer
     capacity: Annotated[int, Meta(ge=1, le=10000)]
 
 

@@ -58,6 +58,8 @@ class AppContext:
 
 _encoder = msgspec.json.Encoder()
 
+BODY_DRAIN_SECONDS = 5.0  # the longest an answer waits for the rest of an unread body
+
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(_encoder.encode(body), status=status, headers=headers,
@@ -86,6 +88,26 @@ def create_app(ctx: AppContext) -> QuartTrio:
     app.register_blueprint(observability.blueprint)
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(openapi.blueprint)
+
+    @app.after_request
+    async def _finish_reading_the_body(response: Response) -> Response:
+        """Receive the rest of a request body the handler did not read (a 405, a bad
+        id, a route that takes none) before answering.
+
+        Answered while the client is still sending, hypercorn closes the connection
+        from inside the request's task, which quart-trio is cancelling at that moment:
+        the close never happens and the next request on that keep-alive connection
+        hangs. A body over the size limit, or one that does not arrive within
+        BODY_DRAIN_SECONDS, is not waited for: the answer says ``Connection: close``.
+        """
+        try:
+            with trio.move_on_after(BODY_DRAIN_SECONDS):
+                await request.body
+                return response
+        except HTTPException:  # over MAX_CONTENT_LENGTH
+            pass
+        response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:

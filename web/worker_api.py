@@ -8,6 +8,7 @@ token); a token that is not the job's live run is refused with 409 and changes n
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import structlog
 import trio
@@ -16,7 +17,15 @@ from quart import Blueprint, Response, current_app
 from schema import wire
 from web.api import read_body
 from web.app import AppContext, context, json_response
-from web.metrics import STALE_COMPLETIONS, observe_claim, observe_completion
+from web.metrics import (
+    JOB_RETRIES,
+    JOBS_CLAIMED,
+    JOBS_DEAD_LETTERED,
+    JOBS_FINISHED,
+    QUEUE_WAIT,
+    RUN_DURATION,
+    STALE_COMPLETIONS,
+)
 
 blueprint = Blueprint("worker_api", __name__)
 log = structlog.get_logger("web.workers")
@@ -49,6 +58,51 @@ async def deregister() -> Response:
     await context(current_app).store.stop_worker(body.worker_id)
     log.info("worker_deregistered", worker_id=body.worker_id)
     return json_response({"workerId": body.worker_id, "state": "Stopped"})
+
+
+def observe_claims(jobs: list[wire.ClaimedJob], lease_seconds: float) -> None:
+    """web.metrics.observe_claim for a batch: the same figures, one label lookup per
+    label set instead of per job (the lookups were a tenth of the coordinator's CPU).
+    A run's claim time is the database's: lease expiry minus the lease length."""
+    claimed: dict[str, int] = {}
+    waits: dict[tuple[str, str], list[float]] = {}
+    for job in jobs:
+        claimed[job.type] = claimed.get(job.type, 0) + 1
+        if job.run_at is not None:
+            at = job.lease_expires_at.timestamp() - lease_seconds
+            waits.setdefault((job.type, job.queue), []).append(
+                max(0.0, at - job.run_at.timestamp()))
+    for job_type, n in claimed.items():
+        JOBS_CLAIMED.labels(job_type).inc(n)
+    for (job_type, queue), values in waits.items():
+        histogram = QUEUE_WAIT.labels(job_type, queue)
+        for value in values:
+            histogram.observe(value)
+
+
+def observe_completions(accepted: list[tuple[dict[str, Any], wire.Completion]]) -> None:
+    """web.metrics.observe_completion for a batch of accepted completions (the store's
+    row: the job's type and next status), with one label lookup per label set."""
+    finished: dict[tuple[str, str], list[float | None]] = {}
+    retries: dict[str, int] = {}
+    dead: dict[str, int] = {}
+    for row, item in accepted:
+        job_type = row["type"]
+        finished.setdefault((job_type, item.outcome), []).append(item.duration_seconds)
+        if row["status"] == "Failed":
+            retries[job_type] = retries.get(job_type, 0) + 1
+        elif row["status"] == "DeadLetter":
+            dead[job_type] = dead.get(job_type, 0) + 1
+    for (job_type, outcome), durations in finished.items():
+        JOBS_FINISHED.labels(job_type, outcome).inc(len(durations))
+        histogram = RUN_DURATION.labels(job_type, outcome)
+        for duration in durations:
+            if duration is not None:
+                histogram.observe(duration)
+    for job_type, n in retries.items():
+        JOB_RETRIES.labels(job_type).inc(n)
+    for job_type, n in dead.items():
+        JOBS_DEAD_LETTERED.labels(job_type).inc(n)
 
 
 class ClaimGate:
@@ -139,8 +193,7 @@ async def claim() -> Response:
                 continue  # woken by a ring whose jobs another claim already took
             jobs = await _claim_once(ctx, body)
             gate.saw(body.queues, generation, asked=body.max, got=len(jobs))
-    for job in jobs:
-        observe_claim(job, ctx.store.lease_seconds)
+    observe_claims(jobs, ctx.store.lease_seconds)
     return json_response(wire.ClaimReply(jobs=jobs))
 
 
@@ -159,17 +212,19 @@ async def complete() -> Response:
     rows = await ctx.store.complete(body.completions)
     results = []
     refused = 0
+    accepted_rows = []
     for item, row in zip(body.completions, rows, strict=True):
         accepted = row["job_id"] is not None
         results.append(wire.CompletionResult(run_id=item.run_id, accepted=accepted,
                                              status=row["status"]))
         if accepted:
-            observe_completion(row, item)
+            accepted_rows.append((row, item))
         else:
             refused += 1
             STALE_COMPLETIONS.inc()
             log.warning("completion_refused", worker_id=body.worker_id,
                         run_id=str(item.run_id), reason="stale lease token")
+    observe_completions(accepted_rows)
     jobs: list[wire.ClaimedJob] = []
     if body.claim:
         gate = _gate()
@@ -178,7 +233,6 @@ async def complete() -> Response:
             jobs = await _claim_once(ctx, wire.Claim(
                 worker_id=body.worker_id, max=body.claim, queues=body.queues))
             gate.saw(body.queues, generation, asked=body.claim, got=len(jobs))
-            for job in jobs:
-                observe_claim(job, ctx.store.lease_seconds)
+            observe_claims(jobs, ctx.store.lease_seconds)
     return json_response(wire.CompleteReply(results=results, jobs=jobs),
                          409 if refused else 200)

@@ -23,6 +23,7 @@ from handlers import (
     UnknownHandler,
 )
 from handlers.builtin import FILE_MAX_BYTES, HTTP_MAX_BODY_BYTES, NoopPayload
+from handlers.http_policy import ALLOW_PRIVATE_ENV
 
 MIB = 1024 * 1024
 
@@ -42,6 +43,7 @@ GOOD_PAYLOADS: list[tuple[str, Any]] = [
     ("file_write", {"fileName": "out.txt", "content": ""}),
     ("file_write", {"fileName": "sub/dir/out.txt", "content": "hello"}),
     ("file_write", {"fileName": "a" * 255, "content": "x" * FILE_MAX_BYTES}),
+    ("file_write", {"fileName": "é" * 127 + "a", "content": ""}),  # 255 bytes
     ("noop", {}),
     ("noop", None),
     ("sleep", {"seconds": 0}),
@@ -80,6 +82,9 @@ BAD_PAYLOADS: list[tuple[str, Any, str, str]] = [
     ("file_write", {"fileName": "a\0b", "content": ""}, "payload.fileName", "NUL"),
     ("file_write", {"fileName": "dir/", "content": ""}, "payload.fileName", "naming a file"),
     ("file_write", {"fileName": ".", "content": ""}, "payload.fileName", "naming a file"),
+    ("file_write", {"fileName": "é" * 128, "content": ""}, "payload.fileName", "255 bytes"),
+    ("file_write", {"fileName": "d/" + "€" * 86, "content": ""}, "payload.fileName",
+     "255 bytes"),
     ("file_write", {"fileName": "a.txt"}, "payload.content", "missing"),
     ("file_write", {"fileName": "a", "content": "x" * (MIB + 1)}, "payload.content", "length"),
     ("file_write", {"fileName": "a", "content": "é" * (MIB // 2 + 1)}, "payload.content", "bytes"),
@@ -367,6 +372,13 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _loopback_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test servers are on loopback, which http_get refuses unless allowed
+    (tests/unit/test_http_policy.py covers the refusals)."""
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "true")
+
+
 @pytest.fixture(scope="module")
 def server_url() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -400,6 +412,34 @@ def test_http_get_gives_up_after_five_redirects(server_url: str) -> None:
 
 def test_http_get_reads_at_most_one_mib(server_url: str) -> None:
     assert {"statusCode": 200, "bytes": HTTP_MAX_BODY_BYTES} == get(f"{server_url}/big")
+
+
+def test_http_get_stops_reading_an_endless_body_at_one_mib() -> None:
+    """The server never stops sending: only closing the connection ends the call."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+            try:
+                while True:
+                    conn.sendall(chunk)
+            except OSError:
+                pass  # the client closed the connection, as it should
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        assert {"statusCode": 200, "bytes": HTTP_MAX_BODY_BYTES} == get(
+            f"http://127.0.0.1:{port}/")
+        server.join(timeout=10)
+        assert not server.is_alive()
+    finally:
+        listener.close()
 
 
 def test_http_get_fails_on_404(server_url: str) -> None:
