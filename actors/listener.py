@@ -4,7 +4,9 @@ Two channels, one bell each:
 
 - ``scheduler_jobs``: every statement that inserts jobs notifies it (a trigger); so do
   retries, reaped leases and released held fires. Each notification wakes the
-  long-polling claims at once.
+  long-polling claims at once. The payload is the notifying backend's pid (migration
+  0005): a notification this coordinator caused itself was already rung for in
+  process, the moment its statement committed, and is skipped (``EchoFilter``).
 - ``scheduler_schedules``: a schedule created, paused, resumed or deleted (a trigger,
   migration 0002). It wakes the cron expander, which otherwise sleeps until the next
   fire it knows of.
@@ -22,7 +24,7 @@ import structlog
 import trio
 
 from runtime import db
-from runtime.doorbell import Doorbell
+from runtime.doorbell import Doorbell, EchoFilter
 from runtime.errors import DatabaseUnavailable
 
 log = structlog.get_logger("actors.listener")
@@ -32,10 +34,13 @@ SCHEDULES_CHANNEL = "scheduler_schedules"
 
 
 async def run(conninfo: str, doorbell: Doorbell, *, schedules: Doorbell | None = None,
-              backoff_cap: float = 5.0,
+              echoes: EchoFilter | None = None, backoff_cap: float = 5.0,
               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Run until cancelled, ringing ``doorbell`` for jobs and ``schedules`` (if given)
-    for schedule changes. Ready at once: the waiters work by their timeouts meanwhile."""
+    for schedule changes. Ready at once: the waiters work by their timeouts meanwhile.
+
+    ``echoes``: job notifications this process caused and already rang for (their
+    payload is the notifying backend's pid) are not rung again."""
     task_status.started()
     bells = {CHANNEL: doorbell}
     if schedules is not None:
@@ -56,10 +61,15 @@ async def run(conninfo: str, doorbell: Doorbell, *, schedules: Doorbell | None =
                 await conn.execute("LISTEN scheduler_schedules")
             log.info("listener_connected", actor="listener", channels=sorted(bells))
             delay = 0.05
+            if echoes is not None:
+                echoes.clear()
             for bell in bells.values():
                 bell.ring()
             async with aclosing(conn.notifies()) as notes:
                 async for note in notes:
+                    if (echoes is not None and note.channel == CHANNEL
+                            and echoes.take(note.payload)):
+                        continue
                     rung = bells.get(note.channel)
                     if rung is not None:
                         rung.ring()

@@ -30,7 +30,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
@@ -178,7 +178,8 @@ class _PinnedTransport(httpx.HTTPTransport):
             ssl_context=httpx.create_ssl_context(trust_env=False),
             max_connections=10,
             max_keepalive_connections=0,
-            network_backend=PinnedBackend(allow_private=allow_private),
+            network_backend=cast("httpcore.NetworkBackend",
+                                 PinnedBackend(allow_private=allow_private)),
         )
 
 

@@ -36,3 +36,42 @@ class Doorbell:
             await self._event.wait()
         finally:
             self.waiters -= 1
+
+
+class EchoFilter:
+    """Notifications this process caused and has already acted upon.
+
+    A coordinator that makes jobs due rings its own doorbell the moment its statement
+    commits; PostgreSQL then echoes the same news back through LISTEN a fraction of a
+    millisecond later, and ringing again would send one more claim query looking
+    for jobs that were already taken. Before such a statement the store calls
+    :meth:`expect` with its connection's backend pid (the payload the notification
+    will carry); the listener drops a notification whose payload :meth:`take` finds
+    expected. Expecting *before* the statement means the echo can never arrive
+    first and be lost. A statement that fails calls :meth:`cancel` (and rings
+    anyway); a reconnected listener calls :meth:`clear`, since whatever it missed
+    is lost and it rings once on its own.
+    """
+
+    def __init__(self) -> None:
+        self._expected: dict[str, int] = {}
+
+    def expect(self, key: str) -> None:
+        self._expected[key] = self._expected.get(key, 0) + 1
+
+    def cancel(self, key: str) -> None:
+        n = self._expected.get(key, 0) - 1
+        if n > 0:
+            self._expected[key] = n
+        else:
+            self._expected.pop(key, None)
+
+    def take(self, key: str) -> bool:
+        """True (and forget it) when ``key`` is an expected echo."""
+        if key not in self._expected:
+            return False
+        self.cancel(key)
+        return True
+
+    def clear(self) -> None:
+        self._expected.clear()

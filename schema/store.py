@@ -85,6 +85,8 @@ def retry_delay(attempt: int, *, base: float, cap: float, jitter: float) -> floa
     return float(jitter * min(cap, base * 2.0 ** max(attempt - 1, 0)))
 
 
+_json = msgspec.json.Encoder()
+
 _JOB_FIELDS = tuple(f for f in wire.JobOut.__struct_fields__ if f != "runs")
 _RUN_FIELDS = wire.RunOut.__struct_fields__
 _SCHEDULE_FIELDS = tuple(f for f in wire.ScheduleOut.__struct_fields__ if f not in ("kind", "type"))
@@ -336,15 +338,11 @@ class Store:
     async def complete(self, items: Sequence[wire.Completion]) -> list[dict[str, Any]]:
         """Apply a batch of outcomes in one statement; one row per item, in order,
         with ``job_id`` None where the run was not the job's live run (fenced off)."""
+        rand = random.random
         params = {
-            "run_ids": [c.run_id for c in items],
-            "tokens": [c.lease_token for c in items],
-            "outcomes": [c.outcome for c in items],
-            "errors": [c.error for c in items],
-            "results": [None if c.result is None else msgspec.json.encode(c.result).decode()
-                        for c in items],
-            "jitters": [random.random() for _ in items],
-            "permanents": [c.permanent for c in items],
+            "items": _json.encode([
+                (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent)
+                for c in items]).decode(),
             "base": self.retry_base_seconds, "cap": self.retry_cap_seconds}
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("complete_runs"), params)

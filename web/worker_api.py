@@ -7,6 +7,7 @@ token); a token that is not the job's live run is refused with 409 and changes n
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -60,6 +61,27 @@ async def deregister() -> Response:
     return json_response({"workerId": body.worker_id, "state": "Stopped"})
 
 
+def observe_many(histogram: Any, values: list[float]) -> None:
+    """``histogram.observe(v)`` for each value, with one increment per bucket: the
+    same counts, a fraction of the cost (prometheus_client takes a lock and walks the
+    buckets on every observation). Leans on the Histogram child's ``_upper_bounds``,
+    ``_buckets`` and ``_sum``; without them it observes one by one."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:
+        i = bisect.bisect_left(bounds, value)  # the first bound >= value (+Inf is last)
+        counts[i] = counts.get(i, 0) + 1
+    for i, n in counts.items():
+        buckets[i].inc(n)
+    total.inc(sum(values))
+
+
 def observe_claims(jobs: list[wire.ClaimedJob], lease_seconds: float) -> None:
     """web.metrics.observe_claim for a batch: the same figures, one label lookup per
     label set instead of per job (the lookups were a tenth of the coordinator's CPU).
@@ -75,30 +97,30 @@ def observe_claims(jobs: list[wire.ClaimedJob], lease_seconds: float) -> None:
     for job_type, n in claimed.items():
         JOBS_CLAIMED.labels(job_type).inc(n)
     for (job_type, queue), values in waits.items():
-        histogram = QUEUE_WAIT.labels(job_type, queue)
-        for value in values:
-            histogram.observe(value)
+        observe_many(QUEUE_WAIT.labels(job_type, queue), values)
 
 
 def observe_completions(accepted: list[tuple[dict[str, Any], wire.Completion]]) -> None:
     """web.metrics.observe_completion for a batch of accepted completions (the store's
     row: the job's type and next status), with one label lookup per label set."""
-    finished: dict[tuple[str, str], list[float | None]] = {}
+    finished: dict[tuple[str, str], list[float]] = {}
+    counted: dict[tuple[str, str], int] = {}
     retries: dict[str, int] = {}
     dead: dict[str, int] = {}
     for row, item in accepted:
         job_type = row["type"]
-        finished.setdefault((job_type, item.outcome), []).append(item.duration_seconds)
+        key = (job_type, item.outcome)
+        counted[key] = counted.get(key, 0) + 1
+        if item.duration_seconds is not None:
+            finished.setdefault(key, []).append(item.duration_seconds)
         if row["status"] == "Failed":
             retries[job_type] = retries.get(job_type, 0) + 1
         elif row["status"] == "DeadLetter":
             dead[job_type] = dead.get(job_type, 0) + 1
+    for (job_type, outcome), n in counted.items():
+        JOBS_FINISHED.labels(job_type, outcome).inc(n)
     for (job_type, outcome), durations in finished.items():
-        JOBS_FINISHED.labels(job_type, outcome).inc(len(durations))
-        histogram = RUN_DURATION.labels(job_type, outcome)
-        for duration in durations:
-            if duration is not None:
-                histogram.observe(duration)
+        observe_many(RUN_DURATION.labels(job_type, outcome), durations)
     for job_type, n in retries.items():
         JOB_RETRIES.labels(job_type).inc(n)
     for job_type, n in dead.items():

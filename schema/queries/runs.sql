@@ -42,11 +42,14 @@ RETURNING j.id, j.type, j.payload, j.queue, j.timeout_seconds, j.max_attempts,
 -- job's current run (fencing); the rest come back with job_id NULL (409 to the caller).
 -- Retry delay: full jitter, jitter * min(cap, base * 2^(attempt-1)), jitter in [0, 1)
 -- drawn by the caller (schema.store.retry_delay is the same formula).
+-- %(items)s is one JSON array of [run_id, token, outcome, error, result, jitter,
+-- permanent] arrays: one parameter parsed by PostgreSQL, instead of seven arrays that
+-- the driver would adapt element by element.
 WITH input AS (
-    SELECT * FROM unnest(%(run_ids)s::uuid[], %(tokens)s::uuid[], %(outcomes)s::text[],
-                         %(errors)s::text[], %(results)s::jsonb[], %(jitters)s::float8[],
-                         %(permanents)s::bool[])
-        AS t(run_id, token, outcome, error, result, jitter, permanent)
+    SELECT (e.v->>0)::uuid AS run_id, (e.v->>1)::uuid AS token, e.v->>2 AS outcome,
+           e.v->>3 AS error, NULLIF(e.v->4, 'null'::jsonb) AS result,
+           (e.v->>5)::float8 AS jitter, (e.v->>6)::bool AS permanent
+    FROM jsonb_array_elements(%(items)s::jsonb) AS e(v)
 ), runs AS (
     UPDATE job_runs r SET finished_at = now(), outcome = i.outcome, error = i.error
     FROM input i, jobs j

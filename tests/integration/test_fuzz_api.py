@@ -75,3 +75,11 @@ def session() -> Iterator[requests.Session]:
 def test_the_api_answers_as_documented(case: schemathesis.Case, api: Coordinator,
                                        session: requests.Session) -> None:
     case.call_and_validate(base_url=api.url, session=session, checks=CHECKS, timeout=10)
+
+
+def test_the_served_document_is_the_generated_one(api: Coordinator,
+                                                  session: requests.Session) -> None:
+    """What the fuzzing above was generated from is what the coordinator serves."""
+    resp = session.get(api.url + "/openapi.json", timeout=10)
+    assert (200, "application/json") == (resp.status_code, resp.headers["content-type"])
+    assert build_document(REGISTRY) == resp.json()

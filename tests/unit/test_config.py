@@ -77,7 +77,8 @@ def test_a_value_of_the_wrong_type_is_a_config_error_naming_the_variable(
 
 @pytest.mark.parametrize("env", ["SCHEDULER_LEASE_SECONDS", "SCHEDULER_DB_POOL_SIZE",
                                  "SCHEDULER_MAX_BODY_BYTES", "SCHEDULER_RETRY_BASE_SECONDS",
-                                 "SCHEDULER_CLAIM_WAIT_SECONDS"])
+                                 "SCHEDULER_CLAIM_WAIT_SECONDS",
+                                 "SCHEDULER_MAX_PAYLOAD_BYTES"])
 def test_a_setting_that_must_be_positive_refuses_zero_naming_the_variable(env: str) -> None:
     with pytest.raises(ConfigError, match=f"^{env} must be positive, found 0"):
         load_config({env: "0"})
@@ -86,6 +87,12 @@ def test_a_setting_that_must_be_positive_refuses_zero_naming_the_variable(env: s
 def test_an_unknown_log_format_is_a_config_error_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"^SCHEDULER_LOG_FORMAT must be"):
         load_config({"SCHEDULER_LOG_FORMAT": "xml"})
+
+
+def test_an_unknown_http_private_policy_is_a_config_error_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"^SCHEDULER_HTTP_ALLOW_PRIVATE must be auto, true "
+                                          r"or false, found 'yes'"):
+        load_config({"SCHEDULER_HTTP_ALLOW_PRIVATE": "yes"})
 
 
 @pytest.mark.parametrize("env", ["SCHEDULER_WORKERS", "SCHEDULER_WORKER_SLOTS",

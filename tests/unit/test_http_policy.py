@@ -165,7 +165,7 @@ def get(url: str) -> object:
 def test_http_get_refuses_loopback_when_private_is_not_allowed(
         monkeypatch: pytest.MonkeyPatch, loopback_port: int) -> None:
     monkeypatch.setenv(ALLOW_PRIVATE_ENV, "false")
-    with pytest.raises(PermanentError, match="resolves to 127.0.0.1, a loopback address"):
+    with pytest.raises(PermanentError, match=r"resolves to 127\.0\.0\.1, a loopback address"):
         get(f"http://127.0.0.1:{loopback_port}/")
 
 
@@ -175,7 +175,7 @@ def test_a_name_is_judged_by_the_address_it_resolves_to(
     """A public-looking name whose DNS answer is loopback (rebinding) is refused."""
     monkeypatch.setenv(ALLOW_PRIVATE_ENV, "false")
     resolver["rebound.example"] = ["127.0.0.1"]
-    with pytest.raises(PermanentError, match="'rebound.example'.*127.0.0.1"):
+    with pytest.raises(PermanentError, match=r"'rebound\.example'.*127\.0\.0\.1"):
         get(f"http://rebound.example:{loopback_port}/")
 
 
