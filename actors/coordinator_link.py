@@ -24,11 +24,14 @@ class LinkError(Exception):
 
 
 class Link:
-    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, timeout: float = 10.0,
+                 token: str | None = None) -> None:
+        """``token``: SCHEDULER_WORKER_TOKEN, sent as ``Authorization: Bearer``."""
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout,
+            headers={"Authorization": f"Bearer {token}"} if token else None,
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8))
 
     async def aclose(self) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from runtime.config import Config, load_config
+from runtime.config import Config, bind_refusal, is_loopback_host, load_config
 from runtime.errors import RuntimeCoreError
 
 
@@ -100,6 +100,10 @@ HANDLERS_HELP = ("comma-separated modules (or module:function) registering more 
                  "(default: SCHEDULER_HANDLERS)")
 
 
+NO_AUTH_HELP = ("bind a non-loopback address with no token configured: anyone who "
+                "reaches it can do everything (default: SCHEDULER_ALLOW_NO_AUTH)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scheduler", description="scheduler-core: a distributed job scheduler")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -110,12 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host")
     up.add_argument("--port", type=_positive_int)
     up.add_argument("--handlers", help=HANDLERS_HELP)
+    up.add_argument("--insecure-no-auth", action="store_true", help=NO_AUTH_HELP)
 
     co = sub.add_parser("coordinator", help="serve the API and run the coordinator actors")
     co.add_argument("--host")
     co.add_argument("--port", type=_positive_int)
     co.add_argument("--no-migrate", action="store_true", help="do not apply migrations first")
     co.add_argument("--handlers", help=HANDLERS_HELP)
+    co.add_argument("--insecure-no-auth", action="store_true", help=NO_AUTH_HELP)
 
     wk = sub.add_parser("worker", help="run a worker process")
     wk.add_argument("--slots", type=_positive_int, help="jobs at once (default: CPU count)")
@@ -201,7 +207,37 @@ def _config(args: argparse.Namespace) -> Config:
         value = getattr(args, arg, None)
         if value is not None:
             overrides[field] = value
+    if getattr(args, "insecure_no_auth", False):
+        overrides["allow_no_auth"] = "true"
     return load_config(**overrides)
+
+
+def check_auth(config: Config) -> int | None:
+    """Before a coordinator (or ``up``) binds: exit status 1 with a message when it
+    would listen beyond loopback with no token; a loud warning when it runs without
+    authentication, or with a role that has no token."""
+    import structlog
+
+    log = structlog.get_logger("runtime.cli")
+    refusal = bind_refusal(config)
+    if refusal is not None:
+        print(f"scheduler: {refusal}", file=sys.stderr)
+        return 1
+    if not config.auth_enabled:
+        log.warning("auth_disabled", host=config.host,
+                    loopback_only=is_loopback_host(config.host))
+        print("scheduler: WARNING: authentication is off (no SCHEDULER_ADMIN_TOKEN, "
+              "SCHEDULER_READ_TOKEN or SCHEDULER_WORKER_TOKEN): anyone who reaches "
+              f"{config.host}:{config.port} can do everything", file=sys.stderr, flush=True)
+        return None
+    missing = [env for env, tokens in (("SCHEDULER_ADMIN_TOKEN", config.admin_tokens),
+                                       ("SCHEDULER_READ_TOKEN", config.read_tokens),
+                                       ("SCHEDULER_WORKER_TOKEN", config.worker_tokens))
+               if not tokens]
+    if missing:
+        log.warning("auth_role_unconfigured", missing=missing,
+                    consequence="requests needing that role are refused")
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +284,10 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
             result = trio.run(compose.prune, config, dsn)
             print(f"pruned jobs: {result.deleted} (batches: {result.batches})")
             return 0
+        if args.command in ("coordinator", "up"):
+            refused = check_auth(config)
+            if refused is not None:
+                return refused
         if args.command in ("coordinator", "worker", "up"):
             from handlers import PluginError
 

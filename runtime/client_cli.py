@@ -187,7 +187,7 @@ def _schedules(client: Client, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     try:
-        with Client(config.coordinator_url) as client:
+        with Client(config.coordinator_url, token=config.client_token or None) as client:
             if args.command == "submit":
                 return _submit(client, args)
             if args.command == "schedules":

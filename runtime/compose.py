@@ -18,7 +18,7 @@ import trio
 
 from runtime import db, pgserver
 from runtime.config import Config
-from runtime.doorbell import Doorbell
+from runtime.doorbell import Doorbell, EchoFilter
 from runtime.supervisor import ChildSpec, Supervisor
 
 if TYPE_CHECKING:
@@ -64,19 +64,21 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
         if applied:
             log.info("migrations_applied", versions=applied)
     async with db.open_pool(dsn, max_size=config.db_pool_size) as pool:
+        doorbell = Doorbell()
+        echoes = EchoFilter()
         store = Store(pool, lease_seconds=config.lease_seconds,
                       retry_base_seconds=config.retry_base_seconds,
-                      retry_cap_seconds=config.retry_cap_seconds)
+                      retry_cap_seconds=config.retry_cap_seconds,
+                      wake=doorbell.ring, echoes=echoes)
         schedules = ScheduleStore(pool)
         stats = StatsStore(pool)
-        doorbell = Doorbell()
         schedules_bell = Doorbell()
         app = create_app(AppContext(store=store, registry=REGISTRY, config=config,
                                     doorbell=doorbell, schedules=schedules,
                                     stats=stats))
         tree = Supervisor("coordinator", [
             ChildSpec("listener", partial(listener.run, dsn, doorbell,
-                                          schedules=schedules_bell)),
+                                          schedules=schedules_bell, echoes=echoes)),
             ChildSpec("lease_reaper", partial(
                 lease_reaper.run, store, interval=config.reap_interval_seconds,
                 lost_after=config.worker_lost_after,

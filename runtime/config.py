@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,6 +35,26 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCHEDULER_PORT", "port", int, 5000, "Port the coordinator binds."),
     Setting("COORDINATOR_URL", "coordinator_url", str, "http://127.0.0.1:5000",
             "Where workers and the CLI client reach the coordinator."),
+    Setting("SCHEDULER_ADMIN_TOKEN", "admin_token", str, "",
+            "Bearer token(s) for the whole public API and the dashboard's actions; "
+            "comma-separated to rotate (each at least 16 characters of A-Z a-z 0-9 - . _ ~ "
+            "+ / =). Empty, with the other two tokens empty too: no authentication, and "
+            "the coordinator binds loopback only."),
+    Setting("SCHEDULER_READ_TOKEN", "read_token", str, "",
+            "Bearer token(s) for read-only viewing: GETs of the public API, the dashboard "
+            "and its event stream, /openapi.json. Comma-separated to rotate."),
+    Setting("SCHEDULER_WORKER_TOKEN", "worker_token", str, "",
+            "Bearer token(s) for the worker API (/api/workers/...) only. The coordinator "
+            "accepts each; a worker sends the first. Comma-separated to rotate."),
+    Setting("SCHEDULER_TOKEN", "token", str, "",
+            "The token the client commands (submit, jobs, schedules) send. Empty: the "
+            "first SCHEDULER_ADMIN_TOKEN."),
+    Setting("SCHEDULER_PUBLIC_PATHS", "public_paths", str, "/health,/health/ready,/metrics",
+            "Comma-separated paths that GET and HEAD reach without a token when "
+            "authentication is on (exact paths, no prefixes). Empty: every path needs one."),
+    Setting("SCHEDULER_ALLOW_NO_AUTH", "allow_no_auth", str, "false",
+            "true: let the coordinator bind a non-loopback address with no token configured "
+            "(as `--insecure-no-auth`). Anyone who reaches it can then do everything."),
     Setting("SCHEDULER_DB_POOL_SIZE", "db_pool_size", int, 16,
             "Connections in the coordinator's pool."),
     Setting("SCHEDULER_MAX_BODY_BYTES", "max_body_bytes", int, 1_048_576,
@@ -117,12 +138,21 @@ def env_example() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+_SECRETS = frozenset({"admin_token", "read_token", "worker_token", "token"})
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = ""
     data_dir: str = ".scheduler"
     host: str = "127.0.0.1"
     port: int = 5000
     coordinator_url: str = "http://127.0.0.1:5000"
+    admin_token: str = ""
+    read_token: str = ""
+    worker_token: str = ""
+    token: str = ""
+    public_paths: str = "/health,/health/ready,/metrics"
+    allow_no_auth: str = "false"
     db_pool_size: int = 16
     max_body_bytes: int = 1_048_576
     max_payload_bytes: int = 262_144
@@ -149,6 +179,14 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     handlers: str = ""
     log_format: str = "auto"
     log_level: str = "info"
+
+    def __repr__(self) -> str:
+        """Every field, the tokens masked (a Config may end up in a log or a traceback)."""
+        shown = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            shown.append(f"{name}={'***' if name in _SECRETS and value else repr(value)}")
+        return f"Config({', '.join(shown)})"
 
     @property
     def heartbeat_interval(self) -> float:
@@ -182,6 +220,74 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def pgdata(self) -> Path:
         return Path(self.data_dir) / "pgdata"
+
+    @property
+    def admin_tokens(self) -> tuple[str, ...]:
+        return _split(self.admin_token)
+
+    @property
+    def read_tokens(self) -> tuple[str, ...]:
+        return _split(self.read_token)
+
+    @property
+    def worker_tokens(self) -> tuple[str, ...]:
+        return _split(self.worker_token)
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether any token is configured: then every route but the public paths
+        needs one."""
+        return bool(self.admin_tokens or self.read_tokens or self.worker_tokens)
+
+    @property
+    def client_token(self) -> str:
+        """What the client commands send: SCHEDULER_TOKEN, else the first admin token
+        ("" for none)."""
+        return self.token.strip() or next(iter(self.admin_tokens), "")
+
+    @property
+    def public_path_set(self) -> frozenset[str]:
+        return frozenset(_split(self.public_paths))
+
+    @property
+    def no_auth_allowed(self) -> bool:
+        return self.allow_no_auth == "true"
+
+
+def _split(value: str) -> tuple[str, ...]:
+    """A comma-separated setting's items, blanks dropped."""
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+MIN_TOKEN_LENGTH = 16
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding ``host`` keeps the coordinator reachable from this machine only:
+    ``localhost`` or a loopback IP literal (``127.0.0.1``, ``::1``, ``[::1]``)."""
+    host = host.strip()
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:  # a host name, or "" (every interface)
+        return False
+
+
+def bind_refusal(config: Config) -> str | None:
+    """Why the coordinator must not start as configured, or None when it may.
+
+    With no token configured, anyone who reaches the coordinator can do everything, so
+    it binds a loopback address only; another address needs tokens, or the explicit
+    SCHEDULER_ALLOW_NO_AUTH=true (what ``--insecure-no-auth`` sets).
+    """
+    if config.auth_enabled or is_loopback_host(config.host) or config.no_auth_allowed:
+        return None
+    return (f"refusing to bind {config.host!r} without authentication: set "
+            "SCHEDULER_ADMIN_TOKEN, SCHEDULER_READ_TOKEN and SCHEDULER_WORKER_TOKEN "
+            "(see README, Authentication), bind 127.0.0.1, or pass --insecure-no-auth "
+            "(SCHEDULER_ALLOW_NO_AUTH=true) to let anyone who reaches it do everything")
 
 
 def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -228,8 +334,42 @@ def _check(cfg: Config) -> None:
     if not 0 <= cfg.worker_prefetch <= 1000:
         raise ConfigError("SCHEDULER_WORKER_PREFETCH must be 0..1000, "
                           f"found {cfg.worker_prefetch!r}")
+    if cfg.allow_no_auth not in ("true", "false"):
+        raise ConfigError("SCHEDULER_ALLOW_NO_AUTH must be true or false, "
+                          f"found {cfg.allow_no_auth!r}")
+    _check_tokens(cfg)
+    for path in cfg.public_path_set:
+        if not path.startswith("/"):
+            raise ConfigError("SCHEDULER_PUBLIC_PATHS must be comma-separated paths "
+                              f"starting with /, found {path!r}")
     for name in ("retention_succeeded_days", "retention_deadletter_days"):
         if getattr(cfg, name) < 0:
             env = next(s.env for s in SETTINGS if s.field == name)
             raise ConfigError(f"{env} must not be negative (0 keeps jobs forever), "
                               f"found {getattr(cfg, name)!r}")
+
+
+def _check_tokens(cfg: Config) -> None:
+    """Each token long enough and sendable in a Bearer header (RFC 6750 token68), and
+    each in one role only: a read token that is also the admin token is a mistake.
+    Messages name the variable, never the token."""
+    roles: dict[str, str] = {}
+    for env, tokens in (("SCHEDULER_ADMIN_TOKEN", cfg.admin_tokens),
+                        ("SCHEDULER_READ_TOKEN", cfg.read_tokens),
+                        ("SCHEDULER_WORKER_TOKEN", cfg.worker_tokens),
+                        ("SCHEDULER_TOKEN", _split(cfg.token))):
+        for i, token in enumerate(tokens, 1):
+            where = f"{env} (token {i} of {len(tokens)})"
+            if len(token) < MIN_TOKEN_LENGTH:
+                raise ConfigError(f"{where} must be at least {MIN_TOKEN_LENGTH} characters, "
+                                  f"found {len(token)}; make one with: python -c "
+                                  "\"import secrets; print(secrets.token_urlsafe(32))\"")
+            if not _TOKEN68.fullmatch(token):
+                raise ConfigError(f"{where} must use only A-Z a-z 0-9 - . _ ~ + / "
+                                  "(and = at the end), found another character")
+            if env == "SCHEDULER_TOKEN":
+                continue
+            other = roles.setdefault(token, env)
+            if other != env:
+                raise ConfigError(f"{where} is also in {other}: give each role its own "
+                                  "tokens")

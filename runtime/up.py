@@ -35,13 +35,16 @@ async def run_up(config: Config, dsn: str) -> None:
     url = f"http://{config.host}:{config.port}"
     env = {**os.environ, "DATABASE_URL": dsn, "COORDINATOR_URL": url,
            "SCHEDULER_HOST": config.host, "SCHEDULER_PORT": str(config.port),
-           "SCHEDULER_HANDLERS": config.handlers}
+           "SCHEDULER_HANDLERS": config.handlers,
+           "SCHEDULER_ALLOW_NO_AUTH": config.allow_no_auth}  # the tokens pass as they are
+    probe_token = config.client_token or next(iter(config.read_tokens), "")
+    probe_headers = {"Authorization": f"Bearer {probe_token}"} if probe_token else {}
     applied = await compose.migrate(dsn)
     log.info("migrations_checked", applied=applied)
 
     async def healthy() -> bool:
         try:
-            async with httpx.AsyncClient(timeout=1.0) as client:
+            async with httpx.AsyncClient(timeout=1.0, headers=probe_headers) as client:
                 return (await client.get(url + "/health")).status_code == 200
         except httpx.HTTPError:
             return False

@@ -45,7 +45,7 @@ async def run_worker(config: Config, queues: list[str]) -> int:
     state = WorkerState(make_worker_id(config), config.slots, prefetch=config.worker_prefetch)
     data_dir = absolute(config.worker_data_dir)  # inline handlers' RunContext
     structlog.contextvars.bind_contextvars(worker_id=state.worker_id)
-    link = Link(config.coordinator_url)
+    link = Link(config.coordinator_url, token=next(iter(config.worker_tokens), None))
     forced = False
     argv = [sys.executable, "-m", "actors.child", "--data-dir", config.worker_data_dir]
     if config.handler_modules:

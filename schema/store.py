@@ -17,13 +17,15 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+from psycopg import AsyncCursor
 from psycopg.types.json import Jsonb
 
-from runtime.db import Pool
+from runtime.db import Pool, TrioConnection
+from runtime.doorbell import EchoFilter
 from schema import wire
 from schema.queries import q
 
@@ -134,12 +136,39 @@ class NewSchedule(msgspec.Struct, kw_only=True):
 
 
 class Store:
+    """``wake``: called the moment a statement that made jobs due (or due later)
+    committed, so this process's long-polling claims need not wait for PostgreSQL to
+    echo the notification back; ``echoes`` then lets the listener skip that echo."""
+
     def __init__(self, pool: Pool, *, lease_seconds: float = 30.0,
-                 retry_base_seconds: float = 1.0, retry_cap_seconds: float = 300.0) -> None:
+                 retry_base_seconds: float = 1.0, retry_cap_seconds: float = 300.0,
+                 wake: Callable[[], None] | None = None,
+                 echoes: EchoFilter | None = None) -> None:
         self.pool = pool
         self.lease_seconds = lease_seconds
         self.retry_base_seconds = retry_base_seconds
         self.retry_cap_seconds = retry_cap_seconds
+        self.wake = wake
+        self.echoes = echoes
+
+    async def _notifying(self, conn: TrioConnection, name: str,
+                         params: dict[str, Any] | None = None) -> AsyncCursor[Any]:
+        """Run a statement that notifies ``scheduler_jobs`` (by trigger or itself) with
+        this connection's backend pid as the payload: expect its echo, ring at once."""
+        echoes = self.echoes
+        key = str(conn.info.backend_pid)
+        if echoes is not None:
+            echoes.expect(key)
+        try:
+            cur = await conn.execute(q(name), params)
+        except BaseException:
+            if echoes is not None:
+                echoes.cancel(key)
+            raise
+        finally:
+            if self.wake is not None:
+                self.wake()
+        return cur
 
     async def _one(self, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
         async with self.pool.connection() as conn:
@@ -171,7 +200,9 @@ class Store:
             "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
             "fire_time": job.fire_time,
         }
-        row = await self._one("insert_job", params)
+        async with self.pool.connection() as conn:
+            cur = await self._notifying(conn, "insert_job", params)
+            row = await cur.fetchone()
         if row is not None:
             return job_out(row), True
         if job.idempotency_key is not None:
@@ -208,7 +239,7 @@ class Store:
             "timeouts": [j.timeout_seconds for j in sent],
             "keys": [j.idempotency_key for j in sent]}
         async with self.pool.connection() as conn:
-            cur = await conn.execute(q("insert_jobs"), params)
+            cur = await self._notifying(conn, "insert_jobs", params)
             inserted = await cur.fetchall()
             by_id = {r["id"]: r for r in inserted}
             missing = [j.idempotency_key for j, id_ in zip(sent, ids, strict=True)
@@ -276,7 +307,7 @@ class Store:
             cur = await conn.execute(q("retry_job"), {"id": job_id, "reason": reason})
             row = await cur.fetchone()
             if row is not None:
-                await conn.execute(q("notify_jobs"))
+                await self._notifying(conn, "notify_jobs")
                 return job_out(row)
         current = await self.get_job(job_id, with_runs=False)
         raise Conflict(f"job {job_id} is {current.status}: only DeadLetter, Cancelled or "
@@ -350,7 +381,7 @@ class Store:
             if any(r["status"] in ("Pending", "Failed") for r in rows):
                 # Handed back (due now) or waiting for a retry (due later): wake the
                 # long-polling claims so they take it, or time their wait to it.
-                await conn.execute(q("notify_jobs"))
+                await self._notifying(conn, "notify_jobs")
         by_run = {r["run_id"]: r for r in rows}
         return [by_run[c.run_id] for c in items]
 
@@ -359,7 +390,7 @@ class Store:
             cur = await conn.execute(q("reap_expired"), {"limit": limit})
             rows: list[dict[str, Any]] = await cur.fetchall()
             if rows:
-                await conn.execute(q("notify_jobs"))
+                await self._notifying(conn, "notify_jobs")
         return rows
 
     async def mark_lost_workers(self, after_seconds: float) -> list[str]:

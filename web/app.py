@@ -69,6 +69,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def create_app(ctx: AppContext) -> QuartTrio:
     from web import (  # local: the routes import this module
         api,
+        auth,
         dashboard,
         observability,
         openapi,
@@ -88,6 +89,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     app.register_blueprint(observability.blueprint)
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(openapi.blueprint)
+    auth.install(app, ctx.config)  # after the blueprints: the request timer runs first
 
     @app.after_request
     async def _finish_reading_the_body(response: Response) -> Response:

@@ -86,6 +86,12 @@ class Readiness(msgspec.Struct, rename="camel", kw_only=True):
     checks: dict[str, ReadyCheck]
 
 
+class LoginForm(msgspec.Struct, kw_only=True):
+    """The login form: an admin or read token (web/auth.py)."""
+
+    token: str
+
+
 class DashboardMeta(msgspec.Struct, rename="camel", kw_only=True):
     types: list[str]
     statuses: list[str]
@@ -130,6 +136,7 @@ class Route:
     errors: tuple[int, ...] = ()  # each answered with ErrorBody (409: ConflictBody)
     body: Any = None  # a Struct type
     body_required: bool = True
+    body_media: str = JSON  # the request body's media type
     params: tuple[Param, ...] = ()
     description: str = ""
 
@@ -141,6 +148,8 @@ TAKE_JOBS = Param("take", "query", {"type": "integer", "minimum": 1, "maximum": 
 TAKE_SCHEDULES = Param("take", "query", {"type": "integer", "minimum": 1, "maximum": 500,
                                          "default": 100}, "How many, newest first.")
 FILTER = {"type": "string", "minLength": 1, "maxLength": 100}
+
+SEE_OTHER = Media(("text/html",), "See Other: `Location` says where")
 
 # What the database may answer for any route that reads or writes it.
 DB = (503,)
@@ -232,6 +241,20 @@ ROUTES: tuple[Route, ...] = (
     Route("get", "/api/dashboard/events", "dashboardEvents",
           "Server-sent events: the overview every second", "dashboard",
           {200: Media(("text/event-stream",), "An endless stream of `overview` events")}),
+    # the dashboard's login (web/auth.py)
+    Route("get", "/login", "loginPage", "The login form", "dashboard",
+          {200: Media(("text/html",), "The page"), 303: SEE_OTHER},
+          description="303 to / when no token is configured."),
+    Route("post", "/login", "login", "Sign in to the dashboard with a token", "dashboard",
+          {303: SEE_OTHER, 401: Media(("text/html",), "The form again: not a valid token"),
+           403: Media(("text/html",), "The form again: a worker token")},
+          body=LoginForm, body_media="application/x-www-form-urlencoded",
+          description="An admin or read token gets the HttpOnly session cookie and the "
+                      "CSRF cookie, and a 303 to /."),
+    Route("get", "/logout", "logoutPage", "Sign out of the dashboard", "dashboard",
+          {303: SEE_OTHER}),
+    Route("post", "/logout", "logout", "Sign out of the dashboard", "dashboard",
+          {303: SEE_OTHER}),
 )
 
 _ERROR_TEXT = {
@@ -300,7 +323,7 @@ def build_document(registry: Registry, *, version: str | None = None) -> dict[st
                                 for p in route.params]
         if route.body is not None:
             op["requestBody"] = {"required": route.body_required,
-                                 "content": {JSON: {"schema": ref_of[route.body]}}}
+                                 "content": {route.body_media: {"schema": ref_of[route.body]}}}
         for status, answer in sorted(route.ok.items()):
             op["responses"][str(status)] = _response(status, answer, ref_of)
         errors = set(route.errors) | ({413} if route.body is not None else set())

@@ -79,8 +79,9 @@ WHERE id = %(id)s AND status IN ('DeadLetter', 'Cancelled', 'Failed')
 RETURNING *;
 
 -- name: notify_jobs
--- Wake the long-polling claims (inserts do this through a trigger).
-SELECT pg_notify('scheduler_jobs', '');
+-- Wake the long-polling claims (inserts do this through a trigger). The payload names
+-- the notifying backend, so the coordinator that sent it can skip its own echo.
+SELECT pg_notify('scheduler_jobs', pg_backend_pid()::text);
 
 -- name: promote_due
 -- Scheduled and retry-waiting jobs whose time has come show as Pending. Claims do

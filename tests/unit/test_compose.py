@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from runtime.cli import build_parser
-from runtime.config import SETTINGS, Config, env_example, load_config
+from runtime.config import SETTINGS, Config, bind_refusal, env_example, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_NAMES = {s.env for s in SETTINGS}
@@ -39,11 +39,36 @@ def service(name: str) -> dict[str, Any]:
     return dict(services[name])
 
 
-def environment(svc: dict[str, Any]) -> dict[str, str]:
+# What an operator's .env holds (compose.yaml's header says which): the tokens.
+DOT_ENV = {"SCHEDULER_ADMIN_TOKEN": "admin-token-0123456789abcdef",
+           "SCHEDULER_WORKER_TOKEN": "worker-token-0123456789abcdef"}
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[?-])([^}]*))?\}")
+
+
+class MissingVariable(Exception):
+    """What ``docker compose`` stops with for an unset ``${NAME:?message}``."""
+
+
+def interpolate(value: str, dot_env: dict[str, str]) -> str:
+    """Compose's ``${NAME}``, ``${NAME:-default}`` and ``${NAME:?message}`` (with or
+    without the colon: empty counts as unset only with it)."""
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        value = dot_env.get(name)
+        unset = value is None or (op.startswith(":") and value == "")
+        if unset and op.endswith("?"):
+            raise MissingVariable(f"{name}: {arg}")
+        if unset and op.endswith("-"):
+            return arg
+        return value or ""
+    return _VARIABLE.sub(one, value)
+
+
+def environment(svc: dict[str, Any], dot_env: dict[str, str] = DOT_ENV) -> dict[str, str]:
     env = svc.get("environment") or {}
     if isinstance(env, list):  # the "NAME=value" form
         env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    return {str(k): interpolate(str(v), dot_env) for k, v in env.items()}
 
 
 def as_argv(value: str | list[str]) -> list[str]:
@@ -223,6 +248,23 @@ def test_the_worker_starts_once_the_coordinator_is_healthy() -> None:
 
 def test_the_worker_gets_no_database_credentials() -> None:
     assert "DATABASE_URL" not in environment(service("worker"))
+
+
+def test_the_coordinator_binds_beyond_loopback_only_with_tokens() -> None:
+    config = service_config("coordinator")
+    assert (True, None) == (config.auth_enabled, bind_refusal(config))
+
+
+@pytest.mark.parametrize("missing", ["SCHEDULER_ADMIN_TOKEN", "SCHEDULER_WORKER_TOKEN"])
+def test_compose_refuses_to_start_without_the_admin_and_worker_tokens(missing: str) -> None:
+    dot_env = {k: v for k, v in DOT_ENV.items() if k != missing}
+    with pytest.raises(MissingVariable, match=missing):
+        environment(service("coordinator"), dot_env)
+
+
+def test_the_worker_sends_a_token_the_coordinator_accepts() -> None:
+    tokens = service_config("coordinator").worker_tokens
+    assert service_config("worker").worker_tokens[0] in tokens
 
 
 # -- .env.example -----------------------------------------------------------------------

@@ -123,13 +123,25 @@ class ApiProblem extends Error {
   }
 }
 
+/* The CSRF cookie set at login (none when authentication is off), sent back as a header
+ * on every call: the coordinator requires it on writes the login cookie authenticates. */
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)scheduler_csrf=([^;]*)/);
+  return match ? decodeURIComponent(match[1]) : null;
+}
+
+function signIn() { location.assign("/login"); }
+
 async function api(path, { method = "GET", body } = {}) {
   const init = { method, headers: { Accept: "application/json" } };
+  const csrf = csrfToken();
+  if (csrf) init.headers["X-CSRF-Token"] = csrf;
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
   const resp = await fetch(path, init);
+  if (resp.status === 401) signIn();  // no (or an expired) login: ask for the token
   const text = await resp.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (_) { data = { message: text }; }
@@ -759,13 +771,18 @@ function connect() {
     document.getElementById("live").title = body.message;
   });
   source.addEventListener("error", () => {
-    // EventSource reconnects by itself (the server asks for 2 s).
+    // EventSource reconnects by itself (the server asks for 2 s), except after an
+    // error status: then a plain request tells whether the login is the reason (401).
     setLive("offline", "reconnecting");
+    if (source.readyState === EventSource.CLOSED) {
+      api("/api/dashboard/meta").then(() => setTimeout(connect, 2000), () => setTimeout(connect, 2000));
+    }
   });
 }
 
 window.addEventListener("hashchange", navigate);
 window.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("logout").hidden = !csrfToken();  // signed in with a token
   navigate();
   connect();
   api("/api/dashboard/meta").then((meta) => {
