@@ -26,9 +26,15 @@ venv:
 up *ARGS: venv
     {{bin}}/scheduler up {{ARGS}}
 
-# Run the whole test suite (unit and integration) against DATABASE_URL or an embedded PostgreSQL.
+# Run the whole test suite (unit and integration) against DATABASE_URL or an embedded
+# PostgreSQL. The fault suite is left out: `just test-faults`.
 test *ARGS: venv
     {{bin}}/python -m pytest {{ARGS}}
+
+# The fault suite (tests/faults: workers killed, PostgreSQL restarted, the coordinator
+# killed, a worker frozen past its lease), a few minutes; figures in test-output/faults/.
+test-faults *ARGS: venv
+    SCHEDULER_FAULTS=1 {{bin}}/python -m pytest tests/faults -p no:randomly -s {{ARGS}}
 
 # Unit tests only (no database).
 test-unit *ARGS: venv

@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
 import trio
 
+from actors.http11 import Http11Client, HttpError
 from schema import wire
 
 T = TypeVar("T")
@@ -33,24 +35,42 @@ class Link:
             base_url=self.base_url, timeout=timeout,
             headers={"Authorization": f"Bearer {token}"} if token else None,
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8))
+        # A plain http:// coordinator is spoken to by the lean client, https:// by httpx.
+        url = urlsplit(self.base_url)
+        self._lean: Http11Client | None = None
+        if url.scheme == "http" and url.hostname and not url.path.strip("/"):
+            self._lean = Http11Client(
+                url.hostname, url.port or 80,
+                headers={"Authorization": f"Bearer {token}"} if token else None)
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
+            if self._lean is not None:
+                await self._lean.aclose()
             await self._http.aclose()
 
     async def _post(self, path: str, body: object, reply: type[T], *,
                     read_timeout: float | None = None, ok: tuple[int, ...] = (200, 201)) -> T:
+        timeout = read_timeout if read_timeout is not None else self.timeout
+        if self._lean is not None:  # plain http: the lean client (actors/http11.py)
+            try:
+                status, content = await self._lean.post(
+                    path, _encoder.encode(body), timeout=timeout)
+            except HttpError as exc:
+                raise LinkError(f"{path}: {exc}") from exc
+        else:
+            try:
+                resp = await self._http.post(
+                    path, content=_encoder.encode(body),
+                    headers={"content-type": "application/json"}, timeout=timeout)
+            except httpx.HTTPError as exc:
+                raise LinkError(f"{path}: {type(exc).__name__}: {exc}") from exc
+            status, content = resp.status_code, resp.content
+        if status not in ok:
+            text = content[:300].decode(errors="replace")
+            raise LinkError(f"{path}: HTTP {status}: {text}")
         try:
-            resp = await self._http.post(
-                path, content=_encoder.encode(body),
-                headers={"content-type": "application/json"},
-                timeout=read_timeout if read_timeout is not None else self.timeout)
-        except httpx.HTTPError as exc:
-            raise LinkError(f"{path}: {type(exc).__name__}: {exc}") from exc
-        if resp.status_code not in ok:
-            raise LinkError(f"{path}: HTTP {resp.status_code}: {resp.text[:300]}")
-        try:
-            return msgspec.json.decode(resp.content, type=reply)
+            return msgspec.json.decode(content, type=reply)
         except msgspec.MsgspecError as exc:
             raise LinkError(f"{path}: unexpected reply: {exc}") from exc
 

@@ -10,6 +10,7 @@ adapter's workers). Nothing here waits without a deadline.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -105,6 +106,8 @@ class Procs:
 
     log_dir: Path
     items: list[Proc] = field(default_factory=list)
+    # per stopped process: warning/error lines of its (JSON) log, e.g. a 500 a worker got
+    log_issues: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def start(self, name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
               cwd: Path = ROOT) -> Proc:
@@ -146,6 +149,9 @@ class Procs:
                 _killpg(proc.pid, signal.SIGKILL)
         if proc in self.items:
             self.items.remove(proc)
+        issues = log_issues(proc.log_path)
+        if issues:
+            self.log_issues[proc.log_path.stem] = issues
         return proc.popen.returncode
 
     def stop_all(self) -> None:
@@ -154,6 +160,27 @@ class Procs:
                 self.stop(proc, grace=10.0)
             except Exception as exc:  # keep stopping the others
                 log(f"stopping {proc.name} failed: {exc!r}")
+
+
+def log_issues(path: Path) -> dict[str, Any] | None:
+    """Warning and error lines of a structured (JSON lines) log: counts by event, and
+    the first line of each event (cut), or None when there are none."""
+    counts: dict[str, int] = {}
+    first: dict[str, str] = {}
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if '"level":"warning"' not in line and '"level":"error"' not in line:
+                    continue
+                try:
+                    event = str(json.loads(line).get("event", "?"))
+                except ValueError:
+                    event = "?"
+                counts[event] = counts.get(event, 0) + 1
+                first.setdefault(event, line.strip()[:600])
+    except OSError:
+        return None
+    return {"counts": counts, "first": first} if counts else None
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

@@ -425,7 +425,10 @@ def post_loop(port: int, path: str, payload: bytes, count: int) -> str:
         for _ in range(count):
             s.sendall(head)
             while b"\r\n\r\n" not in buf:
-                buf += s.recv(65536)
+                chunk = s.recv(65536)
+                if not chunk:
+                    return "connection closed by the server"
+                buf += chunk
             header, buf = buf.split(b"\r\n\r\n", 1)
             length = 0
             for line in header.split(b"\r\n")[1:]:
@@ -433,7 +436,10 @@ def post_loop(port: int, path: str, payload: bytes, count: int) -> str:
                 if k.strip().lower() == b"content-length":
                     length = int(v)
             while len(buf) < length:
-                buf += s.recv(65536)
+                chunk = s.recv(65536)
+                if not chunk:
+                    return "connection closed by the server"
+                buf += chunk
             body, buf = buf[:length], buf[length:]
             status = int(header.split(b" ", 2)[1])
             if status not in (200, 201):

@@ -61,6 +61,9 @@ PHASES = ("e2e", "submit", "latency", "scale", "peers", "pgbench", "http")
 PEERS = ("procrastinate", "pgqueuer")
 NOOP = {"type": "noop", "payload": {}}
 
+# Log events at warning level that every run has (not worth a note).
+EXPECTED_WARNINGS = {"auth_disabled"}
+
 TARGETS = {
     "e2e_jobs_per_s": 8000.0,
     "e2e_vs_pgqueuer": 1.0,
@@ -629,15 +632,26 @@ class Run:
             worker_cmd = f"{PY} -m runtime.cli worker --slots {{concurrency}} --coordinator-url {c.url}"
             runs = [[a.workers, a.slots]] if a.quick else [[1, a.slots], [a.workers, a.slots]]
             # --list-take 500: GET /api/jobs takes at most 500 (the adapter's default 1000
-            # is refused, and it would fall back to polling every job by id)
+            # is refused, and it would fall back to polling every job by id). --stale-polls
+            # 20 (1 s): the default 5 (250 ms) sweeps all pending ids one by one while the
+            # workers start; more than 20 leaves jobs hidden from the newest-first list
+            # (over 500 finished between two polls) unseen for too long.
             argv = [str(hb / ".venv-http" / "bin" / "python"), str(hb / "peers" / "http_api_bench.py"),
                     c.url, "--quick", "--name", "scheduler-core", "--worker-cmd", worker_cmd,
-                    "--only", "enqueue,e2e,latency", "--list-take", "500", "--stale-polls", "200",
+                    "--only", "enqueue,e2e,latency", "--list-take", "500", "--stale-polls", "20",
                     "--set", f"e2e_runs={json.dumps(runs)}", "--out", str(path)]
             log(f"http adapter (--quick) against {c.url}, workers: {worker_cmd}")
             env = {**c.base_env(), "DATABASE_URL": "", "COORDINATOR_URL": c.url}
-            doc = self.run_harness_script("http-adapter", argv, path, timeout=600, cwd=ROOT,
-                                          env=env)
+            began = time.time()
+            try:
+                doc = self.run_harness_script("http-adapter", argv, path, timeout=600, cwd=ROOT,
+                                              env=env)
+            finally:  # the adapter's workers log to /tmp/bench-http-<phase>-<i>.log
+                for log_path in Path("/tmp").glob("bench-http-*.log"):
+                    if log_path.stat().st_mtime >= began:
+                        issues = bl.log_issues(log_path)
+                        if issues:
+                            self.procs.log_issues[f"http-adapter worker {log_path.stem}"] = issues
             log(f"http adapter: enqueue {doc.get('enqueue', {}).get('single', {}).get('jobs_per_s')}/s, "
                 f"e2e {[(e['processes'], e['concurrency'], e['jobs_per_s']) for e in doc.get('e2e', [])]}, "
                 f"errors {doc.get('errors')}")
@@ -1029,6 +1043,14 @@ def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list
                 notes.append(f"{system} errors: {doc['errors']}")
     if pgb.get("error"):
         notes.append(f"pgbench ceiling: {pgb['error']}")
+    found = []
+    for proc, issues in (res.get("log_issues") or {}).items():
+        counts = ", ".join(f"{k} x{v}" for k, v in issues["counts"].items()
+                           if k not in EXPECTED_WARNINGS)
+        if counts:
+            found.append(f"{proc}: {counts}")
+    if found:
+        notes.append("warnings/errors in the logs (log_issues in the JSON): " + "; ".join(found))
     for name, e in (res.get("errors") or {}).items():
         notes.append(f"phase {name} failed: {e.splitlines()[0][:300]}")
     return rows, notes
@@ -1228,6 +1250,7 @@ def main(argv: list[str] | None = None) -> int:
                 run.server.close()
             except Exception as exc:
                 log(f"closing the database server failed: {exc!r}")
+    res["log_issues"] = run.procs.log_issues
     res["seconds"] = round(time.monotonic() - started, 1)
     res["machine"]["loadavg_at_end"] = bl.loadavg()
     rows, notes = build_rows(res, args)

@@ -11,7 +11,8 @@
     scheduler schedules list|show|pause|resume|delete
 
 Bad arguments and an unreachable coordinator give a one-line message on stderr and a
-non-zero exit (2 for usage, 1 for failures).
+non-zero exit (2 for usage, 1 for failures). ``coordinator`` and ``up`` with no token
+configured bind loopback only: another ``--host`` exits 1 unless ``--insecure-no-auth``.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def _config(args: argparse.Namespace) -> Config:
 def check_auth(config: Config) -> int | None:
     """Before a coordinator (or ``up``) binds: exit status 1 with a message when it
     would listen beyond loopback with no token; a loud warning when it runs without
-    authentication, or with a role that has no token."""
+    authentication, or without an admin or a worker token."""
     import structlog
 
     log = structlog.get_logger("runtime.cli")
@@ -231,9 +232,8 @@ def check_auth(config: Config) -> int | None:
               f"{config.host}:{config.port} can do everything", file=sys.stderr, flush=True)
         return None
     missing = [env for env, tokens in (("SCHEDULER_ADMIN_TOKEN", config.admin_tokens),
-                                       ("SCHEDULER_READ_TOKEN", config.read_tokens),
                                        ("SCHEDULER_WORKER_TOKEN", config.worker_tokens))
-               if not tokens]
+               if not tokens]  # (no read token: simply no read-only users)
     if missing:
         log.warning("auth_role_unconfigured", missing=missing,
                     consequence="requests needing that role are refused")

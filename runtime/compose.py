@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from runtime import db, pgserver
+from runtime import db, gctune, pgserver
 from runtime.config import Config
 from runtime.doorbell import Doorbell, EchoFilter
 from runtime.supervisor import ChildSpec, Supervisor
@@ -96,6 +96,7 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
         app_context(app).supervisor = tree.statistics  # for /health/ready
         async with trio.open_nursery() as nursery:
             await nursery.start(tree.run)
+            gctune.tune()
             log.info("coordinator_started", url=f"http://{config.host}:{config.port}",
                      pid=_pid())
             task_status.started()

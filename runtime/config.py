@@ -51,7 +51,7 @@ SETTINGS: tuple[Setting, ...] = (
             "first SCHEDULER_ADMIN_TOKEN."),
     Setting("SCHEDULER_PUBLIC_PATHS", "public_paths", str, "/health,/health/ready,/metrics",
             "Comma-separated paths that GET and HEAD reach without a token when "
-            "authentication is on (exact paths, no prefixes). Empty: every path needs one."),
+            "authentication is on (exact paths, no prefixes). `none`: every path needs one."),
     Setting("SCHEDULER_ALLOW_NO_AUTH", "allow_no_auth", str, "false",
             "true: let the coordinator bind a non-loopback address with no token configured "
             "(as `--insecure-no-auth`). Anyone who reaches it can then do everything."),
@@ -247,6 +247,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def public_path_set(self) -> frozenset[str]:
+        """SCHEDULER_PUBLIC_PATHS as a set (``none``: the empty set)."""
+        if self.public_paths.strip() == "none":
+            return frozenset()
         return frozenset(_split(self.public_paths))
 
     @property

@@ -23,7 +23,7 @@ from actors.coordinator_link import Link
 from actors.executor import Executors
 from actors.worker_state import WorkerState
 from handlers import REGISTRY
-from runtime import logs
+from runtime import gctune, logs
 from runtime.config import Config
 from runtime.procpool import open_pool
 from runtime.supervisor import ChildSpec, Supervisor
@@ -71,6 +71,7 @@ async def run_worker(config: Config, queues: list[str]) -> int:
                 ])
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(tree.run)
+                    gctune.tune()
                     log.info("worker_started", worker_id=state.worker_id, slots=state.slots,
                              coordinator=config.coordinator_url, queues=queues,
                              http_private_allowed=config.http_private_allowed)

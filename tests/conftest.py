@@ -20,6 +20,21 @@ from psycopg.conninfo import make_conninfo
 from tests.support import OUTPUT, Coordinator, Worker
 
 _SESSION_TAG = uuid.uuid4().hex[:8]
+_FAULTS = Path(__file__).resolve().parent / "faults"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/faults (kill -9, PostgreSQL restarts: minutes long) runs by ``just
+    test-faults`` (SCHEDULER_FAULTS=1) or when named on the command line, never as
+    part of the default run."""
+    if collection_path != _FAULTS or os.environ.get("SCHEDULER_FAULTS") == "1":
+        return None
+    here = config.invocation_params.dir
+    for arg in config.args:
+        named = (here / arg.split("::")[0]).resolve()
+        if named == _FAULTS or _FAULTS in named.parents:
+            return None
+    return True
 
 
 @pytest.fixture(scope="session")

@@ -160,6 +160,21 @@ def test_a_bad_auth_setting_is_a_config_error_naming_it(env: dict[str, str],
     assert READ not in str(info.value) and ADMIN not in str(info.value)
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    ("", {"/health", "/health/ready", "/metrics"}),  # the default
+    ("/health, /metrics", {"/health", "/metrics"}),
+    ("none", set()),
+])
+def test_the_public_paths(value: str, expected: set[str]) -> None:
+    assert expected == load_config({"SCHEDULER_PUBLIC_PATHS": value}).public_path_set
+
+
+async def test_with_no_public_path_health_needs_a_token() -> None:
+    client = make_app({**TOKENS, "SCHEDULER_PUBLIC_PATHS": "none"}).test_client()
+    assert 401 == (await client.get("/metrics")).status_code
+    assert 200 == (await client.get("/metrics", headers=bearer(READ))).status_code
+
+
 def test_tokens_are_split_on_commas_and_blanks_dropped() -> None:
     config = load_config({"SCHEDULER_ADMIN_TOKEN": f" {ADMIN} ,, {ADMIN_NEXT} "})
     assert (ADMIN, ADMIN_NEXT) == config.admin_tokens

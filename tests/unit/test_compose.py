@@ -292,3 +292,9 @@ def test_env_example_is_written_from_the_settings_with_their_docs() -> None:
     assert env_example() == (ROOT / ".env.example").read_text(), (
         "regenerate it: python -c \"from runtime.config import env_example; "
         "print(env_example(), end='')\" > .env.example")
+
+
+def test_the_coordinator_health_check_needs_no_token() -> None:
+    path = urlsplit(re.findall(r"https?://[^\s'\"]+", " ".join(
+        as_argv(service("coordinator")["healthcheck"]["test"])))[0]).path
+    assert path in service_config("coordinator").public_path_set

@@ -1,0 +1,134 @@
+"""Helpers shared by the fault tests: reading the database, submitting in batches,
+the invariants every fault must leave intact, and reading JSON log lines.
+
+Every wait goes through :func:`tests.support.wait_until` (a deadline, never a bare
+sleep for "long enough").
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+
+from tests.support import Proc
+
+TERMINAL = ("Succeeded", "DeadLetter", "Cancelled")
+
+
+def query(dsn: str, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True, connect_timeout=5) as conn:
+        return conn.execute(sql.encode(), params).fetchall()
+
+
+def status_counts(dsn: str) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in query(
+        dsn, "SELECT status, count(*) AS n FROM jobs GROUP BY status")}
+
+
+def terminal_count(dsn: str) -> int:
+    return int(query(dsn, "SELECT count(*) AS n FROM jobs WHERE status = ANY(%s)",
+                     (list(TERMINAL),))[0]["n"])
+
+
+def submit_batch(url: str, jobs: list[dict[str, Any]], *, timeout: float = 30) -> list[str]:
+    """``POST /api/jobs/batch`` (all or nothing); the new ids in request order."""
+    resp = httpx.post(url + "/api/jobs/batch", json={"jobs": jobs}, timeout=timeout)
+    assert 201 == resp.status_code, resp.text[:500]
+    return [str(item["id"]) for item in resp.json()["items"]]
+
+
+def submit_all(url: str, jobs: list[dict[str, Any]], *, per_request: int = 500) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, len(jobs), per_request):
+        ids += submit_batch(url, jobs[start:start + per_request])
+    return ids
+
+
+# --- the invariants ----------------------------------------------------------------------
+
+def overlapping_live_runs(dsn: str) -> list[dict[str, Any]]:
+    """Pairs of different runs of one job whose live intervals overlap.
+
+    A run is live from its start until it finished (or, unfinished, until its lease
+    ends); two live runs of one job at once would break "at most one live run"."""
+    return query(dsn, """
+        SELECT a.job_id, a.id AS a, b.id AS b, a.outcome AS a_outcome, b.outcome AS b_outcome
+        FROM job_runs a JOIN job_runs b ON a.job_id = b.job_id AND a.id < b.id
+        WHERE tstzrange(a.started_at, COALESCE(a.finished_at, a.lease_expires_at), '[)')
+           && tstzrange(b.started_at, COALESCE(b.finished_at, b.lease_expires_at), '[)')
+    """)
+
+
+def duplicate_successes(dsn: str) -> list[dict[str, Any]]:
+    """Jobs with more than one Succeeded run (fencing must make that impossible)."""
+    return query(dsn, """
+        SELECT job_id, count(*) AS n FROM job_runs WHERE outcome = 'Succeeded'
+        GROUP BY job_id HAVING count(*) > 1""")
+
+
+def succeeded_without_one_succeeded_run(dsn: str) -> list[dict[str, Any]]:
+    """Succeeded jobs whose runs do not hold exactly one Succeeded run."""
+    return query(dsn, """
+        SELECT j.id, count(r.id) FILTER (WHERE r.outcome = 'Succeeded') AS ok
+        FROM jobs j LEFT JOIN job_runs r ON r.job_id = j.id
+        WHERE j.status = 'Succeeded' GROUP BY j.id
+        HAVING count(r.id) FILTER (WHERE r.outcome = 'Succeeded') <> 1""")
+
+
+def run_outcomes(dsn: str) -> dict[str, int]:
+    return {str(r["outcome"]): r["n"] for r in query(
+        dsn, "SELECT outcome, count(*) AS n FROM job_runs GROUP BY outcome")}
+
+
+# --- processes and their logs ---------------------------------------------------------
+
+def log_lines(proc: Proc) -> list[dict[str, Any]]:
+    """The JSON lines a process logged (SCHEDULER_LOG_FORMAT=json); other lines skipped."""
+    found = []
+    for line in proc.output().splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return found
+
+
+def events(proc: Proc, name: str) -> list[dict[str, Any]]:
+    return [e for e in log_lines(proc) if e.get("event") == name]
+
+
+def count_events(procs: Iterable[Proc], name: str) -> int:
+    return sum(len(events(p, name)) for p in procs)
+
+
+def http_status(url: str, *, timeout: float = 2.0) -> int | None:
+    """The status of ``GET url``, or None when nothing answered."""
+    try:
+        return httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def metric(url: str, name: str) -> float:
+    """The sum of every sample of ``name`` on the coordinator's /metrics."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def __call__(self) -> float:
+        return round(time.monotonic() - self.started, 2)
