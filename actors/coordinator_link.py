@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -52,17 +53,17 @@ class Link:
     async def _post(self, path: str, body: object, reply: type[T], *,
                     read_timeout: float | None = None, ok: tuple[int, ...] = (200, 201)) -> T:
         timeout = read_timeout if read_timeout is not None else self.timeout
+        data = encode(body)
         if self._lean is not None:  # plain http: the lean client (actors/http11.py)
             try:
-                status, content = await self._lean.post(
-                    path, _encoder.encode(body), timeout=timeout)
+                status, content = await self._lean.post(path, data, timeout=timeout)
             except HttpError as exc:
                 raise LinkError(f"{path}: {exc}") from exc
         else:
             try:
                 resp = await self._http.post(
-                    path, content=_encoder.encode(body),
-                    headers={"content-type": "application/json"}, timeout=timeout)
+                    path, content=data, headers={"content-type": "application/json"},
+                    timeout=timeout)
             except httpx.HTTPError as exc:
                 raise LinkError(f"{path}: {type(exc).__name__}: {exc}") from exc
             status, content = resp.status_code, resp.content
@@ -92,6 +93,20 @@ class Link:
         """Both 200 (all accepted) and 409 (some fenced off) carry per-item results."""
         return await self._post("/api/workers/complete", body, wire.CompleteReply,
                                 ok=(200, 409))
+
+
+# A JSON escape of NUL that is not an escaped backslash followed by "u0000".
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def encode(body: object) -> bytes:
+    """The request body as JSON, NUL characters (a job's error text or result may hold
+    them) replaced by U+FFFD: the coordinator refuses NUL, which PostgreSQL cannot
+    store, and a completion refused that way would be retried forever."""
+    data = _encoder.encode(body)
+    if b"\\u0000" in data:
+        data = _NUL_ESCAPE.sub(rb"\1\\ufffd", data)
+    return data
 
 
 def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:

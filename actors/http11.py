@@ -46,7 +46,12 @@ class _Connection:
         self.answered = False  # some of the current answer arrived
 
     async def _fill(self) -> None:
-        chunk = await self.stream.receive_some(_RECEIVE_BYTES)
+        try:
+            chunk = await self.stream.receive_some(_RECEIVE_BYTES)
+        except trio.BrokenResourceError as exc:  # reset by the server
+            if not self.answered:
+                raise _ClosedBeforeAnswer(f"the connection was reset: {exc}") from exc
+            raise
         if not chunk:
             if not self.answered:
                 raise _ClosedBeforeAnswer("the server closed the connection")
@@ -73,7 +78,10 @@ class _Connection:
     async def request(self, head: bytes, body: bytes) -> tuple[int, bytes, bool]:
         """Send one request; return (status, body, whether the connection may be kept)."""
         self.answered = False
-        await self.stream.send_all(head + body)
+        try:
+            await self.stream.send_all(head + body)
+        except (trio.BrokenResourceError, OSError) as exc:
+            raise _ClosedBeforeAnswer(f"the connection broke while sending: {exc}") from exc
         status_line, *lines = (await self.read_until(b"\r\n\r\n", MAX_HEAD_BYTES)).split(
             b"\r\n")
         parts = status_line.split(b" ", 2)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fastpath.py [--workers W] [--slots S] [--jobs N] [--type noop]
         [--phases throughput,latency,submit] [--latency-jobs K] [--submit-jobs N]
-        [--profile DIR] [--env NAME=VALUE ...] [--dsn ADMIN_DSN] [--keep]
+        [--profile DIR] [--cprofile DIR] [--env NAME=VALUE ...] [--dsn ADMIN_DSN] [--keep]
 
 Makes a scratch database on the server of ``--dsn`` (default ``DATABASE_URL``, else
 ``postgresql://postgres@127.0.0.1:5432/postgres``), migrates it and starts a real
@@ -21,8 +21,13 @@ coordinator. Then, by phase:
 - ``latency``: one job at a time through POST /api/jobs on an idle system (a pause
   between jobs), pickup = the run's start minus the job's creation (database clock).
 
-``--profile DIR`` samples the coordinator and the first worker with py-spy during the
-throughput phase and prints the functions that took the most time (own and total).
+``--profile DIR`` samples the coordinator and the first worker with py-spy (install it
+into the venv: ``pip install py-spy``) during the phases and prints the functions that
+took the most wall-clock time, own and total: where each process waits, including time
+it is runnable but preempted (a write that wakes the reader). ``--cprofile DIR`` runs
+the coordinator and the first worker under cProfile with a CPU clock instead and prints
+their top functions at the end (whole process life; 2-3x slower while profiled).
+docs/decisions/0009-fast-path.md has the figures this measured.
 """
 
 from __future__ import annotations

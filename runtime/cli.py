@@ -284,10 +284,6 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
             result = trio.run(compose.prune, config, dsn)
             print(f"pruned jobs: {result.deleted} (batches: {result.batches})")
             return 0
-        if args.command in ("coordinator", "up"):
-            refused = check_auth(config)
-            if refused is not None:
-                return refused
         if args.command in ("coordinator", "worker", "up"):
             from handlers import PluginError
 
@@ -296,6 +292,10 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
             except PluginError as exc:
                 print(f"scheduler: {exc}", file=sys.stderr)
                 return 1
+        if args.command in ("coordinator", "up"):
+            refused = check_auth(config)
+            if refused is not None:
+                return refused
         if args.command == "coordinator":
             dsn = compose.resolve_database(config)
             trio.run(partial(compose.run_until_signalled, partial(

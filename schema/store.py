@@ -370,11 +370,11 @@ class Store:
         """Apply a batch of outcomes in one statement; one row per item, in order,
         with ``job_id`` None where the run was not the job's live run (fenced off)."""
         rand = random.random
-        params = {
-            "items": _json.encode([
-                (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent)
-                for c in items]).decode(),
-            "base": self.retry_base_seconds, "cap": self.retry_cap_seconds}
+        encoded = _json.encode([
+            (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent)
+            for c in items])
+        params = {"items": encoded.decode(),
+                  "base": self.retry_base_seconds, "cap": self.retry_cap_seconds}
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("complete_runs"), params)
             rows: list[dict[str, Any]] = await cur.fetchall()

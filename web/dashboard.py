@@ -21,13 +21,26 @@ import msgspec
 import structlog
 import trio
 from quart import Blueprint, Response, current_app, request
+from werkzeug.exceptions import NotFound
 
 from web.app import context, json_response
 from web.errors import ApiError
 
 STATIC = Path(__file__).parent / "static"
-blueprint = Blueprint("dashboard", __name__, static_folder="static",
-                      static_url_path="/dashboard/static")
+
+
+class _DashboardBlueprint(Blueprint):
+    async def send_static_file(self, filename: str) -> Response:
+        """A name the file system cannot even look up (longer than NAME_MAX) is a 404
+        like any other missing file, not the OSError Quart lets through (a 500)."""
+        try:
+            return await super().send_static_file(filename)
+        except OSError:
+            raise NotFound() from None
+
+
+blueprint = _DashboardBlueprint("dashboard", __name__, static_folder="static",
+                                static_url_path="/dashboard/static")
 log = structlog.get_logger("web.dashboard")
 
 # Seconds between two pushes of the event stream when nothing happens; and the

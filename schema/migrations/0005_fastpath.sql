@@ -1,4 +1,4 @@
--- 0005: the fast path (docs/decisions/0007-fast-path.md).
+-- 0005: the fast path (docs/decisions/0009-fast-path.md).
 -- Every statement is idempotent, so re-running the file changes nothing.
 
 -- Job notifications name their sender: the payload is the backend pid of the session

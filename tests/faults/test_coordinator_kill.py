@@ -2,6 +2,9 @@
 same database. The workers are never restarted: they go on running the jobs they
 hold, retry their heartbeats, claims and completions with backoff, and deliver them
 to the new coordinator. Every job Succeeds, none with two Succeeded runs.
+
+A schedule fires every second all along (misfirePolicy ``all``): the restarted
+coordinator catches up the ticks missed while none ran, and no tick fires twice.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from typing import Any
 from tests.faults.common import (
     count_events,
     duplicate_successes,
+    every_second,
+    fires,
     overlapping_live_runs,
     query,
     run_outcomes,
-    status_counts,
+    stop_schedule,
     submit_all,
     succeeded_without_one_succeeded_run,
 )
@@ -35,7 +40,14 @@ KILLS = 2
 
 
 def succeeded(dsn: str) -> int:
-    return int(query(dsn, "SELECT count(*) AS n FROM jobs WHERE status = 'Succeeded'")[0]["n"])
+    """Submitted jobs Succeeded (the schedule's are counted apart)."""
+    return int(query(dsn, """SELECT count(*) AS n FROM jobs
+                             WHERE status = 'Succeeded' AND schedule_id IS NULL""")[0]["n"])
+
+
+def statuses(dsn: str) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in query(dsn, """
+        SELECT status, count(*) AS n FROM jobs WHERE schedule_id IS NULL GROUP BY status""")}
 
 
 def test_coordinator_killed_twice_under_load_loses_nothing_and_runs_nothing_twice(
@@ -46,6 +58,8 @@ def test_coordinator_killed_twice_under_load_loses_nothing_and_runs_nothing_twic
     started = time.monotonic()
     c = start_coordinator(env=TIMINGS)
     port = c.port
+    schedule = every_second(c.url)
+    firing_since = time.monotonic()
     workers = [start_worker(c.url, slots=4, env=TIMINGS, extra=["--worker-id", f"k{i}"])
                for i in range(3)]
     worker_pids = [w.pid for w in workers]
@@ -60,7 +74,7 @@ def test_coordinator_killed_twice_under_load_loses_nothing_and_runs_nothing_twic
         target = JOBS * (k + 1) // 4
         wait_until(lambda target=target: succeeded(db_dsn) >= target, timeout=60,
                    interval=0.05, what=f"{target} jobs Succeeded")
-        running = status_counts(db_dsn).get("Running", 0)
+        running = statuses(db_dsn).get("Running", 0)
         c.signal(signal.SIGKILL)
         c.wait(timeout=5)
         killed_at = time.monotonic()
@@ -71,10 +85,18 @@ def test_coordinator_killed_twice_under_load_loses_nothing_and_runs_nothing_twic
 
     wait_until(lambda: succeeded(db_dsn) == JOBS, timeout=90, interval=0.1,
                what=f"all {JOBS} jobs Succeeded")
+    stop_schedule(c.url, schedule)
+    fired_for = time.monotonic() - firing_since
+    wait_until(lambda: set(fires(db_dsn, schedule)["statuses"]) == {"Succeeded"}, timeout=30,
+               what="every fire of the schedule Succeeded")
     elapsed = time.monotonic() - started
 
-    assert {"Succeeded": JOBS} == status_counts(db_dsn)
-    assert set(ids) == {str(r["id"]) for r in query(db_dsn, "SELECT id FROM jobs")}
+    assert {"Succeeded": JOBS} == statuses(db_dsn)
+    assert set(ids) == {str(r["id"]) for r in query(
+        db_dsn, "SELECT id FROM jobs WHERE schedule_id IS NULL")}
+    cron = fires(db_dsn, schedule)
+    assert (0, 0) == (cron["fired_twice"], cron["ticks_missing"]), cron
+    assert cron["fires"] >= fired_for - 3, (fired_for, cron)  # every tick, caught up
     assert [] == duplicate_successes(db_dsn)
     assert [] == succeeded_without_one_succeeded_run(db_dsn)
     assert [] == overlapping_live_runs(db_dsn)
@@ -84,6 +106,8 @@ def test_coordinator_killed_twice_under_load_loses_nothing_and_runs_nothing_twic
     for w in workers:
         wait_until(lambda w=w: count_events([w], "heartbeat_recovered") >= KILLS, timeout=15,
                    what="each worker's heartbeat back after each outage")
+    for w in workers:  # before the coordinator: their drains can reach it
+        w.stop()
     outcomes = run_outcomes(db_dsn)
     figures.update(
         jobs=JOBS, kills=KILLS, outages=len(outages), outage_detail=outages,
@@ -92,6 +116,8 @@ def test_coordinator_killed_twice_under_load_loses_nothing_and_runs_nothing_twic
         heartbeat_failures=count_events(workers, "heartbeat_failed"),
         completion_retries=count_events(workers, "completion_failed"),
         stale_completions_refused=count_events(workers, "completion_refused"),
+        cron_fires=cron["fires"], cron_fired_twice=cron["fired_twice"],
+        cron_ticks_missing=cron["ticks_missing"],
         coordinators_started=len([p for p in processes if isinstance(p, Coordinator)]),
         duration_s=round(elapsed, 1),
     )

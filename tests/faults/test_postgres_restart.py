@@ -5,6 +5,8 @@ DATABASE_URL says), so it can stop it. The coordinator and the workers are never
 restarted: they ride out the outage (requests fail with 5xx and are retried, pooled
 connections are replaced, the listener reconnects), /health/ready answers 503 while
 the database is away and 200 once it is back, and every job Succeeds exactly once.
+A schedule firing every second (misfirePolicy ``all``) has exactly one job per tick,
+the ticks of the outage caught up afterwards.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from runtime import compose, pgserver
 from tests.faults.common import (
     count_events,
     duplicate_successes,
+    every_second,
+    fires,
     http_status,
     overlapping_live_runs,
     query,
     run_outcomes,
-    status_counts,
+    stop_schedule,
     submit_all,
     succeeded_without_one_succeeded_run,
 )
@@ -50,7 +54,14 @@ def own_postgres() -> Iterator[pgserver.EmbeddedPostgres]:
 
 
 def succeeded(dsn: str) -> int:
-    return int(query(dsn, "SELECT count(*) AS n FROM jobs WHERE status = 'Succeeded'")[0]["n"])
+    """Submitted jobs Succeeded (the schedule's are counted apart)."""
+    return int(query(dsn, """SELECT count(*) AS n FROM jobs
+                             WHERE status = 'Succeeded' AND schedule_id IS NULL""")[0]["n"])
+
+
+def statuses(dsn: str) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in query(dsn, """
+        SELECT status, count(*) AS n FROM jobs WHERE schedule_id IS NULL GROUP BY status""")}
 
 
 def test_postgres_restarted_mid_run_is_ridden_out_without_restarts_or_lost_jobs(
@@ -66,6 +77,8 @@ def test_postgres_restarted_mid_run_is_ridden_out_without_restarts_or_lost_jobs(
         c = Coordinator(dsn, env=TIMINGS)
         procs.append(c)
         c.wait_healthy(timeout=30)
+        schedule = every_second(c.url)
+        firing_since = time.monotonic()
         workers = [Worker(c.url, slots=4, env=TIMINGS, extra=["--worker-id", f"p{i}"])
                    for i in range(2)]
         procs += workers
@@ -77,7 +90,7 @@ def test_postgres_restarted_mid_run_is_ridden_out_without_restarts_or_lost_jobs(
         ids = submit_all(c.url, jobs)
         wait_until(lambda: succeeded(dsn) >= 60, timeout=60, interval=0.05,
                    what="60 jobs Succeeded")
-        before = status_counts(dsn)
+        before = statuses(dsn)
 
         # The outage: /health/ready is polled all along from another thread.
         seen: list[tuple[float, float, int | None]] = []  # (sent, answered, status)
@@ -98,6 +111,7 @@ def test_postgres_restarted_mid_run_is_ridden_out_without_restarts_or_lost_jobs(
             wait_until(lambda: any(t > stopped_at and s == 503 for t, _, s in seen),
                        timeout=OUTAGE_SECONDS + 10, what="/health/ready 503 during the outage")
             time.sleep(max(0.0, stopped_at + OUTAGE_SECONDS - time.monotonic()))
+            starting_at = time.monotonic()  # it accepts connections before start() returns
             server.start()
             restarted_at = time.monotonic()
             wait_until(lambda: any(t > restarted_at and s == 200 for t, _, s in seen),
@@ -108,16 +122,23 @@ def test_postgres_restarted_mid_run_is_ridden_out_without_restarts_or_lost_jobs(
             poller.join(timeout=5)
         assert dsn == server.dsn
         # Every readiness probe sent and answered while the server was down said 503.
-        during = [s for sent, answered, s in seen if stopped_at < sent and answered < restarted_at]
+        during = [s for sent, answered, s in seen if stopped_at < sent and answered < starting_at]
         assert 503 in during and 200 not in during, during
 
         # Jobs submitted after the outage flow too.
         ids += submit_all(c.url, [{"type": "noop", "payload": {}} for _ in range(100)])
         wait_until(lambda: succeeded(dsn) == len(ids), timeout=90, interval=0.1,
                    what=f"all {len(ids)} jobs Succeeded")
+        stop_schedule(c.url, schedule)
+        fired_for = time.monotonic() - firing_since
+        wait_until(lambda: set(fires(dsn, schedule)["statuses"]) == {"Succeeded"}, timeout=30,
+                   what="every fire of the schedule Succeeded")
         elapsed = time.monotonic() - started
 
-        assert {"Succeeded": len(ids)} == status_counts(dsn)
+        assert {"Succeeded": len(ids)} == statuses(dsn)
+        cron = fires(dsn, schedule)
+        assert (0, 0) == (cron["fired_twice"], cron["ticks_missing"]), cron
+        assert cron["fires"] >= fired_for - 3, (fired_for, cron)  # every tick, caught up
         assert [] == duplicate_successes(dsn)
         assert [] == succeeded_without_one_succeeded_run(dsn)
         assert [] == overlapping_live_runs(dsn)
@@ -128,12 +149,14 @@ def test_postgres_restarted_mid_run_is_ridden_out_without_restarts_or_lost_jobs(
         assert 200 == http_status(c.url + "/health")
         outcomes = run_outcomes(dsn)
         figures.update(
-            jobs=len(ids), kills=0, outages=1, outage_s=round(restarted_at - stopped_at, 2),
+            jobs=len(ids), kills=0, outages=1, outage_s=round(starting_at - stopped_at, 2),
+            restart_s=round(restarted_at - starting_at, 2),
             ready_again_after_restart_s=round(ready_at - restarted_at, 2),
             ready_during_outage={str(s): during.count(s) for s in sorted(set(during), key=str)},
             jobs_before_outage=before, lost=len(ids) - succeeded(dsn),
             duplicates=len(duplicate_successes(dsn)), runs=sum(outcomes.values()),
-            run_outcomes=outcomes,
+            run_outcomes=outcomes, cron_fires=cron["fires"],
+            cron_fired_twice=cron["fired_twice"], cron_ticks_missing=cron["ticks_missing"],
             listener_reconnects=count_events([c], "listener_connected") - 1,
             worker_heartbeat_failures=count_events(workers, "heartbeat_failed"),
             worker_completion_retries=count_events(workers, "completion_failed"),

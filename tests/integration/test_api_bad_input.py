@@ -322,3 +322,11 @@ def test_a_bad_retry_body_is_400_naming_the_field_and_writes_nothing(
 def test_a_wrong_method_is_405_as_json(http: httpx.Client, job_id: str, method: str,
                                        path: str) -> None:
     assert_error(http.request(method, path.format(job_id)), 405, None, "method_not_allowed")
+
+
+# -- the dashboard's files ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "a/" + "b" * 300, "nope.js", "../app.py"])
+def test_a_static_file_that_cannot_exist_is_404_as_json(http: httpx.Client, name: str) -> None:
+    assert_error(http.get(f"/dashboard/static/{name}"), 404, None, "not_found")
