@@ -63,7 +63,7 @@ def test_coordinator_killed_twice_under_load_loses_nothing_and_runs_nothing_twic
     workers = [start_worker(c.url, slots=4, env=TIMINGS, extra=["--worker-id", f"k{i}"])
                for i in range(3)]
     worker_pids = [w.pid for w in workers]
-    # A fifth sleep jobs (0.2-0.8 s) among noops: about 15 s of work for 12 slots.
+    # One job in five a sleep of 0.2-0.8 s, the rest noops: about 15 s of work on 12 slots.
     jobs = [{"type": "sleep", "payload": {"seconds": round(rng.uniform(0.2, 0.8), 2)}}
             if i % 5 == 0 else {"type": "noop", "payload": {}} for i in range(JOBS)]
     ids = submit_all(c.url, jobs)
