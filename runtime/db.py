@@ -259,8 +259,9 @@ class Pool:
         """Check a connection out for the block.
 
         Error handling: raises :class:`DatabaseUnavailable` when no connection can be
-        opened; errors inside the block propagate after the connection is returned
-        (or discarded, if it is broken).
+        opened, or when the connection breaks inside the block (the server went
+        away); other errors propagate after the connection is returned (or discarded,
+        if it is broken).
         """
         if self._closed:
             raise DatabaseUnavailable("the pool is closed")
@@ -274,6 +275,13 @@ class Pool:
                 self._all.add(conn)
             try:
                 yield conn
+            except psycopg.OperationalError as exc:
+                if conn.closed or conn.broken:
+                    # The server went away mid-request (shut down, restarted, killed
+                    # backend): to callers that is "unavailable", the same as failing
+                    # to connect, so the API answers 503 and actors retry.
+                    raise DatabaseUnavailable(f"lost the database connection: {exc}") from exc
+                raise
             finally:
                 self._give_back(conn)
 

@@ -156,9 +156,10 @@ async def test_the_pool_discards_a_killed_connection_and_serves_a_new_one(
         async with pool.connection() as conn:
             killed = await one(conn, "SELECT pg_backend_pid()")
         await terminate(db_dsn, killed)
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(DatabaseUnavailable) as raised:
             async with pool.connection() as conn:
                 await conn.execute("SELECT 1")
+        assert isinstance(raised.value.__cause__, psycopg.OperationalError)
         assert 0 == pool.statistics()["open"]
         with trio.fail_after(5):
             async with pool.connection() as conn:
