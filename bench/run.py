@@ -957,7 +957,7 @@ def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list
         add(f"pickup {p} ms, submit -> startedAt (claim)",
             fmt(v, 2) if v is not None else (err_of("latency") or "not run"),
             f"<= {TARGETS[target]:g}" if target else "",
-            verdict(None if v is None or not target else v <= TARGETS[target]))
+            "" if not target else verdict(None if v is None else v <= TARGETS[target]))
     d = lat.get("db_created_at_to_run_started_at") or {}
     if d:
         add("  same, database clock: createdAt -> run startedAt p50/p99",
@@ -1082,7 +1082,11 @@ def render(rows: list[list[str]], markdown: bool) -> str:
     if markdown:
         out = ["| " + " | ".join(HEADERS) + " |",
                "|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADERS))) + "|"]
-        out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+        for r in rows:
+            cells = [c.replace("|", "/") for c in r]
+            if cells[0].startswith("  "):  # a sub-row: Markdown would eat the indent
+                cells[0] = "↳ " + cells[0].strip()
+            out.append("| " + " | ".join(cells) + " |")
         return "\n".join(out)
     line = "  ".join
     out = [line(h.ljust(w[i]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(HEADERS)),
@@ -1209,7 +1213,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     interrupted = False
     try:
-        run.server = bl.open_server(resolve_dsn(args), run.tmp / "pg")
+        run.server = bl.open_server(resolve_dsn(args), run.tmp)
         res["server"] = {"kind": run.server.kind, **run.server.settings()}
         log(f"PostgreSQL: {run.server.kind} {res['server'].get('server_version')} "
             f"(max_connections {res['server'].get('max_connections')}); logs in {run.procs.log_dir}")
@@ -1241,6 +1245,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: stopping everything")
+    except (Exception, SystemExit) as exc:  # no database server: nothing could run
+        res["errors"]["setup"] = f"{type(exc).__name__}: {exc}"
+        log(f"setup FAILED: {type(exc).__name__}: {exc}")
     finally:
         run.procs.stop_all()
         if run.server is not None:
@@ -1273,7 +1280,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run.tmp, ignore_errors=True)
     if interrupted:
         return 130
-    ours = [k for k in res["errors"] if k.split()[0] in ("e2e", "submit", "latency", "scale")]
+    ours = [k for k in res["errors"]
+            if k.split()[0] in ("setup", "e2e", "submit", "latency", "scale")]
     return 1 if ours else 0
 
 
