@@ -105,8 +105,6 @@ class Proc:
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "wb")
         argv = [sys.executable, "-m", "runtime.cli", *args]
-        if name == "coordinator" and os.environ.get("FASTPATH_COORDINATOR_WRAPPER"):
-            argv = [sys.executable, os.environ["FASTPATH_COORDINATOR_WRAPPER"], *args]
         if cprofile is not None:
             argv = [sys.executable, "-c", CPROFILE, str(cprofile), *args]
         self.popen = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT,

@@ -91,6 +91,17 @@ def db_dsn(fresh_database: Callable[[], str]) -> str:
     return fresh_database()
 
 
+@pytest.fixture(scope="module")
+def module_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
+    """One migrated database shared by a module's tests (``db_dsn`` is one per test):
+    for modules whose tests only add independent jobs and share one coordinator."""
+    name = f"sc_module_{_SESSION_TAG}_{uuid.uuid4().hex[:10]}"
+    template = psycopg.conninfo.conninfo_to_dict(template_dsn)["dbname"]
+    _admin_exec(pg_admin_dsn, f"CREATE DATABASE {name} TEMPLATE {template}")
+    yield make_conninfo(pg_admin_dsn, dbname=name)
+    _admin_exec(pg_admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
 def empty_database(pg_admin_dsn: str) -> Iterator[str]:
     """A database with no migrations applied."""

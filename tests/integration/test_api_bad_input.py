@@ -15,23 +15,10 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.support import Coordinator
 
 MAX_BODY_BYTES = 4096
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
-    """One migrated database for the whole module (``db_dsn`` is per test)."""
-    name = f"sc_bad_input_{uuid.uuid4().hex[:12]}"
-    template = conninfo_to_dict(template_dsn)["dbname"]
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}".encode())
-    yield make_conninfo(pg_admin_dsn, dbname=name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import psycopg
 import pytest
 import trio
 import trio.testing
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.support import Coordinator
 
@@ -30,18 +29,6 @@ JOB_FIELDS = {
 
 
 # -- fixtures and helpers ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
-    """One migrated database for the whole module (``db_dsn`` is per test)."""
-    name = f"sc_api_jobs_{uuid.uuid4().hex[:12]}"
-    template = conninfo_to_dict(template_dsn)["dbname"]
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}".encode())
-    yield make_conninfo(pg_admin_dsn, dbname=name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
 
 
 @pytest.fixture(scope="module")

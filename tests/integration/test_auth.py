@@ -8,15 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.support import ROOT, Coordinator, Worker, free_port, wait_until
 
@@ -34,17 +31,6 @@ CREDENTIALS = {"none": None, "unknown": UNKNOWN, "read": READ, "admin": ADMIN,
 
 def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
-    name = f"sc_auth_{uuid.uuid4().hex[:12]}"
-    template = conninfo_to_dict(template_dsn)["dbname"]
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}".encode())
-    yield make_conninfo(pg_admin_dsn, dbname=name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
 
 
 @pytest.fixture(scope="module")

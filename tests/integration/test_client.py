@@ -13,26 +13,13 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 import trio
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.support import Coordinator, Worker, free_port
 from web.client import ApiFailure, AsyncClient, Client, Unreachable, WaitTimeout
 
 FAR_FUTURE = "2999-01-01T00:00:00Z"
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
-    name = f"sc_client_{uuid.uuid4().hex[:12]}"
-    template = conninfo_to_dict(template_dsn)["dbname"]
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}".encode())
-    yield make_conninfo(pg_admin_dsn, dbname=name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,12 @@ answers at once; the dashboard's event stream, which never ends, is left out.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -40,19 +37,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # run under this pytest; the last test checks the served document's operations.)
 schema = schemathesis.openapi.from_dict(build_document(REGISTRY)).exclude(
     operation_id="dashboardEvents")
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
-    """One migrated database for the whole module (hypothesis runs many examples per
-    test, and a fixture per example would be a database per example)."""
-    name = f"sc_fuzz_{uuid.uuid4().hex[:12]}"
-    template = conninfo_to_dict(template_dsn)["dbname"]
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}".encode())
-    yield make_conninfo(pg_admin_dsn, dbname=name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
 
 
 @pytest.fixture(scope="module")
