@@ -50,10 +50,19 @@ WITH input AS (
            e.v->>3 AS error, NULLIF(e.v->4, 'null'::jsonb) AS result,
            (e.v->>5)::float8 AS jitter, (e.v->>6)::bool AS permanent
     FROM jsonb_array_elements(%(items)s::jsonb) AS e(v)
+), locked AS (
+    -- Lock the runs in id order first: a lease renewal (renew_leases) or another batch
+    -- touching the same runs locks them in the same order, so they queue, never
+    -- deadlock.
+    SELECT r.id FROM job_runs r
+    WHERE r.id IN (SELECT run_id FROM input)
+    ORDER BY r.id
+    FOR UPDATE
 ), runs AS (
     UPDATE job_runs r SET finished_at = now(), outcome = i.outcome, error = i.error
-    FROM input i, jobs j
-    WHERE r.id = i.run_id AND r.lease_token = i.token AND r.finished_at IS NULL
+    FROM input i, jobs j, locked l
+    WHERE r.id = i.run_id AND r.id = l.id AND r.lease_token = i.token
+      AND r.finished_at IS NULL
       AND j.id = r.job_id AND j.current_run_id = r.id AND j.status = 'Running'
     RETURNING r.id, r.job_id, i.outcome, i.error, i.result, i.jitter, i.permanent
 ), decided AS (
@@ -91,10 +100,17 @@ FROM input i LEFT JOIN updated u ON u.run_id = i.run_id;
 -- Extends the leases of the listed live runs (matching token only) and says, for
 -- each renewed run, whether its job has been asked to cancel. Runs not returned are
 -- lost to their worker (reaped, or completed elsewhere): it must drop them.
-WITH renewed AS (
+WITH locked AS (
+    -- Same lock order as complete_runs (by id), so the two never deadlock.
+    SELECT r.id FROM job_runs r
+    WHERE r.id = ANY(%(run_ids)s::uuid[])
+    ORDER BY r.id
+    FOR UPDATE
+), renewed AS (
     UPDATE job_runs r SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-    FROM unnest(%(run_ids)s::uuid[], %(tokens)s::uuid[]) AS t(run_id, token)
-    WHERE r.id = t.run_id AND r.lease_token = t.token AND r.finished_at IS NULL
+    FROM unnest(%(run_ids)s::uuid[], %(tokens)s::uuid[]) AS t(run_id, token), locked l
+    WHERE r.id = t.run_id AND r.id = l.id AND r.lease_token = t.token
+      AND r.finished_at IS NULL
     RETURNING r.id, r.job_id, r.lease_expires_at
 )
 SELECT renewed.id AS run_id, renewed.lease_expires_at, j.cancel_requested
