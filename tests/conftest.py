@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 import trio
 from psycopg.conninfo import make_conninfo
 
-from tests.support import OUTPUT, Coordinator, Worker
+from tests.support import OUTPUT, Coordinator, Worker, running_coordinator
 
 _SESSION_TAG = uuid.uuid4().hex[:8]
 _FAULTS = Path(__file__).resolve().parent / "faults"
@@ -109,6 +110,20 @@ def empty_database(pg_admin_dsn: str) -> Iterator[str]:
     _admin_exec(pg_admin_dsn, f"CREATE DATABASE {name}")
     yield make_conninfo(pg_admin_dsn, dbname=name)
     _admin_exec(pg_admin_dsn, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def api(module_dsn: str) -> Iterator[Coordinator]:
+    """One coordinator shared by a module's tests, on ``module_dsn``. A module that needs
+    other settings overrides it with ``running_coordinator(module_dsn, env=...)``."""
+    with running_coordinator(module_dsn) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def http(api: Coordinator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api.url, timeout=10) as client:
+        yield client
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -128,3 +129,14 @@ class Worker(Proc):
         super().__init__(["worker", "--slots", str(slots), "--coordinator-url", coordinator_url,
                           *extra],
                          {"SCHEDULER_LOG_FORMAT": "json", **(env or {})}, "worker")
+
+
+@contextmanager
+def running_coordinator(dsn: str, *, env: Mapping[str, str] | None = None) -> Iterator[Coordinator]:
+    """A healthy coordinator for the block, stopped afterwards (even if it never came up)."""
+    c = Coordinator(dsn, env=env)
+    try:
+        c.wait_healthy()
+        yield c
+    finally:
+        c.stop()

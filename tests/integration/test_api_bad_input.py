@@ -16,19 +16,15 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support import Coordinator
+from tests.support import Coordinator, running_coordinator
 
 MAX_BODY_BYTES = 4096
 
 
 @pytest.fixture(scope="module")
 def api(module_dsn: str) -> Iterator[Coordinator]:
-    c = Coordinator(module_dsn, env={"SCHEDULER_MAX_BODY_BYTES": str(MAX_BODY_BYTES)})
-    try:
-        c.wait_healthy()
+    with running_coordinator(module_dsn, env={"SCHEDULER_MAX_BODY_BYTES": str(MAX_BODY_BYTES)}) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +33,6 @@ def job_id(api: Coordinator) -> str:
     resp = httpx.post(api.url + "/api/jobs", json={"type": "noop"})
     assert 201 == resp.status_code
     return str(resp.json()["id"])
-
-
-@pytest.fixture(scope="module")
-def http(api: Coordinator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10) as client:
-        yield client
 
 
 def snapshot(dsn: str) -> tuple[Any, ...]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -29,22 +28,6 @@ JOB_FIELDS = {
 
 
 # -- fixtures and helpers ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def api(module_dsn: str) -> Iterator[Coordinator]:
-    c = Coordinator(module_dsn)
-    try:
-        c.wait_healthy()
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture(scope="module")
-def http(api: Coordinator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10) as client:
-        yield client
 
 
 def scalar(dsn: str, sql: str, *params: object) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ROOT, Coordinator, Worker, free_port, wait_until
+from tests.support import ROOT, Coordinator, Worker, free_port, running_coordinator, wait_until
 
 ADMIN = "it-admin-" + "a" * 24
 READ = "it-read-" + "r" * 24
@@ -35,12 +35,8 @@ def bearer(token: str | None) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def api(module_dsn: str) -> Iterator[Coordinator]:
-    c = Coordinator(module_dsn, env=TOKENS)
-    try:
-        c.wait_healthy()
+    with running_coordinator(module_dsn, env=TOKENS) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def submit(url: str, **fields: Any) -> dict[str, Any]:

@@ -28,16 +28,6 @@ from tests.support import ROOT, Coordinator, Worker, free_port, wait_until
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
-@pytest.fixture(scope="module")
-def api(module_dsn: str) -> Iterator[Coordinator]:
-    c = Coordinator(module_dsn)
-    try:
-        c.wait_healthy()
-        yield c
-    finally:
-        c.stop()
-
-
 WAIT_QUEUE = "cli-wait"
 
 
@@ -47,12 +37,6 @@ def worker(api: Coordinator) -> Iterator[Worker]:
                env={"SCHEDULER_CLAIM_WAIT_SECONDS": "2"})
     yield w
     w.stop()
-
-
-@pytest.fixture(scope="module")
-def http(api: Coordinator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10) as client:
-        yield client
 
 
 class Run(NamedTuple):

@@ -23,16 +23,6 @@ FAR_FUTURE = "2999-01-01T00:00:00Z"
 
 
 @pytest.fixture(scope="module")
-def api(module_dsn: str) -> Iterator[Coordinator]:
-    c = Coordinator(module_dsn)
-    try:
-        c.wait_healthy()
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture(scope="module")
 def worker(api: Coordinator) -> Iterator[Worker]:
     w = Worker(api.url, slots=2, env={"SCHEDULER_CLAIM_WAIT_SECONDS": "2"})
     yield w

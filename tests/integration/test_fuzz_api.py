@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from handlers import REGISTRY
-from tests.support import Coordinator
+from tests.support import Coordinator, running_coordinator
 from web.openapi import ROUTES, build_document
 
 MAX_EXAMPLES = 20
@@ -41,12 +41,8 @@ schema = schemathesis.openapi.from_dict(build_document(REGISTRY)).exclude(
 
 @pytest.fixture(scope="module")
 def api(module_dsn: str) -> Iterator[Coordinator]:
-    c = Coordinator(module_dsn, env={"SCHEDULER_CLAIM_WAIT_SECONDS": "0.05"})
-    try:
-        c.wait_healthy()
+    with running_coordinator(module_dsn, env={"SCHEDULER_CLAIM_WAIT_SECONDS": "0.05"}) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")

@@ -112,16 +112,6 @@ def module_dsn(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
     drop_database(pg_admin_dsn, name)
 
 
-@pytest.fixture(scope="module")
-def api(module_dsn: str) -> Iterator[Coordinator]:
-    c = Coordinator(module_dsn)
-    try:
-        c.wait_healthy()
-        yield c
-    finally:
-        c.stop()
-
-
 @pytest.fixture
 def http(api: Coordinator) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api.url, timeout=10) as client:

@@ -13,7 +13,6 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,22 +54,6 @@ def readme_curls() -> Curls:
 
 
 # -- fixtures and helpers ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def api(module_dsn: str) -> Iterator[Coordinator]:
-    c = Coordinator(module_dsn)
-    try:
-        c.wait_healthy()
-        yield c
-    finally:
-        c.stop()
-
-
-@pytest.fixture(scope="module")
-def http(api: Coordinator) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api.url, timeout=10) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
