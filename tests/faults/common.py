@@ -31,6 +31,17 @@ def status_counts(dsn: str) -> dict[str, int]:
         dsn, "SELECT status, count(*) AS n FROM jobs GROUP BY status")}
 
 
+def succeeded(dsn: str) -> int:
+    """Submitted jobs Succeeded (the schedule's are counted apart)."""
+    return int(query(dsn, """SELECT count(*) AS n FROM jobs
+                             WHERE status = 'Succeeded' AND schedule_id IS NULL""")[0]["n"])
+
+
+def statuses(dsn: str) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in query(dsn, """
+        SELECT status, count(*) AS n FROM jobs WHERE schedule_id IS NULL GROUP BY status""")}
+
+
 def terminal_count(dsn: str) -> int:
     return int(query(dsn, "SELECT count(*) AS n FROM jobs WHERE status = ANY(%s)",
                      (list(TERMINAL),))[0]["n"])

@@ -23,8 +23,10 @@ from tests.faults.common import (
     overlapping_live_runs,
     query,
     run_outcomes,
+    statuses,
     stop_schedule,
     submit_all,
+    succeeded,
     succeeded_without_one_succeeded_run,
 )
 from tests.support import Coordinator, Worker, wait_until
@@ -37,17 +39,6 @@ TIMINGS = {
 }
 JOBS = 600
 KILLS = 2
-
-
-def succeeded(dsn: str) -> int:
-    """Submitted jobs Succeeded (the schedule's are counted apart)."""
-    return int(query(dsn, """SELECT count(*) AS n FROM jobs
-                             WHERE status = 'Succeeded' AND schedule_id IS NULL""")[0]["n"])
-
-
-def statuses(dsn: str) -> dict[str, int]:
-    return {r["status"]: r["n"] for r in query(dsn, """
-        SELECT status, count(*) AS n FROM jobs WHERE schedule_id IS NULL GROUP BY status""")}
 
 
 def test_coordinator_killed_twice_under_load_loses_nothing_and_runs_nothing_twice(

@@ -28,10 +28,11 @@ from tests.faults.common import (
     fires,
     http_status,
     overlapping_live_runs,
-    query,
     run_outcomes,
+    statuses,
     stop_schedule,
     submit_all,
+    succeeded,
     succeeded_without_one_succeeded_run,
 )
 from tests.support import Coordinator, Worker, wait_until
@@ -51,17 +52,6 @@ def own_postgres() -> Iterator[pgserver.EmbeddedPostgres]:
     with pgserver.temporary_server(durable=False) as server:
         trio.run(compose.migrate, server.dsn)
         yield server
-
-
-def succeeded(dsn: str) -> int:
-    """Submitted jobs Succeeded (the schedule's are counted apart)."""
-    return int(query(dsn, """SELECT count(*) AS n FROM jobs
-                             WHERE status = 'Succeeded' AND schedule_id IS NULL""")[0]["n"])
-
-
-def statuses(dsn: str) -> dict[str, int]:
-    return {r["status"]: r["n"] for r in query(dsn, """
-        SELECT status, count(*) AS n FROM jobs WHERE schedule_id IS NULL GROUP BY status""")}
 
 
 def test_postgres_restarted_mid_run_is_ridden_out_without_restarts_or_lost_jobs(
