@@ -359,10 +359,13 @@ async def test_children_are_forked_by_one_thread_that_outlives_them(
     trio.lowlevel.open_process forks from a worker thread that trio retires when idle.
     """
     threads: list[int] = []
+    third_fork = threading.Event()
 
     class RecordingPopen(subprocess.Popen[bytes]):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             threads.append(threading.get_ident())
+            if len(threads) == 3:
+                third_fork.set()
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(subprocess, "Popen", RecordingPopen)
@@ -371,9 +374,7 @@ async def test_children_are_forked_by_one_thread_that_outlives_them(
             await pool.call(b"exit", timeout=5)
         assert (await pool.call(b"echo:x", timeout=5)).endswith(b":x")
         # The other child may answer before the dead one's replacement is forked.
-        with trio.fail_after(10):
-            while len(threads) < 3:
-                await trio.sleep(0.01)
+        assert await trio.to_thread.run_sync(third_fork.wait, 10)
         assert 3 == len(threads)
         assert 1 == len(set(threads))
         assert threads[0] != threading.get_ident()
