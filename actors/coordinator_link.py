@@ -2,16 +2,27 @@
 
     LinkError                 the coordinator did not answer, or answered 5xx
     Fenced                    409 on a completion: the run is no longer ours
+
+Failover: a link may know several coordinators (COORDINATOR_URL lists them). It sends
+every request to the current one; when a request to it gets no answer (refused,
+reset, timed out) or a 5xx, that request still fails with :class:`LinkError` (it is
+never resent elsewhere: the callers retry with backoff, and know what is safe to
+resend) and the link moves to the next URL, round robin, for the requests that
+follow. Nothing else changes on a move: workers, runs and lease tokens live in the
+shared database, so every coordinator knows this worker already (a heartbeat answered
+``known=False`` makes the heartbeat actor register again, as with one coordinator).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import msgspec
+import structlog
 import trio
 
 from actors.http11 import Http11Client, HttpError
@@ -21,54 +32,103 @@ T = TypeVar("T")
 
 _encoder = msgspec.json.Encoder()
 
+log = structlog.get_logger("actors.coordinator_link")
+
 
 class LinkError(Exception):
     """The coordinator could not be reached or failed; try again later."""
 
 
-class Link:
-    def __init__(self, base_url: str, *, timeout: float = 10.0,
-                 token: str | None = None) -> None:
-        """``token``: SCHEDULER_WORKER_TOKEN, sent as ``Authorization: Bearer``."""
+class _Endpoint:
+    """One coordinator: its base URL and its HTTP client, made once. A plain http://
+    coordinator is spoken to by the lean client (actors/http11.py), https:// (or a
+    base URL with a path) by httpx."""
+
+    __slots__ = ("base_url", "http", "lean")
+
+    def __init__(self, base_url: str, *, timeout: float, token: str | None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=timeout,
-            headers={"Authorization": f"Bearer {token}"} if token else None,
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=8))
-        # A plain http:// coordinator is spoken to by the lean client, https:// by httpx.
+        headers = {"Authorization": f"Bearer {token}"} if token else None
         url = urlsplit(self.base_url)
-        self._lean: Http11Client | None = None
+        self.lean: Http11Client | None = None
+        self.http: httpx.AsyncClient | None = None
         if url.scheme == "http" and url.hostname and not url.path.strip("/"):
-            self._lean = Http11Client(
-                url.hostname, url.port or 80,
-                headers={"Authorization": f"Bearer {token}"} if token else None)
+            self.lean = Http11Client(url.hostname, url.port or 80, headers=headers)
+        else:
+            self.http = httpx.AsyncClient(
+                base_url=self.base_url, timeout=timeout, headers=headers,
+                limits=httpx.Limits(max_connections=8, max_keepalive_connections=8))
+
+    async def aclose(self) -> None:
+        if self.lean is not None:
+            await self.lean.aclose()
+        if self.http is not None:
+            await self.http.aclose()
+
+
+class Link:
+    def __init__(self, base_urls: str | Sequence[str], *, timeout: float = 10.0,
+                 token: str | None = None) -> None:
+        """``base_urls``: one coordinator's base URL, or several to fail over between
+        (in this order, starting with the first). ``token``: SCHEDULER_WORKER_TOKEN,
+        sent as ``Authorization: Bearer``."""
+        urls = (base_urls,) if isinstance(base_urls, str) else tuple(base_urls)
+        if not urls:
+            raise ValueError("expected at least one coordinator URL, found none")
+        self.timeout = timeout
+        self._endpoints = tuple(_Endpoint(u, timeout=timeout, token=token) for u in urls)
+        self._current = 0
+
+    @property
+    def base_url(self) -> str:
+        """The coordinator the next request goes to."""
+        return self._endpoints[self._current].base_url
+
+    @property
+    def base_urls(self) -> tuple[str, ...]:
+        return tuple(e.base_url for e in self._endpoints)
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
-            if self._lean is not None:
-                await self._lean.aclose()
-            await self._http.aclose()
+            for endpoint in self._endpoints:
+                await endpoint.aclose()
+
+    def _fail_over(self, at: int, path: str, error: str) -> None:
+        """Move on from endpoint ``at`` after a request to it failed. Only the first
+        failure moves the link: the other requests in flight to the same coordinator
+        fail too, and must not carry it past the next one."""
+        if at != self._current or len(self._endpoints) == 1:
+            return
+        self._current = (at + 1) % len(self._endpoints)
+        log.warning("coordinator_failed_over", from_url=self._endpoints[at].base_url,
+                    to_url=self._endpoints[self._current].base_url, path=path, error=error)
 
     async def _post(self, path: str, body: object, reply: type[T], *,
                     read_timeout: float | None = None, ok: tuple[int, ...] = (200, 201)) -> T:
         timeout = read_timeout if read_timeout is not None else self.timeout
         data = encode(body)
-        if self._lean is not None:  # plain http: the lean client (actors/http11.py)
+        at = self._current
+        endpoint = self._endpoints[at]
+        if endpoint.lean is not None:  # plain http: the lean client (actors/http11.py)
             try:
-                status, content = await self._lean.post(path, data, timeout=timeout)
+                status, content = await endpoint.lean.post(path, data, timeout=timeout)
             except HttpError as exc:
+                self._fail_over(at, path, str(exc))
                 raise LinkError(f"{path}: {exc}") from exc
         else:
+            assert endpoint.http is not None
             try:
-                resp = await self._http.post(
+                resp = await endpoint.http.post(
                     path, content=data, headers={"content-type": "application/json"},
                     timeout=timeout)
             except httpx.HTTPError as exc:
+                self._fail_over(at, path, f"{type(exc).__name__}: {exc}")
                 raise LinkError(f"{path}: {type(exc).__name__}: {exc}") from exc
             status, content = resp.status_code, resp.content
         if status not in ok:
             text = content[:300].decode(errors="replace")
+            if status >= 500:  # a 4xx would be the same from any coordinator
+                self._fail_over(at, path, f"HTTP {status}")
             raise LinkError(f"{path}: HTTP {status}: {text}")
         try:
             return msgspec.json.decode(content, type=reply)

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from runtime.config import Config
+from runtime.config import Config, check_coordinator_urls
 from web.client import Client, ClientError, Job, WaitTimeout
 
 
@@ -186,6 +186,9 @@ def _schedules(client: Client, args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    # COORDINATOR_URL may list several coordinators; the client uses the first (a
+    # command is not resent elsewhere: a submission that timed out may have landed).
+    check_coordinator_urls(config)
     try:
         with Client(config.coordinator_url, token=config.client_token or None) as client:
             if args.command == "submit":

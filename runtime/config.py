@@ -34,7 +34,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCHEDULER_HOST", "host", str, "127.0.0.1", "Address the coordinator binds."),
     Setting("SCHEDULER_PORT", "port", int, 5000, "Port the coordinator binds."),
     Setting("COORDINATOR_URL", "coordinator_url", str, "http://127.0.0.1:5000",
-            "Where workers and the CLI client reach the coordinator."),
+            "Where workers and the CLI client reach the coordinator: one http:// or "
+            "https:// URL (a load balancer's, or a coordinator's), or several "
+            "comma-separated, one per coordinator. A worker stays on one until a request "
+            "to it fails (no answer, or 5xx), then moves to the next for its next "
+            "request, round robin. The CLI client uses the first."),
     Setting("SCHEDULER_ADMIN_TOKEN", "admin_token", str, "",
             "Bearer token(s) for the whole public API and the dashboard's actions; "
             "comma-separated to rotate (each at least 16 characters of A-Z a-z 0-9 - . _ ~ "
@@ -146,7 +150,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: str = ".scheduler"
     host: str = "127.0.0.1"
     port: int = 5000
-    coordinator_url: str = "http://127.0.0.1:5000"
+    coordinator_url: str = "http://127.0.0.1:5000"  # the first of coordinator_urls
+    # Every COORDINATOR_URL, in order: derived from coordinator_url (__post_init__), not a
+    # setting of its own.
+    coordinator_urls: tuple[str, ...] = ()
     admin_token: str = ""
     read_token: str = ""
     worker_token: str = ""
@@ -180,6 +187,16 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str = "auto"
     log_level: str = "info"
 
+    def __post_init__(self) -> None:
+        # COORDINATOR_URL may list several URLs: keep them all in coordinator_urls and
+        # the first in coordinator_url, for the callers that need one. A copy made with
+        # msgspec.structs.replace keeps the list unless coordinator_url changed.
+        urls = _split(self.coordinator_url) or (self.coordinator_url,)
+        if len(urls) == 1 and self.coordinator_urls[:1] == urls:
+            return
+        msgspec.structs.force_setattr(self, "coordinator_url", urls[0])
+        msgspec.structs.force_setattr(self, "coordinator_urls", urls)
+
     def __repr__(self) -> str:
         """Every field, the tokens masked (a Config may end up in a log or a traceback)."""
         shown = []
@@ -208,14 +225,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def http_private_allowed(self) -> bool:
         """``http_allow_private`` decided: ``auto`` allows private addresses exactly
-        when the coordinator URL's host is loopback (an IP literal or ``localhost``)."""
+        when every coordinator URL's host is loopback (an IP literal or ``localhost``):
+        one coordinator elsewhere means the worker is not alone on its machine."""
         if self.http_allow_private != "auto":
             return self.http_allow_private == "true"
-        try:
-            host = urlsplit(self.coordinator_url).hostname or ""
-            return host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:  # not a URL, or a host name that is not localhost
-            return False
+        return all(_is_loopback_url(url) for url in self.coordinator_urls)
 
     @property
     def pgdata(self) -> Path:
@@ -260,6 +274,14 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
 def _split(value: str) -> tuple[str, ...]:
     """A comma-separated setting's items, blanks dropped."""
     return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _is_loopback_url(url: str) -> bool:
+    try:
+        host = urlsplit(url).hostname or ""
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # not a URL, or a host name that is not localhost
+        return False
 
 
 MIN_TOKEN_LENGTH = 16
@@ -376,3 +398,29 @@ def _check_tokens(cfg: Config) -> None:
             if other != env:
                 raise ConfigError(f"{where} is also in {other}: give each role its own "
                                   "tokens")
+
+
+def check_coordinator_urls(cfg: Config) -> None:
+    """Each COORDINATOR_URL item an http:// or https:// URL with a host (and a numeric
+    port, when there is one).
+
+    Called by the processes that use the setting (the worker, the client commands), not
+    by :func:`load_config`: a coordinator does not read COORDINATOR_URL, and the http_get
+    policy (``http_private_allowed``) treats an unusable URL as not loopback.
+
+    Error handling: raises :class:`ConfigError` naming COORDINATOR_URL (and which item of
+    a list), the expectation and the value found.
+    """
+    urls = cfg.coordinator_urls
+    for i, url in enumerate(urls, 1):
+        where = f"COORDINATOR_URL (URL {i} of {len(urls)})" if len(urls) > 1 else (
+            "COORDINATOR_URL")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+        except ValueError as exc:
+            raise ConfigError(f"{where} must be an http:// or https:// URL, found {url!r} "
+                              f"({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{where} must be an http:// or https:// URL with a host "
+                              f"(several: comma-separated), found {url!r}")

@@ -24,7 +24,7 @@ from actors.executor import Executors
 from actors.worker_state import WorkerState
 from handlers import REGISTRY
 from runtime import gctune, logs
-from runtime.config import Config
+from runtime.config import Config, check_coordinator_urls
 from runtime.procpool import open_pool
 from runtime.supervisor import ChildSpec, Supervisor
 
@@ -45,7 +45,7 @@ async def run_worker(config: Config, queues: list[str]) -> int:
     state = WorkerState(make_worker_id(config), config.slots, prefetch=config.worker_prefetch)
     data_dir = absolute(config.worker_data_dir)  # inline handlers' RunContext
     structlog.contextvars.bind_contextvars(worker_id=state.worker_id)
-    link = Link(config.coordinator_url, token=next(iter(config.worker_tokens), None))
+    link = Link(config.coordinator_urls, token=next(iter(config.worker_tokens), None))
     forced = False
     argv = [sys.executable, "-m", "actors.child", "--data-dir", config.worker_data_dir]
     if config.handler_modules:
@@ -73,7 +73,7 @@ async def run_worker(config: Config, queues: list[str]) -> int:
                     nursery.start_soon(tree.run)
                     gctune.tune()
                     log.info("worker_started", worker_id=state.worker_id, slots=state.slots,
-                             coordinator=config.coordinator_url, queues=queues,
+                             coordinators=list(config.coordinator_urls), queues=queues,
                              http_private_allowed=config.http_private_allowed)
                     count = 0
                     async for signum in signals:
@@ -97,5 +97,8 @@ async def run_worker(config: Config, queues: list[str]) -> int:
 
 
 def main(config: Config, queues: list[str]) -> int:
+    """Error handling: a COORDINATOR_URL that is not a list of http(s) URLs raises
+    :class:`~runtime.errors.ConfigError` before anything starts."""
+    check_coordinator_urls(config)
     logs.configure(config.log_format, config.log_level, process="worker")
     return trio.run(run_worker, config, queues)

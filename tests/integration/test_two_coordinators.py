@@ -1,18 +1,23 @@
-"""Two coordinators on one database, one worker on each, and one coordinator killed.
+"""Two coordinators on one database, three workers, and one coordinator killed.
 
-What it shows, end to end (real processes, real PostgreSQL, real HTTP):
+``worker-doomed`` knows only the doomed coordinator, ``worker-survivor`` only the
+survivor, and ``worker-failover`` both (``COORDINATOR_URL=doomed,survivor``: the doomed
+one first); it alone takes the ``failover`` queue. What it shows, end to end (real
+processes, real PostgreSQL, real HTTP):
 
 - jobs submitted through either coordinator run once each, and both coordinators
-  serve claims (runs by both workers);
+  serve claims (runs by both single-URL workers);
 - a schedule firing every second becomes exactly one job per fire time although both
   coordinators' cron expanders run;
-- after ``kill -9`` of one coordinator the survivor goes on: new jobs succeed on its
-  worker, the schedule keeps firing, and the runs the orphaned worker can no longer
+- after ``kill -9`` of one coordinator the survivor goes on: new jobs succeed, the
+  schedule keeps firing, and the runs the orphaned ``worker-doomed`` can no longer
   report (its only coordinator is gone) are reaped by the survivor's lease reaper when
-  their 3 s lease runs out, then run again on the surviving worker.
+  their 3 s lease runs out, then run again on the surviving worker;
+- ``worker-failover`` fails over to the survivor (it logs ``coordinator_failed_over``):
+  the runs it had in flight at the kill keep their leases and complete, in one run
+  each, never reaped; jobs submitted after the kill run on it too; it needs no new
+  registration, since workers live in the shared database.
 
-A worker knows one ``COORDINATOR_URL``; failing over to another coordinator would need
-a list of URLs in actors/coordinator_link.py, which this test does not assume.
 Everything uses a 3 s lease; every wait polls with a deadline.
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +65,30 @@ def fires(dsn: str, schedule_id: str, *, after: dt.datetime | None = None) -> in
     return n
 
 
+def logged(proc: Worker, event: str) -> list[dict[str, Any]]:
+    """The JSON log lines of ``proc`` with ``event``."""
+    found = []
+    for line in proc.output().splitlines():
+        if line.startswith("{") and f'"{event}"' in line:
+            entry = json.loads(line)
+            if entry.get("event") == event:
+                found.append(entry)
+    return found
+
+
+def running_on(dsn: str, worker_id: str) -> list[str]:
+    """The jobs of the runs ``worker_id`` has not finished."""
+    return [str(r["job_id"]) for r in query(
+        dsn, "SELECT job_id FROM job_runs WHERE worker_id = %s AND finished_at IS NULL",
+        worker_id)]
+
+
+def runs_of(dsn: str, job_id: str) -> list[tuple[str, str | None]]:
+    return [(r["worker_id"], r["outcome"]) for r in query(
+        dsn, "SELECT worker_id, outcome FROM job_runs WHERE job_id = %s ORDER BY attempt",
+        job_id)]
+
+
 def wait_succeeded(dsn: str, ids: list[str], *, timeout: float = 20) -> None:
     def all_succeeded() -> bool:
         found = {r["status"]: r["n"] for r in query(
@@ -74,32 +104,41 @@ def test_two_coordinators_share_the_work_and_one_survives_the_others_death(
         start_worker: Callable[..., Worker]) -> None:
     doomed, survivor = start_coordinator(env=FAST), start_coordinator(env=FAST)
     workers = {}
-    for name, coordinator in (("worker-doomed", doomed), ("worker-survivor", survivor)):
-        workers[name] = start_worker(coordinator.url, slots=2, env=FAST,
-                                     extra=["--worker-id", name])
+    for name, urls, queues in (("worker-doomed", doomed.url, "default"),
+                               ("worker-survivor", survivor.url, "default"),
+                               ("worker-failover", f"{doomed.url},{survivor.url}",
+                                "failover")):
+        workers[name] = start_worker(urls, slots=2, env=FAST,
+                                     extra=["--worker-id", name, "--queues", queues])
         wait_registered(db_dsn, workers[name], name)
 
     with Client(doomed.url) as via_doomed, Client(survivor.url) as via_survivor:
         schedule = via_doomed.submit("noop", cron="*/1 * * * * *")
         clients = itertools.cycle([via_doomed, via_survivor])
         before = [next(clients).submit("noop")["id"] for _ in range(JOBS_PER_PHASE)]
-        wait_succeeded(db_dsn, before)
+        failover_before = [next(clients).submit("noop", queue="failover")["id"]
+                           for _ in range(4)]
+        wait_succeeded(db_dsn, before + failover_before)
         wait_until(lambda: fires(db_dsn, schedule["id"]) >= 3, what="3 fires before the kill")
 
         # Work in the doomed coordinator's worker's hands when it dies.
         sleepers = [via_survivor.submit("sleep", {"seconds": 2})["id"] for _ in range(4)]
-        wait_until(lambda: query(db_dsn, "SELECT 1 FROM job_runs WHERE worker_id = %s AND "
-                                 "finished_at IS NULL", "worker-doomed"),
-                   what="a run on worker-doomed")
+        failover_sleepers = [via_survivor.submit("sleep", {"seconds": 2}, queue="failover")["id"]
+                             for _ in range(2)]
+        wait_until(lambda: running_on(db_dsn, "worker-doomed"), what="a run on worker-doomed")
+        wait_until(lambda: running_on(db_dsn, "worker-failover"),
+                   what="a run on worker-failover")
+        assert not logged(workers["worker-failover"], "coordinator_failed_over")
         doomed.popen.kill()
         doomed.wait(timeout=10)
         killed_at: dt.datetime = query(db_dsn, "SELECT now() AS t")[0]["t"]
-        orphaned = [str(r["job_id"]) for r in query(
-            db_dsn, "SELECT job_id FROM job_runs WHERE worker_id = %s AND finished_at IS NULL",
-            "worker-doomed")]
+        orphaned = running_on(db_dsn, "worker-doomed")
+        in_flight_failover = running_on(db_dsn, "worker-failover")
 
         after = [via_survivor.submit("noop")["id"] for _ in range(JOBS_PER_PHASE)]
-        wait_succeeded(db_dsn, after)
+        failover_after = [via_survivor.submit("noop", queue="failover")["id"]
+                          for _ in range(JOBS_PER_PHASE)]
+        wait_succeeded(db_dsn, after + failover_after + failover_sleepers)
         wait_succeeded(db_dsn, sleepers, timeout=30)
         wait_until(lambda: fires(db_dsn, schedule["id"],
                                  after=killed_at + dt.timedelta(seconds=2)) >= 2,
@@ -119,17 +158,31 @@ def test_two_coordinators_share_the_work_and_one_survives_the_others_death(
     # Every job succeeded exactly once; any other run is one the orphaned worker lost.
     runs = query(db_dsn, "SELECT job_id, worker_id, outcome FROM job_runs")
     succeeded = sorted(str(r["job_id"]) for r in runs if r["outcome"] == "Succeeded")
-    assert sorted(before + sleepers + after + fired) == succeeded
+    failover_jobs = failover_before + failover_sleepers + failover_after
+    assert sorted(before + sleepers + after + fired + failover_jobs) == succeeded
     assert {("worker-doomed", "LeaseExpired")} >= {
         (r["worker_id"], r["outcome"]) for r in runs if r["outcome"] != "Succeeded"}
-    # Both coordinators served claims; after the kill only the survivor's worker ran jobs.
-    assert {"worker-doomed", "worker-survivor"} == {r["worker_id"] for r in runs}
+    # Both coordinators served claims; after the kill only the survivor's worker ran
+    # default-queue jobs.
+    assert {"worker-doomed", "worker-survivor", "worker-failover"} == {
+        r["worker_id"] for r in runs}
     assert {"worker-survivor"} == {r["worker_id"] for r in runs
                                    if str(r["job_id"]) in after and r["outcome"] == "Succeeded"}
     # The runs orphaned by the kill were reaped, then run again on the survivor's worker.
     assert orphaned
     for job_id in orphaned:
-        assert [("worker-doomed", "LeaseExpired"), ("worker-survivor", "Succeeded")] == [
-            (r["worker_id"], r["outcome"]) for r in query(
-                db_dsn, "SELECT worker_id, outcome FROM job_runs WHERE job_id = %s "
-                "ORDER BY attempt", job_id)]
+        assert [("worker-doomed", "LeaseExpired"), ("worker-survivor", "Succeeded")] == (
+            runs_of(db_dsn, job_id))
+
+    # worker-failover moved to the survivor once, and went on there: the runs it had in
+    # flight at the kill completed (one run each: renewed, never reaped), and the jobs
+    # submitted after the kill ran on it.
+    moves = logged(workers["worker-failover"], "coordinator_failed_over")
+    assert (doomed.url, survivor.url) == (moves[0]["from_url"], moves[0]["to_url"])
+    assert in_flight_failover
+    assert set(in_flight_failover) <= set(failover_sleepers + failover_after)
+    for job_id in failover_jobs:
+        assert [("worker-failover", "Succeeded")] == runs_of(db_dsn, job_id)
+    assert "Active" == query(db_dsn, "SELECT state FROM workers WHERE id = %s",
+                             "worker-failover")[0]["state"]
+    assert 1 == len(logged(workers["worker-failover"], "worker_registered"))

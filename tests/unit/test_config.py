@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from runtime.config import SETTINGS, Config, load_config
+from runtime.config import SETTINGS, Config, check_coordinator_urls, load_config
 from runtime.errors import ConfigError
 
 
@@ -23,7 +24,8 @@ def test_every_setting_default_matches_the_config_default() -> None:
 
 
 def test_every_config_field_has_a_setting() -> None:
-    assert set(Config.__struct_fields__) == {s.field for s in SETTINGS}
+    derived = {"coordinator_urls"}  # from COORDINATOR_URL (coordinator_url)
+    assert set(Config.__struct_fields__) == {s.field for s in SETTINGS} | derived
 
 
 def test_the_environment_is_read_when_none_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,3 +123,70 @@ def test_zero_worker_slots_means_the_cpu_count() -> None:
 
 def test_pgdata_lives_in_the_data_dir() -> None:
     assert Path("/srv/sc/pgdata") == load_config({"SCHEDULER_DATA_DIR": "/srv/sc"}).pgdata
+
+
+# -- COORDINATOR_URL: one URL or several ------------------------------------------------
+
+def test_one_coordinator_url_is_the_only_one() -> None:
+    config = load_config({"COORDINATOR_URL": "http://10.0.0.1:5000"})
+    assert ("http://10.0.0.1:5000", ("http://10.0.0.1:5000",)) == (
+        config.coordinator_url, config.coordinator_urls)
+
+
+def test_the_default_coordinator_url_is_the_only_one() -> None:
+    assert ("http://127.0.0.1:5000",) == Config().coordinator_urls
+
+
+def test_comma_separated_coordinator_urls_are_kept_in_order_the_first_as_the_url() -> None:
+    config = load_config({"COORDINATOR_URL": " http://10.0.0.1:5000 ,,https://b.example/ "})
+    assert ("http://10.0.0.1:5000", ("http://10.0.0.1:5000", "https://b.example/")) == (
+        config.coordinator_url, config.coordinator_urls)
+
+
+def test_an_override_may_list_coordinator_urls() -> None:
+    config = load_config({"COORDINATOR_URL": "http://a:1"}, coordinator_url="http://b:2,http://c:3")
+    assert ("http://b:2", "http://c:3") == config.coordinator_urls
+
+
+def test_a_copy_keeps_the_coordinator_urls_unless_the_url_changes() -> None:
+    config = load_config({"COORDINATOR_URL": "http://a:1,http://b:2"})
+    assert (("http://a:1", "http://b:2"), ("http://c:3",)) == (
+        msgspec.structs.replace(config, port=1).coordinator_urls,
+        msgspec.structs.replace(config, coordinator_url="http://c:3").coordinator_urls)
+
+
+@pytest.mark.parametrize("value", ["http://10.0.0.1:5000", "https://scheduler.example.com",
+                                   "http://a:5000,https://b/prefix", "http://[::1]:5000"])
+def test_http_and_https_coordinator_urls_with_a_host_are_accepted(value: str) -> None:
+    check_coordinator_urls(load_config({"COORDINATOR_URL": value}))
+
+
+@pytest.mark.parametrize(("value", "where", "found"), [
+    ("localhost:5000", "COORDINATOR_URL", "localhost:5000"),
+    ("ftp://10.0.0.1", "COORDINATOR_URL", "ftp://10.0.0.1"),
+    ("http://", "COORDINATOR_URL", "http://"),
+    (",", "COORDINATOR_URL", ","),
+    ("http://10.0.0.1:5000,10.0.0.2:5000", "COORDINATOR_URL (URL 2 of 2)", "10.0.0.2:5000"),
+])
+def test_a_coordinator_url_without_scheme_or_host_is_a_config_error_naming_it(
+        value: str, where: str, found: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        check_coordinator_urls(load_config({"COORDINATOR_URL": value}))
+    assert (f"{where} must be an http:// or https:// URL with a host (several: "
+            f"comma-separated), found {found!r}") == str(info.value)
+
+
+def test_a_coordinator_url_with_a_port_that_is_not_a_number_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^COORDINATOR_URL must be an http:// or https:// "
+                                          r"URL, found 'http://a:port'"):
+        check_coordinator_urls(load_config({"COORDINATOR_URL": "http://a:port"}))
+
+
+@pytest.mark.parametrize(("value", "allowed"), [
+    ("http://127.0.0.1:5000,http://localhost:5001", True),
+    ("http://127.0.0.1:5000,http://10.0.0.2:5000", False),
+    ("http://10.0.0.2:5000,http://127.0.0.1:5000", False),
+])
+def test_auto_allows_private_addresses_only_when_every_coordinator_is_loopback(
+        value: str, allowed: bool) -> None:
+    assert allowed == load_config({"COORDINATOR_URL": value}).http_private_allowed
