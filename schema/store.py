@@ -368,7 +368,9 @@ class Store:
 
     async def complete(self, items: Sequence[wire.Completion]) -> list[dict[str, Any]]:
         """Apply a batch of outcomes in one statement; one row per item, in order,
-        with ``job_id`` None where the run was not the job's live run (fenced off)."""
+        with ``job_id`` None where the run was not the job's live run (fenced off), and
+        ``duplicate`` True where the item repeated how its run had already ended (same
+        token and outcome: a resend whose answer was lost), which changed nothing."""
         rand = random.random
         encoded = _json.encode([
             (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent)
@@ -378,9 +380,10 @@ class Store:
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("complete_runs"), params)
             rows: list[dict[str, Any]] = await cur.fetchall()
-            if any(r["status"] in ("Pending", "Failed") for r in rows):
+            if any(not r["duplicate"] and r["status"] in ("Pending", "Failed") for r in rows):
                 # Handed back (due now) or waiting for a retry (due later): wake the
                 # long-polling claims so they take it, or time their wait to it.
+                # (A duplicate changed nothing: it rings nothing.)
                 await self._notifying(conn, "notify_jobs")
         by_run = {r["run_id"]: r for r in rows}
         return [by_run[c.run_id] for c in items]

@@ -238,11 +238,20 @@ class Complete(msgspec.Struct, **_IN):
 
 
 class CompletionResult(msgspec.Struct, **_OUT):
+    """One completion's fate. ``accepted`` False: refused by fencing (the run is not
+    the sender's any more, or it ended otherwise), nothing changed. ``duplicate`` True:
+    accepted as a resend of how the run had already ended (same token, same outcome;
+    the first answer was lost), nothing changed again. ``status`` is the job's status
+    when accepted. ``duplicate`` defaults to False, so a reply without it (an older
+    coordinator) still decodes; older workers ignore it."""
+
     run_id: uuid.UUID
     accepted: bool
     status: str | None = None
+    duplicate: bool = False
 
 
 class CompleteReply(msgspec.Struct, **_OUT):
     results: list[CompletionResult]
     jobs: list[ClaimedJob] = msgspec.field(default_factory=list)  # Complete.claim's
+

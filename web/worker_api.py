@@ -102,7 +102,9 @@ def observe_claims(jobs: list[wire.ClaimedJob], lease_seconds: float) -> None:
 
 def observe_completions(accepted: list[tuple[dict[str, Any], wire.Completion]]) -> None:
     """web.metrics.observe_completion for a batch of accepted completions (the store's
-    row: the job's type and next status), with one label lookup per label set."""
+    row: the job's type and next status), with one label lookup per label set.
+    Duplicates (resends of a completion already applied) must not be passed: they
+    were counted when first applied."""
     finished: dict[tuple[str, str], list[float]] = {}
     counted: dict[tuple[str, str], int] = {}
     retries: dict[str, int] = {}
@@ -224,6 +226,11 @@ async def complete() -> Response:
     """A batch of outcomes. 200 when every item was accepted; 409 when any was fenced
     off (the body still lists each item's fate; accepted items are applied).
 
+    An item that repeats how its run already ended (same token, same outcome: the
+    worker resent it because the first answer was lost) is accepted with
+    ``duplicate`` true and the job's status; it changes nothing and is not counted in
+    the metrics again. Any other item for a run that is no longer live is refused.
+
     With ``claim`` > 0 the answer also carries up to that many newly claimed jobs
     (no waiting: none if none is due). The claim runs after the completions are
     written, shielded like any claim; it is skipped without a query when the last
@@ -237,9 +244,16 @@ async def complete() -> Response:
     accepted_rows = []
     for item, row in zip(body.completions, rows, strict=True):
         accepted = row["job_id"] is not None
+        duplicate = accepted and bool(row["duplicate"])
         results.append(wire.CompletionResult(run_id=item.run_id, accepted=accepted,
-                                             status=row["status"]))
-        if accepted:
+                                             status=row["status"], duplicate=duplicate))
+        if duplicate:
+            # A resend of what was already applied (its first answer was lost):
+            # acknowledged, but counted once only, when it was applied.
+            log.info("completion_repeated", worker_id=body.worker_id,
+                     run_id=str(item.run_id), job_id=str(row["job_id"]),
+                     outcome=item.outcome, status=row["status"])
+        elif accepted:
             accepted_rows.append((row, item))
         else:
             refused += 1

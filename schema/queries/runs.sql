@@ -39,7 +39,10 @@ RETURNING j.id, j.type, j.payload, j.queue, j.timeout_seconds, j.max_attempts,
 
 -- name: complete_runs
 -- A batch of outcomes. Each item counts only if its run is still live and is the
--- job's current run (fencing); the rest come back with job_id NULL (409 to the caller).
+-- job's current run (fencing), or repeats exactly how its run already ended (same
+-- token, same outcome: a resend whose first answer was lost) - then it changes
+-- nothing and comes back with duplicate true. The rest come back with job_id NULL
+-- (409 to the caller). A Released run gives its attempt back (docs/decisions/0004).
 -- Retry delay: full jitter, jitter * min(cap, base * 2^(attempt-1)), jitter in [0, 1)
 -- drawn by the caller (schema.store.retry_delay is the same formula).
 -- %(items)s is one JSON array of [run_id, token, outcome, error, result, jitter,
@@ -53,8 +56,10 @@ WITH input AS (
 ), locked AS (
     -- Lock the runs in id order first: a lease renewal (renew_leases) or another batch
     -- touching the same runs locks them in the same order, so they queue, never
-    -- deadlock.
-    SELECT r.id FROM job_runs r
+    -- deadlock. A locked row is read as it is once locked, not as the statement's
+    -- snapshot had it: a run that a concurrent batch finished while this one waited
+    -- shows finished here (what `repeated` needs).
+    SELECT r.id, r.job_id, r.lease_token, r.finished_at, r.outcome FROM job_runs r
     WHERE r.id IN (SELECT run_id FROM input)
     ORDER BY r.id
     FOR UPDATE
@@ -78,6 +83,10 @@ WITH input AS (
 ), updated AS (
     UPDATE jobs j SET
         status = d.next_status,
+        -- A hand-back gives back the attempt its claim took: the body never ran to an
+        -- outcome, so a release never brings the job closer to DeadLetter.
+        attempts = CASE WHEN d.outcome = 'Released' THEN GREATEST(j.attempts - 1, 0)
+                        ELSE j.attempts END,
         run_at = CASE
             WHEN d.next_status = 'Failed' THEN now() + make_interval(
                 secs => d.jitter * LEAST(%(cap)s, %(base)s * power(2, d.attempts - 1)))
@@ -92,9 +101,23 @@ WITH input AS (
     FROM decided d
     WHERE j.id = d.job_id
     RETURNING j.id, j.status, j.type, j.queue, j.attempts, d.id AS run_id, d.outcome
+), repeated AS (
+    -- Resent completions: the run already ended, before this statement or while it
+    -- waited for the lock (`locked` reads past the snapshot), with this very token
+    -- and outcome. Nothing is written; the job is reported as this statement's
+    -- snapshot has it (in the rare race with the first sending, still Running).
+    SELECT l.id AS run_id, l.outcome, j.id, j.status, j.type, j.queue, j.attempts
+    FROM locked l JOIN jobs j ON j.id = l.job_id
+    WHERE l.finished_at IS NOT NULL
+      AND EXISTS (SELECT 1 FROM input i WHERE i.run_id = l.id AND i.token = l.lease_token
+                                           AND i.outcome = l.outcome)
 )
-SELECT i.run_id, u.id AS job_id, u.status, u.type, u.queue, u.attempts, u.outcome
-FROM input i LEFT JOIN updated u ON u.run_id = i.run_id;
+SELECT i.run_id, COALESCE(u.id, p.id) AS job_id, COALESCE(u.status, p.status) AS status,
+       COALESCE(u.type, p.type) AS type, COALESCE(u.queue, p.queue) AS queue,
+       COALESCE(u.attempts, p.attempts) AS attempts, COALESCE(u.outcome, p.outcome) AS outcome,
+       p.run_id IS NOT NULL AS duplicate
+FROM input i LEFT JOIN updated u ON u.run_id = i.run_id
+LEFT JOIN repeated p ON p.run_id = i.run_id AND p.outcome = i.outcome;
 
 -- name: renew_leases
 -- Extends the leases of the listed live runs (matching token only) and says, for

@@ -35,7 +35,9 @@ TIMINGS = {
 
 
 def runs_of(dsn: str, job_id: str) -> list[dict[str, Any]]:
-    return query(dsn, "SELECT * FROM job_runs WHERE job_id = %s ORDER BY attempt", (job_id,))
+    # started_at too: a run after a release (Released) has the released run's attempt.
+    return query(dsn, "SELECT * FROM job_runs WHERE job_id = %s ORDER BY attempt, started_at",
+                 (job_id,))
 
 
 def status_of(dsn: str, job_id: str) -> str:

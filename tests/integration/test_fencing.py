@@ -99,8 +99,8 @@ def test_a_completion_with_a_stale_lease_token_gets_409_and_changes_nothing(
     stale = hand.complete(claimed["runId"], str(uuid.uuid4()))
 
     assert 409 == stale.status_code
-    assert [{"runId": claimed["runId"], "accepted": False, "status": None}] == \
-        stale.json()["results"]
+    assert [{"runId": claimed["runId"], "accepted": False, "status": None,
+             "duplicate": False}] == stale.json()["results"]
     assert before == job_row(db_dsn, job_id)
     assert "Running" == before["status"]
     run = runs_of(db_dsn, job_id)[0]
@@ -114,8 +114,8 @@ def test_the_right_lease_token_completes_the_run_once_and_a_repeat_gets_409(
 
     first = hand.complete(claimed["runId"], claimed["leaseToken"])
     assert 200 == first.status_code, first.text
-    assert [{"runId": claimed["runId"], "accepted": True, "status": "Succeeded"}] == \
-        first.json()["results"]
+    assert [{"runId": claimed["runId"], "accepted": True, "status": "Succeeded",
+             "duplicate": False}] == first.json()["results"]
     done = job_row(db_dsn, job_id)
 
     again = hand.complete(claimed["runId"], claimed["leaseToken"], outcome="Failed")

@@ -44,7 +44,9 @@ def job_row(dsn: str, job_id: str) -> dict[str, Any]:
 
 
 def runs_of(dsn: str, job_id: str) -> list[dict[str, Any]]:
-    return query(dsn, "SELECT * FROM job_runs WHERE job_id = %s ORDER BY attempt", (job_id,))
+    # A run after a release has the released run's attempt number: started_at orders them.
+    return query(dsn, "SELECT * FROM job_runs WHERE job_id = %s ORDER BY attempt, started_at",
+                 (job_id,))
 
 
 def db_now(dsn: str) -> Any:
@@ -371,6 +373,8 @@ def test_sigterm_past_the_drain_timeout_hands_the_job_back_at_once_not_after_the
     runs = runs_of(db_dsn, job_id)
     assert [("quits", "Released"), ("takes-over", "Succeeded")] == [
         (r["worker_id"], r["outcome"]) for r in runs]
+    # The hand-back gave its attempt back: one attempt, and the rerun is attempt 1 too.
+    assert (1, [1, 1]) == (job_row(db_dsn, job_id)["attempts"], [r["attempt"] for r in runs])
     released_after = seconds(runs[0]["finished_at"] - signalled_at)
     retaken_after = seconds(runs[1]["started_at"] - signalled_at)
     # Handed back at the 1 s drain timeout (+1 s slack for kill and completion), and
