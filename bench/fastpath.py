@@ -1,6 +1,7 @@
 """The fast path, end to end: jobs/s and CPU per job in each process.
 
     .venv/bin/python bench/fastpath.py [--workers W] [--slots S] [--jobs N] [--type noop]
+        [--queue-limit L]
         [--phases throughput,latency,submit] [--latency-jobs K] [--submit-jobs N]
         [--profile DIR] [--cprofile DIR] [--env NAME=VALUE ...] [--dsn ADMIN_DSN] [--keep]
 
@@ -271,6 +272,9 @@ class Bench:
         groups.add("children", {c for w in self.workers for c in descendants(w.pid)})
         groups.add("pg backends", pg_pids(conn, own_db=True))
         groups.add("pg shared", pg_pids(shared, own_db=False))
+        if a.queue_limit:  # a cluster-wide limit on the jobs' queue (migration 0006)
+            conn.execute("INSERT INTO queues (name, concurrency_limit) VALUES ('default', %s)",
+                         (a.queue_limit,))
         before_http = http_counts(self.url)
         profilers = self._start_profilers("throughput")
         started = time.monotonic()
@@ -303,6 +307,11 @@ class Bench:
             "SELECT worker_id, count(*) FROM job_runs GROUP BY 1 ORDER BY 1").fetchall()
         statuses = dict(conn.execute(
             "SELECT status, count(*) FROM jobs GROUP BY 1").fetchall())
+        # The most runs alive at one instant (an end sorts before a start at a tie).
+        most_at_once = conn.execute(
+            "SELECT max(n) FROM (SELECT sum(d) OVER (ORDER BY t, d ROWS UNBOUNDED PRECEDING)"
+            " AS n FROM (SELECT started_at AS t, 1 AS d FROM job_runs UNION ALL"
+            " SELECT finished_at, -1 FROM job_runs) e) x").fetchone()[0]  # type: ignore[index]
         conn.close()
         shared.close()
         seconds, runs, jobs_run, succeeded = span
@@ -310,7 +319,7 @@ class Bench:
                     for route in after_http}
         return {"jobs": n, "seconds": seconds, "wall": wall, "jobs_per_s": n / seconds,
                 "cpu": spent, "runs": runs, "jobs_run": jobs_run, "succeeded": succeeded,
-                "statuses": statuses, "per_worker": per_worker,
+                "statuses": statuses, "per_worker": per_worker, "most_at_once": most_at_once,
                 "requests": {r: c for r, c in requests.items() if c}}
 
     def latency(self) -> dict[str, Any]:
@@ -483,6 +492,8 @@ def report_throughput(r: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"  runs {r['runs']}, distinct jobs run {r['jobs_run']}, succeeded {r['succeeded']};"
           f" statuses {r['statuses']}")
     print(f"  per worker: {r['per_worker']}")
+    print(f"  most runs alive at once: {r['most_at_once']}"
+          + (f" (queue limit {args.queue_limit})" if args.queue_limit else ""))
     total = 0.0
     print("  CPU per job:")
     for group in ("coordinator", "workers", "children", "pg backends", "pg shared"):
@@ -509,6 +520,9 @@ def main() -> None:
     p.add_argument("--submit-jobs", type=int, default=3000)
     p.add_argument("--submit-connections", type=int, default=4)
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--queue-limit", type=int, default=0,
+                   help="throughput: give the jobs' queue this cluster-wide concurrency "
+                   "limit (0: none)")
     p.add_argument("--profile", help="folder for py-spy's samples")
     p.add_argument("--profile-top", type=int, default=25)
     p.add_argument("--cprofile", help="folder: run the coordinator and the first worker "

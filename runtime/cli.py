@@ -9,6 +9,7 @@
                             --wait: until it finishes, exit 0 only if it Succeeded
     scheduler jobs list|show|cancel|retry
     scheduler schedules list|show|pause|resume|delete
+    scheduler queues list|show|pause|resume|limit
 
 Bad arguments and an unreachable coordinator give a one-line message on stderr and a
 non-zero exit (2 for usage, 1 for failures). ``coordinator`` and ``up`` with no token
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -70,6 +72,23 @@ def _uuid(what: str) -> Callable[[str], str]:
 
 _job_id = _uuid("job")
 _schedule_id = _uuid("schedule")
+
+
+def _queue_name(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", text):
+        raise argparse.ArgumentTypeError(
+            f"expected a queue name (1 to 64 letters, digits, _ . -), found {text!r}")
+    return text
+
+
+def _queue_limit(text: str) -> int | None:
+    """A concurrency limit: 1..100000, or ``none`` for no limit."""
+    if text.lower() == "none":
+        return None
+    value = int(_positive_int(text))
+    if value > 100_000:
+        raise argparse.ArgumentTypeError(f"expected at most 100000, found {value}")
+    return value
 
 
 def _positive_float(text: str) -> float:
@@ -176,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
         c = ssub.add_parser(name)
         c.add_argument("id", type=_schedule_id)
         c.add_argument("--json", action="store_true")
+
+    qs = sub.add_parser("queues", help="list queues; pause, resume or limit one")
+    qsub = qs.add_subparsers(dest="queues_command", required=True, parser_class=_Parser)
+    qls = qsub.add_parser("list")
+    qls.add_argument("--json", action="store_true")
+    for name in ("show", "pause", "resume", "limit"):
+        c = qsub.add_parser(name)
+        c.add_argument("name", type=_queue_name)
+        if name == "limit":
+            c.add_argument("limit", type=_queue_limit,
+                           help="most jobs Running at once across the cluster, or none")
+        c.add_argument("--json", action="store_true")
     return p
 
 
@@ -239,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check_submit(parser, args)
     try:
         config = _config(args)
-        if args.command in ("submit", "jobs", "schedules"):
+        if args.command in ("submit", "jobs", "schedules", "queues"):
             from runtime import client_cli
 
             return client_cli.run(args, config)

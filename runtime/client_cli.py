@@ -185,6 +185,41 @@ def _schedules(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+_QUEUE_COLUMNS = [("QUEUE", "name"), ("STATE", "state"), ("LIMIT", "limit"),
+                  ("RUNNING", "running"), ("WAITING", "waiting")]
+
+
+def _queue_rows(queues: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**q, "state": "paused" if q["paused"] else "active",
+             "limit": "-" if q["concurrencyLimit"] is None else q["concurrencyLimit"],
+             "waiting": f"{q['waiting']}+" if q["waitingCapped"] else q["waiting"]}
+            for q in queues]
+
+
+def _queues(client: Client, args: argparse.Namespace) -> int:
+    cmd = args.queues_command
+    if cmd == "list":
+        items = client.list_queues()
+        if args.json:
+            _print_json({"items": items})
+        else:
+            print(_table(_queue_rows(items), _QUEUE_COLUMNS))
+        return 0
+    if cmd == "show":
+        queue = client.get_queue(args.name)
+    elif cmd == "pause":
+        queue = client.pause_queue(args.name)
+    elif cmd == "resume":
+        queue = client.resume_queue(args.name)
+    else:
+        queue = client.set_queue_limit(args.name, args.limit)
+    if args.json:
+        _print_json(queue)
+    else:
+        print(_table(_queue_rows([queue]), _QUEUE_COLUMNS))
+    return 0
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
     # COORDINATOR_URL may list several coordinators; the client uses the first (a
     # command is not resent elsewhere: a submission that timed out may have landed).
@@ -195,6 +230,8 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 return _submit(client, args)
             if args.command == "schedules":
                 return _schedules(client, args)
+            if args.command == "queues":
+                return _queues(client, args)
             return _jobs(client, args)
     except ClientError as exc:
         print(f"scheduler: {exc}", file=sys.stderr)

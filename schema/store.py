@@ -380,9 +380,11 @@ class Store:
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("complete_runs"), params)
             rows: list[dict[str, Any]] = await cur.fetchall()
-            if any(not r["duplicate"] and r["status"] in ("Pending", "Failed") for r in rows):
+            if any(not r["duplicate"] and (r["status"] in ("Pending", "Failed") or r["limited"])
+                   for r in rows):
                 # Handed back (due now) or waiting for a retry (due later): wake the
-                # long-polling claims so they take it, or time their wait to it.
+                # long-polling claims so they take it, or time their wait to it. A run
+                # of a limited queue ended: claims held back by its limit may go on.
                 # (A duplicate changed nothing: it rings nothing.)
                 await self._notifying(conn, "notify_jobs")
         by_run = {r["run_id"]: r for r in rows}

@@ -255,3 +255,31 @@ class CompleteReply(msgspec.Struct, **_OUT):
     results: list[CompletionResult]
     jobs: list[ClaimedJob] = msgspec.field(default_factory=list)  # Complete.claim's
 
+
+ConcurrencyLimit = Annotated[int, Meta(ge=1, le=100000)]
+
+
+class UpdateQueue(msgspec.Struct, **_IN):
+    """``PATCH /api/queues/{name}``: only the fields given change. ``concurrencyLimit``
+    null removes the limit."""
+
+    concurrency_limit: ConcurrencyLimit | msgspec.UnsetType | None = msgspec.UNSET
+    paused: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class QueueOut(msgspec.Struct, **_OUT):
+    """A queue's settings and load. A queue never configured is active and unlimited
+    (``updatedAt`` null). ``waiting`` counts Pending, Scheduled and Failed (awaiting a
+    retry) jobs, up to 100,000: ``waitingCapped`` says the count stopped there."""
+
+    name: str
+    paused: bool
+    concurrency_limit: int | None
+    running: int
+    waiting: int
+    waiting_capped: bool
+    updated_at: dt.datetime | None
+
+
+class QueuePage(msgspec.Struct, **_OUT):
+    items: list[QueueOut]

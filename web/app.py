@@ -26,6 +26,7 @@ from runtime.config import Config
 from runtime.doorbell import Doorbell
 from runtime.errors import DatabaseUnavailable
 from runtime.supervisor import SupervisorStatistics
+from schema.queue_store import QueueStore
 from schema.schedule_store import ScheduleStore
 from schema.stats_store import StatsStore
 from schema.store import Conflict, NotFound, Store
@@ -46,6 +47,8 @@ class AppContext:
     schedules: ScheduleStore = None  # type: ignore[assignment]
     # The dashboard's and /metrics' reads; built on the store's pool when not given.
     stats: StatsStore = None  # type: ignore[assignment]
+    # Queue settings (pause, concurrency limits); built on the store's pool when not given.
+    queues: QueueStore = None  # type: ignore[assignment]
     # The coordinator tree's statistics, for /health/ready (None: not checked).
     supervisor: Callable[[], SupervisorStatistics] | None = None
 
@@ -54,6 +57,8 @@ class AppContext:
             self.schedules = ScheduleStore(self.store.pool)
         if self.stats is None:
             self.stats = StatsStore(self.store.pool)
+        if self.queues is None:
+            self.queues = QueueStore(self.store.pool)
 
 
 _encoder = msgspec.json.Encoder()
@@ -73,6 +78,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
         dashboard,
         observability,
         openapi,
+        queues_api,
         schedules_api,
         worker_api,
     )
@@ -85,6 +91,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     app.extensions["scheduler"] = ctx
     app.register_blueprint(api.blueprint)
     app.register_blueprint(schedules_api.blueprint)
+    app.register_blueprint(queues_api.blueprint)
     app.register_blueprint(worker_api.blueprint)
     app.register_blueprint(observability.blueprint)
     app.register_blueprint(dashboard.blueprint)

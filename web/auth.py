@@ -65,6 +65,8 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/api/jobs/by-key"): "read",
     ("GET", "/api/schedules"): "read",
     ("GET", "/api/schedules/<schedule_id>"): "read",
+    ("GET", "/api/queues"): "read",
+    ("GET", "/api/queues/<name>"): "read",
     ("GET", "/openapi.json"): "read",
     # the public API: writes
     ("POST", "/api/jobs"): "admin",
@@ -75,6 +77,9 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/api/schedules/<schedule_id>/pause"): "admin",
     ("POST", "/api/schedules/<schedule_id>/resume"): "admin",
     ("DELETE", "/api/schedules/<schedule_id>"): "admin",
+    ("PATCH", "/api/queues/<name>"): "admin",
+    ("POST", "/api/queues/<name>/pause"): "admin",
+    ("POST", "/api/queues/<name>/resume"): "admin",
     # the worker protocol
     ("POST", "/api/workers/register"): "worker",
     ("POST", "/api/workers/heartbeat"): "worker",

@@ -38,6 +38,7 @@ __all__ = [
     "ClientError",
     "Job",
     "JobRef",
+    "Queue",
     "Schedule",
     "SubmitOptions",
     "Submitted",
@@ -54,6 +55,10 @@ JobRef = str | uuid.UUID | Mapping[str, Any]
 """A job (or schedule) id, or the object itself (its ``id`` is used)."""
 OnPoll = Callable[[Job], None]
 Schedules = list[Schedule]
+Queue = dict[str, Any]
+"""A queue as the API answers it (``name``, ``paused``, ``concurrencyLimit``, ``running``,
+``waiting``...)."""
+Queues = list[Queue]
 
 DEFAULT_TIMEOUT = 10.0
 FIRST_POLL = 0.05
@@ -174,6 +179,10 @@ def _list_call(status: str | None, type: str | None, queue: str | None, take: in
                cursor: str | None) -> _Call:
     params = {"status": status, "type": type, "queue": queue, "take": take, "cursor": cursor}
     return _Call("GET", "/api/jobs", params={k: v for k, v in params.items() if v is not None})
+
+
+def _limit_call(name: str, limit: int | None) -> _Call:
+    return _Call("PATCH", _path("queues", name), json={"concurrencyLimit": limit})
 
 
 def _decode(resp: httpx.Response) -> Any:
@@ -368,6 +377,30 @@ class Client:
         """Soft delete: no more fires, its past jobs stay."""
         return self._call(_Call("DELETE", _path("schedules", schedule)))
 
+    # queues
+
+    def list_queues(self) -> Queues:
+        """Queues with settings, waiting jobs or running jobs, by name."""
+        items: Queues = self._call(_Call("GET", "/api/queues"))["items"]
+        return items
+
+    def get_queue(self, name: str) -> Queue:
+        """A queue's settings and load (``paused``, ``concurrencyLimit``, ``running``...)."""
+        return self._call(_Call("GET", _path("queues", name)))
+
+    def pause_queue(self, name: str) -> Queue:
+        """No new claims from the queue; its running jobs finish (idempotent)."""
+        return self._call(_Call("POST", _path("queues", name, "/pause")))
+
+    def resume_queue(self, name: str) -> Queue:
+        """Claims from the queue again (idempotent)."""
+        return self._call(_Call("POST", _path("queues", name, "/resume")))
+
+    def set_queue_limit(self, name: str, limit: int | None) -> Queue:
+        """At most ``limit`` of the queue's jobs Running at once, cluster-wide; None: no
+        limit."""
+        return self._call(_limit_call(name, limit))
+
     def health(self) -> tuple[int, Any]:
         """``GET /health``: (status, body); 503 is an answer here, not an error."""
         resp = self._send(_Call("GET", "/health"))
@@ -507,6 +540,30 @@ class AsyncClient:
     async def delete_schedule(self, schedule: JobRef) -> Schedule:
         """Soft delete: no more fires, its past jobs stay."""
         return await self._call(_Call("DELETE", _path("schedules", schedule)))
+
+    # queues
+
+    async def list_queues(self) -> Queues:
+        """Queues with settings, waiting jobs or running jobs, by name."""
+        items: Queues = (await self._call(_Call("GET", "/api/queues")))["items"]
+        return items
+
+    async def get_queue(self, name: str) -> Queue:
+        """A queue's settings and load (``paused``, ``concurrencyLimit``, ``running``...)."""
+        return await self._call(_Call("GET", _path("queues", name)))
+
+    async def pause_queue(self, name: str) -> Queue:
+        """No new claims from the queue; its running jobs finish (idempotent)."""
+        return await self._call(_Call("POST", _path("queues", name, "/pause")))
+
+    async def resume_queue(self, name: str) -> Queue:
+        """Claims from the queue again (idempotent)."""
+        return await self._call(_Call("POST", _path("queues", name, "/resume")))
+
+    async def set_queue_limit(self, name: str, limit: int | None) -> Queue:
+        """At most ``limit`` of the queue's jobs Running at once, cluster-wide; None: no
+        limit."""
+        return await self._call(_limit_call(name, limit))
 
     async def health(self) -> tuple[int, Any]:
         """``GET /health``: (status, body); 503 is an answer here, not an error."""

@@ -1,7 +1,7 @@
 """The dashboard: one static page (web/static/, no build step, nothing from the
 internet) and the JSON it reads besides the public API.
 
-    GET /                          the page (overview, jobs, job detail, schedules)
+    GET /                          the page (overview, jobs, job detail, schedules, queues)
     GET /dashboard/static/<file>   its script, style sheet and icon
     GET /api/dashboard/overview    the cached overview snapshot (schema/stats_store.py)
     GET /api/dashboard/meta        job types and statuses, for the filters

@@ -13,6 +13,7 @@ Counted in this process as it happens::
     scheduler_jobs_dead_lettered_total{type}             jobs out of attempts
     scheduler_leases_reaped_total{type}                  runs whose lease expired
     scheduler_stale_completions_total                    completions refused (fencing)
+    scheduler_claims_waiting                             long polls parked now (a gauge)
     scheduler_actor_restarts_total{supervisor,actor}     runtime/supervisor.py
     scheduler_job_run_duration_seconds{type,outcome}     histogram, as timed by workers
     scheduler_job_queue_wait_seconds{type,queue}         histogram, due (run_at) to claimed
@@ -74,6 +75,9 @@ JOBS_DEAD_LETTERED = prometheus_client.Counter(
 LEASES_REAPED = prometheus_client.Counter(
     "scheduler_leases_reaped_total", "Runs whose lease expired, ended by the lease reaper",
     ["type"])
+CLAIMS_WAITING = prometheus_client.Gauge(
+    "scheduler_claims_waiting",
+    "Long-polling claims parked in this coordinator, waiting for a due job or a free slot")
 RUN_DURATION = prometheus_client.Histogram(
     "scheduler_job_run_duration_seconds",
     "How long job bodies ran, as timed by the worker that ran them", ["type", "outcome"],

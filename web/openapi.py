@@ -127,7 +127,7 @@ class OneOf:
 
 @dataclass(frozen=True)
 class Route:
-    method: Literal["get", "post", "delete"]
+    method: Literal["get", "post", "patch", "delete"]
     path: str  # OpenAPI style: /api/jobs/{id}
     operation_id: str
     summary: str
@@ -143,6 +143,8 @@ class Route:
 
 UUID = {"type": "string", "format": "uuid"}
 ID = Param("id", "path", UUID, "The id (a UUID).", required=True)
+QUEUE = Param("name", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,64}$"},
+              "The queue name.", required=True)
 TAKE_JOBS = Param("take", "query", {"type": "integer", "minimum": 1, "maximum": 500,
                                     "default": 50}, "Page size.")
 TAKE_SCHEDULES = Param("take", "query", {"type": "integer", "minimum": 1, "maximum": 500,
@@ -200,6 +202,22 @@ ROUTES: tuple[Route, ...] = (
           {200: wire.ScheduleOut}, (400, 404, *DB), params=(ID,)),
     Route("delete", "/api/schedules/{id}", "deleteSchedule", "Delete (softly) a schedule",
           "schedules", {200: wire.ScheduleOut}, (400, 404, *DB), params=(ID,)),
+    # queues
+    Route("get", "/api/queues", "listQueues", "Queues with settings, waiting or running jobs",
+          "queues", {200: wire.QueuePage}, (400, *DB)),
+    Route("get", "/api/queues/{name}", "getQueue", "A queue's settings and load", "queues",
+          {200: wire.QueueOut}, (400, *DB), params=(QUEUE,),
+          description="Any valid name answers: a queue never configured is active and "
+                      "unlimited."),
+    Route("patch", "/api/queues/{name}", "updateQueue", "Set a queue's limit or pause state",
+          "queues", {200: wire.QueueOut}, (400, *DB), body=wire.UpdateQueue, params=(QUEUE,),
+          description="Only the fields given change; `concurrencyLimit: null` removes the "
+                      "limit, which caps the queue's Running jobs across the cluster."),
+    Route("post", "/api/queues/{name}/pause", "pauseQueue", "Stop claims from a queue",
+          "queues", {200: wire.QueueOut}, (400, *DB), params=(QUEUE,),
+          description="Running jobs finish; new and waiting jobs wait until resumed."),
+    Route("post", "/api/queues/{name}/resume", "resumeQueue", "Claim from a queue again",
+          "queues", {200: wire.QueueOut}, (400, *DB), params=(QUEUE,)),
     # the worker protocol
     Route("post", "/api/workers/register", "registerWorker", "A worker introduces itself",
           "workers", {201: wire.RegisteredWorker}, (400, *DB), body=wire.RegisterWorker),

@@ -19,6 +19,7 @@ from schema import wire
 from web.api import read_body
 from web.app import AppContext, context, json_response
 from web.metrics import (
+    CLAIMS_WAITING,
     JOB_RETRIES,
     JOBS_CLAIMED,
     JOBS_DEAD_LETTERED,
@@ -208,7 +209,7 @@ async def claim() -> Response:
             wake_at = deadline
             if next_due is not None and not math.isnan(next_due):
                 wake_at = min(deadline, trio.current_time() + max(next_due, 0.001))
-        with trio.move_on_at(wake_at) as timer:
+        with trio.move_on_at(wake_at) as timer, CLAIMS_WAITING.track_inprogress():
             await ctx.doorbell.wait_since(generation)
         async with gate.lock:
             generation = ctx.doorbell.generation

@@ -3,39 +3,14 @@
 -- complete, so a worker that lost its lease can never overwrite its successor.
 
 -- name: claim_jobs
--- Up to %(limit)s due jobs, in priority then due-time order, each marked Running with
--- a new run (attempt + 1, fresh lease token). SKIP LOCKED: concurrent claims never
--- wait for each other and never take the same job.
-WITH picked AS (
-    SELECT id FROM jobs
-    WHERE status IN ('Pending', 'Scheduled', 'Failed')
-      AND run_at <= now()
-      AND queue = ANY(%(queues)s::text[])
-      -- A draining (or stopped, or unknown) worker gets nothing.
-      AND EXISTS (SELECT 1 FROM workers w
-                  WHERE w.id = %(worker_id)s AND w.state = 'Active')
-    ORDER BY queue, priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), runs AS (
-    INSERT INTO job_runs (id, job_id, attempt, worker_id, lease_token, lease_expires_at,
-                          started_at)
-    SELECT gen_random_uuid(), j.id, j.attempts + 1, %(worker_id)s, gen_random_uuid(),
-           now() + make_interval(secs => %(lease_seconds)s), now()
-    FROM jobs j JOIN picked USING (id)
-    RETURNING id, job_id, attempt, lease_token, lease_expires_at
-)
-UPDATE jobs j SET
-    status = 'Running',
-    attempts = runs.attempt,
-    current_run_id = runs.id,
-    started_at = now(),
-    updated_at = now()
-FROM runs
-WHERE j.id = runs.job_id
-RETURNING j.id, j.type, j.payload, j.queue, j.timeout_seconds, j.max_attempts,
-          j.run_at, runs.attempt, runs.id AS run_id, runs.lease_token,
-          runs.lease_expires_at;
+-- Up to %(limit)s due jobs of the worker's queues, each marked Running with a new run;
+-- paused queues are skipped and per-queue concurrency limits hold across the cluster.
+-- The statement lives in schema/migrations/0006_queues.sql (scheduler_claim): a limit
+-- needs a lock and then a fresh snapshot, which one plain statement cannot have.
+SELECT id, type, payload, queue, timeout_seconds, max_attempts, run_at, attempt, run_id,
+       lease_token, lease_expires_at
+FROM scheduler_claim(%(worker_id)s::text, %(queues)s::text[], %(limit)s::integer,
+                     %(lease_seconds)s::float8);
 
 -- name: complete_runs
 -- A batch of outcomes. Each item counts only if its run is still live and is the
@@ -115,7 +90,9 @@ WITH input AS (
 SELECT i.run_id, COALESCE(u.id, p.id) AS job_id, COALESCE(u.status, p.status) AS status,
        COALESCE(u.type, p.type) AS type, COALESCE(u.queue, p.queue) AS queue,
        COALESCE(u.attempts, p.attempts) AS attempts, COALESCE(u.outcome, p.outcome) AS outcome,
-       p.run_id IS NOT NULL AS duplicate
+       p.run_id IS NOT NULL AS duplicate,
+       -- A slot of a limited queue came free: claims waiting on the limit should look.
+       u.queue IN (SELECT name FROM queues WHERE concurrency_limit IS NOT NULL) AS limited
 FROM input i LEFT JOIN updated u ON u.run_id = i.run_id
 LEFT JOIN repeated p ON p.run_id = i.run_id AND p.outcome = i.outcome;
 

@@ -45,7 +45,8 @@ def test_the_dashboard_loads_every_view_with_no_console_errors(dashboard: Dashbo
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     expect(page.get_by_text("No jobs yet")).to_be_visible()
     expect(page.get_by_text("No workers.")).to_be_visible()
-    for link, heading in (("Jobs", "Jobs"), ("Schedules", "Schedules"), ("Overview", "Overview")):
+    for link, heading in (("Jobs", "Jobs"), ("Schedules", "Schedules"), ("Queues", "Queues"),
+                          ("Overview", "Overview")):
         page.get_by_role("navigation").get_by_role("link", name=link).click()
         expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
     assert [] == dashboard.errors
@@ -184,6 +185,36 @@ def test_schedules_can_be_paused_and_resumed(shared_dashboard: Dashboard) -> Non
     expect(row.get_by_test_id("status")).to_have_text("enabled")
     row.get_by_role("link").first.click()
     expect(page.get_by_role("heading", name="Recent fires")).to_be_visible()
+    assert [] == dashboard.errors
+
+
+def test_a_queue_can_be_paused_resumed_and_limited(shared_dashboard: Dashboard) -> None:
+    dashboard = shared_dashboard
+    submit(dashboard.url, queue="browser-q", runAt=FUTURE)
+    page = dashboard.open("#/queues")
+    row = page.locator("[data-queue='browser-q']")
+    expect(row.get_by_test_id("status")).to_have_text("active")
+    expect(row).to_contain_text("1")  # the waiting job
+    row.get_by_role("button", name="Pause").click()
+    expect(row.get_by_test_id("status")).to_have_text("paused")
+    assert httpx.get(dashboard.url + "/api/queues/browser-q").json()["paused"] is True
+    row.get_by_role("button", name="Resume").click()
+    expect(row.get_by_test_id("status")).to_have_text("active")
+    assert httpx.get(dashboard.url + "/api/queues/browser-q").json()["paused"] is False
+
+    limit = row.get_by_label("Concurrency limit of browser-q")
+    limit.fill("3")
+    row.get_by_role("button", name="Set limit").click()
+    expect(row).to_contain_text("0 / 3")
+    assert 3 == httpx.get(dashboard.url + "/api/queues/browser-q").json()["concurrencyLimit"]
+    limit.fill("0")  # refused by the page, nothing sent
+    row.get_by_role("button", name="Set limit").click()
+    expect(page.locator("#toast")).to_contain_text("whole number from 1 to 100000")
+    assert 3 == httpx.get(dashboard.url + "/api/queues/browser-q").json()["concurrencyLimit"]
+    row.get_by_label("Concurrency limit of browser-q").fill("")
+    row.get_by_role("button", name="Set limit").click()
+    expect(row).not_to_contain_text("/ 3")
+    assert httpx.get(dashboard.url + "/api/queues/browser-q").json()["concurrencyLimit"] is None
     assert [] == dashboard.errors
 
 

@@ -418,3 +418,42 @@ def test_schedules_of_an_unreachable_coordinator_exit_1(scheduler: Scheduler) ->
     done = scheduler("schedules", "list", url=url)
     assert (1, "") == (done.returncode, done.stdout)
     assert done.stderr.startswith(f"scheduler: cannot reach the coordinator at {url}")
+
+
+# -- queues ---------------------------------------------------------------------------------
+
+
+def test_queues_pause_resume_and_limit_print_the_queue(
+        api: Coordinator, scheduler: Scheduler) -> None:
+    name = f"cli-q-{uuid.uuid4().hex[:8]}"
+    paused = scheduler("queues", "pause", name, url=api.url)
+    assert 0 == paused.returncode, paused.stderr
+    assert ["QUEUE", "STATE", "LIMIT", "RUNNING", "WAITING"] == paused.stdout.split()[:5]
+    assert re.search(rf"^{name}\s+paused\s+-\s+0\s+0$", paused.stdout, re.M), paused.stdout
+    limited = scheduler("queues", "limit", name, "4", url=api.url)
+    assert re.search(rf"^{name}\s+paused\s+4\s+0\s+0$", limited.stdout, re.M), limited.stdout
+    resumed = scheduler("queues", "resume", name, "--json", url=api.url)
+    assert (False, 4) == (json.loads(resumed.stdout)["paused"],
+                          json.loads(resumed.stdout)["concurrencyLimit"])
+    unlimited = scheduler("queues", "limit", name, "none", "--json", url=api.url)
+    assert json.loads(unlimited.stdout)["concurrencyLimit"] is None
+    listed = scheduler("queues", "list", "--json", url=api.url)
+    assert name in [q["name"] for q in json.loads(listed.stdout)["items"]]
+    shown = scheduler("queues", "show", name, url=api.url)
+    assert re.search(rf"^{name}\s+active\s+-\s+0\s+0$", shown.stdout, re.M), shown.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("queues", "limit", "q1", "0"), "expected a number >= 1"),
+    (("queues", "limit", "q1", "100001"), "expected at most 100000"),
+    (("queues", "limit", "q1", "lots"), "lots"),
+    (("queues", "pause", "bad name"), "expected a queue name"),
+    (("queues", "limit", "q1"), "limit"),
+    (("queues",), "queues_command"),
+])
+def test_bad_queue_arguments_exit_2_with_a_message(
+        api: Coordinator, scheduler: Scheduler, args: tuple[str, ...], message: str) -> None:
+    done = scheduler(*args, url=api.url)
+    assert 2 == done.returncode
+    assert message in done.stderr, done.stderr
+    assert "" == done.stdout

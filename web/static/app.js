@@ -1,6 +1,6 @@
 /* scheduler-core dashboard: vanilla JavaScript, no build step, no dependency.
  *
- * Views (hash routes): #/ overview, #/jobs?status=&type=&queue=, #/jobs/<id>,
+ * Views (hash routes): #/ overview, #/jobs?status=&type=&queue=, #/jobs/<id>, #/queues,
  * #/schedules, #/schedules/<id>. Live data arrives over server-sent events
  * (/api/dashboard/events: an "overview" snapshot every second and right after new
  * jobs); the jobs list, a job and the schedules are re-read when a snapshot arrives.
@@ -160,6 +160,7 @@ function parseRoute() {
   if (parts[0] === "jobs") return { name: "jobs", params };
   if (parts[0] === "schedules" && parts[1]) return { name: "schedule", id: decodeURIComponent(parts[1]), params };
   if (parts[0] === "schedules") return { name: "schedules", params };
+  if (parts[0] === "queues") return { name: "queues", params };
   return { name: "overview", params };
 }
 
@@ -168,11 +169,11 @@ function navigate() {
   if (state.view && state.view.leave) state.view.leave();
   const main = document.getElementById("view");
   main.replaceChildren();
-  const section = { overview: "overview", jobs: "jobs", job: "jobs", schedules: "schedules", schedule: "schedules" }[route.name];
+  const section = { overview: "overview", jobs: "jobs", job: "jobs", schedules: "schedules", schedule: "schedules", queues: "queues" }[route.name];
   for (const a of document.querySelectorAll("[data-nav]")) {
     a.classList.toggle("active", a.dataset.nav === section);
   }
-  const View = { overview: OverviewView, jobs: JobsView, job: JobView, schedules: SchedulesView, schedule: ScheduleView }[route.name];
+  const View = { overview: OverviewView, jobs: JobsView, job: JobView, schedules: SchedulesView, schedule: ScheduleView, queues: QueuesView }[route.name];
   state.view = new View(main, route);
   state.view.enter();
 }
@@ -607,6 +608,88 @@ class JobView {
 
 function fact(label, value) {
   return [h("dt", {}, label), h("dd", {}, value)];
+}
+
+/* ---- queues ----------------------------------------------------------------------- */
+
+async function queueCall(name, path, init, done) {
+  try {
+    const q = await api(`/api/queues/${encodeURIComponent(name)}${path}`, init);
+    toast(done(q));
+    return true;
+  } catch (e) {
+    toast(`Queue ${name}: ${e.message}`, { bad: true });
+    return false;
+  }
+}
+
+function limitForm(q, after) {
+  const input = h("input", {
+    type: "number", min: "1", max: "100000", step: "1", className: "limit-input",
+    value: q.concurrencyLimit == null ? "" : String(q.concurrencyLimit),
+    placeholder: "none", "aria-label": `Concurrency limit of ${q.name}`,
+  });
+  return h("form", {
+    className: "row", novalidate: true, onsubmit: async (ev) => {
+      ev.preventDefault();
+      const text = input.value.trim();
+      const limit = text === "" ? null : Number(text);
+      if (limit !== null && !(Number.isInteger(limit) && limit >= 1 && limit <= 100000)) {
+        toast("A limit is a whole number from 1 to 100000, or empty for none", { bad: true });
+        return;
+      }
+      await queueCall(q.name, "", { method: "PATCH", body: { concurrencyLimit: limit } },
+        (r) => r.concurrencyLimit == null ? `Queue ${r.name}: no limit` : `Queue ${r.name}: at most ${r.concurrencyLimit} running`);
+      after();
+    },
+  }, input, h("button", { type: "submit" }, "Set limit"));
+}
+
+class QueuesView {
+  constructor(root) {
+    this.root = root;
+    this.reload = throttled(() => this.load(), 2000);
+  }
+
+  enter() {
+    document.title = "Queues · scheduler-core";
+    this.body = h("section", { className: "panel" }, h("p", { className: "muted" }, "Loading…"));
+    replace(this.root, h("h1", {}, "Queues"), this.body);
+    this.load();
+  }
+
+  leave() { this.reload.cancel(); this.left = true; }
+
+  onOverview() { this.reload(); }
+
+  async load() {
+    let page;
+    try {
+      page = await api("/api/queues");
+    } catch (e) {
+      if (!this.left) replace(this.body, empty(`Could not list queues: ${e.message}`));
+      return;
+    }
+    if (this.left) return;
+    const items = page.items || [];
+    if (items.length === 0) {
+      replace(this.body, empty("No queues yet: a queue appears when a job names it."));
+      return;
+    }
+    const after = () => this.load();
+    replace(this.body, h("div", { className: "table-wrap" }, h("table", { "data-testid": "queues" },
+      h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", {}, "State"), h("th", { className: "num" }, "Running"),
+        h("th", { className: "num" }, "Waiting"), h("th", {}, "Concurrency limit"), h("th", {}, ""))),
+      h("tbody", {}, items.map((q) => h("tr", { "data-queue": q.name },
+        h("td", {}, h("a", { href: `#/jobs?queue=${encodeURIComponent(q.name)}` }, q.name)),
+        h("td", {}, badge(q.paused ? "paused" : "active")),
+        h("td", { className: "num" }, number(q.running) + (q.concurrencyLimit == null ? "" : ` / ${number(q.concurrencyLimit)}`)),
+        h("td", { className: "num" }, number(q.waiting) + (q.waitingCapped ? "+" : "")),
+        h("td", {}, limitForm(q, after)),
+        h("td", {}, q.paused
+          ? h("button", { onclick: async () => { await queueCall(q.name, "/resume", { method: "POST" }, (r) => `Queue ${r.name} resumed`); after(); } }, "Resume")
+          : h("button", { onclick: async () => { await queueCall(q.name, "/pause", { method: "POST" }, (r) => `Queue ${r.name} paused`); after(); } }, "Pause"))))))));
+  }
 }
 
 /* ---- schedules -------------------------------------------------------------------- */

@@ -1,0 +1,51 @@
+"""The queue store: a queue's pause state and cluster-wide concurrency limit.
+
+Queues need no definition: a job names its queue, and a queue without settings is
+active and unlimited. Settings live in the ``queues`` table (migration 0006), where
+the claim (``scheduler_claim``) reads them; a change notifies ``scheduler_jobs`` by
+trigger, so long-polling claims look again at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from runtime.db import Pool
+from schema import wire
+from schema.queries import q
+
+WAITING_CAP = 100_000
+MAX_QUEUES = 1000
+
+
+def queue_out(row: dict[str, Any]) -> wire.QueueOut:
+    return wire.QueueOut(
+        name=row["name"], paused=row["paused"], concurrency_limit=row["concurrency_limit"],
+        running=row["running"], waiting=min(row["waiting"], WAITING_CAP),
+        waiting_capped=row["waiting"] > WAITING_CAP, updated_at=row["updated_at"])
+
+
+class QueueStore:
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    async def list_queues(self, name: str | None = None) -> list[wire.QueueOut]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("list_queues"), {
+                "name": name, "limit": MAX_QUEUES, "cap": WAITING_CAP + 1})
+            return [queue_out(r) for r in await cur.fetchall()]
+
+    async def get(self, name: str) -> wire.QueueOut:
+        return (await self.list_queues(name))[0]
+
+    async def update(self, name: str, change: wire.UpdateQueue) -> wire.QueueOut:
+        """Apply the fields of ``change`` that are set; the queue as it is now."""
+        set_limit = change.concurrency_limit is not msgspec.UNSET
+        paused = None if change.paused is msgspec.UNSET else change.paused
+        async with self.pool.connection() as conn:
+            await conn.execute(q("set_queue"), {
+                "name": name, "set_limit": set_limit,
+                "limit": change.concurrency_limit if set_limit else None, "paused": paused})
+        return await self.get(name)

@@ -1,0 +1,374 @@
+"""Queues: pause/resume and cluster-wide concurrency limits, through the real API.
+
+The worker protocol is spoken by hand (registered worker ids posting claims) where a
+test needs to see exactly what a claim returns; the last tests run real worker
+processes. Every wait is a poll with a deadline or a blocking HTTP call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shlex
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import trio
+from psycopg.rows import dict_row
+
+from tests.support import ROOT, Coordinator, Worker, running_coordinator, wait_until
+from web.client import ApiFailure, AsyncClient, Client
+
+# Long polls last up to 30 s here, so a claim that returns early was woken, not timed out.
+LONG_POLL = 30.0
+WOKEN_WITHIN = 15.0
+
+
+@pytest.fixture(scope="module")
+def api(module_dsn: str) -> Iterator[Coordinator]:
+    with running_coordinator(module_dsn, env={
+            "SCHEDULER_CLAIM_WAIT_SECONDS": str(LONG_POLL),
+            "SCHEDULER_HEARTBEAT_SECONDS": "0.2"}) as c:
+        yield c
+
+
+def query(dsn: str, sql: str, *params: object) -> list[dict[str, Any]]:
+    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
+        return conn.execute(sql.encode(), params).fetchall()
+
+
+def new_queue() -> str:
+    return f"q-{uuid.uuid4().hex[:10]}"
+
+
+def submit(http: httpx.Client, queue: str, n: int = 1, **fields: Any) -> list[str]:
+    resp = http.post("/api/jobs/batch", json={"jobs": [
+        {"type": "noop", "queue": queue, **fields} for _ in range(n)]})
+    assert 201 == resp.status_code, resp.text
+    return [j["id"] for j in resp.json()["items"]]
+
+
+class HandWorker:
+    """The worker protocol by hand: one registered worker id."""
+
+    def __init__(self, url: str) -> None:
+        self.id = f"hand-{uuid.uuid4().hex[:8]}"
+        self.http = httpx.Client(base_url=url, timeout=LONG_POLL + 10)
+        resp = self.http.post("/api/workers/register", json={
+            "workerId": self.id, "hostname": socket.gethostname(), "pid": 1, "capacity": 10})
+        assert 201 == resp.status_code, resp.text
+
+    def claim(self, queue: str, n: int = 1, wait: float = 0) -> list[dict[str, Any]]:
+        resp = self.http.post("/api/workers/claim", json={
+            "workerId": self.id, "max": n, "waitSeconds": wait, "queues": [queue]})
+        assert 200 == resp.status_code, resp.text
+        return list(resp.json()["jobs"])
+
+    def succeed(self, job: dict[str, Any]) -> None:
+        resp = self.http.post("/api/workers/complete", json={
+            "workerId": self.id, "completions": [{
+                "runId": job["runId"], "leaseToken": job["leaseToken"],
+                "outcome": "Succeeded"}]})
+        assert 200 == resp.status_code, resp.text
+
+
+@pytest.fixture
+def hand(api: Coordinator) -> Iterator[HandWorker]:
+    w = HandWorker(api.url)
+    yield w
+    w.http.close()
+
+
+# -- the API -----------------------------------------------------------------------------
+
+
+def test_a_queue_never_configured_is_active_and_unlimited(http: httpx.Client) -> None:
+    name = new_queue()
+    resp = http.get(f"/api/queues/{name}")
+    assert 200 == resp.status_code, resp.text
+    assert {"name": name, "paused": False, "concurrencyLimit": None, "running": 0,
+            "waiting": 0, "waitingCapped": False, "updatedAt": None} == resp.json()
+
+
+def test_patch_changes_only_the_fields_given(http: httpx.Client) -> None:
+    name = new_queue()
+    one = http.patch(f"/api/queues/{name}", json={"concurrencyLimit": 5}).json()
+    assert (5, False) == (one["concurrencyLimit"], one["paused"])
+    two = http.patch(f"/api/queues/{name}", json={"paused": True}).json()
+    assert (5, True) == (two["concurrencyLimit"], two["paused"])
+    three = http.patch(f"/api/queues/{name}", json={"concurrencyLimit": None}).json()
+    assert (None, True) == (three["concurrencyLimit"], three["paused"])
+    four = http.post(f"/api/queues/{name}/resume").json()
+    assert (None, False) == (four["concurrencyLimit"], four["paused"])
+    assert four["updatedAt"] is not None
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"concurrencyLimit": 0}, "concurrencyLimit"),
+    ({"concurrencyLimit": -1}, "concurrencyLimit"),
+    ({"concurrencyLimit": 100001}, "concurrencyLimit"),
+    ({"concurrencyLimit": "3"}, "concurrencyLimit"),
+    ({"concurrencyLimit": 1.5}, "concurrencyLimit"),
+    ({"paused": "yes"}, "paused"),
+    ({"paused": None}, "paused"),
+    ({"limit": 3}, "limit"),
+    ([], "body"),
+])
+def test_a_bad_patch_is_a_400_naming_the_field_and_writes_nothing(
+        http: httpx.Client, module_dsn: str, body: Any, field: str) -> None:
+    name = new_queue()
+    resp = http.patch(f"/api/queues/{name}", json=body)
+    assert 400 == resp.status_code, resp.text
+    assert field == resp.json()["field"], resp.text
+    assert [] == query(module_dsn, "SELECT * FROM queues WHERE name = %s", name)
+
+
+def test_an_empty_or_malformed_body_is_a_400(http: httpx.Client) -> None:
+    for content in (b"", b"{not json"):
+        resp = http.patch(f"/api/queues/{new_queue()}", content=content,
+                          headers={"content-type": "application/json"})
+        assert (400, "body") == (resp.status_code, resp.json()["field"]), resp.text
+
+
+@pytest.mark.parametrize("name", ["a" * 65, "sp ace", "caf%C3%A9", "star*"])
+def test_a_bad_queue_name_is_a_400_naming_name(http: httpx.Client, module_dsn: str,
+                                                name: str) -> None:
+    for method, path in (("GET", ""), ("PATCH", ""), ("POST", "/pause"),
+                         ("POST", "/resume")):
+        resp = http.request(method, f"/api/queues/{name}{path}", json={"paused": True})
+        assert (400, "name") == (resp.status_code, resp.json()["field"]), resp.text
+    assert [] == query(module_dsn, "SELECT * FROM queues WHERE name NOT LIKE 'q-%%'")
+
+
+def test_list_shows_configured_waiting_and_running_queues(
+        http: httpx.Client, hand: HandWorker) -> None:
+    configured, waiting, running = new_queue(), new_queue(), new_queue()
+    http.post(f"/api/queues/{configured}/pause")
+    submit(http, waiting, 3)
+    submit(http, waiting, 1, runAt="2999-01-01T00:00:00Z")  # waiting counts Scheduled too
+    submit(http, running, 2)
+    assert 1 == len(hand.claim(running))
+    assert 400 == http.get("/api/queues", params={"take": 5}).status_code
+
+    items = {q["name"]: q for q in http.get("/api/queues").json()["items"]}
+
+    assert (True, 0, 0) == (items[configured]["paused"], items[configured]["running"],
+                            items[configured]["waiting"])
+    assert (False, 0, 4) == (items[waiting]["paused"], items[waiting]["running"],
+                             items[waiting]["waiting"])
+    assert (1, 1) == (items[running]["running"], items[running]["waiting"])
+    names = [q for q in items]
+    assert sorted(names) == names
+
+
+# -- pause and resume ---------------------------------------------------------------------
+
+
+def test_a_paused_queue_is_not_claimed_from_until_resumed(
+        http: httpx.Client, hand: HandWorker) -> None:
+    queue, other = new_queue(), new_queue()
+    http.post(f"/api/queues/{queue}/pause")
+    [job_id] = submit(http, queue)  # a paused queue still takes jobs
+    [other_id] = submit(http, other)
+
+    assert [] == hand.claim(queue, 5)
+    assert [other_id] == [j["jobId"] for j in hand.claim(other, 5)]  # others go on
+    assert "Pending" == http.get(f"/api/jobs/{job_id}").json()["status"]
+
+    http.post(f"/api/queues/{queue}/resume")
+    assert [job_id] == [j["jobId"] for j in hand.claim(queue, 5)]
+
+
+def test_resuming_wakes_a_long_polling_claim(http: httpx.Client, hand: HandWorker) -> None:
+    queue = new_queue()
+    http.post(f"/api/queues/{queue}/pause")
+    [job_id] = submit(http, queue)
+    got: list[list[dict[str, Any]]] = []
+    started = dt.datetime.now(dt.UTC)
+    poller = threading.Thread(target=lambda: got.append(hand.claim(queue, 1, LONG_POLL)))
+    poller.start()
+    wait_until(lambda: query_waiters(http) >= 1, timeout=10, what="the claim is waiting")
+    http.post(f"/api/queues/{queue}/resume")
+    poller.join(LONG_POLL + 10)
+    elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    assert [job_id] == [j["jobId"] for j in got[0]]
+    assert elapsed < WOKEN_WITHIN, f"the claim waited {elapsed:.1f} s: not woken by resume"
+
+
+def query_waiters(http: httpx.Client) -> float:
+    """Long-polling claims now waiting in the coordinator (its metrics)."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("scheduler_claims_waiting "):
+            return float(line.split()[1])
+    raise AssertionError("scheduler_claims_waiting is not in /metrics")
+
+
+# -- concurrency limits --------------------------------------------------------------------
+
+
+def test_a_limit_holds_when_many_claims_race(
+        api: Coordinator, http: httpx.Client, module_dsn: str) -> None:
+    queue = new_queue()
+    http.patch(f"/api/queues/{queue}", json={"concurrencyLimit": 3})
+    submit(http, queue, 40)
+    workers = [HandWorker(api.url) for _ in range(8)]
+    claimed: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def grab(w: HandWorker) -> None:
+        for _ in range(3):
+            jobs = w.claim(queue, 5)
+            with lock:
+                claimed.extend(jobs)
+
+    threads = [threading.Thread(target=grab, args=(w,)) for w in workers]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        check_the_limit_held(http, module_dsn, queue, workers, claimed)
+    finally:
+        for w in workers:
+            w.http.close()
+
+
+def check_the_limit_held(http: httpx.Client, dsn: str, queue: str,
+                         workers: list[HandWorker], claimed: list[dict[str, Any]]) -> None:
+    assert 3 == len(claimed)
+    running = query(dsn, "SELECT count(*) AS n FROM jobs WHERE queue = %s "
+                    "AND status = 'Running'", queue)[0]["n"]
+    assert 3 == running
+    assert {"running": 3, "concurrencyLimit": 3} == {
+        k: v for k, v in http.get(f"/api/queues/{queue}").json().items()
+        if k in ("running", "concurrencyLimit")}
+
+    workers[0].succeed(claimed[0])  # one slot frees: exactly one more can be claimed
+    assert 1 == len(workers[1].claim(queue, 5))
+    assert [] == workers[2].claim(queue, 5)
+
+    http.patch(f"/api/queues/{queue}", json={"concurrencyLimit": 5})  # raised: two more
+    assert 2 == len(workers[3].claim(queue, 5))
+    http.patch(f"/api/queues/{queue}", json={"concurrencyLimit": None})  # removed
+    assert 5 == len(workers[4].claim(queue, 5))
+
+
+def test_a_freed_slot_wakes_a_claim_held_back_by_the_limit(
+        api: Coordinator, http: httpx.Client) -> None:
+    queue = new_queue()
+    http.patch(f"/api/queues/{queue}", json={"concurrencyLimit": 1})
+    first_id, second_id = submit(http, queue, 2)
+    a, b = HandWorker(api.url), HandWorker(api.url)
+    [first] = a.claim(queue, 5)
+    assert first_id == first["jobId"]
+    got: list[list[dict[str, Any]]] = []
+    started = dt.datetime.now(dt.UTC)
+    poller = threading.Thread(target=lambda: got.append(b.claim(queue, 5, LONG_POLL)))
+    poller.start()
+    wait_until(lambda: query_waiters(http) >= 1, timeout=10, what="the claim is waiting")
+    a.succeed(first)
+    poller.join(LONG_POLL + 10)
+    elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    assert [second_id] == [j["jobId"] for j in got[0]]
+    assert elapsed < WOKEN_WITHIN, f"the claim waited {elapsed:.1f} s: not woken"
+    a.http.close()
+    b.http.close()
+
+
+def test_real_workers_never_run_more_than_the_limit_at_once(
+        api: Coordinator, http: httpx.Client, module_dsn: str) -> None:
+    """Two workers of 2 slots each and no prefetch could run 4 at once; the limit is 3,
+    so reaching it takes both workers, and going past it would show."""
+    queue = new_queue()
+    http.patch(f"/api/queues/{queue}", json={"concurrencyLimit": 3})
+    ids = [j["id"] for j in http.post("/api/jobs/batch", json={"jobs": [
+        {"type": "sleep", "payload": {"seconds": 0.3}, "queue": queue}
+        for _ in range(12)]}).json()["items"]]
+    env = {"SCHEDULER_HEARTBEAT_SECONDS": "0.2", "SCHEDULER_WORKER_PREFETCH": "0"}
+    workers = [Worker(api.url, slots=2, extra=["--queues", queue], env=env)
+               for _ in range(2)]
+    try:
+        def done() -> bool:
+            rows = query(module_dsn, "SELECT count(*) AS n FROM jobs WHERE id = ANY(%s) "
+                         "AND status = 'Succeeded'", ids)
+            return bool(rows[0]["n"] == len(ids))
+        wait_until(done, timeout=60, what="all 12 jobs succeeded")
+    finally:
+        for w in workers:
+            w.stop()
+    # A run holds its slot of the limit from its claim (started_at, stamped after the
+    # claim's lock) to its completion (finished_at, stamped before it commits).
+    runs = query(module_dsn, "SELECT started_at, finished_at, worker_id FROM job_runs "
+                 "WHERE job_id = ANY(%s)", ids)
+    events = sorted([(r["started_at"], 1) for r in runs] + [(r["finished_at"], -1) for r in runs],
+                    key=lambda e: (e[0], e[1]))  # an end before a start at the same instant
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    assert 3 == most, f"at most {most} of the queue's jobs ran at once, limit 3"
+    assert 2 == len({r["worker_id"] for r in runs}), "both workers took part"
+
+
+# -- the Python client ----------------------------------------------------------------------
+
+
+def test_the_sync_client_pauses_resumes_and_limits(api: Coordinator) -> None:
+    queue = new_queue()
+    with Client(api.url) as client:
+        assert client.pause_queue(queue)["paused"] is True
+        assert client.get_queue(queue)["paused"] is True
+        assert client.resume_queue(queue)["paused"] is False
+        assert 4 == client.set_queue_limit(queue, 4)["concurrencyLimit"]
+        assert queue in [q["name"] for q in client.list_queues()]
+        assert client.set_queue_limit(queue, None)["concurrencyLimit"] is None
+        with pytest.raises(ApiFailure) as failure:
+            client.set_queue_limit(queue, 0)
+        assert (400, "concurrencyLimit") == (failure.value.status, failure.value.field)
+        with pytest.raises(ApiFailure) as failure:
+            client.get_queue("sp ace")
+        assert (400, "name") == (failure.value.status, failure.value.field)
+
+
+def test_the_async_client_pauses_resumes_and_limits(api: Coordinator) -> None:
+    queue = new_queue()
+
+    async def main() -> None:
+        async with AsyncClient(api.url) as client:
+            assert (await client.pause_queue(queue))["paused"] is True
+            assert (await client.resume_queue(queue))["paused"] is False
+            assert 7 == (await client.set_queue_limit(queue, 7))["concurrencyLimit"]
+            assert 7 == (await client.get_queue(queue))["concurrencyLimit"]
+            assert queue in [q["name"] for q in await client.list_queues()]
+
+    trio.run(main)
+
+
+# -- the README -------------------------------------------------------------------------------
+
+
+def test_the_readme_queue_curls_work_as_written(api: Coordinator) -> None:
+    """The curls under README "Queues: pause, resume, limit", run with the real curl."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Queues: pause, resume, limit", 1)[1].split("\n### ", 1)[0]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [shlex.split(line.replace("http://localhost:5000", api.url))
+                for line in block.splitlines() if line.startswith("curl ")]
+    assert 4 == len(commands)
+    answers = []
+    for argv in commands:
+        done = subprocess.run([*argv, "-s", "-w", "\n%{http_code}"], capture_output=True,
+                              text=True, timeout=30, check=True)
+        body, status = done.stdout.rsplit("\n", 1)
+        assert "200" == status, done.stdout
+        answers.append(json.loads(body))
+    assert "items" in answers[0]
+    assert (True, False) == (answers[1]["paused"], answers[2]["paused"])
+    assert ("emails", 5) == (answers[3]["name"], answers[3]["concurrencyLimit"])

@@ -1,0 +1,70 @@
+"""The queues API: see and change a queue's pause state and concurrency limit.
+
+A queue exists as soon as a job names it; one never configured is active and has no
+limit. A bad queue name is a 400 naming ``name``.
+
+    GET    /api/queues                  every queue with settings, waiting or running jobs
+    GET    /api/queues/{name}           one queue (any valid name answers)
+    PATCH  /api/queues/{name}           {"concurrencyLimit": n | null, "paused": bool}
+    POST   /api/queues/{name}/pause     no new claims; running jobs finish
+    POST   /api/queues/{name}/resume    claims again
+
+A paused queue still accepts jobs; they wait. A concurrency limit caps how many of the
+queue's jobs are Running at once across every worker and coordinator (claims of a
+limited queue take a row lock on its settings, so the cap holds under any race).
+"""
+
+from __future__ import annotations
+
+import re
+
+from quart import Blueprint, Response, current_app, request
+
+from schema import wire
+from web.api import read_body
+from web.app import context, json_response
+from web.errors import ApiError
+
+blueprint = Blueprint("queues", __name__)
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def parse_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ApiError(400, "validation_error",
+                       "a queue name is 1 to 64 letters, digits, _ . or -; found "
+                       f"{name[:80]!r}", "name")
+    return name
+
+
+@blueprint.get("/api/queues")
+async def list_queues() -> Response:
+    for name in request.args:
+        raise ApiError(400, "unknown_parameter", "this route takes no query parameters",
+                       name)
+    return json_response(wire.QueuePage(items=await context(current_app).queues.list_queues()))
+
+
+@blueprint.get("/api/queues/<name>")
+async def get_queue(name: str) -> Response:
+    return json_response(await context(current_app).queues.get(parse_name(name)))
+
+
+@blueprint.patch("/api/queues/<name>")
+async def update_queue(name: str) -> Response:
+    name = parse_name(name)
+    change: wire.UpdateQueue = await read_body(wire.UpdateQueue)
+    return json_response(await context(current_app).queues.update(name, change))
+
+
+@blueprint.post("/api/queues/<name>/pause")
+async def pause_queue(name: str) -> Response:
+    return json_response(await context(current_app).queues.update(
+        parse_name(name), wire.UpdateQueue(paused=True)))
+
+
+@blueprint.post("/api/queues/<name>/resume")
+async def resume_queue(name: str) -> Response:
+    return json_response(await context(current_app).queues.update(
+        parse_name(name), wire.UpdateQueue(paused=False)))
