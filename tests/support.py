@@ -1,4 +1,5 @@
-"""Helpers for integration tests: free ports, real processes, polling with deadlines.
+"""Helpers for integration tests: free ports, real processes, polling with deadlines,
+reading the database, and the worker protocol spoken by hand.
 
 Nothing here sleeps to "wait for" something: :func:`wait_until` polls a condition
 until a deadline and fails loudly with what it last saw.
@@ -12,12 +13,15 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psycopg
+from psycopg.rows import dict_row
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "test-output"
@@ -140,3 +144,80 @@ def running_coordinator(dsn: str, *, env: Mapping[str, str] | None = None) -> It
         yield c
     finally:
         c.stop()
+
+
+# -- the database ----------------------------------------------------------------------
+
+
+def query(dsn: str, sql: str, *params: Any) -> list[dict[str, Any]]:
+    """Rows of ``sql`` (``%s`` placeholders filled from ``params``) as dicts."""
+    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
+        return conn.execute(sql.encode(), params).fetchall()
+
+
+def job_row(dsn: str, job_id: str) -> dict[str, Any]:
+    return query(dsn, "SELECT * FROM jobs WHERE id = %s", job_id)[0]
+
+
+def runs_of(dsn: str, job_id: str) -> list[dict[str, Any]]:
+    """A job's runs, oldest first (a run after a release shares its attempt number)."""
+    return query(dsn, "SELECT * FROM job_runs WHERE job_id = %s ORDER BY attempt, started_at",
+                 job_id)
+
+
+# -- the worker protocol by hand ---------------------------------------------------------
+
+
+Outcome = tuple[str, str, str]  # (run id, lease token, outcome)
+
+
+class HandWorker:
+    """The worker protocol spoken by hand over HTTP, as one worker id (registered by
+    :meth:`register`): tests see exactly what each claim and completion answers."""
+
+    def __init__(self, url: str, worker_id: str | None = None, *,
+                 timeout: float = 20.0) -> None:
+        self.id = worker_id or f"hand-{uuid.uuid4().hex[:8]}"
+        self.http = httpx.Client(base_url=url, timeout=timeout)
+
+    def register(self, capacity: int = 1) -> HandWorker:
+        resp = self.http.post("/api/workers/register", json={
+            "workerId": self.id, "hostname": socket.gethostname(), "pid": 1,
+            "capacity": capacity})
+        assert 201 == resp.status_code, resp.text
+        return self
+
+    def claim_some(self, n: int = 1, *, wait: float = 0,
+                   queues: Sequence[str] = ("default",)) -> list[dict[str, Any]]:
+        """Up to ``n`` jobs; with none due the claim long-polls up to ``wait`` s."""
+        resp = self.http.post("/api/workers/claim", json={
+            "workerId": self.id, "max": n, "waitSeconds": wait, "queues": list(queues)})
+        assert 200 == resp.status_code, resp.text
+        return list(resp.json()["jobs"])
+
+    def claim(self, *, wait: float = 5) -> dict[str, Any]:
+        """Exactly one job of the default queue (long-polling up to ``wait`` s for it)."""
+        jobs = self.claim_some(1, wait=wait)
+        assert 1 == len(jobs), jobs
+        return jobs[0]
+
+    def complete(self, *items: Outcome, result: Any = None) -> httpx.Response:
+        return self.http.post("/api/workers/complete", json={
+            "workerId": self.id,
+            "completions": [{"runId": run_id, "leaseToken": token, "outcome": outcome,
+                             "error": None if outcome == "Succeeded" else f"by hand: {outcome}",
+                             "result": result, "durationSeconds": 0.5}
+                            for run_id, token, outcome in items]})
+
+    def finish(self, claimed: dict[str, Any], outcome: str = "Succeeded", *,
+               result: Any = None) -> httpx.Response:
+        return self.complete((claimed["runId"], claimed["leaseToken"], outcome), result=result)
+
+    def heartbeat(self, run_id: str, token: str) -> dict[str, Any]:
+        resp = self.http.post("/api/workers/heartbeat", json={
+            "workerId": self.id, "runs": [{"runId": run_id, "leaseToken": token}]})
+        assert 200 == resp.status_code, resp.text
+        return dict(resp.json())
+
+    def close(self) -> None:
+        self.http.close()

@@ -11,18 +11,15 @@ The worker protocol is spoken by hand over HTTP against a real coordinator.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg.rows import dict_row
 
-from tests.support import Coordinator
+from tests.support import Coordinator, HandWorker, job_row, runs_of
 
 ENV = {
     "SCHEDULER_REAP_INTERVAL_SECONDS": "0.2",
@@ -34,21 +31,6 @@ ENV = {
     "SCHEDULER_RETRY_CAP_SECONDS": "0.01",
 }
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def query(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
-        return conn.execute(sql.encode(), params).fetchall()
-
-
-def job_row(dsn: str, job_id: str) -> dict[str, Any]:
-    return query(dsn, "SELECT * FROM jobs WHERE id = %s", (job_id,))[0]
-
-
-def runs_of(dsn: str, job_id: str) -> list[dict[str, Any]]:
-    # Started-at breaks the tie: a run after a release has the released run's attempt.
-    return query(dsn, "SELECT * FROM job_runs WHERE job_id = %s ORDER BY attempt, started_at",
-                 (job_id,))
 
 
 def scrape(url: str) -> Samples:
@@ -63,41 +45,6 @@ def counter(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-class HandWorker:
-    """The worker protocol spoken by hand."""
-
-    def __init__(self, url: str, worker_id: str = "by-hand") -> None:
-        self.http = httpx.Client(base_url=url, timeout=20)
-        self.worker_id = worker_id
-
-    def register(self) -> None:
-        resp = self.http.post("/api/workers/register", json={
-            "workerId": self.worker_id, "hostname": socket.gethostname(), "pid": 1,
-            "capacity": 1})
-        assert 201 == resp.status_code, resp.text
-
-    def claim(self) -> dict[str, Any]:
-        """One job; the claim long-polls (up to 5 s) until one is due."""
-        resp = self.http.post("/api/workers/claim", json={
-            "workerId": self.worker_id, "max": 1, "waitSeconds": 5})
-        assert 200 == resp.status_code, resp.text
-        jobs = resp.json()["jobs"]
-        assert 1 == len(jobs), resp.text
-        return dict(jobs[0])
-
-    def complete(self, *items: tuple[str, str, str]) -> httpx.Response:
-        """``items``: (run_id, lease_token, outcome)."""
-        return self.http.post("/api/workers/complete", json={
-            "workerId": self.worker_id,
-            "completions": [{"runId": run_id, "leaseToken": token, "outcome": outcome,
-                             "error": None if outcome == "Succeeded" else f"by hand: {outcome}",
-                             "durationSeconds": 0.5}
-                            for run_id, token, outcome in items]})
-
-    def finish(self, claimed: dict[str, Any], outcome: str) -> httpx.Response:
-        return self.complete((claimed["runId"], claimed["leaseToken"], outcome))
-
-
 @pytest.fixture
 def coordinator(start_coordinator: Callable[..., Coordinator]) -> Coordinator:
     return start_coordinator(env=ENV)
@@ -105,10 +52,9 @@ def coordinator(start_coordinator: Callable[..., Coordinator]) -> Coordinator:
 
 @pytest.fixture
 def hand(coordinator: Coordinator) -> Iterator[HandWorker]:
-    worker = HandWorker(coordinator.url)
-    worker.register()
+    worker = HandWorker(coordinator.url).register()
     yield worker
-    worker.http.close()
+    worker.close()
 
 
 def submit(url: str, job_type: str = "noop", **fields: Any) -> str:
@@ -183,8 +129,7 @@ def test_a_resent_failure_neither_reschedules_the_retry_nor_counts_it_again(
     # The retry far off (jitter over 10 minutes): the job stays Failed, waiting.
     coordinator = start_coordinator(env={**ENV, "SCHEDULER_RETRY_BASE_SECONDS": "600",
                                          "SCHEDULER_RETRY_CAP_SECONDS": "600"})
-    hand = HandWorker(coordinator.url)
-    hand.register()
+    hand = HandWorker(coordinator.url).register()
     job_id = submit(coordinator.url, maxAttempts=3)
     claimed = hand.claim()
     assert 200 == hand.finish(claimed, "Failed").status_code
@@ -204,7 +149,7 @@ def test_a_resent_failure_neither_reschedules_the_retry_nor_counts_it_again(
                          ("scheduler_jobs_finished_total", {"type": "noop", "outcome": "Failed"}),
                          ("scheduler_stale_completions_total", {})]:
         assert counter(metrics_before, name, **labels) == counter(metrics_after, name, **labels), name
-    hand.http.close()
+    hand.close()
 
 
 def test_a_resend_in_a_batch_with_a_new_completion_is_counted_once(

@@ -8,36 +8,20 @@ come back to a job that was rerun elsewhere.
 from __future__ import annotations
 
 import signal
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
-from tests.support import Coordinator, Worker, wait_until
+from tests.support import Coordinator, HandWorker, Worker, job_row, query, runs_of, wait_until
 
 FAST = {
     "SCHEDULER_HEARTBEAT_SECONDS": "0.2",
     "SCHEDULER_REAP_INTERVAL_SECONDS": "0.2",
     "SCHEDULER_CLAIM_WAIT_SECONDS": "2",
 }
-
-
-def query(dsn: str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
-        return conn.execute(sql.encode(), params).fetchall()
-
-
-def job_row(dsn: str, job_id: str) -> dict[str, Any]:
-    return query(dsn, "SELECT * FROM jobs WHERE id = %s", (job_id,))[0]
-
-
-def runs_of(dsn: str, job_id: str) -> list[dict[str, Any]]:
-    return query(dsn, "SELECT * FROM job_runs WHERE job_id = %s ORDER BY attempt", (job_id,))
 
 
 def submit(url: str, job_type: str, payload: dict[str, Any]) -> str:
@@ -47,46 +31,11 @@ def submit(url: str, job_type: str, payload: dict[str, Any]) -> str:
     return str(resp.json()["id"])
 
 
-class HandWorker:
-    """The worker protocol spoken by hand."""
-
-    def __init__(self, url: str, worker_id: str = "by-hand") -> None:
-        self.http = httpx.Client(base_url=url, timeout=10)
-        self.worker_id = worker_id
-
-    def register(self) -> None:
-        resp = self.http.post("/api/workers/register", json={
-            "workerId": self.worker_id, "hostname": socket.gethostname(), "pid": 1,
-            "capacity": 1})
-        assert 201 == resp.status_code, resp.text
-
-    def claim(self) -> dict[str, Any]:
-        resp = self.http.post("/api/workers/claim", json={
-            "workerId": self.worker_id, "max": 1, "waitSeconds": 2})
-        assert 200 == resp.status_code, resp.text
-        jobs = resp.json()["jobs"]
-        assert 1 == len(jobs), resp.text
-        return dict(jobs[0])
-
-    def complete(self, run_id: str, token: str, outcome: str = "Succeeded") -> httpx.Response:
-        return self.http.post("/api/workers/complete", json={
-            "workerId": self.worker_id,
-            "completions": [{"runId": run_id, "leaseToken": token, "outcome": outcome,
-                             "result": {"by": "hand"}}]})
-
-    def heartbeat(self, run_id: str, token: str) -> dict[str, Any]:
-        resp = self.http.post("/api/workers/heartbeat", json={
-            "workerId": self.worker_id, "runs": [{"runId": run_id, "leaseToken": token}]})
-        assert 200 == resp.status_code, resp.text
-        return dict(resp.json())
-
-
 @pytest.fixture
 def hand(coordinator: Coordinator) -> Iterator[HandWorker]:
-    worker = HandWorker(coordinator.url)
-    worker.register()
+    worker = HandWorker(coordinator.url, "by-hand").register()
     yield worker
-    worker.http.close()
+    worker.close()
 
 
 def test_a_completion_with_a_stale_lease_token_gets_409_and_changes_nothing(
@@ -96,7 +45,7 @@ def test_a_completion_with_a_stale_lease_token_gets_409_and_changes_nothing(
     assert job_id == claimed["jobId"]
     before = job_row(db_dsn, job_id)
 
-    stale = hand.complete(claimed["runId"], str(uuid.uuid4()))
+    stale = hand.complete((claimed["runId"], str(uuid.uuid4()), "Succeeded"))
 
     assert 409 == stale.status_code
     assert [{"runId": claimed["runId"], "accepted": False, "status": None,
@@ -112,13 +61,13 @@ def test_the_right_lease_token_completes_the_run_once_and_a_repeat_gets_409(
     job_id = submit(coordinator.url, "noop", {})
     claimed = hand.claim()
 
-    first = hand.complete(claimed["runId"], claimed["leaseToken"])
+    first = hand.finish(claimed, result={"by": "hand"})
     assert 200 == first.status_code, first.text
     assert [{"runId": claimed["runId"], "accepted": True, "status": "Succeeded",
              "duplicate": False}] == first.json()["results"]
     done = job_row(db_dsn, job_id)
 
-    again = hand.complete(claimed["runId"], claimed["leaseToken"], outcome="Failed")
+    again = hand.finish(claimed, "Failed")
     assert 409 == again.status_code
     assert done == job_row(db_dsn, job_id)
     assert ("Succeeded", {"by": "hand"}) == (done["status"], done["result"])
@@ -148,7 +97,7 @@ def test_a_worker_cut_off_past_its_lease_is_refused_on_return_and_drops_the_job(
 
     def registered(worker_id: str) -> bool:
         return bool(query(db_dsn, "SELECT 1 FROM workers WHERE id = %s AND state = 'Active'",
-                          (worker_id,)))
+                          worker_id))
 
     # One slot: while its job runs, the worker has no claim waiting on the coordinator
     # that could be answered (with the requeued job) while it is stopped.
@@ -184,5 +133,5 @@ def test_a_worker_cut_off_past_its_lease_is_refused_on_return_and_drops_the_job(
     assert [("cut-off", "LeaseExpired"), ("reruns", "Succeeded")] == [
         (r["worker_id"], r["outcome"]) for r in runs]
     assert 1 == query(db_dsn, "SELECT count(*) AS n FROM job_runs WHERE job_id = %s AND "
-                              "outcome = 'Succeeded'", (job_id,))[0]["n"]
+                              "outcome = 'Succeeded'", job_id)[0]["n"]
     assert a.popen.poll() is None

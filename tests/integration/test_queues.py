@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shlex
-import socket
 import subprocess
 import threading
 import uuid
@@ -18,12 +17,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import trio
-from psycopg.rows import dict_row
 
-from tests.support import ROOT, Coordinator, Worker, running_coordinator, wait_until
+from tests.support import (
+    ROOT,
+    Coordinator,
+    HandWorker,
+    Worker,
+    query,
+    running_coordinator,
+    wait_until,
+)
 from web.client import ApiFailure, AsyncClient, Client
 
 # Long polls last up to 30 s here, so a claim that returns early was woken, not timed out.
@@ -39,11 +44,6 @@ def api(module_dsn: str) -> Iterator[Coordinator]:
         yield c
 
 
-def query(dsn: str, sql: str, *params: object) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
-        return conn.execute(sql.encode(), params).fetchall()
-
-
 def new_queue() -> str:
     return f"q-{uuid.uuid4().hex[:10]}"
 
@@ -55,35 +55,21 @@ def submit(http: httpx.Client, queue: str, n: int = 1, **fields: Any) -> list[st
     return [j["id"] for j in resp.json()["items"]]
 
 
-class HandWorker:
-    """The worker protocol by hand: one registered worker id."""
+def claim(worker: HandWorker, queue: str, n: int = 1,
+          wait: float = 0) -> list[dict[str, Any]]:
+    return worker.claim_some(n, wait=wait, queues=[queue])
 
-    def __init__(self, url: str) -> None:
-        self.id = f"hand-{uuid.uuid4().hex[:8]}"
-        self.http = httpx.Client(base_url=url, timeout=LONG_POLL + 10)
-        resp = self.http.post("/api/workers/register", json={
-            "workerId": self.id, "hostname": socket.gethostname(), "pid": 1, "capacity": 10})
-        assert 201 == resp.status_code, resp.text
 
-    def claim(self, queue: str, n: int = 1, wait: float = 0) -> list[dict[str, Any]]:
-        resp = self.http.post("/api/workers/claim", json={
-            "workerId": self.id, "max": n, "waitSeconds": wait, "queues": [queue]})
-        assert 200 == resp.status_code, resp.text
-        return list(resp.json()["jobs"])
-
-    def succeed(self, job: dict[str, Any]) -> None:
-        resp = self.http.post("/api/workers/complete", json={
-            "workerId": self.id, "completions": [{
-                "runId": job["runId"], "leaseToken": job["leaseToken"],
-                "outcome": "Succeeded"}]})
-        assert 200 == resp.status_code, resp.text
+def succeed(worker: HandWorker, job: dict[str, Any]) -> None:
+    resp = worker.finish(job)
+    assert 200 == resp.status_code, resp.text
 
 
 @pytest.fixture
 def hand(api: Coordinator) -> Iterator[HandWorker]:
-    w = HandWorker(api.url)
+    w = HandWorker(api.url, timeout=LONG_POLL + 10).register(capacity=10)
     yield w
-    w.http.close()
+    w.close()
 
 
 # -- the API -----------------------------------------------------------------------------
@@ -154,7 +140,7 @@ def test_list_shows_configured_waiting_and_running_queues(
     submit(http, waiting, 3)
     submit(http, waiting, 1, runAt="2999-01-01T00:00:00Z")  # waiting counts Scheduled too
     submit(http, running, 2)
-    assert 1 == len(hand.claim(running))
+    assert 1 == len(claim(hand, running))
     assert 400 == http.get("/api/queues", params={"take": 5}).status_code
 
     items = {q["name"]: q for q in http.get("/api/queues").json()["items"]}
@@ -178,12 +164,12 @@ def test_a_paused_queue_is_not_claimed_from_until_resumed(
     [job_id] = submit(http, queue)  # a paused queue still takes jobs
     [other_id] = submit(http, other)
 
-    assert [] == hand.claim(queue, 5)
-    assert [other_id] == [j["jobId"] for j in hand.claim(other, 5)]  # others go on
+    assert [] == claim(hand, queue, 5)
+    assert [other_id] == [j["jobId"] for j in claim(hand, other, 5)]  # others go on
     assert "Pending" == http.get(f"/api/jobs/{job_id}").json()["status"]
 
     http.post(f"/api/queues/{queue}/resume")
-    assert [job_id] == [j["jobId"] for j in hand.claim(queue, 5)]
+    assert [job_id] == [j["jobId"] for j in claim(hand, queue, 5)]
 
 
 def test_resuming_wakes_a_long_polling_claim(http: httpx.Client, hand: HandWorker) -> None:
@@ -192,7 +178,7 @@ def test_resuming_wakes_a_long_polling_claim(http: httpx.Client, hand: HandWorke
     [job_id] = submit(http, queue)
     got: list[list[dict[str, Any]]] = []
     started = dt.datetime.now(dt.UTC)
-    poller = threading.Thread(target=lambda: got.append(hand.claim(queue, 1, LONG_POLL)))
+    poller = threading.Thread(target=lambda: got.append(claim(hand, queue, 1, LONG_POLL)))
     poller.start()
     wait_until(lambda: query_waiters(http) >= 1, timeout=10, what="the claim is waiting")
     http.post(f"/api/queues/{queue}/resume")
@@ -218,13 +204,13 @@ def test_a_limit_holds_when_many_claims_race(
     queue = new_queue()
     http.patch(f"/api/queues/{queue}", json={"concurrencyLimit": 3})
     submit(http, queue, 40)
-    workers = [HandWorker(api.url) for _ in range(8)]
+    workers = [HandWorker(api.url).register(capacity=10) for _ in range(8)]
     claimed: list[dict[str, Any]] = []
     lock = threading.Lock()
 
     def grab(w: HandWorker) -> None:
         for _ in range(3):
-            jobs = w.claim(queue, 5)
+            jobs = claim(w, queue, 5)
             with lock:
                 claimed.extend(jobs)
 
@@ -237,7 +223,7 @@ def test_a_limit_holds_when_many_claims_race(
         check_the_limit_held(http, module_dsn, queue, workers, claimed)
     finally:
         for w in workers:
-            w.http.close()
+            w.close()
 
 
 def check_the_limit_held(http: httpx.Client, dsn: str, queue: str,
@@ -250,14 +236,14 @@ def check_the_limit_held(http: httpx.Client, dsn: str, queue: str,
         k: v for k, v in http.get(f"/api/queues/{queue}").json().items()
         if k in ("running", "concurrencyLimit")}
 
-    workers[0].succeed(claimed[0])  # one slot frees: exactly one more can be claimed
-    assert 1 == len(workers[1].claim(queue, 5))
-    assert [] == workers[2].claim(queue, 5)
+    succeed(workers[0], claimed[0])  # one slot frees: exactly one more can be claimed
+    assert 1 == len(claim(workers[1], queue, 5))
+    assert [] == claim(workers[2], queue, 5)
 
     http.patch(f"/api/queues/{queue}", json={"concurrencyLimit": 5})  # raised: two more
-    assert 2 == len(workers[3].claim(queue, 5))
+    assert 2 == len(claim(workers[3], queue, 5))
     http.patch(f"/api/queues/{queue}", json={"concurrencyLimit": None})  # removed
-    assert 5 == len(workers[4].claim(queue, 5))
+    assert 5 == len(claim(workers[4], queue, 5))
 
 
 def test_a_freed_slot_wakes_a_claim_held_back_by_the_limit(
@@ -265,21 +251,22 @@ def test_a_freed_slot_wakes_a_claim_held_back_by_the_limit(
     queue = new_queue()
     http.patch(f"/api/queues/{queue}", json={"concurrencyLimit": 1})
     first_id, second_id = submit(http, queue, 2)
-    a, b = HandWorker(api.url), HandWorker(api.url)
-    [first] = a.claim(queue, 5)
+    a, b = (HandWorker(api.url, timeout=LONG_POLL + 10).register(capacity=10)
+            for _ in range(2))
+    [first] = claim(a, queue, 5)
     assert first_id == first["jobId"]
     got: list[list[dict[str, Any]]] = []
     started = dt.datetime.now(dt.UTC)
-    poller = threading.Thread(target=lambda: got.append(b.claim(queue, 5, LONG_POLL)))
+    poller = threading.Thread(target=lambda: got.append(claim(b, queue, 5, LONG_POLL)))
     poller.start()
     wait_until(lambda: query_waiters(http) >= 1, timeout=10, what="the claim is waiting")
-    a.succeed(first)
+    succeed(a, first)
     poller.join(LONG_POLL + 10)
     elapsed = (dt.datetime.now(dt.UTC) - started).total_seconds()
     assert [second_id] == [j["jobId"] for j in got[0]]
     assert elapsed < WOKEN_WITHIN, f"the claim waited {elapsed:.1f} s: not woken"
-    a.http.close()
-    b.http.close()
+    a.close()
+    b.close()
 
 
 def test_real_workers_never_run_more_than_the_limit_at_once(

@@ -24,20 +24,14 @@ import httpx
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
 
-from tests.support import Coordinator, wait_until
+from tests.support import Coordinator, query, wait_until
 
 SECOND = dt.timedelta(seconds=1)
 GRACE = dt.timedelta(seconds=1)  # actors.cron_expander.MISFIRE_GRACE_SECONDS
 
 
 # -- helpers -----------------------------------------------------------------------------
-
-
-def query(dsn: str, sql: str, *params: object) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
-        return conn.execute(sql.encode(), params).fetchall()
 
 
 def db_now(dsn: str) -> dt.datetime:

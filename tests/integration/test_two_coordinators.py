@@ -29,10 +29,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-
-from tests.support import Coordinator, Worker, wait_until
+from tests.support import Coordinator, Worker, query, wait_until
 from web.client import Client
 
 FAST = {
@@ -42,11 +39,6 @@ FAST = {
     "SCHEDULER_CLAIM_WAIT_SECONDS": "1",
 }
 JOBS_PER_PHASE = 20
-
-
-def query(dsn: str, sql: str, *params: object) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
-        return conn.execute(sql.encode(), params).fetchall()
 
 
 def wait_registered(dsn: str, worker: Worker, worker_id: str) -> None:

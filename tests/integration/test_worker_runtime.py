@@ -16,10 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import psycopg
-from psycopg.rows import dict_row
 
-from tests.support import Coordinator, Worker, pid_alive, wait_until
+from tests.support import Coordinator, Worker, job_row, pid_alive, query, runs_of, wait_until
 
 # Fast timings for every process of a test: renew and reap often, short long-polls.
 FAST = {
@@ -33,21 +31,6 @@ StartWorker = Callable[..., Worker]
 
 
 # --- helpers -------------------------------------------------------------------------
-
-def query(dsn: str, sql: str, params: dict[str, Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
-        return conn.execute(sql.encode(), params).fetchall()
-
-
-def job_row(dsn: str, job_id: str) -> dict[str, Any]:
-    return query(dsn, "SELECT * FROM jobs WHERE id = %s", (job_id,))[0]
-
-
-def runs_of(dsn: str, job_id: str) -> list[dict[str, Any]]:
-    # A run after a release has the released run's attempt number: started_at orders them.
-    return query(dsn, "SELECT * FROM job_runs WHERE job_id = %s ORDER BY attempt, started_at",
-                 (job_id,))
-
 
 def db_now(dsn: str) -> Any:
     return query(dsn, "SELECT now() AS now")[0]["now"]
@@ -98,7 +81,7 @@ def wait_registered(dsn: str, worker: Worker, worker_id: str, *, timeout: float 
         if worker.popen.poll() is not None:
             raise AssertionError(f"worker exited {worker.popen.returncode}:\n"
                                  + worker.output()[-3000:])
-        rows = query(dsn, "SELECT state FROM workers WHERE id = %s", (worker_id,))
+        rows = query(dsn, "SELECT state FROM workers WHERE id = %s", worker_id)
         return bool(rows) and rows[0]["state"] == "Active"
     wait_until(registered, timeout=timeout, what=f"worker {worker_id} registered")
 

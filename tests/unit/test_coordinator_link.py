@@ -13,6 +13,7 @@ import trio
 from actors.coordinator_link import encode
 from actors.http11 import Http11Client, HttpError
 from schema import wire
+from tests.unit.fake_http import read_request
 
 
 def test_nul_in_an_outcome_is_sent_as_a_replacement_character() -> None:
@@ -36,16 +37,10 @@ async def serve(script: list[Script], closed: trio.Event,
 
     async def handle(stream: trio.SocketStream) -> None:
         responses = script.pop(0)
-        buffer = b""
+        buffer: bytes | None = b""
         for response in responses:
-            while b"\r\n\r\n" not in buffer:
-                buffer += await stream.receive_some(4096)
-            head, buffer = buffer.split(b"\r\n\r\n", 1)
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length")))
-            while len(buffer) < length:
-                buffer += await stream.receive_some(4096)
-            buffer = buffer[length:]
+            buffer = await read_request(stream, buffer or b"")
+            assert buffer is not None, "the client hung up before its request"
             await stream.send_all(response)
         await stream.aclose()
         closed.set()

@@ -17,6 +17,7 @@ import trio.testing
 
 from actors.coordinator_link import Link, LinkError
 from schema import wire
+from tests.unit.fake_http import read_request
 
 REPLY = b'{"renewed": [], "cancel": [], "lost": [], "known": true}'
 BEAT = wire.Heartbeat(worker_id="w1")
@@ -47,19 +48,11 @@ class FakeCoordinator:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         async with stream:
-            buffer = b""
+            buffer: bytes | None = b""
             while True:
-                while b"\r\n\r\n" not in buffer:
-                    chunk = await stream.receive_some(4096)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                head, buffer = buffer.split(b"\r\n\r\n", 1)
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                while len(buffer) < length:
-                    buffer += await stream.receive_some(4096)
-                buffer = buffer[length:]
+                buffer = await read_request(stream, buffer or b"")
+                if buffer is None:
+                    return
                 self.hits += 1
                 if self.gate is not None:
                     await self.gate.wait()

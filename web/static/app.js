@@ -610,6 +610,42 @@ function fact(label, value) {
   return [h("dt", {}, label), h("dd", {}, value)];
 }
 
+/* ---- list pages ------------------------------------------------------------------- */
+
+/* A page listing what one API route answers (`{items: [...]}`) in one panel, re-read
+ * at most every `gap` ms while snapshots arrive. Subclasses give `none()` (the panel
+ * when the list is empty) and `table(items)`. */
+class ListView {
+  constructor(root, { title, path, what, gap }) {
+    Object.assign(this, { root, title, path, what });
+    this.reload = throttled(() => this.load(), gap);
+  }
+
+  enter() {
+    document.title = `${this.title} · scheduler-core`;
+    this.body = h("section", { className: "panel" }, h("p", { className: "muted" }, "Loading…"));
+    replace(this.root, h("h1", {}, this.title), this.body);
+    this.load();
+  }
+
+  leave() { this.reload.cancel(); this.left = true; }
+
+  onOverview() { this.reload(); }
+
+  async load() {
+    let page;
+    try {
+      page = await api(this.path);
+    } catch (e) {
+      if (!this.left) replace(this.body, empty(`Could not list ${this.what}: ${e.message}`));
+      return;
+    }
+    if (this.left) return;
+    const items = page.items || [];
+    replace(this.body, items.length === 0 ? this.none() : this.table(items));
+  }
+}
+
 /* ---- queues ----------------------------------------------------------------------- */
 
 async function queueCall(name, path, init, done) {
@@ -645,39 +681,14 @@ function limitForm(q, after) {
   }, input, h("button", { type: "submit" }, "Set limit"));
 }
 
-class QueuesView {
-  constructor(root) {
-    this.root = root;
-    this.reload = throttled(() => this.load(), 2000);
-  }
+class QueuesView extends ListView {
+  constructor(root) { super(root, { title: "Queues", path: "/api/queues", what: "queues", gap: 2000 }); }
 
-  enter() {
-    document.title = "Queues · scheduler-core";
-    this.body = h("section", { className: "panel" }, h("p", { className: "muted" }, "Loading…"));
-    replace(this.root, h("h1", {}, "Queues"), this.body);
-    this.load();
-  }
+  none() { return empty("No queues yet: a queue appears when a job names it."); }
 
-  leave() { this.reload.cancel(); this.left = true; }
-
-  onOverview() { this.reload(); }
-
-  async load() {
-    let page;
-    try {
-      page = await api("/api/queues");
-    } catch (e) {
-      if (!this.left) replace(this.body, empty(`Could not list queues: ${e.message}`));
-      return;
-    }
-    if (this.left) return;
-    const items = page.items || [];
-    if (items.length === 0) {
-      replace(this.body, empty("No queues yet: a queue appears when a job names it."));
-      return;
-    }
+  table(items) {
     const after = () => this.load();
-    replace(this.body, h("div", { className: "table-wrap" }, h("table", { "data-testid": "queues" },
+    return h("div", { className: "table-wrap" }, h("table", { "data-testid": "queues" },
       h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", {}, "State"), h("th", { className: "num" }, "Running"),
         h("th", { className: "num" }, "Waiting"), h("th", {}, "Concurrency limit"), h("th", {}, ""))),
       h("tbody", {}, items.map((q) => h("tr", { "data-queue": q.name },
@@ -688,7 +699,7 @@ class QueuesView {
         h("td", {}, limitForm(q, after)),
         h("td", {}, q.paused
           ? h("button", { onclick: async () => { await queueCall(q.name, "/resume", { method: "POST" }, (r) => `Queue ${r.name} resumed`); after(); } }, "Resume")
-          : h("button", { onclick: async () => { await queueCall(q.name, "/pause", { method: "POST" }, (r) => `Queue ${r.name} paused`); after(); } }, "Pause"))))))));
+          : h("button", { onclick: async () => { await queueCall(q.name, "/pause", { method: "POST" }, (r) => `Queue ${r.name} paused`); after(); } }, "Pause")))))));
   }
 }
 
@@ -720,39 +731,18 @@ function scheduleButtons(s, after) {
   ];
 }
 
-class SchedulesView {
+class SchedulesView extends ListView {
   constructor(root) {
-    this.root = root;
-    this.reload = throttled(() => this.load(), 5000);
+    super(root, { title: "Schedules", path: "/api/schedules?take=200", what: "schedules", gap: 5000 });
   }
 
-  enter() {
-    document.title = "Schedules · scheduler-core";
-    this.body = h("section", { className: "panel" }, h("p", { className: "muted" }, "Loading…"));
-    replace(this.root, h("h1", {}, "Schedules"), this.body);
-    this.load();
+  none() {
+    return empty("No schedules. Create one with ",
+      h("code", {}, `curl -X POST ${location.origin}/api/jobs -H 'Content-Type: application/json' -d '{"type": "noop", "cron": "*/5 * * * *"}'`));
   }
 
-  leave() { this.reload.cancel(); this.left = true; }
-
-  onOverview() { this.reload(); }
-
-  async load() {
-    let page;
-    try {
-      page = await api("/api/schedules?take=200");
-    } catch (e) {
-      if (!this.left) replace(this.body, empty(`Could not list schedules: ${e.message}`));
-      return;
-    }
-    if (this.left) return;
-    const items = page.items || [];
-    if (items.length === 0) {
-      replace(this.body, empty("No schedules. Create one with ",
-        h("code", {}, `curl -X POST ${location.origin}/api/jobs -H 'Content-Type: application/json' -d '{"type": "noop", "cron": "*/5 * * * *"}'`)));
-      return;
-    }
-    replace(this.body, h("div", { className: "table-wrap" }, h("table", { "data-testid": "schedules" },
+  table(items) {
+    return h("div", { className: "table-wrap" }, h("table", { "data-testid": "schedules" },
       h("thead", {}, h("tr", {}, h("th", {}, "Schedule"), h("th", {}, "Type"), h("th", {}, "Cron"),
         h("th", { className: "opt" }, "Time zone"), h("th", {}, "State"), h("th", {}, "Next fire"),
         h("th", { className: "opt" }, "Last fired"), h("th", {}, ""))),
@@ -765,7 +755,7 @@ class SchedulesView {
         h("td", {}, badge(s.enabled ? "enabled" : "paused")),
         h("td", {}, s.enabled ? when(s.nextFireAt) : h("span", { className: "muted" }, "paused")),
         h("td", { className: "opt" }, when(s.lastFiredAt)),
-        h("td", {}, h("div", { className: "row" }, scheduleButtons(s, () => this.load())))))))));
+        h("td", {}, h("div", { className: "row" }, scheduleButtons(s, () => this.load()))))))));
   }
 }
 
