@@ -55,6 +55,14 @@ class QueueLag(msgspec.Struct, rename="camel", kw_only=True):
     lag_seconds: float
 
 
+class QueueSetting(msgspec.Struct, rename="camel", kw_only=True):
+    """A queue that is paused or has a concurrency limit (others have neither)."""
+
+    name: str
+    paused: bool
+    concurrency_limit: int | None
+
+
 class MinuteBucket(msgspec.Struct, rename="camel", kw_only=True):
     """Jobs that reached each terminal status in one minute (by ``finished_at``)."""
 
@@ -86,6 +94,8 @@ class Overview(msgspec.Struct, rename="camel", kw_only=True):
     estimated: list[str]  # the statuses whose count is an estimate
     queues: list[QueueLag]
     queue_lag_seconds: float  # the largest lag of any queue
+    # Paused or limited queues (a paused queue's lag grows by design).
+    queue_settings: list[QueueSetting]
     throughput: list[MinuteBucket]
     workers: list[WorkerRow]
     live_workers: int
@@ -192,6 +202,8 @@ class StatsStore:
                                lag_seconds=max(0.0, r["lag_seconds"]))
                       for r in await self._rows(conn, "stats_queue_lag",
                                                 {"limit": self.max_queues})]
+            settings = [QueueSetting(**r) for r in await self._rows(
+                conn, "stats_queue_settings", {"limit": self.max_queues})]
             if trio.current_time() - self._chart_at > self.chart_min_age or not self._chart:
                 self._chart = [MinuteBucket(**r) for r in await self._rows(
                     conn, "stats_throughput", {"minutes": self.chart_minutes})]
@@ -203,6 +215,7 @@ class StatsStore:
         snapshot = Overview(
             generated_at=now, counts=counts, estimated=estimated, queues=queues,
             queue_lag_seconds=max((lag.lag_seconds for lag in queues), default=0.0),
+            queue_settings=settings,
             throughput=self._chart, workers=workers, live_workers=len(live),
             slots=sum(w.capacity for w in live), busy_slots=sum(w.running for w in live),
             refresh_seconds=cost)

@@ -24,6 +24,7 @@ any coordinator shows the whole cluster::
 
     scheduler_jobs{status}, scheduler_jobs_estimated{status}
     scheduler_queue_lag_seconds{queue}
+    scheduler_queue_paused{queue}, scheduler_queue_concurrency_limit{queue}
     scheduler_workers{state}, scheduler_slots, scheduler_slots_busy
     scheduler_worker_slots{worker_id}, scheduler_worker_busy_slots{worker_id},
     scheduler_worker_heartbeat_age_seconds{worker_id},
@@ -175,6 +176,19 @@ class SnapshotCollector(Collector):
         for q in o.queues:
             lag.add_metric([q.queue], q.lag_seconds)
         yield lag
+        paused = GaugeMetricFamily(
+            "scheduler_queue_paused", "1 for a paused queue (listed: paused or limited ones)",
+            labels=["queue"])
+        limit = GaugeMetricFamily(
+            "scheduler_queue_concurrency_limit",
+            "Most of the queue's jobs Running at once, cluster-wide (limited queues only)",
+            labels=["queue"])
+        for setting in o.queue_settings:
+            paused.add_metric([setting.name], 1 if setting.paused else 0)
+            if setting.concurrency_limit is not None:
+                limit.add_metric([setting.name], setting.concurrency_limit)
+        yield paused
+        yield limit
         states = GaugeMetricFamily("scheduler_workers", "Workers by state", labels=["state"])
         for state in ("Active", "Draining", "Lost"):
             states.add_metric([state], sum(1 for w in o.workers if w.state == state))

@@ -27,6 +27,13 @@ LEFT JOIN pg_stats s
       AND s.tablename = 'jobs' AND s.attname = 'status' AND NOT s.inherited
 WHERE c.oid = 'jobs'::regclass;
 
+-- name: stats_queue_settings
+-- The queues that are paused or limited (schema/migrations/0006_queues.sql), by name.
+SELECT name, paused, concurrency_limit FROM queues
+WHERE paused OR concurrency_limit IS NOT NULL
+ORDER BY name
+LIMIT %(limit)s;
+
 -- name: stats_queue_lag
 -- Per queue, the run_at of its oldest due waiting job (NULL: nothing due), read from
 -- the claim index (queue, priority DESC, run_at) by skip scans: one probe per distinct

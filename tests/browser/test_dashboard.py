@@ -198,6 +198,12 @@ def test_a_queue_can_be_paused_resumed_and_limited(shared_dashboard: Dashboard) 
     row.get_by_role("button", name="Pause").click()
     expect(row.get_by_test_id("status")).to_have_text("paused")
     assert httpx.get(dashboard.url + "/api/queues/browser-q").json()["paused"] is True
+    # The overview's queue lag marks it paused (its lag grows by design meanwhile).
+    page.get_by_role("navigation").get_by_role("link", name="Overview").click()
+    lag = page.get_by_role("region", name="Queue lag").get_by_role("row").filter(
+        has=page.get_by_role("link", name="browser-q", exact=True))
+    expect(lag.get_by_test_id("status")).to_have_text("paused")
+    page.get_by_role("navigation").get_by_role("link", name="Queues").click()
     row.get_by_role("button", name="Resume").click()
     expect(row.get_by_test_id("status")).to_have_text("active")
     assert httpx.get(dashboard.url + "/api/queues/browser-q").json()["paused"] is False
@@ -211,9 +217,12 @@ def test_a_queue_can_be_paused_resumed_and_limited(shared_dashboard: Dashboard) 
     row.get_by_role("button", name="Set limit").click()
     expect(page.locator("#toast")).to_contain_text("whole number from 1 to 100000")
     assert 3 == httpx.get(dashboard.url + "/api/queues/browser-q").json()["concurrencyLimit"]
+    row.get_by_label("Concurrency limit of browser-q").fill("7")
+    row.get_by_label("Concurrency limit of browser-q").press("Enter")  # focus stays there
+    expect(row).to_contain_text("0 / 7")
     row.get_by_label("Concurrency limit of browser-q").fill("")
     row.get_by_role("button", name="Set limit").click()
-    expect(row).not_to_contain_text("/ 3")
+    expect(row).not_to_contain_text("/ 7")
     assert httpx.get(dashboard.url + "/api/queues/browser-q").json()["concurrencyLimit"] is None
     assert [] == dashboard.errors
 

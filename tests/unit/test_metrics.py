@@ -15,7 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from actors.worker_state import WorkerState
 from schema import wire
-from schema.stats_store import Overview, QueueLag, StatsStatistics, WorkerRow, estimate_counts
+from schema.stats_store import (
+    Overview,
+    QueueLag,
+    QueueSetting,
+    StatsStatistics,
+    WorkerRow,
+    estimate_counts,
+)
 from web import metrics
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -102,6 +109,8 @@ OVERVIEW = Overview(
     queues=[QueueLag(queue="default", oldest_due_at=T0, lag_seconds=4.5),
             QueueLag(queue="slow", oldest_due_at=None, lag_seconds=0.0)],
     queue_lag_seconds=4.5, throughput=[],
+    queue_settings=[QueueSetting(name="slow", paused=True, concurrency_limit=None),
+                    QueueSetting(name="api", paused=False, concurrency_limit=5)],
     workers=[worker("w1", "Active", stats=wire.WorkerStats(
                  busy=3, slots=4, runs_finished=10, child_restarts=2, run_seconds_sum=5.0,
                  executor_overhead_seconds_sum=0.02, executor_overhead_seconds_count=10)),
@@ -129,6 +138,15 @@ def test_queue_lag_is_one_gauge_per_queue() -> None:
     got = scrape(OVERVIEW)
     assert (4.5, 0.0) == (got[("scheduler_queue_lag_seconds", (("queue", "default"),))],
                           got[("scheduler_queue_lag_seconds", (("queue", "slow"),))])
+
+
+def test_paused_and_limited_queues_are_gauges() -> None:
+    got = scrape(OVERVIEW)
+    assert (1, 0, 5) == (got[("scheduler_queue_paused", (("queue", "slow"),))],
+                         got[("scheduler_queue_paused", (("queue", "api"),))],
+                         got[("scheduler_queue_concurrency_limit", (("queue", "api"),))])
+    assert ("scheduler_queue_concurrency_limit", (("queue", "slow"),)) not in got
+    assert ("scheduler_queue_paused", (("queue", "default"),)) not in got
 
 
 def test_workers_are_counted_by_state_and_their_slots_summed() -> None:

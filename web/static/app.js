@@ -321,6 +321,7 @@ function chart(buckets) {
 
 function lagPanel(o) {
   const due = o.queues.filter((q) => q.oldestDueAt);
+  const paused = new Set((o.queueSettings || []).filter((s) => s.paused).map((s) => s.name));
   return [
     h("h2", {}, "Queue lag"),
     h("div", { className: "card", "data-testid": "queue-lag" },
@@ -331,7 +332,8 @@ function lagPanel(o) {
       : h("div", { className: "table-wrap" }, h("table", {},
         h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", { className: "num" }, "Lag"), h("th", {}, "Oldest due"))),
         h("tbody", {}, o.queues.map((q) => h("tr", {},
-          h("td", {}, h("a", { href: `#/jobs?queue=${encodeURIComponent(q.queue)}` }, q.queue)),
+          h("td", {}, h("a", { href: `#/jobs?queue=${encodeURIComponent(q.queue)}` }, q.queue),
+            paused.has(q.queue) ? [" ", h("a", { href: "#/queues" }, badge("paused"))] : null),
           h("td", { className: "num" }, q.oldestDueAt ? duration(q.lagSeconds) : "—"),
           h("td", {}, q.oldestDueAt ? when(q.oldestDueAt) : h("span", { className: "muted" }, "nothing due"))))))),
     due.length === 0 && o.queues.length ? h("p", { className: "muted small" }, "Waiting jobs exist but none is due yet.") : null,
@@ -632,7 +634,9 @@ class ListView {
 
   onOverview() { this.reload(); }
 
-  async load() {
+  /* force: re-render even while an input of the list has focus (after the user's own
+   * change went through). */
+  async load(force = false) {
     let page;
     try {
       page = await api(this.path);
@@ -641,6 +645,9 @@ class ListView {
       return;
     }
     if (this.left) return;
+    // Not while the user is typing in the list (a limit): the next snapshot re-reads it.
+    const focused = document.activeElement;
+    if (!force && focused && focused.tagName === "INPUT" && this.body.contains(focused)) return;
     const items = page.items || [];
     replace(this.body, items.length === 0 ? this.none() : this.table(items));
   }
@@ -687,7 +694,7 @@ class QueuesView extends ListView {
   none() { return empty("No queues yet: a queue appears when a job names it."); }
 
   table(items) {
-    const after = () => this.load();
+    const after = () => this.load(true);
     return h("div", { className: "table-wrap" }, h("table", { "data-testid": "queues" },
       h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", {}, "State"), h("th", { className: "num" }, "Running"),
         h("th", { className: "num" }, "Waiting"), h("th", {}, "Concurrency limit"), h("th", {}, ""))),
