@@ -16,7 +16,7 @@ from runtime.db import Pool
 from schema import wire
 from schema.queries import q
 
-WAITING_CAP = 100_000
+WAITING_CAP = 10_000
 MAX_QUEUES = 1000
 
 

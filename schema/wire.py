@@ -270,7 +270,7 @@ class UpdateQueue(msgspec.Struct, **_IN):
 class QueueOut(msgspec.Struct, **_OUT):
     """A queue's settings and load. A queue never configured is active and unlimited
     (``updatedAt`` null). ``waiting`` counts Pending, Scheduled and Failed (awaiting a
-    retry) jobs, up to 100,000: ``waitingCapped`` says the count stopped there."""
+    retry) jobs, up to 10,000: ``waitingCapped`` says the count stopped there."""
 
     name: str
     paused: bool

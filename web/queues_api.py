@@ -3,7 +3,8 @@
 A queue exists as soon as a job names it; one never configured is active and has no
 limit. A bad queue name is a 400 naming ``name``.
 
-    GET    /api/queues                  every queue with settings, waiting or running jobs
+    GET    /api/queues                  queues with settings, waiting or running jobs
+                                        (the first 1000 by name; waiting counted to 10,000)
     GET    /api/queues/{name}           one queue (any valid name answers)
     PATCH  /api/queues/{name}           {"concurrencyLimit": n | null, "paused": bool}
     POST   /api/queues/{name}/pause     no new claims; running jobs finish

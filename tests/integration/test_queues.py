@@ -154,6 +154,21 @@ def test_list_shows_configured_waiting_and_running_queues(
     assert sorted(names) == names
 
 
+def test_the_waiting_count_stops_at_ten_thousand(http: httpx.Client, module_dsn: str) -> None:
+    """Counting a huge backlog exactly on every dashboard refresh would cost a scan of
+    it: the count stops at 10,000 and says so."""
+    queue = new_queue()
+    query(module_dsn, "INSERT INTO jobs (id, type, status, queue, run_at, max_attempts, "
+          "timeout_seconds) SELECT gen_random_uuid(), 'noop', 'Pending', %s, now(), 3, 60 "
+          "FROM generate_series(1, %s) RETURNING 1", queue, 10_001)
+    one = http.get(f"/api/queues/{queue}").json()
+    assert (10_000, True) == (one["waiting"], one["waitingCapped"])
+    query(module_dsn, "DELETE FROM jobs WHERE id = (SELECT id FROM jobs WHERE queue = %s "
+          "LIMIT 1) RETURNING 1", queue)
+    exact = http.get(f"/api/queues/{queue}").json()
+    assert (10_000, False) == (exact["waiting"], exact["waitingCapped"])
+
+
 # -- pause and resume ---------------------------------------------------------------------
 
 
