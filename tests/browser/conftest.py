@@ -9,17 +9,14 @@ installs the distribution's chromium (.ci/run).
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.support import OUTPUT, Coordinator
+from tests.support import OUTPUT, Coordinator, running_coordinator
 
 CHROMIUM = os.environ.get("SCHEDULER_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-quic",
@@ -91,27 +88,12 @@ def dashboard(browser: Browser, coordinator: Coordinator) -> Iterator[Dashboard]
 
 
 @pytest.fixture(scope="module")
-def shared_database(pg_admin_dsn: str, template_dsn: str) -> Iterator[str]:
-    """A migrated database for the module's shared coordinator."""
-    name = f"sc_browser_{uuid.uuid4().hex[:12]}"
-    template = conninfo_to_dict(template_dsn)["dbname"]
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}".encode())
-    yield make_conninfo(pg_admin_dsn, dbname=name)
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
-
-
-@pytest.fixture(scope="module")
-def shared_coordinator(shared_database: str) -> Iterator[Coordinator]:
-    """One coordinator (no worker) for the module's tests that look only at the jobs
-    they submit themselves: starting one per test would cost seconds each."""
-    c = Coordinator(shared_database)
-    try:
-        c.wait_healthy()
+def shared_coordinator(module_dsn: str) -> Iterator[Coordinator]:
+    """One coordinator (no worker) on the module's database (tests/conftest.py) for the
+    tests that look only at the jobs they submit themselves: starting one per test
+    would cost seconds each."""
+    with running_coordinator(module_dsn) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture

@@ -151,12 +151,12 @@ def test_a_job_is_found_by_its_idempotency_key(shared_dashboard: Dashboard) -> N
 
 
 def test_the_jobs_list_filters_by_status_and_queue_and_pages_through(
-        shared_dashboard: Dashboard, shared_database: str) -> None:
+        shared_dashboard: Dashboard, module_dsn: str) -> None:
     dashboard = shared_dashboard
     submit(dashboard.url, runAt=FUTURE, queue="paging")  # Scheduled: filtered out
     cancelled = [submit(dashboard.url, runAt=FUTURE, queue="paging")]
     httpx.post(f"{dashboard.url}/api/jobs/{cancelled[0]['id']}/cancel").raise_for_status()
-    ids = insert_cancelled(shared_database, 51, queue="paging")
+    ids = insert_cancelled(module_dsn, 51, queue="paging")
     page = dashboard.open("#/jobs?status=Cancelled&queue=paging")
     rows = page.get_by_test_id("job-row")
     expect(rows).to_have_count(50)

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.conftest import WAIT_MS, Dashboard, open_dashboard
-from tests.support import Coordinator
+from tests.support import Coordinator, running_coordinator
 
 ADMIN = "browser-admin-" + "a" * 20
 READ = "browser-read-" + "r" * 20
@@ -20,13 +20,9 @@ TOKENS = {"SCHEDULER_ADMIN_TOKEN": ADMIN, "SCHEDULER_READ_TOKEN": READ,
 
 
 @pytest.fixture(scope="module")
-def secured(shared_database: str) -> Iterator[Coordinator]:
-    c = Coordinator(shared_database, env=TOKENS)
-    try:
-        c.wait_healthy()
+def secured(module_dsn: str) -> Iterator[Coordinator]:
+    with running_coordinator(module_dsn, env=TOKENS) as c:
         yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,12 +21,11 @@ import psycopg
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from runtime import db
 from schema.migrate import available
 from schema.stats_store import StatsStore
-from tests.support import Coordinator, Worker, free_port, wait_until
+from tests.support import Coordinator, Worker, free_port, running_coordinator, wait_until
 
 FAST = {
     "SCHEDULER_HEARTBEAT_SECONDS": "0.2",
@@ -42,20 +40,10 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture(scope="module")
-def shared(pg_admin_dsn: str, template_dsn: str) -> Iterator[Coordinator]:
+def shared(module_dsn: str) -> Iterator[Coordinator]:
     """One coordinator for the tests that only read what they wrote themselves."""
-    name = f"sc_obs_{uuid.uuid4().hex[:12]}"
-    template = conninfo_to_dict(template_dsn)["dbname"]
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}".encode())
-    c = Coordinator(make_conninfo(pg_admin_dsn, dbname=name))
-    try:
-        c.wait_healthy()
+    with running_coordinator(module_dsn) as c:
         yield c
-    finally:
-        c.stop()
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)".encode())
 
 
 def submit(url: str, job_type: str, payload: dict[str, Any] | None = None, **fields: Any) -> str:
