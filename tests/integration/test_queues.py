@@ -169,6 +169,36 @@ def test_the_waiting_count_stops_at_ten_thousand(http: httpx.Client, module_dsn:
     assert (10_000, False) == (exact["waiting"], exact["waitingCapped"])
 
 
+# -- priorities and subscriptions ------------------------------------------------------------
+
+
+def test_a_claim_takes_higher_priority_first_then_the_oldest_due(
+        http: httpx.Client, hand: HandWorker) -> None:
+    queue = new_queue()
+    low = submit(http, queue, 1, priority=-5)
+    old_mid, new_mid = submit(http, queue, 2, priority=0)  # a batch keeps its order
+    high = submit(http, queue, 1, priority=10)
+    claimed = [j["jobId"] for j in claim(hand, queue, 4)]
+    assert [*high, old_mid, new_mid, *low] == claimed
+
+
+def test_a_worker_takes_only_the_queues_it_subscribes_to(
+        api: Coordinator, http: httpx.Client, module_dsn: str) -> None:
+    mine, other = new_queue(), new_queue()
+    [other_id] = submit(http, other)
+    ids = submit(http, mine, 3)
+    worker = Worker(api.url, slots=2, extra=["--queues", f"{mine},{new_queue()}"],
+                    env={"SCHEDULER_HEARTBEAT_SECONDS": "0.2"})
+    try:
+        wait_until(lambda: all(http.get(f"/api/jobs/{i}").json()["status"] == "Succeeded"
+                               for i in ids), timeout=30, what="the subscribed jobs ran")
+        # The other queue's job came first and was due all along: never taken.
+        assert "Pending" == http.get(f"/api/jobs/{other_id}").json()["status"]
+        assert [] == query(module_dsn, "SELECT id FROM job_runs WHERE job_id = %s", other_id)
+    finally:
+        worker.stop()
+
+
 # -- pause and resume ---------------------------------------------------------------------
 
 
