@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.db import Pool
+from runtime.db import Pool, TrioConnection
 from schema import wire
 from schema.queries import q
 
@@ -31,14 +31,19 @@ class QueueStore:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
 
-    async def list_queues(self, name: str | None = None) -> list[wire.QueueOut]:
+    async def list_queues(self) -> list[wire.QueueOut]:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(q("list_queues"), {
-                "name": name, "limit": MAX_QUEUES, "cap": WAITING_CAP + 1})
-            return [queue_out(r) for r in await cur.fetchall()]
+            cur = await conn.execute(q("queue_names"), {"limit": MAX_QUEUES})
+            names = [r["name"] for r in await cur.fetchall()]
+            return await self._details(conn, names)
 
     async def get(self, name: str) -> wire.QueueOut:
-        return (await self.list_queues(name))[0]
+        async with self.pool.connection() as conn:
+            return (await self._details(conn, [name]))[0]
+
+    async def _details(self, conn: TrioConnection, names: list[str]) -> list[wire.QueueOut]:
+        cur = await conn.execute(q("queue_details"), {"names": names, "cap": WAITING_CAP + 1})
+        return [queue_out(r) for r in await cur.fetchall()]
 
     async def update(self, name: str, change: wire.UpdateQueue) -> wire.QueueOut:
         """Apply the fields of ``change`` that are set; the queue as it is now."""

@@ -13,11 +13,10 @@ ON CONFLICT (name) DO UPDATE SET
     updated_at = now()
 RETURNING name;
 
--- name: list_queues
--- Every queue that has settings, waiting jobs or running jobs (up to %(limit)s, by
--- name), or just %(name)s when given. Queues with waiting jobs are found by skip scans
--- of the claim index (one probe per queue), running ones through jobs_status_id; the
--- waiting count stops at %(cap)s.
+-- name: queue_names
+-- Every queue that has settings, waiting jobs or running jobs, by name, up to
+-- %(limit)s. Queues with waiting jobs are found by skip scans of the claim index (one
+-- probe per queue), running ones through jobs_status_id.
 WITH RECURSIVE waiting AS (
     (SELECT queue FROM jobs WHERE status IN ('Pending', 'Scheduled', 'Failed')
      ORDER BY queue LIMIT 1)
@@ -25,21 +24,23 @@ WITH RECURSIVE waiting AS (
     SELECT (SELECT j.queue FROM jobs j
             WHERE j.status IN ('Pending', 'Scheduled', 'Failed') AND j.queue > w.queue
             ORDER BY j.queue LIMIT 1)
-    FROM waiting w WHERE w.queue IS NOT NULL AND %(name)s::text IS NULL
-), names AS (
-    SELECT queue AS name FROM waiting WHERE queue IS NOT NULL AND %(name)s::text IS NULL
-    UNION SELECT name FROM queues WHERE %(name)s::text IS NULL
-    UNION SELECT queue FROM jobs WHERE status = 'Running' AND %(name)s::text IS NULL
-    UNION SELECT %(name)s::text WHERE %(name)s::text IS NOT NULL
-), page AS (
-    SELECT name FROM names ORDER BY name LIMIT %(limit)s
+    FROM waiting w WHERE w.queue IS NOT NULL
 )
-SELECT p.name, coalesce(q.paused, false) AS paused, q.concurrency_limit, q.updated_at,
-       (SELECT count(*) FROM jobs r WHERE r.status = 'Running' AND r.queue = p.name)
+SELECT queue AS name FROM waiting WHERE queue IS NOT NULL
+UNION SELECT name FROM queues
+UNION SELECT queue FROM jobs WHERE status = 'Running'
+ORDER BY name
+LIMIT %(limit)s;
+
+-- name: queue_details
+-- Settings and load of each queue in %(names)s, by name (a queue never configured:
+-- not paused, no limit, updated_at NULL). The waiting count stops at %(cap)s.
+SELECT n.name, coalesce(q.paused, false) AS paused, q.concurrency_limit, q.updated_at,
+       (SELECT count(*) FROM jobs r WHERE r.status = 'Running' AND r.queue = n.name)
            AS running,
        (SELECT count(*) FROM (
             SELECT 1 FROM jobs w
-            WHERE w.status IN ('Pending', 'Scheduled', 'Failed') AND w.queue = p.name
+            WHERE w.status IN ('Pending', 'Scheduled', 'Failed') AND w.queue = n.name
             LIMIT %(cap)s) c) AS waiting
-FROM page p LEFT JOIN queues q ON q.name = p.name
-ORDER BY p.name;
+FROM unnest(%(names)s::text[]) AS n(name) LEFT JOIN queues q ON q.name = n.name
+ORDER BY n.name;
