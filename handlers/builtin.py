@@ -9,8 +9,11 @@ and raise PayloadError naming the field.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
+import stat
 import time
 from pathlib import Path, PurePosixPath
 from typing import Annotated
@@ -161,7 +164,12 @@ def file_write(payload: FileWritePayload, ctx: RunContext) -> dict[str, object]:
 
     The target is resolved (symlinks followed) and must lie inside the resolved data
     folder. The folders are then opened one by one without following symlinks, so a
-    symlink swapped in between the check and the write is refused too.
+    symlink swapped in between the check and the write is refused too. The content
+    goes to a new file beside the target, which then replaces it (rename): an existing
+    file is never opened, so a planted hard link keeps its old content (the name in
+    the data folder becomes a new file) and a planted FIFO cannot block the job. A
+    target that exists and is not a regular file (a folder, FIFO, socket or device)
+    is a PermanentError.
     """
     if problem := _file_name_problem(payload.file_name):
         raise PermanentError(f"fileName: expected {problem}, found {payload.file_name!r}")
@@ -178,6 +186,20 @@ def file_write(payload: FileWritePayload, ctx: RunContext) -> dict[str, object]:
     data = payload.content.encode()
     _write_without_following(root, relative, data)
     return {"path": relative.as_posix(), "bytes": len(data)}
+
+
+_FILE_KINDS = (
+    (stat.S_ISLNK, "a symlink"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
 
 
 def _write_without_following(root: Path, relative: PurePosixPath | Path, data: bytes) -> None:
@@ -200,23 +222,49 @@ def _write_without_following(root: Path, relative: PurePosixPath | Path, data: b
                 raise
             os.close(fd)
             fd = next_fd
-        try:
-            out = os.open(
-                name,
-                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o644,
-                dir_fd=fd,
-            )
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise PermanentError(
-                    f"fileName: expected a regular file, found a symlink at {name!r}"
-                ) from exc
-            raise
-        with os.fdopen(out, "wb") as stream:
-            stream.write(data)
+        _check_regular(fd, name)
+        _replace(fd, name, data)
     finally:
         os.close(fd)
+
+
+def _check_regular(folder_fd: int, name: str) -> None:
+    """PermanentError unless ``name`` in the folder is missing or a regular file (not
+    followed: a symlink there appeared after the target was resolved)."""
+    try:
+        mode = os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise PermanentError(f"fileName: expected a regular file, found {_kind(mode)} at {name!r}")
+
+
+def _replace(folder_fd: int, name: str, data: bytes) -> None:
+    """Write ``data`` to a new file in the folder, then rename it to ``name``.
+
+    The new file is created exclusively (O_EXCL, O_NOFOLLOW) under a random name, so
+    nothing planted can be written through; readers see the old content or the new,
+    never a part. A failure leaves no temporary file behind.
+    """
+    temp = f".file_write-{secrets.token_hex(8)}.tmp"
+    out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                  0o644, dir_fd=folder_fd)
+    try:
+        with os.fdopen(out, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        try:
+            os.rename(temp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        except OSError as exc:  # a folder swapped in after the check
+            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise PermanentError(
+                    f"fileName: expected a regular file, found a folder at {name!r}") from exc
+            raise
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=folder_fd)
+        raise
 
 
 # -- noop, sleep, fail ------------------------------------------------------------------
