@@ -15,6 +15,7 @@ import os
 import secrets
 import stat
 import time
+import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -65,6 +66,14 @@ class HttpGetPayload(_Payload):
         if parts.scheme not in ("http", "https") or not host:
             raise PayloadError(
                 "payload.url", f"expected an http(s) URL with a host, found {self.url!r}"
+            )
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or past 65535
+            port = 0
+        if port == 0:
+            raise PayloadError(
+                "payload.url", f"expected a port of 1 to 65535 (or none), found {self.url!r}"
             )
 
 
@@ -127,10 +136,21 @@ def cpu(payload: CpuPayload, ctx: RunContext) -> dict[str, int]:
 # -- file_write -------------------------------------------------------------------------
 
 
+# Unicode categories a file name may not hold: control (Cc), format (Cf: the
+# bidirectional controls, which make "txt.exe" display as "exe.txt", and zero-width
+# characters), surrogates (Cs), line and paragraph separators (Zl, Zp).
+_ODD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
 def _file_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a path relative to the data folder, or None if it can."""
     if "\0" in name:
         return "a relative path without NUL bytes"
+    if any(unicodedata.category(c) in _ODD_CATEGORIES for c in name):
+        return ("a name without control, format or separator characters (bidirectional "
+                "overrides such as U+202E, zero-width characters, line breaks)")
+    if not unicodedata.is_normalized("NFC", name):
+        return "a name in Unicode normalization form NFC"
     path = PurePosixPath(name)
     if path.is_absolute():
         return "a relative path, not an absolute one"

@@ -46,6 +46,9 @@ GOOD_PAYLOADS: list[tuple[str, Any]] = [
     ("file_write", {"fileName": "sub/dir/out.txt", "content": "hello"}),
     ("file_write", {"fileName": "a" * 255, "content": "x" * FILE_MAX_BYTES}),
     ("file_write", {"fileName": "é" * 127 + "a", "content": ""}),  # 255 bytes
+    ("file_write", {"fileName": "caf\u00e9/\u05e9\u05dc\u05d5\u05dd.txt", "content": ""}),  # NFC
+    ("http_get", {"url": "http://example.com:65535/"}),
+    ("http_get", {"url": "http://example.com:1/"}),
     ("noop", {}),
     ("noop", None),
     ("sleep", {"seconds": 0}),
@@ -70,6 +73,11 @@ BAD_PAYLOADS: list[tuple[str, Any, str, str]] = [
     ("http_get", {"url": "example.com"}, "payload.url", "expected an http(s) URL"),
     ("http_get", {"url": "http://[::1"}, "payload.url", "expected an http(s) URL"),
     ("http_get", {"url": "http://x", "method": "POST"}, "payload.method", "only the fields url"),
+    ("http_get", {"url": "http://example.com:99999/"}, "payload.url", "port of 1 to 65535"),
+    ("http_get", {"url": "https://example.com:65536"}, "payload.url", "port of 1 to 65535"),
+    ("http_get", {"url": "http://example.com:0/"}, "payload.url", "port of 1 to 65535"),
+    ("http_get", {"url": "http://example.com:8o/"}, "payload.url", "port of 1 to 65535"),
+    ("http_get", {"url": "http://[::1]:70000/"}, "payload.url", "port of 1 to 65535"),
     ("cpu", {"durationSeconds": "1"}, "payload.durationSeconds", "expected a number, found str"),
     ("cpu", {"durationSeconds": 0}, "payload.durationSeconds", "> 0.0, found 0"),
     ("cpu", {"durationSeconds": -1}, "payload.durationSeconds", "> 0.0, found -1"),
@@ -87,6 +95,22 @@ BAD_PAYLOADS: list[tuple[str, Any, str, str]] = [
     ("file_write", {"fileName": "é" * 128, "content": ""}, "payload.fileName", "255 bytes"),
     ("file_write", {"fileName": "d/" + "€" * 86, "content": ""}, "payload.fileName",
      "255 bytes"),
+    ("file_write", {"fileName": "report\u202etxt.exe", "content": ""}, "payload.fileName",
+     "bidirectional"),  # right-to-left override: shows as "reportexe.txt"
+    ("file_write", {"fileName": "a\u2066b\u2069", "content": ""}, "payload.fileName",
+     "format"),  # isolates
+    ("file_write", {"fileName": "a\u200fb", "content": ""}, "payload.fileName", "format"),
+    ("file_write", {"fileName": "zero\u200bwidth", "content": ""}, "payload.fileName",
+     "zero-width"),
+    ("file_write", {"fileName": "bom\ufeff", "content": ""}, "payload.fileName", "format"),
+    ("file_write", {"fileName": "line\nbreak", "content": ""}, "payload.fileName", "control"),
+    ("file_write", {"fileName": "esc\x1b[31m", "content": ""}, "payload.fileName", "control"),
+    ("file_write", {"fileName": "sep\u2028", "content": ""}, "payload.fileName", "separator"),
+    ("file_write", {"fileName": "dir\u202e/a.txt", "content": ""}, "payload.fileName",
+     "bidirectional"),
+    ("file_write", {"fileName": "cafe\u0301.txt", "content": ""}, "payload.fileName",
+     "NFC"),  # e + combining acute: the NFC form is "café.txt"
+    ("file_write", {"fileName": "\u212b", "content": ""}, "payload.fileName", "NFC"),  # Angstrom
     ("file_write", {"fileName": "a.txt"}, "payload.content", "missing"),
     ("file_write", {"fileName": "a", "content": "x" * (MIB + 1)}, "payload.content", "length"),
     ("file_write", {"fileName": "a", "content": "é" * (MIB // 2 + 1)}, "payload.content", "bytes"),
