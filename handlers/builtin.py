@@ -9,9 +9,13 @@ and raise PayloadError naming the field.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import secrets
+import stat
 import time
+import unicodedata
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -62,6 +66,14 @@ class HttpGetPayload(_Payload):
         if parts.scheme not in ("http", "https") or not host:
             raise PayloadError(
                 "payload.url", f"expected an http(s) URL with a host, found {self.url!r}"
+            )
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or past 65535
+            port = 0
+        if port == 0:
+            raise PayloadError(
+                "payload.url", f"expected a port of 1 to 65535 (or none), found {self.url!r}"
             )
 
 
@@ -124,10 +136,21 @@ def cpu(payload: CpuPayload, ctx: RunContext) -> dict[str, int]:
 # -- file_write -------------------------------------------------------------------------
 
 
+# Unicode categories a file name may not hold: control (Cc), format (Cf: the
+# bidirectional controls, which make "txt.exe" display as "exe.txt", and zero-width
+# characters), surrogates (Cs), line and paragraph separators (Zl, Zp).
+_ODD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
 def _file_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a path relative to the data folder, or None if it can."""
     if "\0" in name:
         return "a relative path without NUL bytes"
+    if any(unicodedata.category(c) in _ODD_CATEGORIES for c in name):
+        return ("a name without control, format or separator characters (bidirectional "
+                "overrides such as U+202E, zero-width characters, line breaks)")
+    if not unicodedata.is_normalized("NFC", name):
+        return "a name in Unicode normalization form NFC"
     path = PurePosixPath(name)
     if path.is_absolute():
         return "a relative path, not an absolute one"
@@ -161,7 +184,12 @@ def file_write(payload: FileWritePayload, ctx: RunContext) -> dict[str, object]:
 
     The target is resolved (symlinks followed) and must lie inside the resolved data
     folder. The folders are then opened one by one without following symlinks, so a
-    symlink swapped in between the check and the write is refused too.
+    symlink swapped in between the check and the write is refused too. The content
+    goes to a new file beside the target, which then replaces it (rename): an existing
+    file is never opened, so a planted hard link keeps its old content (the name in
+    the data folder becomes a new file) and a planted FIFO cannot block the job. A
+    target that exists and is not a regular file (a folder, FIFO, socket or device)
+    is a PermanentError.
     """
     if problem := _file_name_problem(payload.file_name):
         raise PermanentError(f"fileName: expected {problem}, found {payload.file_name!r}")
@@ -178,6 +206,20 @@ def file_write(payload: FileWritePayload, ctx: RunContext) -> dict[str, object]:
     data = payload.content.encode()
     _write_without_following(root, relative, data)
     return {"path": relative.as_posix(), "bytes": len(data)}
+
+
+_FILE_KINDS = (
+    (stat.S_ISLNK, "a symlink"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
 
 
 def _write_without_following(root: Path, relative: PurePosixPath | Path, data: bytes) -> None:
@@ -200,23 +242,49 @@ def _write_without_following(root: Path, relative: PurePosixPath | Path, data: b
                 raise
             os.close(fd)
             fd = next_fd
-        try:
-            out = os.open(
-                name,
-                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o644,
-                dir_fd=fd,
-            )
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise PermanentError(
-                    f"fileName: expected a regular file, found a symlink at {name!r}"
-                ) from exc
-            raise
-        with os.fdopen(out, "wb") as stream:
-            stream.write(data)
+        _check_regular(fd, name)
+        _replace(fd, name, data)
     finally:
         os.close(fd)
+
+
+def _check_regular(folder_fd: int, name: str) -> None:
+    """PermanentError unless ``name`` in the folder is missing or a regular file (not
+    followed: a symlink there appeared after the target was resolved)."""
+    try:
+        mode = os.stat(name, dir_fd=folder_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise PermanentError(f"fileName: expected a regular file, found {_kind(mode)} at {name!r}")
+
+
+def _replace(folder_fd: int, name: str, data: bytes) -> None:
+    """Write ``data`` to a new file in the folder, then rename it to ``name``.
+
+    The new file is created exclusively (O_EXCL, O_NOFOLLOW) under a random name, so
+    nothing planted can be written through; readers see the old content or the new,
+    never a part. A failure leaves no temporary file behind.
+    """
+    temp = f".file_write-{secrets.token_hex(8)}.tmp"
+    out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                  0o644, dir_fd=folder_fd)
+    try:
+        with os.fdopen(out, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        try:
+            os.rename(temp, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        except OSError as exc:  # a folder swapped in after the check
+            if exc.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
+                raise PermanentError(
+                    f"fileName: expected a regular file, found a folder at {name!r}") from exc
+            raise
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp, dir_fd=folder_fd)
+        raise
 
 
 # -- noop, sleep, fail ------------------------------------------------------------------

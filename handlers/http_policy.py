@@ -5,7 +5,8 @@ fetch its cloud metadata service (169.254.169.254), the database port on loopbac
 anything else on the private network behind it (server-side request forgery).
 
 The rule: an address that is not public (loopback, private, link-local, multicast,
-unspecified, reserved or otherwise not globally routable) is refused unless private
+unspecified, reserved or otherwise not globally routable; an IPv6 address carrying
+such an IPv4 one, as NAT64 and 6to4 do, see :func:`refusal`) is refused unless private
 addresses are allowed. It is applied AFTER name resolution, to every address the host
 name resolves to (one refused address refuses the name), and the connection then goes
 to a vetted address itself: the name is not resolved a second time, so a DNS answer
@@ -67,28 +68,92 @@ class AddressRefused(PermanentError):
         self.reason = reason
 
 
+# The ranges that are not public, by name (IANA's special-purpose registries; read
+# in order, the first match names the reason). Written out rather than taken from
+# ipaddress's is_private / is_global, whose answers differ between Python versions
+# and miss several of these (3.11: 192.0.0.0/24 beyond /29, fec0::/10, 3fff::/20).
+_IPV4_REFUSED = tuple((ipaddress.IPv4Network(net), reason) for net, reason in (
+    ("0.0.0.0/8", "a 'this network' address (0.0.0.0/8)"),
+    ("10.0.0.0/8", "a private address (10.0.0.0/8)"),
+    ("100.64.0.0/10", "a shared (carrier-grade NAT) address, not globally routable"),
+    ("127.0.0.0/8", "a loopback address"),
+    ("169.254.0.0/16", "a link-local address"),
+    ("172.16.0.0/12", "a private address (172.16.0.0/12)"),
+    ("192.0.0.0/24", "an IETF protocol assignment (192.0.0.0/24), not globally routable"),
+    ("192.0.2.0/24", "a documentation address (192.0.2.0/24)"),
+    ("192.88.99.0/24", "a deprecated 6to4 relay address (192.88.99.0/24)"),
+    ("192.168.0.0/16", "a private address (192.168.0.0/16)"),
+    ("198.18.0.0/15", "a benchmarking address (198.18.0.0/15)"),
+    ("198.51.100.0/24", "a documentation address (198.51.100.0/24)"),
+    ("203.0.113.0/24", "a documentation address (203.0.113.0/24)"),
+    ("224.0.0.0/4", "a multicast address"),
+    ("240.0.0.0/4", "a reserved address (240.0.0.0/4, with the broadcast address)"),
+))
+_IPV6_REFUSED = tuple((ipaddress.IPv6Network(net), reason) for net, reason in (
+    ("64:ff9b:1::/48", "a local-use NAT64 address (64:ff9b:1::/48)"),
+    ("100::/64", "a discard-only address (100::/64)"),
+    ("2001::/32", "a Teredo tunnel address (2001::/32)"),
+    ("2001:db8::/32", "a documentation address (2001:db8::/32)"),
+    ("2001::/23", "an IETF protocol assignment (2001::/23), not globally routable"),
+    ("3fff::/20", "a documentation address (3fff::/20)"),
+    ("fc00::/7", "a private (unique local) address"),
+    ("fe80::/10", "a link-local address"),
+    ("fec0::/10", "a site-local address (deprecated, fec0::/10)"),
+    ("ff00::/8", "a multicast address"),
+))
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+# IPv6 forms that carry an IPv4 address, judged by that address (a NAT64 gateway or a
+# 6to4 relay delivers the connection to it).
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")
+
+
 def refusal(address: str | IPAddress) -> str | None:
     """Why ``address`` is not a public one (``"a loopback address"``), or None if it is.
 
-    An IPv4 address mapped into IPv6 (``::ffff:127.0.0.1``) is judged as the IPv4
-    address it carries.
+    An IPv6 address that carries an IPv4 one is judged by it: IPv4-mapped
+    (``::ffff:127.0.0.1``), NAT64 (``64:ff9b::/96``), 6to4 (``2002::/16``) and the
+    deprecated IPv4-compatible form (``::/96``, refused even with a public address
+    inside: nothing routes it). Teredo (``2001::/32``) is refused outright: its
+    client address is obfuscated and the tunnel leads through a NAT. Other IPv6
+    addresses must be global unicast (``2000::/3``) outside the ranges above.
     """
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _ipv4_refusal(ip)
     if ip.is_unspecified:
         return "the unspecified address"
     if ip.is_loopback:
         return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_reserved:
-        return "a reserved address"
-    if ip.is_private:
-        return "a private address"
-    if not ip.is_global:
+    for network, form in ((_MAPPED, "an IPv4-mapped address"), (_NAT64, "a NAT64 address"),
+                          (_SIXTOFOUR, "a 6to4 address"),
+                          (_COMPATIBLE, "an IPv4-compatible address")):
+        if ip in network:
+            inner = (ip.sixtofour if network is _SIXTOFOUR
+                     else ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF))
+            assert inner is not None
+            if (reason := _ipv4_refusal(inner)) is not None:
+                return f"{form} carrying {inner}, {reason}"
+            if network is _COMPATIBLE:
+                return f"{form} (deprecated, ::/96), not globally routable"
+            return None
+    for network, reason in _IPV6_REFUSED:
+        if ip in network:
+            return reason
+    if ip not in _GLOBAL_UNICAST:
+        return "a reserved address (outside 2000::/3, the global unicast range)"
+    return None
+
+
+def _ipv4_refusal(ip: ipaddress.IPv4Address) -> str | None:
+    if ip.is_unspecified:
+        return "the unspecified address"
+    for network, reason in _IPV4_REFUSED:
+        if ip in network:
+            return reason
+    if not ip.is_global:  # a range this table lacks and a newer Python knows
         return "an address that is not globally routable"
     return None
 

@@ -3,8 +3,11 @@
 Syntax: the standard 5 fields (minute hour day-of-month month day-of-week), the
 shorthands @hourly @daily @weekly @monthly @yearly (@annually, @midnight), and an
 optional 6th field for seconds, written FIRST (``*/10 * * * * *`` = every 10 s), the
-way Quartz, Hangfire's Cronos and Spring write it. Times are computed in the
-schedule's IANA time zone and returned in UTC.
+way Quartz, Hangfire's Cronos and Spring write it. A step (``*/15``, ``1-30/5``) is 1
+to the field's number of values (60 seconds or minutes, 24 hours, 31 days, 12 months,
+7 weekdays). Times are computed in the schedule's IANA time zone (a name from the zone
+database such as ``Europe/Berlin``; not ``localtime``, which is whatever the host says)
+and returned in UTC.
 
 How fire times are found: croniter enumerates the matching *wall-clock* times of the
 zone as naive datetimes (plain calendar arithmetic, no offsets; croniter's own handling
@@ -40,7 +43,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
 
@@ -70,7 +73,23 @@ class CronError(RuntimeCoreError):
         self.field = field
 
 
+# Names the zone database holds that are no IANA zone: the host's own zone (which
+# differs from host to host, so coordinators would disagree) and a build leftover.
+_HOST_ALIASES = frozenset({"localtime", "posixrules"})
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    """The IANA zone names known here (read once: it walks the zone database)."""
+    return frozenset((available_timezones() | {"UTC"}) - _HOST_ALIASES)
+
+
 def zone(name: str) -> ZoneInfo:
+    """The zone named ``name``, which must be an IANA zone name (``Europe/Berlin``,
+    ``UTC``) exactly as the zone database spells it: not a path, not ``localtime``."""
+    if name not in _zone_names():
+        raise CronError("timezone", f"expected an IANA time zone name such as "
+                        f"'Europe/Berlin' or 'UTC', found {name!r}")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
@@ -90,10 +109,33 @@ def normalize(expr: str) -> tuple[str, bool]:
         raise CronError("cron", f"expected 5 fields (or 6 with seconds first), "
                         f"found {len(fields)} in {expr!r}")
     has_seconds = len(fields) == 6
+    _check_steps(fields[1:] if has_seconds else fields, _FIELDS)
+    if has_seconds:
+        _check_steps(fields[:1], _SECONDS_FIELD)
     check = " ".join(fields[1:] + fields[:1]) if has_seconds else text
     if not croniter.is_valid(check):
         raise CronError("cron", f"invalid cron expression {expr!r}")
     return text, has_seconds
+
+
+# (name, how many values it has): a step may be at most that (*/60 is hourly).
+_FIELDS = (("minute", 60), ("hour", 24), ("day-of-month", 31), ("month", 12),
+           ("day-of-week", 7))
+_SECONDS_FIELD = (("second", 60),)
+
+
+def _check_steps(fields: list[str], kinds: tuple[tuple[str, int], ...]) -> None:
+    """CronError unless every ``/step`` in ``fields`` is 1 to the field's number of
+    values: croniter takes any step (``*/99999999999999999999`` fires once an hour)."""
+    for text, (name, most) in zip(fields, kinds, strict=True):
+        for item in text.split(","):
+            _, slash, step = item.partition("/")
+            if not (slash and step.isascii() and step.isdigit()):
+                continue  # no step, or one croniter refuses itself
+            value = int(step) if len(step.lstrip("0")) <= 3 else most + 1
+            if not 1 <= value <= most:
+                raise CronError("cron", f"expected a step of 1 to {most} in the {name} "
+                                f"field, found {step[:24]!r} in {item[:40]!r}")
 
 
 def validate(expr: str, timezone: str) -> None:

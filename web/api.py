@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -72,6 +73,35 @@ def nul_path(value: Any, path: str = "") -> str | None:
             if found is not None:
                 return found
     return None
+
+
+def query_args(allowed: Collection[str]) -> dict[str, str]:
+    """The request's query parameters by name; 400 naming the first one that is not in
+    ``allowed`` or that is given more than once (``take=5&take=1000``: no silent pick).
+    Every list route reads its parameters through this."""
+    args = request.args
+    for name in args:
+        if name not in allowed:
+            expected = (f"expected one of {', '.join(sorted(allowed))}" if allowed
+                        else "this route takes none")
+            raise ApiError(400, "unknown_parameter", f"unknown query parameter; {expected}",
+                           name)
+        count = len(args.getlist(name))
+        if count > 1:
+            raise ApiError(400, "repeated_parameter",
+                           f"expected {name} at most once, found it {count} times", name)
+    return {name: args[name] for name in args}
+
+
+def parse_take(args: Mapping[str, str], default: int, *, most: int = 500) -> int:
+    """``take`` from ``query_args``: an integer 1..``most``; 400 naming ``take``."""
+    raw = args.get("take", str(default))
+    if not re.fullmatch(r"-?[0-9]{1,20}", raw):
+        raise ApiError(400, "validation_error", f"take must be an integer, found {raw!r}", "take")
+    take = int(raw)
+    if not 1 <= take <= most:
+        raise ApiError(400, "validation_error", f"take must be 1..{most}, found {take}", "take")
+    return take
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:
@@ -233,23 +263,12 @@ _LIST_PARAMS = {"status", "type", "queue", "take", "cursor"}
 
 @blueprint.get("/api/jobs")
 async def list_jobs() -> Response:
-    args = request.args
-    for name in args:
-        if name not in _LIST_PARAMS:
-            raise ApiError(400, "unknown_parameter",
-                           "unknown query parameter; expected one of "
-                           + ", ".join(sorted(_LIST_PARAMS)), name)
+    args = query_args(_LIST_PARAMS)
     status = args.get("status") or None
     if status is not None and status not in wire.JOB_STATUSES:
         raise ApiError(400, "validation_error", "status must be one of "
                        + ", ".join(wire.JOB_STATUSES) + f"; found {status!r}", "status")
-    take_raw = args.get("take", "50")
-    if not re.fullmatch(r"-?[0-9]{1,20}", take_raw):
-        raise ApiError(400, "validation_error",
-                       f"take must be an integer, found {take_raw!r}", "take")
-    take = int(take_raw)
-    if not 1 <= take <= 500:
-        raise ApiError(400, "validation_error", f"take must be 1..500, found {take}", "take")
+    take = parse_take(args, 50)
     cursor = args.get("cursor") or None
     before = parse_id(cursor, "cursor") if cursor else None
     for name in ("type", "queue"):

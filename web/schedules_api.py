@@ -13,13 +13,10 @@ unknown (or deleted) schedule a 404 naming ``id``, like the rest of the API.
 
 from __future__ import annotations
 
-import re
+from quart import Blueprint, Response, current_app
 
-from quart import Blueprint, Response, current_app, request
-
-from web.api import parse_id
+from web.api import parse_id, parse_take, query_args
 from web.app import context, json_response
-from web.errors import ApiError
 
 blueprint = Blueprint("schedules", __name__)
 
@@ -28,18 +25,7 @@ _LIST_PARAMS = {"take"}
 
 @blueprint.get("/api/schedules")
 async def list_schedules() -> Response:
-    for name in request.args:
-        if name not in _LIST_PARAMS:
-            raise ApiError(400, "unknown_parameter",
-                           "unknown query parameter; expected one of "
-                           + ", ".join(sorted(_LIST_PARAMS)), name)
-    take_raw = request.args.get("take", "100")
-    if not re.fullmatch(r"-?[0-9]{1,20}", take_raw):
-        raise ApiError(400, "validation_error",
-                       f"take must be an integer, found {take_raw!r}", "take")
-    take = int(take_raw)
-    if not 1 <= take <= 500:
-        raise ApiError(400, "validation_error", f"take must be 1..500, found {take}", "take")
+    take = parse_take(query_args(_LIST_PARAMS), 100)
     items = await context(current_app).schedules.list_schedules(take)
     return json_response({"items": items})
 

@@ -182,6 +182,23 @@ INVALID = [
     ("unknown shorthand", "@reboot", "UTC", "cron"),
     ("unknown zone", "* * * * *", "Mars/Olympus", "timezone"),
     ("a path as zone", "* * * * *", "../../etc/passwd", "timezone"),
+    ("the host's zone", "* * * * *", "localtime", "timezone"),
+    ("posixrules", "* * * * *", "posixrules", "timezone"),
+    ("a zone under posix/", "* * * * *", "posix/Europe/Berlin", "timezone"),
+    ("a zone under right/", "* * * * *", "right/UTC", "timezone"),
+    ("an absolute path as zone", "* * * * *", "/usr/share/zoneinfo/UTC", "timezone"),
+    ("a zone in the wrong case", "* * * * *", "europe/berlin", "timezone"),
+    ("a huge minute step", "*/99999999999999999999 * * * *", "UTC", "cron"),
+    ("minute step 61", "*/61 * * * *", "UTC", "cron"),
+    ("minute step 0", "*/0 * * * *", "UTC", "cron"),
+    ("a step on a range", "1-5/100 * * * *", "UTC", "cron"),
+    ("a step in a list", "0,*/99 * * * *", "UTC", "cron"),
+    ("hour step 25", "0 */25 * * *", "UTC", "cron"),
+    ("day-of-month step 32", "0 0 */32 * *", "UTC", "cron"),
+    ("month step 13", "0 0 1 */13 *", "UTC", "cron"),
+    ("day-of-week step 8", "0 0 * * */8", "UTC", "cron"),
+    ("second step 61", "*/61 * * * * *", "UTC", "cron"),
+    ("a huge second step", "*/99999999999999999999 * * * * *", "UTC", "cron"),
 ]
 
 
@@ -192,6 +209,25 @@ def test_invalid_input_names_its_field(expr: str, tz: str, field: str) -> None:
         cron.validate(expr, tz)
     assert field == caught.value.field
     assert str(caught.value)
+
+
+@pytest.mark.parametrize("expr", ["*/60 * * * *", "0 */24 * * *", "0 0 */31 * *",
+                                  "0 0 1 */12 *", "0 0 * * */7", "*/60 * * * * *",
+                                  "*/005 * * * *", "0-30/30 * * * *", "0 0 * JAN/2 MON-FRI/2"])
+def test_a_step_up_to_the_field_s_number_of_values_is_accepted(expr: str) -> None:
+    cron.validate(expr, "UTC")
+
+
+def test_a_step_as_long_as_the_field_fires_once_per_cycle() -> None:
+    """*/60 in the minute field is every 60 minutes: hourly."""
+    assert [utc("2026-05-04 13:00:00"), utc("2026-05-04 14:00:00")] == fires(
+        "*/60 * * * *", "UTC", utc("2026-05-04 12:03:10"), 2)
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires",
+                                "Etc/GMT+5", "GMT"])
+def test_an_iana_zone_name_is_accepted(tz: str) -> None:
+    cron.validate("* * * * *", tz)
 
 
 def test_an_expression_that_never_fires_raises_value_error() -> None:

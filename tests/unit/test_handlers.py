@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.server
+import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +46,9 @@ GOOD_PAYLOADS: list[tuple[str, Any]] = [
     ("file_write", {"fileName": "sub/dir/out.txt", "content": "hello"}),
     ("file_write", {"fileName": "a" * 255, "content": "x" * FILE_MAX_BYTES}),
     ("file_write", {"fileName": "é" * 127 + "a", "content": ""}),  # 255 bytes
+    ("file_write", {"fileName": "caf\u00e9/\u05e9\u05dc\u05d5\u05dd.txt", "content": ""}),  # NFC
+    ("http_get", {"url": "http://example.com:65535/"}),
+    ("http_get", {"url": "http://example.com:1/"}),
     ("noop", {}),
     ("noop", None),
     ("sleep", {"seconds": 0}),
@@ -68,6 +73,11 @@ BAD_PAYLOADS: list[tuple[str, Any, str, str]] = [
     ("http_get", {"url": "example.com"}, "payload.url", "expected an http(s) URL"),
     ("http_get", {"url": "http://[::1"}, "payload.url", "expected an http(s) URL"),
     ("http_get", {"url": "http://x", "method": "POST"}, "payload.method", "only the fields url"),
+    ("http_get", {"url": "http://example.com:99999/"}, "payload.url", "port of 1 to 65535"),
+    ("http_get", {"url": "https://example.com:65536"}, "payload.url", "port of 1 to 65535"),
+    ("http_get", {"url": "http://example.com:0/"}, "payload.url", "port of 1 to 65535"),
+    ("http_get", {"url": "http://example.com:8o/"}, "payload.url", "port of 1 to 65535"),
+    ("http_get", {"url": "http://[::1]:70000/"}, "payload.url", "port of 1 to 65535"),
     ("cpu", {"durationSeconds": "1"}, "payload.durationSeconds", "expected a number, found str"),
     ("cpu", {"durationSeconds": 0}, "payload.durationSeconds", "> 0.0, found 0"),
     ("cpu", {"durationSeconds": -1}, "payload.durationSeconds", "> 0.0, found -1"),
@@ -85,6 +95,22 @@ BAD_PAYLOADS: list[tuple[str, Any, str, str]] = [
     ("file_write", {"fileName": "é" * 128, "content": ""}, "payload.fileName", "255 bytes"),
     ("file_write", {"fileName": "d/" + "€" * 86, "content": ""}, "payload.fileName",
      "255 bytes"),
+    ("file_write", {"fileName": "report\u202etxt.exe", "content": ""}, "payload.fileName",
+     "bidirectional"),  # right-to-left override: shows as "reportexe.txt"
+    ("file_write", {"fileName": "a\u2066b\u2069", "content": ""}, "payload.fileName",
+     "format"),  # isolates
+    ("file_write", {"fileName": "a\u200fb", "content": ""}, "payload.fileName", "format"),
+    ("file_write", {"fileName": "zero\u200bwidth", "content": ""}, "payload.fileName",
+     "zero-width"),
+    ("file_write", {"fileName": "bom\ufeff", "content": ""}, "payload.fileName", "format"),
+    ("file_write", {"fileName": "line\nbreak", "content": ""}, "payload.fileName", "control"),
+    ("file_write", {"fileName": "esc\x1b[31m", "content": ""}, "payload.fileName", "control"),
+    ("file_write", {"fileName": "sep\u2028", "content": ""}, "payload.fileName", "separator"),
+    ("file_write", {"fileName": "dir\u202e/a.txt", "content": ""}, "payload.fileName",
+     "bidirectional"),
+    ("file_write", {"fileName": "cafe\u0301.txt", "content": ""}, "payload.fileName",
+     "NFC"),  # e + combining acute: the NFC form is "café.txt"
+    ("file_write", {"fileName": "\u212b", "content": ""}, "payload.fileName", "NFC"),  # Angstrom
     ("file_write", {"fileName": "a.txt"}, "payload.content", "missing"),
     ("file_write", {"fileName": "a", "content": "x" * (MIB + 1)}, "payload.content", "length"),
     ("file_write", {"fileName": "a", "content": "é" * (MIB // 2 + 1)}, "payload.content", "bytes"),
@@ -328,6 +354,108 @@ def test_file_write_refuses_a_write_through_a_racing_symlink(data_dir: Path, out
     with pytest.raises(PermanentError, match="found a symlink"):
         _write_without_following(data_dir, Path("sub/out.txt"), b"x")
     assert [] == list(outside.iterdir())
+
+
+def test_file_write_replaces_a_planted_hard_link_and_leaves_its_other_name_alone(
+    data_dir: Path, outside: Path
+) -> None:
+    """The name in the data folder becomes a new file; the inode it shared with a
+    file outside is never opened."""
+    secret = outside / "secret.txt"
+    secret.write_text("keep me")
+    data_dir.mkdir()
+    os.link(secret, data_dir / "out.txt")
+    assert {"path": "out.txt", "bytes": 5} == write(data_dir, "out.txt")
+    assert "keep me" == secret.read_text()
+    assert "hello" == (data_dir / "out.txt").read_text()
+    assert 1 == (data_dir / "out.txt").stat().st_nlink
+    assert 1 == secret.stat().st_nlink
+
+
+def test_file_write_keeps_a_name_s_other_links_when_it_overwrites(data_dir: Path) -> None:
+    data_dir.mkdir()
+    (data_dir / "a.txt").write_text("old")
+    os.link(data_dir / "a.txt", data_dir / "b.txt")
+    write(data_dir, "a.txt", "new")
+    assert ("new", "old") == ((data_dir / "a.txt").read_text(), (data_dir / "b.txt").read_text())
+
+
+def _make_socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+
+
+PLANTED = [
+    ("a FIFO", os.mkfifo),
+    ("a folder", os.mkdir),
+    ("a socket", _make_socket),
+]
+
+
+@pytest.mark.parametrize(("kind", "plant"), PLANTED, ids=[k for k, _ in PLANTED])
+def test_file_write_refuses_a_target_that_is_not_a_regular_file(
+    data_dir: Path, kind: str, plant: Any
+) -> None:
+    """Refused at once, never opened: opening a FIFO for writing would block until
+    a reader came (the job's timeout). The write runs in a thread so that the old
+    behaviour fails this test instead of hanging it."""
+    data_dir.mkdir()
+    plant(data_dir / "out")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            write(data_dir, "out")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=10)  # a stall detector, not a bound on how long a write takes
+    if thread.is_alive():  # blocked on the FIFO: let it go before failing
+        os.close(os.open(data_dir / "out", os.O_RDONLY | os.O_NONBLOCK))
+        thread.join(timeout=10)
+        pytest.fail("file_write blocked on the planted FIFO")
+    assert 1 == len(errors) and isinstance(errors[0], PermanentError), errors
+    assert f"expected a regular file, found {kind} at 'out'" in str(errors[0])
+    assert ["out"] == sorted(p.name for p in data_dir.iterdir())  # no temporary file left
+
+
+def test_file_write_refuses_a_fifo_as_a_folder(data_dir: Path) -> None:
+    data_dir.mkdir()
+    os.mkfifo(data_dir / "sub")
+    with pytest.raises(PermanentError, match="expected 'sub' to be a folder"):
+        write(data_dir, "sub/out.txt")
+
+
+def test_file_write_refuses_a_symlink_swapped_in_as_the_file(data_dir: Path, outside: Path) -> None:
+    """A symlink that appears at the target after it was resolved is not replaced or
+    followed: the write is refused and the symlink's target is untouched."""
+    from handlers.builtin import _write_without_following
+
+    data_dir.mkdir()
+    (outside / "target.txt").write_text("keep me")
+    (data_dir / "out.txt").symlink_to(outside / "target.txt")
+    with pytest.raises(PermanentError, match="expected a regular file, found a symlink"):
+        _write_without_following(data_dir, Path("out.txt"), b"x")
+    assert "keep me" == (outside / "target.txt").read_text()
+    assert (data_dir / "out.txt").is_symlink()
+
+
+def test_file_write_leaves_no_temporary_file(data_dir: Path) -> None:
+    write(data_dir, "a/out.txt")
+    write(data_dir, "a/out.txt", "again")
+    assert ["out.txt"] == [p.name for p in (data_dir / "a").iterdir()]
+
+
+def test_file_write_creates_a_file_readable_by_others(data_dir: Path) -> None:
+    """The new file gets mode 0o644 (less the umask), as before the rename."""
+    umask = os.umask(0o022)
+    try:
+        write(data_dir, "out.txt")
+    finally:
+        os.umask(umask)
+    assert 0o644 == stat.S_IMODE((data_dir / "out.txt").stat().st_mode)
 
 
 # -- http_get (a local server on loopback only) -----------------------------------------

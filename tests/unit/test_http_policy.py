@@ -47,15 +47,62 @@ ADDRESSES: list[tuple[str, str | None]] = [
     ("240.0.0.1", "reserved"),
     ("255.255.255.255", "reserved"),  # broadcast
     ("100.64.0.1", "not globally routable"),  # carrier-grade NAT
-    ("192.0.2.10", "private"),  # documentation range (TEST-NET-1)
-    ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped: judged as the IPv4 address
+    ("192.0.2.10", "documentation"),  # TEST-NET-1
+    ("198.51.100.7", "documentation"),
+    ("203.0.113.7", "documentation"),
+    ("0.1.2.3", "this network"),
+    ("192.0.0.1", "IETF protocol assignment"),  # 192.0.0.0/24, beyond Python's /29
+    ("192.0.0.9", "IETF protocol assignment"),
+    ("192.0.0.200", "IETF protocol assignment"),
+    ("192.88.99.1", "6to4 relay"),
+    ("198.18.0.1", "benchmarking"),
+    ("198.19.255.254", "benchmarking"),
+    ("100.127.255.254", "not globally routable"),
+    # IPv6 forms carrying an IPv4 address: judged by the address they carry
+    ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped
     ("::ffff:10.1.2.3", "private"),
+    ("::ffff:169.254.169.254", "link-local"),
+    ("2002:7f00:1::", "6to4 address carrying 127.0.0.1, a loopback"),
+    ("2002:a9fe:a9fe::", "6to4 address carrying 169.254.169.254, a link-local"),
+    ("2002:a00:1::1", "6to4 address carrying 10.0.0.1, a private"),
+    ("2002:c0a8:101:1::1", "6to4 address carrying 192.168.1.1"),
+    ("2002:6440:1::", "carrying 100.64.0.1"),
+    ("2002::", "carrying 0.0.0.0"),
+    ("64:ff9b::7f00:1", "NAT64 address carrying 127.0.0.1, a loopback"),
+    ("64:ff9b::a9fe:a9fe", "NAT64 address carrying 169.254.169.254"),
+    ("64:ff9b::10.0.0.1", "NAT64 address carrying 10.0.0.1, a private"),
+    ("64:ff9b::192.0.0.170", "carrying 192.0.0.170"),
+    ("64:ff9b:1::a00:1", "local-use NAT64"),  # RFC 8215: where the IPv4 sits varies
+    ("64:ff9b:1::808:808", "local-use NAT64"),
+    ("::127.0.0.1", "IPv4-compatible address carrying 127.0.0.1"),
+    ("::10.0.0.1", "IPv4-compatible address carrying 10.0.0.1"),
+    ("::8.8.8.8", "IPv4-compatible"),  # deprecated: refused whatever it carries
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),  # its client is obfuscated
+    ("2001::1", "Teredo"),
+    # other IPv6 ranges that are not public
+    ("fec0::1", "site-local"),
+    ("feff::1", "site-local"),
+    ("fe80::abcd", "link-local"),
+    ("100::1", "discard-only"),
+    ("2001:db8::1", "documentation"),
+    ("3fff::1", "documentation"),
+    ("2001:2::1", "IETF protocol assignment"),
+    ("2001:10::1", "IETF protocol assignment"),
+    ("ff0e::1", "multicast"),
+    ("5f00::1", "reserved"),  # SRv6 segment identifiers
+    ("::ffff:0:7f00:1", "reserved"),  # SIIT, outside 2000::/3
+    ("4000::1", "reserved"),
     ("8.8.8.8", None),
     ("1.1.1.1", None),
     ("93.184.215.14", None),
     ("172.32.0.1", None),  # just past 172.16.0.0/12
     ("2606:4700:4700::1111", None),
     ("::ffff:8.8.8.8", None),
+    ("2002:808:808::1", None),  # 6to4 carrying 8.8.8.8
+    ("64:ff9b::8.8.8.8", None),  # NAT64 (DNS64 networks) carrying 8.8.8.8
+    ("192.0.1.1", None),  # just past 192.0.0.0/24
+    ("198.20.0.1", None),  # just past 198.18.0.0/15
+    ("2a00:1450:4001::1", None),
 ]
 
 
