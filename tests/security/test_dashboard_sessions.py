@@ -123,10 +123,14 @@ def test_sign_out_is_post_only(api: Coordinator, who: str) -> None:
 
 
 def test_the_csrf_token_of_another_session_is_refused(api: Coordinator) -> None:
+    """Even as a matching cookie and header pair (a cookie planted by a sibling
+    subdomain, say), which the old double-submit check let through."""
     job = submit(api.url)
     with sign_in(api.url) as mine, sign_in(api.url) as other:
         stolen = other.cookies[CSRF]
-        refused = mine.post(f"/api/jobs/{job}/cancel", headers={"X-CSRF-Token": stolen})
+        planted = {SESSION: mine.cookies[SESSION], CSRF: stolen}
+        with httpx.Client(base_url=api.url, cookies=planted) as browser:
+            refused = browser.post(f"/api/jobs/{job}/cancel", headers={"X-CSRF-Token": stolen})
         assert (403, "forbidden") == (refused.status_code, refused.json()["error"])
         assert "Scheduled" == status_of(api.url, job)
         done = mine.post(f"/api/jobs/{job}/cancel",
@@ -136,9 +140,10 @@ def test_the_csrf_token_of_another_session_is_refused(api: Coordinator) -> None:
 
 def test_a_made_up_csrf_cookie_and_header_pair_is_refused(api: Coordinator) -> None:
     job = submit(api.url)
-    with sign_in(api.url) as browser:
-        browser.cookies.set(CSRF, "x")
-        resp = browser.post(f"/api/jobs/{job}/cancel", headers={"X-CSRF-Token": "x"})
+    with sign_in(api.url) as signed_in:
+        made_up = {SESSION: signed_in.cookies[SESSION], CSRF: "x"}
+        with httpx.Client(base_url=api.url, cookies=made_up) as browser:
+            resp = browser.post(f"/api/jobs/{job}/cancel", headers={"X-CSRF-Token": "x"})
         assert 403 == resp.status_code
         assert "Scheduled" == status_of(api.url, job)
 
