@@ -270,7 +270,7 @@ async def authenticate() -> Response | None:
         wanted = " or ".join(sorted(needed))
         return _refuse(403, f"this endpoint needs the {wanted} role; the token given "
                        f"is a {role} token")
-    if header is None and request.method not in SAFE_METHODS and not _csrf_matches(cookie):
+    if header is None and request.method not in SAFE_METHODS and not _csrf_matches(cookie or ""):
         return _refuse(403, f"a write authenticated by the dashboard's session needs the "
                        f"{CSRF_HEADER} header (the {CSRF_COOKIE} cookie's value, set at "
                        f"sign-in)")
@@ -375,7 +375,7 @@ async def login() -> Response:
     if role is None:
         log.warning("login_refused", reason="unknown token", remote=request.remote_addr)
         return _login_page("That token is not valid.", 401)
-    if role == "worker":
+    if role != "admin" and role != "read":  # the worker token
         log.warning("login_refused", reason="worker token", remote=request.remote_addr)
         return _login_page("That is a worker token; the dashboard takes the admin or the "
                            "read token.", 403)

@@ -54,7 +54,7 @@ def evil_site(shared_coordinator: Coordinator) -> Iterator[str]:
              "/fetch.html": FETCH_PAGE.format(coordinator=shared_coordinator.url)}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:  # the stdlib's name
             page = pages.get(self.path)
             body = (page or "not here").encode()
             self.send_response(200 if page else 404)

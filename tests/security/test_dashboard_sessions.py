@@ -164,7 +164,7 @@ def test_an_admin_lists_sessions_without_their_secrets_and_revokes_one(
         assert 200 == listed.status_code, listed.text
         assert viewer.cookies[SESSION] not in listed.text
         assert 403 == viewer.get("/api/sessions").status_code  # a read session may not
-        mine = [s for s in listed.json()["items"] if s["role"] == "read"][0]
+        mine = next(s for s in listed.json()["items"] if s["role"] == "read")
         assert {"id", "role", "remoteAddr", "createdAt", "expiresAt", "lastSeenAt"} <= set(mine)
         gone = httpx.delete(f"{api.url}/api/sessions/{mine['id']}", headers=bearer(ADMIN))
         assert (200, True) == (gone.status_code, gone.json()["revokedAt"] is not None)
