@@ -59,6 +59,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCHEDULER_ALLOW_NO_AUTH", "allow_no_auth", str, "false",
             "true: let the coordinator bind a non-loopback address with no token configured "
             "(as `--insecure-no-auth`). Anyone who reaches it can then do everything."),
+    Setting("SCHEDULER_ALLOWED_ORIGINS", "allowed_origins", str, "",
+            "Comma-separated origins (scheme://host[:port]) besides the coordinator's own "
+            "whose pages may send writes (POST, PUT, PATCH, DELETE): a request with "
+            "another Origin header gets 403."),
+    Setting("SCHEDULER_ALLOWED_HOSTS", "allowed_hosts", str, "",
+            "Comma-separated host names (no port) a coordinator without tokens answers "
+            "besides loopback ones (localhost, 127.0.0.0/8, [::1]); another Host header "
+            "gets 421, so DNS rebinding cannot reach it. Ignored when tokens are set."),
+    Setting("SCHEDULER_SESSION_HOURS", "session_hours", float, 12.0,
+            "How long a dashboard sign-in lasts (fixed, from sign-in), unless signed out "
+            "or revoked sooner."),
     Setting("SCHEDULER_DB_POOL_SIZE", "db_pool_size", int, 16,
             "Connections in the coordinator's pool."),
     Setting("SCHEDULER_MAX_BODY_BYTES", "max_body_bytes", int, 1_048_576,
@@ -160,6 +171,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     token: str = ""
     public_paths: str = "/health,/health/ready,/metrics"
     allow_no_auth: str = "false"
+    allowed_origins: str = ""
+    allowed_hosts: str = ""
+    session_hours: float = 12.0
     db_pool_size: int = 16
     max_body_bytes: int = 1_048_576
     max_payload_bytes: int = 262_144
@@ -270,6 +284,16 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     def no_auth_allowed(self) -> bool:
         return self.allow_no_auth == "true"
 
+    @property
+    def allowed_origin_set(self) -> frozenset[str]:
+        """SCHEDULER_ALLOWED_ORIGINS, each as ``scheme://host[:port]`` in lower case."""
+        return frozenset(item.lower().rstrip("/") for item in _split(self.allowed_origins))
+
+    @property
+    def allowed_host_set(self) -> frozenset[str]:
+        """SCHEDULER_ALLOWED_HOSTS, in lower case."""
+        return frozenset(item.lower() for item in _split(self.allowed_hosts))
+
 
 def _split(value: str) -> tuple[str, ...]:
     """A comma-separated setting's items, blanks dropped."""
@@ -285,6 +309,8 @@ def _is_loopback_url(url: str) -> bool:
 
 
 MIN_TOKEN_LENGTH = 16
+_ORIGIN = re.compile(r"https?://[a-z0-9.\-]+(?::\d{1,5})?|https?://\[[0-9a-f:.]+\](?::\d{1,5})?")
+_HOST = re.compile(r"[a-z0-9.\-]+|\[[0-9a-f:.]+\]")
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 
@@ -342,7 +368,7 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Co
 def _check(cfg: Config) -> None:
     positive = ("lease_seconds", "reap_interval_seconds", "claim_wait_seconds",
                 "retry_base_seconds", "retry_cap_seconds", "db_pool_size", "max_body_bytes",
-                "max_payload_bytes",
+                "max_payload_bytes", "session_hours",
                 "misfire_max_catchup", "prune_interval_seconds", "prune_batch")
     for name in positive:
         if getattr(cfg, name) <= 0:
@@ -367,6 +393,14 @@ def _check(cfg: Config) -> None:
         if not path.startswith("/"):
             raise ConfigError("SCHEDULER_PUBLIC_PATHS must be comma-separated paths "
                               f"starting with /, found {path!r}")
+    for origin in cfg.allowed_origin_set:
+        if not _ORIGIN.fullmatch(origin):
+            raise ConfigError("SCHEDULER_ALLOWED_ORIGINS must be comma-separated origins "
+                              f"like https://ops.example.com:8443, found {origin!r}")
+    for host in cfg.allowed_host_set:
+        if not _HOST.fullmatch(host):
+            raise ConfigError("SCHEDULER_ALLOWED_HOSTS must be comma-separated host names "
+                              f"or addresses without a port, found {host!r}")
     for name in ("retention_succeeded_days", "retention_deadletter_days"):
         if getattr(cfg, name) < 0:
             env = next(s.env for s in SETTINGS if s.field == name)

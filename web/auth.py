@@ -19,29 +19,41 @@ rule -> role; a unit test keeps it complete):
     a cookie-authenticated write without a matching        403 forbidden
     X-CSRF-Token header
 
-Credentials are ``Authorization: Bearer <token>``, or else the dashboard's cookie set
-by ``POST /login`` (HttpOnly, SameSite=Strict, Secure over https). Writes that a
-cookie authenticates also need the double-submit CSRF header: the value of the
-readable ``scheduler_csrf`` cookie, which only a page of this origin can read.
+Credentials are ``Authorization: Bearer <token>``, or else the dashboard's session
+cookie set by ``POST /login``: a random id (HttpOnly, SameSite=Strict, Path=/, Secure
+over https) naming a server-side session (schema/session_store.py; only its SHA-256 is
+stored). A session ends when it expires (SCHEDULER_SESSION_HOURS after sign-in), at
+``POST /logout``, when an admin revokes it (``/api/sessions``), or when the token that
+signed it in is no longer configured with its role. Writes that the cookie
+authenticates also need ``X-CSRF-Token``: an HMAC of the session id
+(:func:`csrf_token`), handed to the page in the readable ``scheduler_csrf`` cookie; a
+value from another session, or one the page made up, does not match. Before all this,
+web/crosssite.py refuses other sites' writes (Origin), non-JSON bodies and, without
+tokens, foreign Host names.
+
 Tokens are compared in constant time: SHA-256 digests with ``hmac.compare_digest``
 against every configured token, without stopping at the first match.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import html
 import re
-import secrets
 from typing import Literal
 
 import structlog
 from quart import Blueprint, Quart, Response, current_app, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Rule
 
 from runtime.config import Config
-from web.app import json_response
+from schema.session_store import LiveSession, SessionList, SessionStore, new_session_id
+from web import crosssite
+from web.api import parse_id
+from web.app import context, json_response
 
 Role = Literal["public", "read", "admin", "worker"]
 
@@ -51,7 +63,6 @@ log = structlog.get_logger("web.auth")
 SESSION_COOKIE = "scheduler_session"
 CSRF_COOKIE = "scheduler_csrf"
 CSRF_HEADER = "X-CSRF-Token"
-SESSION_MAX_AGE = 7 * 24 * 3600  # seconds; a rotated-out token ends the session sooner
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ANY: frozenset[Role] = frozenset({"read", "admin", "worker"})
 _BEARER = re.compile(r"Bearer +([A-Za-z0-9\-._~+/]+=*) *", re.IGNORECASE)
@@ -98,13 +109,33 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/dashboard/static/<path:filename>"): "public",  # the repository's own files
     ("GET", "/login"): "public",
     ("POST", "/login"): "public",
-    ("GET", "/logout"): "public",
-    ("POST", "/logout"): "public",
+    ("POST", "/logout"): "public",  # ends the cookie's session; needs its CSRF token
+    # the dashboard's sessions, for an admin
+    ("GET", "/api/sessions"): "admin",
+    ("DELETE", "/api/sessions/<session_id>"): "admin",
+    ("POST", "/api/sessions/revoke-all"): "admin",
 }
 
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def fingerprint(token: str) -> bytes:
+    """What a session records of the token that signed it in: a SHA-256 apart from
+    :func:`_digest`'s (domain-separated), checked against the configured tokens on
+    every request so that a token rotated out ends its sessions."""
+    return hashlib.sha256(b"scheduler-core session\x00"
+                          + token.encode("utf-8", "surrogatepass")).digest()
+
+
+def csrf_token(session_id: str) -> str:
+    """The CSRF token of a session: an HMAC keyed by its (secret, HttpOnly) id. Only
+    the coordinator, which sees the cookie, and the page it hands the value to know
+    it; it needs no secret of its own, so every coordinator computes the same one."""
+    mac = hmac.new(session_id.encode("utf-8", "surrogatepass"), b"scheduler-core csrf",
+                   hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
 class Tokens:
@@ -115,9 +146,16 @@ class Tokens:
             ("admin", config.admin_tokens), ("read", config.read_tokens),
             ("worker", config.worker_tokens))
         self._known = [(_digest(token), role) for role, tokens in by_role for token in tokens]
+        self._fingerprints = frozenset((fingerprint(token), role)
+                                       for role, tokens in by_role for token in tokens)
 
     def __bool__(self) -> bool:
         return bool(self._known)
+
+    def holds(self, session: LiveSession) -> bool:
+        """Whether the token that signed ``session`` in is still configured, with the
+        session's role."""
+        return (session.token_fingerprint, session.role) in self._fingerprints
 
     def identify(self, presented: str) -> Role | None:
         """The role of ``presented``, or None if it is no configured token (or empty).
@@ -153,6 +191,23 @@ def required_roles(method: str, rule: Rule | None) -> frozenset[Role]:
     return frozenset({ROUTE_ROLES.get((method, rule.rule), "admin")})
 
 
+def _other_methods_public() -> bool:
+    """Whether the request is a 405 on a path that every method it has makes public
+    (``GET /logout``): the 405 may then be told without a token."""
+    exc = request.routing_exception
+    if not isinstance(exc, MethodNotAllowed) or not exc.valid_methods:
+        return False
+    adapter = current_app.url_map.bind("")
+    for method in set(exc.valid_methods) - {"HEAD", "OPTIONS"}:
+        try:
+            rule, _ = adapter.match(request.path, method, return_rule=True)
+        except HTTPException:
+            return False
+        if ROUTE_ROLES.get((method, rule.rule), "admin") != "public":
+            return False
+    return True
+
+
 def parse_bearer(value: str) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` value, None if malformed."""
     match = _BEARER.fullmatch(value)
@@ -185,7 +240,7 @@ async def authenticate() -> Response | None:
     if request.method in ("GET", "HEAD") and request.path in public:
         return None
     needed = required_roles(request.method, request.url_rule)
-    if "public" in needed:
+    if "public" in needed or (request.url_rule is None and _other_methods_public()):
         return None
     header = request.headers.get("Authorization")
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -194,31 +249,52 @@ async def authenticate() -> Response | None:
         if token is None:
             return _refuse(401, "expected an Authorization header 'Bearer <token>', found "
                            "another form", invalid_token=True)
+        role = tokens.identify(token)
     elif cookie:
-        token = cookie
+        session = await _live_session(cookie)
+        role = session.role if session is not None else None
     else:
         if _wants_page():
             return Response("", 303, {"Location": "/login"})
         return _refuse(401, "this endpoint needs a token: send 'Authorization: Bearer "
                        "<token>' (or sign in to the dashboard at /login)")
-    role = tokens.identify(token)
     if role is None:
         if header is None and _wants_page():
             return Response("", 303, {"Location": "/login"})
+        if header is None:
+            return _refuse(401, "the dashboard session has ended (signed out, expired, "
+                           "revoked, or its token rotated out): sign in again at /login")
         return _refuse(401, "the token is not valid (unknown, or rotated out)",
                        invalid_token=True)
     if not any(permits(role, n) for n in needed):
         wanted = " or ".join(sorted(needed))
         return _refuse(403, f"this endpoint needs the {wanted} role; the token given "
                        f"is a {role} token")
-    if header is None and request.method not in SAFE_METHODS:
-        sent = request.headers.get(CSRF_HEADER, "")
-        expected = request.cookies.get(CSRF_COOKIE, "")
-        # compare_digest even when one is empty: no shortcut on what was sent.
-        if not (hmac.compare_digest(sent.encode(), expected.encode()) and expected):
-            return _refuse(403, f"a write authenticated by the dashboard's cookie needs "
-                           f"the {CSRF_HEADER} header (the {CSRF_COOKIE} cookie's value)")
+    if header is None and request.method not in SAFE_METHODS and not _csrf_matches(cookie or ""):
+        return _refuse(403, f"a write authenticated by the dashboard's session needs the "
+                       f"{CSRF_HEADER} header (the {CSRF_COOKIE} cookie's value, set at "
+                       f"sign-in)")
     return None
+
+
+async def _live_session(cookie: str) -> LiveSession | None:
+    """The live session of a cookie whose token still holds its role, or None."""
+    tokens: Tokens = current_app.extensions["auth_tokens"]
+    session = await sessions().find(cookie)
+    return session if session is not None and tokens.holds(session) else None
+
+
+def _csrf_matches(cookie: str) -> bool:
+    """Whether the request's X-CSRF-Token is the CSRF token of session ``cookie``."""
+    sent = request.headers.get(CSRF_HEADER, "")
+    # compare_digest even when nothing was sent: no shortcut on what was sent.
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"),
+                               csrf_token(cookie).encode())
+
+
+def sessions() -> SessionStore:
+    store: SessionStore = current_app.extensions["auth_sessions"]
+    return store
 
 
 def install(app: Quart, config: Config) -> None:
@@ -226,7 +302,11 @@ def install(app: Quart, config: Config) -> None:
     ``before_app_request`` hooks, the request timer, should run first)."""
     app.extensions["auth_tokens"] = Tokens(config)
     app.extensions["auth_public_paths"] = config.public_path_set
+    app.extensions["auth_sessions"] = SessionStore(context(app).store.pool)
+    app.extensions["auth_session_hours"] = config.session_hours
+    app.extensions["crosssite_config"] = config
     app.register_blueprint(blueprint)
+    app.before_request(crosssite.check_request)  # other sites' requests: refused first
     app.before_request(authenticate)
 
 
@@ -285,8 +365,8 @@ async def login_page() -> Response:
 
 @blueprint.post("/login")
 async def login() -> Response:
-    """Check the form's ``token``; an admin or read token gets the session cookie and
-    a fresh CSRF cookie, and is sent to the dashboard (303 to /)."""
+    """Check the form's ``token``; an admin or read token gets a new session (its
+    cookie, and the readable CSRF cookie) and is sent to the dashboard (303 to /)."""
     tokens: Tokens = current_app.extensions["auth_tokens"]
     if not tokens:
         return Response("", 303, {"Location": "/"})
@@ -295,25 +375,65 @@ async def login() -> Response:
     if role is None:
         log.warning("login_refused", reason="unknown token", remote=request.remote_addr)
         return _login_page("That token is not valid.", 401)
-    if role == "worker":
+    if role != "admin" and role != "read":  # the worker token
         log.warning("login_refused", reason="worker token", remote=request.remote_addr)
         return _login_page("That is a worker token; the dashboard takes the admin or the "
                            "read token.", 403)
-    log.info("login_succeeded", role=role, remote=request.remote_addr)
+    hours: float = current_app.extensions["auth_session_hours"]
+    session_id = new_session_id()
+    session = await sessions().create(session_id, role=role, fingerprint=fingerprint(token),
+                                      remote_addr=request.remote_addr, hours=hours)
+    log.info("login_succeeded", role=role, session_id=str(session.id),
+             remote=request.remote_addr)
     response = Response("", 303, {"Location": "/", "Cache-Control": "no-store"})
     secure = _over_https()
-    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_MAX_AGE, path="/",
+    max_age = int(hours * 3600)
+    response.set_cookie(SESSION_COOKIE, session_id, max_age=max_age, path="/",
                         secure=secure, httponly=True, samesite="Strict")
-    response.set_cookie(CSRF_COOKIE, secrets.token_urlsafe(32), max_age=SESSION_MAX_AGE,
-                        path="/", secure=secure, httponly=False, samesite="Strict")
+    response.set_cookie(CSRF_COOKIE, csrf_token(session_id), max_age=max_age, path="/",
+                        secure=secure, httponly=False, samesite="Strict")
     return response
 
 
-@blueprint.route("/logout", methods=["GET", "POST"])
+@blueprint.post("/logout")
 async def logout() -> Response:
-    """Forget the dashboard's cookies (303 to /login)."""
+    """End the cookie's session and forget the cookies (303 to /login). A live
+    session ends only with its CSRF header (403 otherwise: no other page can sign
+    someone out); a cookie of no live session is just forgotten."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie and current_app.extensions["auth_tokens"]:
+        if not _csrf_matches(cookie):
+            if await sessions().find(cookie) is not None:
+                return _refuse(403, f"signing out needs the {CSRF_HEADER} header (the "
+                               f"{CSRF_COOKIE} cookie's value)")
+        elif (ended := await sessions().revoke_by_cookie(cookie)) is not None:
+            log.info("logout_succeeded", session_id=str(ended), remote=request.remote_addr)
     response = Response("", 303, {"Location": "/login", "Cache-Control": "no-store"})
     for name, httponly in ((SESSION_COOKIE, True), (CSRF_COOKIE, False)):
         response.delete_cookie(name, path="/", secure=_over_https(), httponly=httponly,
                                samesite="Strict")
     return response
+
+
+# -- the sessions, for an admin ----------------------------------------------------------
+
+@blueprint.get("/api/sessions")
+async def list_sessions() -> Response:
+    """The live dashboard sessions, newest first (ids, roles and times; no secret)."""
+    return json_response(SessionList(items=await sessions().live()))
+
+
+@blueprint.delete("/api/sessions/<session_id>")
+async def revoke_session(session_id: str) -> Response:
+    """End one session now: its next request gets 401 (or the login page)."""
+    session = await sessions().revoke(parse_id(session_id))
+    log.info("session_revoked", session_id=str(session.id), remote=request.remote_addr)
+    return json_response(session)
+
+
+@blueprint.post("/api/sessions/revoke-all")
+async def revoke_all_sessions() -> Response:
+    """End every live session (after a token leak, say): everyone signs in again."""
+    revoked = await sessions().revoke_all()
+    log.info("sessions_revoked", count=revoked, remote=request.remote_addr)
+    return json_response({"revoked": revoked})

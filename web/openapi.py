@@ -34,6 +34,7 @@ from quart import Blueprint, Response, current_app
 from handlers import Registry
 from schema import wire
 from schema.schedule_store import ScheduleDetail
+from schema.session_store import RevokedSessions, SessionList, SessionOut
 from schema.stats_store import Overview
 from web import metrics
 from web.app import context
@@ -269,10 +270,17 @@ ROUTES: tuple[Route, ...] = (
           body=LoginForm, body_media="application/x-www-form-urlencoded",
           description="An admin or read token gets the HttpOnly session cookie and the "
                       "CSRF cookie, and a 303 to /."),
-    Route("get", "/logout", "logoutPage", "Sign out of the dashboard", "dashboard",
-          {303: SEE_OTHER}),
     Route("post", "/logout", "logout", "Sign out of the dashboard", "dashboard",
-          {303: SEE_OTHER}),
+          {303: SEE_OTHER}, (403, *DB),
+          description="Ends the session of the cookie; a live session needs its "
+                      "X-CSRF-Token header (403 otherwise)."),
+    # the dashboard's sessions (web/auth.py)
+    Route("get", "/api/sessions", "listSessions", "The live dashboard sessions", "sessions",
+          {200: SessionList}, DB),
+    Route("delete", "/api/sessions/{id}", "revokeSession", "End a dashboard session",
+          "sessions", {200: SessionOut}, (400, 404, *DB), params=(ID,)),
+    Route("post", "/api/sessions/revoke-all", "revokeAllSessions",
+          "End every dashboard session", "sessions", {200: RevokedSessions}, DB),
 )
 
 _ERROR_TEXT = {
@@ -280,6 +288,7 @@ _ERROR_TEXT = {
     404: "No such resource (or route); `field` names the culprit when there is one.",
     409: "The request conflicts with the resource's state.",
     413: "The request body, or the job's payload, is too large; `field` names which.",
+    415: "The body is not `application/json` (`field`: `Content-Type`).",
     503: "PostgreSQL is unavailable.",
 }
 
@@ -344,7 +353,7 @@ def build_document(registry: Registry, *, version: str | None = None) -> dict[st
                                  "content": {route.body_media: {"schema": ref_of[route.body]}}}
         for status, answer in sorted(route.ok.items()):
             op["responses"][str(status)] = _response(status, answer, ref_of)
-        errors = set(route.errors) | ({413} if route.body is not None else set())
+        errors = set(route.errors) | ({413, 415} if route.body is not None else set())
         for status in sorted(errors):
             body = ConflictBody if status == 409 else wire.ErrorBody
             op["responses"][str(status)] = {

@@ -1,6 +1,7 @@
 """The dashboard's login in a real headless Chromium, against a coordinator started
 with tokens: the page asks for the token once, then the dashboard works (its writes
-carry the CSRF header), and signing out asks again."""
+carry the CSRF header bound to the session), and signing out (a POST) ends the session
+on the server and asks again."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def sign_in(board: Dashboard, token: str) -> Page:
 def test_the_login_page_takes_the_token_and_shows_the_overview(board: Dashboard) -> None:
     page = sign_in(board, ADMIN)
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
-    expect(page.get_by_role("link", name="Sign out")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
     board.screenshot("login-overview")
     assert [] == board.errors
 
@@ -66,10 +67,16 @@ def test_a_signed_in_admin_cancels_a_job_and_signs_out(board: Dashboard,
     page.goto(f"{board.url}/#/jobs/{job['id']}")
     page.get_by_role("button", name="Cancel").click()  # a write: needs the CSRF header
     expect(page.get_by_test_id("job-status")).to_have_text("Cancelled")
-    page.get_by_role("link", name="Sign out").click()
+    session = next(c["value"] for c in page.context.cookies()
+                   if c["name"] == "scheduler_session")
+    page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(board.url + "/login")
     page.goto(board.url + "/")
     expect(page).to_have_url(board.url + "/login")  # asked again
+    # The session ended on the coordinator, not only in this browser.
+    replayed = httpx.get(secured.url + "/api/jobs", cookies={"scheduler_session": session})
+    assert 401 == replayed.status_code
+    assert [] == board.errors
 
 
 def test_a_read_only_login_cannot_cancel(board: Dashboard, secured: Coordinator) -> None:

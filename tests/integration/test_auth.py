@@ -1,7 +1,8 @@
 """Authentication against a real coordinator started with all three tokens: each role
 against each group of endpoints, workers with the right and a wrong token, the
 dashboard's cookie login with its CSRF header, and the loopback rule of a coordinator
-started without tokens."""
+started without tokens. The dashboard's server-side sessions in depth:
+tests/security/test_dashboard_sessions.py."""
 
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ ENDPOINTS = [
              ADMINS),
     Endpoint("delete schedule", lambda url, h: httpx.delete(
         f"{url}/api/schedules/{schedule(url)}", headers=h, timeout=10), ADMINS),
+    Endpoint("list sessions", get("/api/sessions"), ADMINS),
     # the worker API
     Endpoint("register", post("/api/workers/register", {
         "workerId": WORKER_ID, "hostname": "h", "pid": 1, "capacity": 1}), WORKERS, (201,)),
@@ -196,6 +198,7 @@ def test_the_dashboard_login_sets_a_strict_httponly_cookie_that_authenticates(
         api: Coordinator) -> None:
     resp = httpx.post(api.url + "/login", data={"token": READ})
     assert (303, "/") == (resp.status_code, resp.headers["location"])
+    assert READ not in resp.cookies["scheduler_session"]  # a session id, not the token
     session = set_cookie_headers(resp)["scheduler_session"]
     assert ["HttpOnly", "SameSite=Strict", "Path=/"] == [
         flag for flag in ("HttpOnly", "SameSite=Strict", "Path=/") if flag in session]
@@ -214,6 +217,21 @@ def test_a_cookie_authenticated_write_needs_the_csrf_header(api: Coordinator) ->
         assert "Scheduled" == job_status(api.url, job["id"])
         done = browser.post(f"/api/jobs/{job['id']}/cancel", headers={"X-CSRF-Token": csrf})
         assert (200, "Cancelled") == (done.status_code, done.json()["status"])
+
+
+def test_login_over_https_sets_secure_cookies(api: Coordinator) -> None:
+    resp = httpx.post(api.url + "/login", data={"token": READ},
+                      headers={"X-Forwarded-Proto": "https"})
+    assert {"scheduler_session", "scheduler_csrf"} == set(set_cookie_headers(resp))
+    assert all("Secure" in c for c in set_cookie_headers(resp).values())
+
+
+def test_a_bearer_write_needs_no_csrf_header_even_beside_a_cookie(api: Coordinator) -> None:
+    login = httpx.post(api.url + "/login", data={"token": READ})
+    job = submit(api.url)
+    with httpx.Client(base_url=api.url, cookies=login.cookies) as browser:
+        resp = browser.post(f"/api/jobs/{job['id']}/cancel", headers=bearer(ADMIN))
+        assert (200, "Cancelled") == (resp.status_code, resp.json()["status"])
 
 
 def test_the_login_refuses_a_wrong_token_and_a_worker_token(api: Coordinator) -> None:

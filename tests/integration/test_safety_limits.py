@@ -171,7 +171,7 @@ def test_the_connection_still_serves_after_an_answer_that_did_not_read_the_body(
     body = b'{"reason": "x"}'
     with socket.create_connection(("127.0.0.1", coordinator.port), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
                      f"\r\nContent-Length: {len(body)}\r\n\r\n".encode())
         # The slow client's pause. A server that answers without the body answers now
         # (and then, before the fix, left the connection hanging); this one waits.
@@ -183,5 +183,5 @@ def test_the_connection_still_serves_after_an_answer_that_did_not_read_the_body(
             sock.sendall(body)
             status = _read_response(sock)
         assert status.split()[1] in (b"400", b"405")
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert b"HTTP/1.1 200 " == _read_response(sock)[:13]

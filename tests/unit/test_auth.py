@@ -305,22 +305,8 @@ def cookies(resp: Any) -> dict[str, str]:
     return {h.split("=", 1)[0]: h for h in resp.headers.getlist("Set-Cookie")}
 
 
-async def test_login_sets_an_httponly_strict_session_cookie_and_a_csrf_cookie(
-        client: Client) -> None:
-    resp = await login(client, READ)
-    assert (303, "/") == (resp.status_code, resp.headers["Location"])
-    set_cookies = cookies(resp)
-    session, csrf = set_cookies[auth.SESSION_COOKIE], set_cookies[auth.CSRF_COOKIE]
-    assert ("HttpOnly" in session, "SameSite=Strict" in session, "Path=/" in session) \
-        == (True, True, True)
-    assert ("HttpOnly" in csrf, "SameSite=Strict" in csrf) == (False, True)
-    assert "Secure" not in session  # plain http here
-
-
-async def test_login_over_https_sets_secure_cookies(client: Client) -> None:
-    resp = await client.post("/login", form={"token": READ},
-                             headers={"X-Forwarded-Proto": "https"})
-    assert all("Secure" in c for c in cookies(resp).values())
+# Sign-in itself, sessions and the CSRF header need the database: they are tested in
+# tests/integration/test_auth.py and tests/security/test_dashboard_sessions.py.
 
 
 @pytest.mark.parametrize(("token", "status"), [("not-a-token-at-all-!", 401),
@@ -330,46 +316,33 @@ async def test_login_refuses_other_tokens(client: Client, token: str, status: in
     assert (status, {}) == (resp.status_code, cookies(resp))
 
 
-def jar(client: Client) -> dict[str, str]:
-    return {c.name: c.value for c in client.cookie_jar}
-
-
-async def test_a_cookie_write_needs_the_csrf_header(client: Client) -> None:
-    await login(client, ADMIN)
-    csrf = jar(client)[auth.CSRF_COOKIE]
-    unknown = {"type": "no-such-type"}  # refused before the database is needed
-    no_header = await client.post("/api/jobs", json=unknown)
-    wrong = await client.post("/api/jobs", json=unknown, headers={auth.CSRF_HEADER: "x" + csrf})
-    right = await client.post("/api/jobs", json=unknown, headers={auth.CSRF_HEADER: csrf})
-    assert (403, 403, 400) == (no_header.status_code, wrong.status_code, right.status_code)
-    assert "X-CSRF-Token" in (await no_header.get_json())["message"]
-    assert "unknown_type" == (await right.get_json())["error"]
-
-
-async def test_a_read_login_cookie_cannot_write(client: Client) -> None:
-    await login(client, READ)
-    resp = await client.post("/api/jobs", json={"type": "noop"},
-                             headers={auth.CSRF_HEADER: jar(client)[auth.CSRF_COOKIE]})
-    assert 403 == resp.status_code
-
-
-async def test_a_bearer_write_needs_no_csrf_header(client: Client) -> None:
-    await login(client, READ)  # a cookie is present but the header decides
-    resp = await client.options("/api/seed", headers=bearer(ADMIN))
-    assert 200 == resp.status_code
-
-
-async def test_logout_clears_the_cookies(client: Client) -> None:
-    await login(client, READ)
-    resp = await client.get("/logout")
+async def test_logout_without_a_session_clears_the_cookies(client: Client) -> None:
+    resp = await client.post("/logout")
     assert (303, "/login") == (resp.status_code, resp.headers["Location"])
+    assert {auth.SESSION_COOKIE, auth.CSRF_COOKIE} == set(cookies(resp))
     assert all("Max-Age=0" in c or "expires=Thu, 01 Jan 1970" in c
                for c in cookies(resp).values())
-    assert 401 == (await client.get("/api/dashboard/meta")).status_code
+
+
+@pytest.mark.parametrize("env", [TOKENS, {}], ids=["tokens", "no tokens"])
+async def test_logout_is_post_only(env: dict[str, str]) -> None:
+    client = make_app(env).test_client()
+    assert 405 == (await client.get("/logout")).status_code
+
+
+def test_the_csrf_token_is_bound_to_its_session() -> None:
+    first, second = "session-one-" + "1" * 30, "session-two-" + "2" * 30
+    assert auth.csrf_token(first) == auth.csrf_token(first)
+    assert auth.csrf_token(first) != auth.csrf_token(second)
+    assert first not in auth.csrf_token(first)
+
+
+def test_a_session_fingerprint_is_not_the_token_digest() -> None:
+    assert auth.fingerprint(ADMIN) != auth._digest(ADMIN)
+    assert auth.fingerprint(ADMIN) != auth.fingerprint(ADMIN_NEXT)
 
 
 async def test_without_tokens_nothing_is_checked() -> None:
     client = make_app({}).test_client()
     assert 200 == (await client.get("/api/dashboard/meta")).status_code
     assert 303 == (await client.get("/login")).status_code
-

@@ -124,13 +124,25 @@ class ApiProblem extends Error {
 }
 
 /* The CSRF cookie set at login (none when authentication is off), sent back as a header
- * on every call: the coordinator requires it on writes the login cookie authenticates. */
+ * on every call: the coordinator requires it on writes the session cookie authenticates
+ * (it is bound to the session: a value of another one does not pass). */
 function csrfToken() {
   const match = document.cookie.match(/(?:^|;\s*)scheduler_csrf=([^;]*)/);
   return match ? decodeURIComponent(match[1]) : null;
 }
 
 function signIn() { location.assign("/login"); }
+
+/* Sign out: a POST (never a link a page elsewhere could follow) that ends the session on
+ * the coordinator, not only in this browser; then the login page. */
+async function signOut() {
+  const csrf = csrfToken();
+  try {
+    await fetch("/logout", { method: "POST", headers: csrf ? { "X-CSRF-Token": csrf } : {} });
+  } finally {
+    signIn();
+  }
+}
 
 async function api(path, { method = "GET", body } = {}) {
   const init = { method, headers: { Accept: "application/json" } };
@@ -862,7 +874,9 @@ function connect() {
 
 window.addEventListener("hashchange", navigate);
 window.addEventListener("DOMContentLoaded", () => {
-  document.getElementById("logout").hidden = !csrfToken();  // signed in with a token
+  const logout = document.getElementById("logout");
+  logout.hidden = !csrfToken();  // signed in with a token
+  logout.addEventListener("click", signOut);
   navigate();
   connect();
   api("/api/dashboard/meta").then((meta) => {
