@@ -106,7 +106,9 @@ class Redactor:
 
     One regular expression, the alternation of the secrets (longest first, so the whole
     DATABASE_URL wins over the password inside it), each also in its JSON-escaped form.
-    Built once per :func:`configure`; with no secrets there is no Redactor at all.
+    It runs only on a line that holds one of them: a plain substring test per secret
+    (C speed, about a microsecond for a canonical line) finds nothing on almost every
+    line. Built once per :func:`configure`; with no secrets there is no Redactor at all.
     """
 
     def __init__(self, secrets: Iterable[str]) -> None:
@@ -116,14 +118,17 @@ class Redactor:
                 continue
             forms.add(secret)
             forms.add(_json.encode(secret).decode()[1:-1])
-        alternation = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
-        self._pattern = re.compile(alternation) if forms else None
+        self._forms = tuple(sorted(forms, key=len, reverse=True))
+        self._pattern = re.compile("|".join(re.escape(f) for f in self._forms))
 
     def __bool__(self) -> bool:
-        return self._pattern is not None
+        return bool(self._forms)
 
     def redact(self, text: str) -> str:
-        return text if self._pattern is None else self._pattern.sub(REDACTED, text)
+        for form in self._forms:
+            if form in text:
+                return self._pattern.sub(REDACTED, text)
+        return text
 
     def __call__(self, logger: Any, method_name: str, rendered: Any) -> Any:
         """The last structlog processor: it gets the renderer's string."""

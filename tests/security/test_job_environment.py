@@ -127,6 +127,10 @@ def test_a_worker_of_up_and_its_job_processes_get_no_database_url_nor_admin_or_r
     assert ["SCHEDULER_WORKER_TOKEN"] == leaked(environ, secrets)
     assert secrets["SCHEDULER_WORKER_TOKEN"] == environ["SCHEDULER_WORKER_TOKEN"]
     assert up.url == environ["COORDINATOR_URL"]
+    # Loopback, so SCHEDULER_HTTP_ALLOW_PRIVATE=auto lets http_get reach private
+    # addresses: up says so at start (issue 12, item 10).
+    [said] = [e for e in up.events() if e.get("event") == "http_private_allowed"]
+    assert up.url == said["coordinator_url"]
     result = run_env_dump(up.url, secrets["SCHEDULER_ADMIN_TOKEN"])
     assert [] == leaked(result["environ"], secrets)
     assert [] == leaked(proc_environ(result["pid"]), secrets)
