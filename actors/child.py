@@ -19,6 +19,9 @@ Its job types are the built-ins, the ``scheduler_core.handlers`` entry points an
 against. A plug-in that does not load is reported on stderr and the child exits 1
 before it says it is ready.
 
+Its environment is the worker's scrubbed one (runtime/child_env.py): the ordinary
+variables and those SCHEDULER_JOB_ENV names, never a token nor DATABASE_URL.
+
 It imports neither trio nor the runtime: starting fast is the point.
 """
 

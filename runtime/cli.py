@@ -295,7 +295,8 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
 
     from runtime import compose, logs
 
-    logs.configure(config.log_format, config.log_level, process=args.command)
+    logs.configure(config.log_format, config.log_level, process=args.command,
+                   secrets=logs.secrets_of(config))
     try:
         if args.command == "migrate":
             dsn = compose.resolve_database(config)

@@ -127,6 +127,17 @@ SETTINGS: tuple[Setting, ...] = (
             "How often the coordinator's pruner deletes finished jobs past their retention."),
     Setting("SCHEDULER_PRUNE_BATCH", "prune_batch", int, 1000,
             "Most jobs one pruning statement deletes (one short transaction per batch)."),
+    Setting("SCHEDULER_JOB_ENV", "job_env", str, "",
+            "Comma-separated names of environment variables a worker passes on to its job "
+            "processes, besides the ordinary ones (PATH, HOME, USER, LOGNAME, SHELL, TERM, "
+            "LANG, LANGUAGE, LC_*, TZ, TMPDIR, PYTHONPATH and a few more for Python and TLS: "
+            "runtime/child_env.py). "
+            "Nothing else reaches a job: no token, no DATABASE_URL (which may not be "
+            "named here). Read by workers."),
+    Setting("SCHEDULER_START_ID", "start_id", str, "",
+            "Set by `scheduler up` on the coordinator it starts (a random id per start): "
+            "/health/ready returns it as `startId`, so `up` knows the coordinator that "
+            "answers is its own. Leave it empty."),
     Setting("SCHEDULER_HANDLERS", "handlers", str, "",
             "Comma-separated modules (or module:function) that register more job types, "
             "besides the `scheduler_core.handlers` entry points."),
@@ -154,6 +165,10 @@ def env_example() -> str:
 
 
 _SECRETS = frozenset({"admin_token", "read_token", "worker_token", "token"})
+# The settings that hold secrets: never passed on to a job process.
+SECRET_ENV = frozenset({"DATABASE_URL", "SCHEDULER_ADMIN_TOKEN", "SCHEDULER_READ_TOKEN",
+                        "SCHEDULER_WORKER_TOKEN", "SCHEDULER_TOKEN"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -197,6 +212,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     retention_deadletter_days: float = 30.0
     prune_interval_seconds: float = 60.0
     prune_batch: int = 1000
+    job_env: str = ""
+    start_id: str = ""
     handlers: str = ""
     log_format: str = "auto"
     log_level: str = "info"
@@ -244,6 +261,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         if self.http_allow_private != "auto":
             return self.http_allow_private == "true"
         return all(_is_loopback_url(url) for url in self.coordinator_urls)
+
+    @property
+    def job_env_names(self) -> tuple[str, ...]:
+        """SCHEDULER_JOB_ENV split on commas, blanks dropped."""
+        return _split(self.job_env)
 
     @property
     def pgdata(self) -> Path:
@@ -389,6 +411,13 @@ def _check(cfg: Config) -> None:
         raise ConfigError("SCHEDULER_ALLOW_NO_AUTH must be true or false, "
                           f"found {cfg.allow_no_auth!r}")
     _check_tokens(cfg)
+    for name in cfg.job_env_names:
+        if not _ENV_NAME.fullmatch(name):
+            raise ConfigError("SCHEDULER_JOB_ENV must be comma-separated variable names, "
+                              f"found {name!r}")
+        if name in SECRET_ENV:
+            raise ConfigError(f"SCHEDULER_JOB_ENV must not name {name}: a job process never "
+                              "gets the scheduler's secrets")
     for path in cfg.public_path_set:
         if not path.startswith("/"):
             raise ConfigError("SCHEDULER_PUBLIC_PATHS must be comma-separated paths "

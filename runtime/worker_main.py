@@ -1,5 +1,6 @@
 """The worker process: a warm pool of job processes and the worker supervisor tree
-(heartbeat, completer, executors, claim_loop, started in that order).
+(heartbeat, completer, executors, claim_loop, started in that order). The job
+processes get a scrubbed environment (runtime/child_env.py).
 
 The root owns the signals: the first SIGTERM/SIGINT drains (actors/drain.py) and
 exits 0; a second one stops everything at once (exit 1). Part of the composition root.
@@ -23,7 +24,7 @@ from actors.coordinator_link import Link
 from actors.executor import Executors
 from actors.worker_state import WorkerState
 from handlers import REGISTRY
-from runtime import gctune, logs
+from runtime import child_env, gctune, logs
 from runtime.config import Config, check_coordinator_urls
 from runtime.procpool import open_pool
 from runtime.supervisor import ChildSpec, Supervisor
@@ -52,8 +53,10 @@ async def run_worker(config: Config, queues: list[str]) -> int:
         argv += ["--handlers", ",".join(config.handler_modules)]
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         try:
-            # The job processes learn the http_get address policy, decided, from here.
-            env = {**os.environ, "SCHEDULER_HTTP_ALLOW_PRIVATE":
+            # Job processes get a scrubbed environment (runtime/child_env.py: no token,
+            # no DATABASE_URL) and the http_get address policy, decided, from here.
+            env = {**child_env.job_env(os.environ, config.job_env_names),
+                   "SCHEDULER_HTTP_ALLOW_PRIVATE":
                    "true" if config.http_private_allowed else "false"}
             async with open_pool(argv, config.slots, kill_grace=config.kill_grace_seconds,
                                  env=env) as pool:
@@ -100,5 +103,6 @@ def main(config: Config, queues: list[str]) -> int:
     """Error handling: a COORDINATOR_URL that is not a list of http(s) URLs raises
     :class:`~runtime.errors.ConfigError` before anything starts."""
     check_coordinator_urls(config)
-    logs.configure(config.log_format, config.log_level, process="worker")
+    logs.configure(config.log_format, config.log_level, process="worker",
+                   secrets=logs.secrets_of(config))
     return trio.run(run_worker, config, queues)

@@ -3,7 +3,9 @@
     GET /metrics        Prometheus exposition (web/metrics.py lists every metric)
     GET /health/ready   200 when the database answers, every migration this version
                         ships is applied and every coordinator actor is running;
-                        503 otherwise. JSON either way, one entry per check.
+                        503 otherwise. JSON either way, one entry per check, and
+                        ``startId`` (SCHEDULER_START_ID) when set: `scheduler up`
+                        knows by it that the coordinator answering is its own.
 
 ``GET /health`` (liveness: the process answers and reaches its database) stays in
 web/api.py. Every request's duration is recorded by route (the URL rule, so
@@ -90,5 +92,7 @@ async def ready() -> Response:
         checks["actors"] = {"ok": all(s == "running" for s in states.values()),
                             "states": states, "restarts": tree.total_restarts}
     ok = all(check["ok"] for check in checks.values())
-    return json_response({"status": "ready" if ok else "not_ready", "checks": checks},
-                         200 if ok else 503)
+    body: dict[str, Any] = {"status": "ready" if ok else "not_ready", "checks": checks}
+    if ctx.config.start_id:
+        body["startId"] = ctx.config.start_id
+    return json_response(body, 200 if ok else 503)

@@ -85,6 +85,8 @@ class ReadyCheck(msgspec.Struct, rename="camel", kw_only=True):
 class Readiness(msgspec.Struct, rename="camel", kw_only=True):
     status: Literal["ready", "not_ready"]
     checks: dict[str, ReadyCheck]
+    # SCHEDULER_START_ID, when set: how `scheduler up` knows its own coordinator.
+    start_id: str | None = None
 
 
 class LoginForm(msgspec.Struct, kw_only=True):
