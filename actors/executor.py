@@ -28,6 +28,7 @@ import trio
 from actors.completer import Completer
 from actors.worker_state import OwnedRun, StopReason, WorkerState
 from handlers import HandlerError, HandlerSpec, Registry, RunContext
+from runtime import jsonlimits
 from runtime.procpool import CallTimeout, ChildDied, ProcPoolError, WarmPool
 from schema import wire
 
@@ -59,10 +60,18 @@ def _check_result(result: object) -> tuple[object, str | None]:
     """``(result, None)`` when it may be stored, else ``(None, why not)``."""
     if result is None:
         return None, None
-    size = len(_json.encode(result))
-    if size > MAX_RESULT_BYTES:
-        return None, f"result larger than {MAX_RESULT_BYTES} bytes"
-    return result, None
+    refusal = _result_refusal(_json.encode(result))
+    return (None, refusal) if refusal is not None else (result, None)
+
+
+def _result_refusal(raw: bytes) -> str | None:
+    """Why a result (as JSON) may not be stored, or None. Too deep, the coordinator
+    would refuse the completion (400) and it would be resent forever: the run fails."""
+    if len(raw) > MAX_RESULT_BYTES:
+        return f"result larger than {MAX_RESULT_BYTES} bytes"
+    if jsonlimits.depth(raw) > jsonlimits.MAX_RESULT_DEPTH:
+        return f"result nested deeper than {jsonlimits.MAX_RESULT_DEPTH} levels"
+    return None
 
 
 class Executors:
@@ -214,7 +223,8 @@ class Executors:
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             return "Failed", None, (f"TypeError: expected a JSON-able result, found "
                                     f"{type(returned).__name__}: {exc}"), True
-        if len(raw) > MAX_RESULT_BYTES:
-            return "Failed", None, f"result larger than {MAX_RESULT_BYTES} bytes", True
+        refusal = _result_refusal(raw)
+        if refusal is not None:
+            return "Failed", None, refusal, True
         # Normalised through JSON, as a child does: stored exactly as it will be read.
         return "Succeeded", msgspec.json.decode(raw), None, False

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from runtime import jsonlimits
 from runtime.errors import ConfigError
 
 
@@ -77,6 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCHEDULER_MAX_PAYLOAD_BYTES", "max_payload_bytes", int, 262_144,
             "Largest job payload (as JSON) a submission may carry (413 naming `payload` "
             "beyond)."),
+    Setting("SCHEDULER_MAX_JSON_DEPTH", "max_json_depth", int, 64,
+            "Deepest nesting of arrays and objects a request body may have, checked before "
+            "it is decoded (400 naming the field beyond); 35 to 500."),
     Setting("SCHEDULER_LEASE_SECONDS", "lease_seconds", float, 30.0,
             "How long a claim is owned without a renewal."),
     Setting("SCHEDULER_HEARTBEAT_SECONDS", "heartbeat_seconds", float, 1.0,
@@ -192,6 +196,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: int = 16
     max_body_bytes: int = 1_048_576
     max_payload_bytes: int = 262_144
+    max_json_depth: int = 64
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 1.0
     reap_interval_seconds: float = 1.0
@@ -396,6 +401,11 @@ def _check(cfg: Config) -> None:
         if getattr(cfg, name) <= 0:
             env = next(s.env for s in SETTINGS if s.field == name)
             raise ConfigError(f"{env} must be positive, found {getattr(cfg, name)!r}")
+    if not jsonlimits.LEAST_BODY_DEPTH <= cfg.max_json_depth <= jsonlimits.MOST_BODY_DEPTH:
+        raise ConfigError(f"SCHEDULER_MAX_JSON_DEPTH must be {jsonlimits.LEAST_BODY_DEPTH}.."
+                          f"{jsonlimits.MOST_BODY_DEPTH} (a job result may nest "
+                          f"{jsonlimits.MAX_RESULT_DEPTH} levels, 3 deep in a completion), "
+                          f"found {cfg.max_json_depth!r}")
     if cfg.log_format not in ("auto", "json", "console"):
         raise ConfigError(f"SCHEDULER_LOG_FORMAT must be auto, json or console, found {cfg.log_format!r}")
     if cfg.http_allow_private not in ("auto", "true", "false"):

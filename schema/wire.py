@@ -163,18 +163,25 @@ class RunRef(msgspec.Struct, **_IN):
     lease_token: uuid.UUID
 
 
-class WorkerStats(msgspec.Struct, rename="camel", kw_only=True):
+# A worker's figures: never negative, and small enough to stay exact as a float gauge.
+StatCount = Annotated[int, Meta(ge=0, le=2**53)]
+StatSeconds = Annotated[float, Meta(ge=0, le=1e15)]
+
+
+class WorkerStats(msgspec.Struct, **_IN):
     """A worker's own figures, sent with each heartbeat and exposed by the coordinator
     as gauges labelled by worker_id. Counters and sums run since the worker started.
-    Unknown fields are ignored, so a newer worker may report more."""
+    Like every inbound body it is validated: a negative or absurd figure, or a field
+    this coordinator does not know, is a 400 naming ``stats.<field>`` (a worker newer
+    than its coordinator must not report figures the coordinator would store unread)."""
 
-    busy: int = 0
-    slots: int = 0
-    runs_finished: int = 0
-    child_restarts: int = 0
-    run_seconds_sum: float = 0.0
-    executor_overhead_seconds_sum: float = 0.0
-    executor_overhead_seconds_count: int = 0
+    busy: StatCount = 0
+    slots: StatCount = 0
+    runs_finished: StatCount = 0
+    child_restarts: StatCount = 0
+    run_seconds_sum: StatSeconds = 0.0
+    executor_overhead_seconds_sum: StatSeconds = 0.0
+    executor_overhead_seconds_count: StatCount = 0
 
 
 class Heartbeat(msgspec.Struct, **_IN):

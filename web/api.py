@@ -14,17 +14,19 @@ from typing import Any
 
 import msgspec
 import prometheus_client
+import structlog
 import trio
 from quart import Blueprint, Response, current_app, request
 
 from handlers import HandlerError, PayloadError, UnknownHandler
-from runtime import clock, cron
+from runtime import clock, cron, jsonlimits
 from schema import wire
 from schema.store import NewJob, NewSchedule
 from web.app import context, json_response
-from web.errors import ApiError, from_msgspec
+from web.errors import ApiError, from_msgspec, new_error_id
 
 blueprint = Blueprint("api", __name__)
+log = structlog.get_logger("web.api")
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT_SECONDS = 300
@@ -34,17 +36,34 @@ JOBS_SUBMITTED = prometheus_client.Counter(
 
 
 async def read_body(type_: type[Any], *, allow_empty: bool = False) -> Any:
-    """Decode the request body as ``type_``; 400 naming the field on any problem."""
-    raw = await request.get_data(cache=False)
+    """Decode the request body as ``type_``; 400 naming the field on any problem.
+
+    Every JSON body of the API comes through here. Before anything decodes or walks
+    it, its nesting is measured on the raw bytes (runtime/jsonlimits.py): deeper than
+    SCHEDULER_MAX_JSON_DEPTH is a 400 naming the path of the first array or object
+    past the limit, answered in milliseconds whatever the body's size.
+    """
+    raw = await request.get_data(cache=False, as_text=False)
+    assert isinstance(raw, bytes)  # as_text=False
     if not raw.strip():
         if allow_empty:
             return msgspec.convert({}, type_)
         raise ApiError(400, "malformed_json", "the request body is empty; expected a JSON object",
                        "body")
+    limit = context(current_app).config.max_json_depth
+    where = jsonlimits.too_deep(raw, limit)
+    if where is not None:
+        raise ApiError(400, "too_deep",
+                       f"expected JSON nested at most {limit} levels deep, found deeper",
+                       where or "body")
     try:
         value = msgspec.json.decode(raw, type=type_)
     except msgspec.MsgspecError as exc:
         raise from_msgspec(exc) from None
+    except UnicodeDecodeError:  # raised by msgspec for invalid UTF-8 inside a string
+        raise ApiError(400, "malformed_json",
+                       f"the body is not valid JSON: expected UTF-8 text, found "
+                       f"{_first_invalid_utf8(raw)}", "body") from None
     if b"\\u0000" in raw:  # cheap pre-filter; PostgreSQL text and jsonb refuse NUL
         where = nul_path(msgspec.json.decode(raw))
         if where is not None:
@@ -54,24 +73,35 @@ async def read_body(type_: type[Any], *, allow_empty: bool = False) -> Any:
     return value
 
 
-def nul_path(value: Any, path: str = "") -> str | None:
+def _first_invalid_utf8(raw: bytes) -> str:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"the byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+    return "an invalid byte"
+
+
+def nul_path(value: Any) -> str | None:
     """The JSON path (``payload.url``, ``items[2]``) of the first string or key holding a
-    NUL character, ``""`` for the document itself, or None if there is none."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            child = f"{path}.{key}" if path else key
-            if "\x00" in key:
+    NUL character, ``""`` for the document itself, or None if there is none.
+
+    Walked with an explicit stack, depth first in document order: no recursion over
+    what a client sent, however deep it is."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
                 return path
-            found = nul_path(item, child)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = nul_path(item, f"{path}[{i}]")
-            if found is not None:
-                return found
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                if "\x00" in key:
+                    return path
+                children.append((child, f"{path}.{key}" if path else key))
+            stack.extend(reversed(children))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in reversed(list(enumerate(item))))
     return None
 
 
@@ -333,7 +363,11 @@ async def health() -> Response:
         with trio.fail_after(2.0):
             await context(current_app).store.ping()
     except Exception as exc:  # any failure to reach the database is "unavailable"
-        reason = "timed out after 2 s" if isinstance(exc, trio.TooSlowError) else str(exc)
+        timed_out = isinstance(exc, trio.TooSlowError)
+        error_id = new_error_id()
+        log.warning("health_check_failed", error_id=error_id,
+                    error="timed out after 2 s" if timed_out else f"{type(exc).__name__}: {exc}")
         return json_response({"status": "unavailable", "database": "unreachable",
-                              "reason": reason}, 503)
+                              "reason": "timed out after 2 s" if timed_out else
+                              "the database did not answer", "errorId": error_id}, 503)
     return json_response({"status": "ok", "database": "ok"})

@@ -5,11 +5,16 @@
 msgspec's validation messages ("Expected `int`, got `str` - at `$.maxAttempts`") are
 turned into a ``field`` ("maxAttempts") and a message that says what was expected.
 A problem with the document as a whole (not JSON, not an object) names ``body``.
+
+A 5xx never carries an exception's text (it may name hosts, paths or SQL): it carries
+an ``errorId`` from :func:`new_error_id`, and the log line with the details carries
+the same ``error_id``.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
 
 import msgspec
 
@@ -23,6 +28,11 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.body = ErrorBody(error=error, message=message, field=field)
+
+
+def new_error_id() -> str:
+    """A random id that joins a 5xx answer to the log line holding its details."""
+    return secrets.token_hex(8)
 
 
 def field_path(path: str) -> str | None:

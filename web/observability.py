@@ -24,6 +24,7 @@ from quart import Blueprint, Response, current_app, g, request
 from schema import migrate
 from web import metrics
 from web.app import context, json_response
+from web.errors import new_error_id
 
 blueprint = Blueprint("observability", __name__)
 log = structlog.get_logger("web.observability")
@@ -74,9 +75,15 @@ async def ready() -> Response:
         with trio.fail_after(READY_TIMEOUT_SECONDS):
             applied = await ctx.stats.applied_migrations()
     except Exception as exc:  # any failure to reach the database is "not ready"
-        reason = (f"timed out after {READY_TIMEOUT_SECONDS:g} s"
-                  if isinstance(exc, trio.TooSlowError) else str(exc))
-        checks["database"] = {"ok": False, "reason": reason}
+        # The exception's text goes to the log only, joined to the answer by its id.
+        timed_out = isinstance(exc, trio.TooSlowError)
+        error_id = new_error_id()
+        log.warning("readiness_check_failed", error_id=error_id,
+                    error=f"timed out after {READY_TIMEOUT_SECONDS:g} s" if timed_out
+                    else f"{type(exc).__name__}: {exc}")
+        reason = (f"timed out after {READY_TIMEOUT_SECONDS:g} s" if timed_out
+                  else "the database did not answer")
+        checks["database"] = {"ok": False, "reason": reason, "errorId": error_id}
         checks["migrations"] = {"ok": False, "reason": "the database is unreachable",
                                 "expected": expected}
     else:

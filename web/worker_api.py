@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import uuid
 from typing import Any
 
 import structlog
@@ -33,6 +34,7 @@ blueprint = Blueprint("worker_api", __name__)
 log = structlog.get_logger("web.workers")
 
 CLAIM_QUERY_TIMEOUT = 30.0  # bounds the shielded claim query (a stuck database)
+REFUSED_RUN_IDS_LOGGED = 5  # examples on the one completion_refused line of a request
 
 
 @blueprint.post("/api/workers/register")
@@ -241,7 +243,7 @@ async def complete() -> Response:
     ctx = context(current_app)
     rows = await ctx.store.complete(body.completions)
     results = []
-    refused = 0
+    refused: list[uuid.UUID] = []
     accepted_rows = []
     for item, row in zip(body.completions, rows, strict=True):
         accepted = row["job_id"] is not None
@@ -257,10 +259,15 @@ async def complete() -> Response:
         elif accepted:
             accepted_rows.append((row, item))
         else:
-            refused += 1
-            STALE_COMPLETIONS.inc()
-            log.warning("completion_refused", worker_id=body.worker_id,
-                        run_id=str(item.run_id), reason="stale lease token")
+            refused.append(item.run_id)
+    if refused:
+        # One line per request, however many items a worker (or an attacker with the
+        # worker token) sends: the count, and the first few run ids as examples.
+        STALE_COMPLETIONS.inc(len(refused))
+        log.warning("completion_refused", worker_id=body.worker_id, refused=len(refused),
+                    of=len(body.completions),
+                    run_ids=[str(r) for r in refused[:REFUSED_RUN_IDS_LOGGED]],
+                    reason="stale lease token")
     observe_completions(accepted_rows)
     jobs: list[wire.ClaimedJob] = []
     if body.claim:

@@ -112,7 +112,7 @@ def test_a_worker_frozen_past_its_lease_is_fenced_off_and_its_jobs_run_once_else
             (r["worker_id"], r["outcome"]) for r in rs], j
         # The rerun started only once the first lease had expired (database clock).
         assert rs[1]["started_at"] >= rs[0]["lease_expires_at"]
-    refused = {e["run_id"] for e in events(c, "completion_refused")}
+    refused = {r for e in events(c, "completion_refused") for r in e["run_ids"]}
     assert str(runs[short][0]["id"]) in refused
     stale_metric = metric(c.url, "scheduler_stale_completions_total")
     assert stale_metric >= 1

@@ -210,8 +210,10 @@ def test_a_heartbeat_without_stats_is_still_accepted() -> None:
     assert hb.stats is None
 
 
-def test_stats_fields_a_newer_worker_adds_are_ignored() -> None:
-    hb = msgspec.json.decode(
-        b'{"workerId": "w", "stats": {"busy": 1, "slots": 2, "somethingNew": 3}}',
-        type=wire.Heartbeat)
-    assert wire.WorkerStats(busy=1, slots=2) == hb.stats
+def test_stats_fields_this_coordinator_does_not_know_are_refused() -> None:
+    """Issue 12, item 13: unknown figures are a 400 naming ``stats.<field>``, not
+    silently ignored (tests/security/test_worker_input.py checks the HTTP side)."""
+    with pytest.raises(msgspec.ValidationError, match=r"unknown field `somethingNew`"):
+        msgspec.json.decode(
+            b'{"workerId": "w", "stats": {"busy": 1, "slots": 2, "somethingNew": 3}}',
+            type=wire.Heartbeat)
