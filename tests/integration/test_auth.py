@@ -23,7 +23,10 @@ WORKER = "it-worker-" + "w" * 24
 UNKNOWN = "it-unknown-" + "u" * 24
 TOKENS = {"SCHEDULER_ADMIN_TOKEN": f"it-old-admin-{'o' * 20},{ADMIN}",  # rotation
           "SCHEDULER_READ_TOKEN": READ, "SCHEDULER_WORKER_TOKEN": WORKER,
-          "SCHEDULER_CLAIM_WAIT_SECONDS": "1", "SCHEDULER_HEARTBEAT_SECONDS": "0.2"}
+          "SCHEDULER_CLAIM_WAIT_SECONDS": "1", "SCHEDULER_HEARTBEAT_SECONDS": "0.2",
+          # Unknown tokens are tried on purpose here, many in a row: not a guesser
+          # (the throttle has tests/security/test_login_throttle.py).
+          "SCHEDULER_AUTH_THROTTLE_FAILURES": "0"}
 FUTURE = "2999-01-01T00:00:00Z"
 CREDENTIALS = {"none": None, "unknown": UNKNOWN, "read": READ, "admin": ADMIN,
                "worker": WORKER}
