@@ -1,7 +1,12 @@
 """The worker's HTTP link to the coordinator (the worker protocol, client side).
 
     LinkError                 the coordinator did not answer, or answered 5xx
-    Fenced                    409 on a completion: the run is no longer ours
+     └─ SecretRefused         403 naming X-Worker-Secret: register again
+
+Worker identity: :meth:`Link.register` keeps the secret the coordinator answers and
+every later request sends it as ``X-Worker-Secret`` (never logged). A coordinator
+that does not know it (its database was reset, or another registration took the id
+meanwhile) refuses with :class:`SecretRefused`; the heartbeat then registers again.
 
 Failover: a link may know several coordinators (COORDINATOR_URL lists them). It sends
 every request to the current one; when a request to it gets no answer (refused,
@@ -37,6 +42,13 @@ log = structlog.get_logger("actors.coordinator_link")
 
 class LinkError(Exception):
     """The coordinator could not be reached or failed; try again later."""
+
+
+class SecretRefused(LinkError):
+    """The coordinator did not accept this worker's secret: register again."""
+
+
+SECRET_HEADER = "X-Worker-Secret"
 
 
 class _Endpoint:
@@ -78,6 +90,7 @@ class Link:
         self.timeout = timeout
         self._endpoints = tuple(_Endpoint(u, timeout=timeout, token=token) for u in urls)
         self._current = 0
+        self.secret = ""  # from the last registration; sent as X-Worker-Secret
 
     @property
     def base_url(self) -> str:
@@ -109,9 +122,11 @@ class Link:
         data = encode(body)
         at = self._current
         endpoint = self._endpoints[at]
+        secret = {SECRET_HEADER: self.secret} if self.secret else None
         if endpoint.lean is not None:  # plain http: the lean client (actors/http11.py)
             try:
-                status, content = await endpoint.lean.post(path, data, timeout=timeout)
+                status, content = await endpoint.lean.post(path, data, headers=secret,
+                                                           timeout=timeout)
             except HttpError as exc:
                 self._fail_over(at, path, str(exc))
                 raise LinkError(f"{path}: {exc}") from exc
@@ -119,7 +134,8 @@ class Link:
             assert endpoint.http is not None
             try:
                 resp = await endpoint.http.post(
-                    path, content=data, headers={"content-type": "application/json"},
+                    path, content=data,
+                    headers={"content-type": "application/json", **(secret or {})},
                     timeout=timeout)
             except httpx.HTTPError as exc:
                 self._fail_over(at, path, f"{type(exc).__name__}: {exc}")
@@ -129,6 +145,8 @@ class Link:
             text = content[:300].decode(errors="replace")
             if status >= 500:  # a 4xx would be the same from any coordinator
                 self._fail_over(at, path, f"HTTP {status}")
+            if status == 403 and _names_secret(content):
+                raise SecretRefused(f"{path}: HTTP 403: {text}")
             raise LinkError(f"{path}: HTTP {status}: {text}")
         try:
             return msgspec.json.decode(content, type=reply)
@@ -136,7 +154,10 @@ class Link:
             raise LinkError(f"{path}: unexpected reply: {exc}") from exc
 
     async def register(self, body: wire.RegisterWorker) -> wire.RegisteredWorker:
-        return await self._post("/api/workers/register", body, wire.RegisteredWorker)
+        """Register; the secret answered is sent with every request from now on."""
+        reply = await self._post("/api/workers/register", body, wire.RegisteredWorker)
+        self.secret = reply.worker_secret
+        return reply
 
     async def heartbeat(self, body: wire.Heartbeat) -> wire.HeartbeatReply:
         return await self._post("/api/workers/heartbeat", body, wire.HeartbeatReply)
@@ -167,6 +188,15 @@ def encode(body: object) -> bytes:
     if b"\\u0000" in data:
         data = _NUL_ESCAPE.sub(rb"\1\\ufffd", data)
     return data
+
+
+def _names_secret(content: bytes) -> bool:
+    """Whether an error body names X-Worker-Secret as its field."""
+    try:
+        body = msgspec.json.decode(content)
+    except msgspec.MsgspecError:
+        return False
+    return isinstance(body, dict) and body.get("field") == SECRET_HEADER
 
 
 def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:

@@ -14,7 +14,7 @@ import socket
 import structlog
 import trio
 
-from actors.coordinator_link import Link, LinkError, backoff
+from actors.coordinator_link import Link, LinkError, SecretRefused, backoff
 from actors.worker_state import WorkerState
 from schema import wire
 
@@ -83,6 +83,15 @@ async def run(link: Link, state: WorkerState, *, interval: float,
         await trio.sleep(interval if failures == 0 else min(interval, backoff(failures)))
         try:
             reply = await beat(link, state)
+        except SecretRefused:
+            # The coordinator does not know this worker's secret (its database was
+            # reset, or the id was registered anew): register again, new secret.
+            failures = 0
+            if not state.draining:
+                log.warning("registration_lost", actor="heartbeat",
+                            worker_id=state.worker_id, reason="secret refused")
+                await register(link, state)
+            continue
         except LinkError as exc:
             failures += 1
             log.warning("heartbeat_failed", actor="heartbeat", worker_id=state.worker_id,

@@ -161,10 +161,12 @@ class Http11Client:
     # would lose "which request timed out" in the error message.
     async def post(self, path: str, body: bytes, *,
                    content_type: str = "application/json",
+                   headers: dict[str, str] | None = None,
                    timeout: float) -> tuple[int, bytes]:  # noqa: ASYNC109
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         head = (f"POST {path} HTTP/1.1\r\n".encode() + self._head_suffix
-                + f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
-                .encode())
+                + f"{extra}Content-Type: {content_type}\r\nContent-Length: {len(body)}"
+                  "\r\n\r\n".encode())
         try:
             with trio.fail_after(timeout):
                 for _ in range(2):

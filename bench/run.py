@@ -702,6 +702,7 @@ class ScaleTarget:
             "workerId": self.worker_id, "hostname": "bench", "pid": os.getpid(), "capacity": 1})
         if r.status_code != 201:
             raise RuntimeError(f"register -> {r.status_code}: {r.text[:300]}")
+        self.client.headers["X-Worker-Secret"] = r.json()["workerSecret"]
         self.registered = True
 
     def claim_once(self, into: list[float] | None) -> None:

@@ -71,6 +71,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCHEDULER_SESSION_HOURS", "session_hours", float, 12.0,
             "How long a dashboard sign-in lasts (fixed, from sign-in), unless signed out "
             "or revoked sooner."),
+    Setting("SCHEDULER_AUTH_THROTTLE_FAILURES", "auth_throttle_failures", int, 5,
+            "Failed token checks (bearer, dashboard cookie, login form) a client address "
+            "may make before it is locked out (429 with Retry-After, even for the right "
+            "token); each further failure doubles the lockout. A recognised token resets "
+            "the count. 0: no throttle (e.g. behind a proxy, where every client shares "
+            "the proxy's address)."),
+    Setting("SCHEDULER_AUTH_THROTTLE_BASE_SECONDS", "auth_throttle_base_seconds", float, 1.0,
+            "The first lockout of the login throttle, in seconds."),
+    Setting("SCHEDULER_AUTH_THROTTLE_MAX_SECONDS", "auth_throttle_max_seconds", float, 300.0,
+            "The longest lockout of the login throttle, in seconds."),
     Setting("SCHEDULER_DB_POOL_SIZE", "db_pool_size", int, 16,
             "Connections in the coordinator's pool."),
     Setting("SCHEDULER_MAX_BODY_BYTES", "max_body_bytes", int, 1_048_576,
@@ -193,6 +203,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     allowed_origins: str = ""
     allowed_hosts: str = ""
     session_hours: float = 12.0
+    auth_throttle_failures: int = 5
+    auth_throttle_base_seconds: float = 1.0
+    auth_throttle_max_seconds: float = 300.0
     db_pool_size: int = 16
     max_body_bytes: int = 1_048_576
     max_payload_bytes: int = 262_144
@@ -396,7 +409,8 @@ def _check(cfg: Config) -> None:
     positive = ("lease_seconds", "reap_interval_seconds", "claim_wait_seconds",
                 "retry_base_seconds", "retry_cap_seconds", "db_pool_size", "max_body_bytes",
                 "max_payload_bytes", "session_hours",
-                "misfire_max_catchup", "prune_interval_seconds", "prune_batch")
+                "misfire_max_catchup", "prune_interval_seconds", "prune_batch",
+                "auth_throttle_base_seconds", "auth_throttle_max_seconds")
     for name in positive:
         if getattr(cfg, name) <= 0:
             env = next(s.env for s in SETTINGS if s.field == name)
@@ -411,6 +425,9 @@ def _check(cfg: Config) -> None:
     if cfg.http_allow_private not in ("auto", "true", "false"):
         raise ConfigError("SCHEDULER_HTTP_ALLOW_PRIVATE must be auto, true or false, "
                           f"found {cfg.http_allow_private!r}")
+    if cfg.auth_throttle_failures < 0:
+        raise ConfigError("SCHEDULER_AUTH_THROTTLE_FAILURES must not be negative, found "
+                          f"{cfg.auth_throttle_failures!r}")
     if cfg.workers < 0 or cfg.worker_slots < 0 or cfg.drain_timeout_seconds < 0:
         raise ConfigError("SCHEDULER_WORKERS, SCHEDULER_WORKER_SLOTS and "
                           "SCHEDULER_DRAIN_TIMEOUT_SECONDS must not be negative")

@@ -325,9 +325,20 @@ class Store:
 
     # --- workers and runs ----------------------------------------------------------
 
-    async def register_worker(self, w: wire.RegisterWorker) -> None:
-        await self._one("register_worker", {"id": w.worker_id, "hostname": w.hostname,
-                                             "pid": w.pid, "capacity": w.capacity})
+    async def register_worker(self, w: wire.RegisterWorker, *, secret_hash: bytes,
+                              presented: bytes | None) -> bool:
+        """Register ``w`` with the hash of its new secret. False (nothing written) when
+        the id is a live worker's (Active or Draining, with a secret) and ``presented``
+        (the hash of the secret the caller sent, if any) is not its current one."""
+        row = await self._one("register_worker", {
+            "id": w.worker_id, "hostname": w.hostname, "pid": w.pid,
+            "capacity": w.capacity, "secret_hash": secret_hash, "presented": presented})
+        return row is not None
+
+    async def worker_secret_hash(self, worker_id: str) -> bytes | None:
+        """The SHA-256 of the worker's secret; None for no such worker, or none kept."""
+        row = await self._one("worker_secret_hash", {"id": worker_id})
+        return None if row is None or row["secret_hash"] is None else bytes(row["secret_hash"])
 
     async def stop_worker(self, worker_id: str) -> None:
         await self._one("stop_worker", {"id": worker_id})
@@ -344,7 +355,7 @@ class Store:
             rows: list[dict[str, Any]] = []
             if hb.runs:
                 cur = await conn.execute(q("renew_leases"), {
-                    "run_ids": [r.run_id for r in hb.runs],
+                    "worker_id": hb.worker_id, "run_ids": [r.run_id for r in hb.runs],
                     "tokens": [r.lease_token for r in hb.runs],
                     "lease_seconds": self.lease_seconds})
                 rows = await cur.fetchall()
@@ -366,16 +377,18 @@ class Store:
             queue=r["queue"], attempt=r["attempt"], max_attempts=r["max_attempts"],
             timeout_seconds=r["timeout_seconds"], run_at=r["run_at"]) for r in rows]
 
-    async def complete(self, items: Sequence[wire.Completion]) -> list[dict[str, Any]]:
-        """Apply a batch of outcomes in one statement; one row per item, in order,
-        with ``job_id`` None where the run was not the job's live run (fenced off), and
+    async def complete(self, items: Sequence[wire.Completion], *,
+                       worker_id: str) -> list[dict[str, Any]]:
+        """Apply a batch of ``worker_id``'s outcomes in one statement; one row per item,
+        in order, with ``job_id`` None where the run was not the job's live run or not
+        that worker's (fenced off), and
         ``duplicate`` True where the item repeated how its run had already ended (same
         token and outcome: a resend whose answer was lost), which changed nothing."""
         rand = random.random
         encoded = _json.encode([
             (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent)
             for c in items])
-        params = {"items": encoded.decode(),
+        params = {"items": encoded.decode(), "worker_id": worker_id,
                   "base": self.retry_base_seconds, "cap": self.retry_cap_seconds}
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("complete_runs"), params)

@@ -153,9 +153,13 @@ class RegisterWorker(msgspec.Struct, **_IN):
 
 
 class RegisteredWorker(msgspec.Struct, **_OUT):
+    """``worker_secret``: what the worker's later requests send as X-Worker-Secret
+    (web/worker_api.py); empty from a coordinator that has none to give."""
+
     worker_id: str
     lease_seconds: float
     heartbeat_seconds: float
+    worker_secret: str = ""
 
 
 class RunRef(msgspec.Struct, **_IN):

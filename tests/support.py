@@ -176,15 +176,20 @@ class HandWorker:
     :meth:`register`): tests see exactly what each claim and completion answers."""
 
     def __init__(self, url: str, worker_id: str | None = None, *,
-                 timeout: float = 20.0) -> None:
+                 timeout: float = 20.0, headers: Mapping[str, str] | None = None) -> None:
         self.id = worker_id or f"hand-{uuid.uuid4().hex[:8]}"
-        self.http = httpx.Client(base_url=url, timeout=timeout)
+        self.http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
+        self.secret = ""
 
     def register(self, capacity: int = 1) -> HandWorker:
+        """Register; the secret answered goes with every later request
+        (``X-Worker-Secret``), as a real worker's does."""
         resp = self.http.post("/api/workers/register", json={
             "workerId": self.id, "hostname": socket.gethostname(), "pid": 1,
             "capacity": capacity})
         assert 201 == resp.status_code, resp.text
+        self.secret = str(resp.json()["workerSecret"])
+        self.http.headers["X-Worker-Secret"] = self.secret
         return self
 
     def claim_some(self, n: int = 1, *, wait: float = 0,
@@ -212,6 +217,11 @@ class HandWorker:
     def finish(self, claimed: dict[str, Any], outcome: str = "Succeeded", *,
                result: Any = None) -> httpx.Response:
         return self.complete((claimed["runId"], claimed["leaseToken"], outcome), result=result)
+
+    def heartbeat_raw(self, runs: Sequence[tuple[str, str]] = ()) -> httpx.Response:
+        """A heartbeat as sent, whatever it is answered (``runs``: (run id, token))."""
+        return self.http.post("/api/workers/heartbeat", json={
+            "workerId": self.id, "runs": [{"runId": r, "leaseToken": t} for r, t in runs]})
 
     def heartbeat(self, run_id: str, token: str) -> dict[str, Any]:
         resp = self.http.post("/api/workers/heartbeat", json={

@@ -54,6 +54,7 @@ from schema.session_store import LiveSession, SessionList, SessionStore, new_ses
 from web import crosssite
 from web.api import parse_id
 from web.app import context, json_response
+from web.throttle import AuthThrottle, retry_after_header
 
 Role = Literal["public", "read", "admin", "worker"]
 
@@ -244,9 +245,14 @@ async def authenticate() -> Response | None:
         return None
     header = request.headers.get("Authorization")
     cookie = request.cookies.get(SESSION_COOKIE)
+    if header is not None or cookie:
+        locked = throttled("Authorization")
+        if locked is not None:
+            return locked
     if header is not None:
         token = parse_bearer(header)
         if token is None:
+            note_failure()
             return _refuse(401, "expected an Authorization header 'Bearer <token>', found "
                            "another form", invalid_token=True)
         role = tokens.identify(token)
@@ -259,6 +265,11 @@ async def authenticate() -> Response | None:
         return _refuse(401, "this endpoint needs a token: send 'Authorization: Bearer "
                        "<token>' (or sign in to the dashboard at /login)")
     if role is None:
+        if header is not None:
+            # Only a guessed token counts: a session cookie is 256 random bits that
+            # cannot be guessed, and a tab whose session ended must not lock its user
+            # out of signing in again.
+            note_failure()
         if header is None and _wants_page():
             return Response("", 303, {"Location": "/login"})
         if header is None:
@@ -266,6 +277,7 @@ async def authenticate() -> Response | None:
                            "revoked, or its token rotated out): sign in again at /login")
         return _refuse(401, "the token is not valid (unknown, or rotated out)",
                        invalid_token=True)
+    note_success()
     if not any(permits(role, n) for n in needed):
         wanted = " or ".join(sorted(needed))
         return _refuse(403, f"this endpoint needs the {wanted} role; the token given "
@@ -305,9 +317,44 @@ def install(app: Quart, config: Config) -> None:
     app.extensions["auth_sessions"] = SessionStore(context(app).store.pool)
     app.extensions["auth_session_hours"] = config.session_hours
     app.extensions["crosssite_config"] = config
+    app.extensions["auth_throttle"] = AuthThrottle(
+        free=config.auth_throttle_failures, base=config.auth_throttle_base_seconds,
+        cap=config.auth_throttle_max_seconds)
     app.register_blueprint(blueprint)
     app.before_request(crosssite.check_request)  # other sites' requests: refused first
     app.before_request(authenticate)
+
+
+# -- the brute-force throttle (web/throttle.py): failed token checks per address ---------
+
+
+def _client() -> str:
+    """The client's address as the server saw it (a proxy's headers are not trusted)."""
+    return request.remote_addr or "unknown"
+
+
+def throttled(field: str) -> Response | None:
+    """429 with Retry-After while the client's address is locked out, else None."""
+    wait = current_app.extensions["auth_throttle"].retry_after(_client())
+    if wait <= 0:
+        return None
+    return json_response(
+        {"error": "too_many_attempts", "message": "too many failed token checks from this "
+         f"address: try again in {retry_after_header(wait)} s", "field": field},
+        429, {"Retry-After": retry_after_header(wait), "Cache-Control": "no-store"})
+
+
+def note_failure() -> None:
+    """Count a failed token check; log ``auth_throttled`` once, when a burst begins."""
+    throttle: AuthThrottle = current_app.extensions["auth_throttle"]
+    failures = throttle.failed(_client())
+    if failures is not None:
+        log.warning("auth_throttled", remote=_client(), failures=failures,
+                    retry_after_s=round(throttle.retry_after(_client()), 3))
+
+
+def note_success() -> None:
+    current_app.extensions["auth_throttle"].succeeded(_client())
 
 
 # -- the dashboard's login ---------------------------------------------------------------
@@ -370,11 +417,16 @@ async def login() -> Response:
     tokens: Tokens = current_app.extensions["auth_tokens"]
     if not tokens:
         return Response("", 303, {"Location": "/"})
+    locked = throttled("token")
+    if locked is not None:
+        return locked
     token = ((await request.form).get("token") or "").strip()
     role = tokens.identify(token) if parse_bearer(f"Bearer {token}") else None
     if role is None:
+        note_failure()
         log.warning("login_refused", reason="unknown token", remote=request.remote_addr)
         return _login_page("That token is not valid.", 401)
+    note_success()
     if role != "admin" and role != "read":  # the worker token
         log.warning("login_refused", reason="worker token", remote=request.remote_addr)
         return _login_page("That is a worker token; the dashboard takes the admin or the "

@@ -106,7 +106,7 @@ class DashboardMeta(msgspec.Struct, rename="camel", kw_only=True):
 @dataclass(frozen=True)
 class Param:
     name: str
-    location: Literal["path", "query"]
+    location: Literal["path", "query", "header"]
     schema: Mapping[str, Any]
     description: str
     required: bool = False
@@ -153,6 +153,8 @@ TAKE_JOBS = Param("take", "query", {"type": "integer", "minimum": 1, "maximum": 
 TAKE_SCHEDULES = Param("take", "query", {"type": "integer", "minimum": 1, "maximum": 500,
                                          "default": 100}, "How many, newest first.")
 FILTER = {"type": "string", "minLength": 1, "maxLength": 100}
+WORKER_SECRET = Param("X-Worker-Secret", "header", {"type": "string"},
+                      "The secret the worker's registration answered (403 without it).")
 
 SEE_OTHER = Media(("text/html",), "See Other: `Location` says where")
 
@@ -223,19 +225,26 @@ ROUTES: tuple[Route, ...] = (
           "queues", {200: wire.QueueOut}, (400, *DB), params=(QUEUE,)),
     # the worker protocol
     Route("post", "/api/workers/register", "registerWorker", "A worker introduces itself",
-          "workers", {201: wire.RegisteredWorker}, (400, *DB), body=wire.RegisterWorker),
+          "workers", {201: wire.RegisteredWorker}, (400, 409, *DB), body=wire.RegisterWorker,
+          params=(WORKER_SECRET,),
+          description="Answers the worker's secret (`workerSecret`), which its later "
+                      "requests send as X-Worker-Secret. 409: the id is a live worker's, "
+                      "and X-Worker-Secret is not its current secret."),
     Route("post", "/api/workers/heartbeat", "heartbeat", "Renew leases, learn of cancels",
-          "workers", {200: wire.HeartbeatReply}, (400, *DB), body=wire.Heartbeat),
+          "workers", {200: wire.HeartbeatReply}, (400, 403, *DB), body=wire.Heartbeat,
+          params=(WORKER_SECRET,)),
     Route("post", "/api/workers/claim", "claim", "Claim due jobs (a long poll)", "workers",
-          {200: wire.ClaimReply}, (400, *DB), body=wire.Claim,
+          {200: wire.ClaimReply}, (400, 403, *DB), body=wire.Claim, params=(WORKER_SECRET,),
           description="Waits at most min(waitSeconds, SCHEDULER_CLAIM_WAIT_SECONDS) when "
                       "nothing is due."),
     Route("post", "/api/workers/complete", "complete", "Report outcomes of runs", "workers",
-          {200: wire.CompleteReply, 409: wire.CompleteReply}, (400, *DB), body=wire.Complete,
+          {200: wire.CompleteReply, 409: wire.CompleteReply}, (400, 403, *DB),
+          body=wire.Complete, params=(WORKER_SECRET,),
           description="409 when any item was fenced off (a stale lease token); the body "
                       "still lists each item's fate."),
     Route("post", "/api/workers/deregister", "deregisterWorker", "A worker says goodbye",
-          "workers", {200: DeregisteredWorker}, (400, *DB), body=wire.Heartbeat),
+          "workers", {200: DeregisteredWorker}, (400, 403, *DB), body=wire.Heartbeat,
+          params=(WORKER_SECRET,)),
     # operations
     Route("get", "/health", "health", "Liveness: the process reaches PostgreSQL",
           "operations", {200: Health, 503: Health}),
@@ -268,7 +277,7 @@ ROUTES: tuple[Route, ...] = (
           description="303 to / when no token is configured."),
     Route("post", "/login", "login", "Sign in to the dashboard with a token", "dashboard",
           {303: SEE_OTHER, 401: Media(("text/html",), "The form again: not a valid token"),
-           403: Media(("text/html",), "The form again: a worker token")},
+           403: Media(("text/html",), "The form again: a worker token")}, (429,),
           body=LoginForm, body_media="application/x-www-form-urlencoded",
           description="An admin or read token gets the HttpOnly session cookie and the "
                       "CSRF cookie, and a 303 to /."),
@@ -288,9 +297,11 @@ ROUTES: tuple[Route, ...] = (
 _ERROR_TEXT = {
     400: "Bad input; `field` names it.",
     404: "No such resource (or route); `field` names the culprit when there is one.",
+    403: "Refused: `field` names what was missing or wrong.",
     409: "The request conflicts with the resource's state.",
     413: "The request body, or the job's payload, is too large; `field` names which.",
     415: "The body is not `application/json` (`field`: `Content-Type`).",
+    429: "Too many failed token checks from this address: wait `Retry-After` seconds.",
     503: "PostgreSQL is unavailable.",
 }
 

@@ -13,8 +13,8 @@ FROM scheduler_claim(%(worker_id)s::text, %(queues)s::text[], %(limit)s::integer
                      %(lease_seconds)s::float8);
 
 -- name: complete_runs
--- A batch of outcomes. Each item counts only if its run is still live and is the
--- job's current run (fencing), or repeats exactly how its run already ended (same
+-- A batch of outcomes of %(worker_id)s's runs. Each item counts only if its run is
+-- that worker's, still live and the job's current run (fencing), or repeats exactly how its run already ended (same
 -- token, same outcome: a resend whose first answer was lost) - then it changes
 -- nothing and comes back with duplicate true. The rest come back with job_id NULL
 -- (409 to the caller). A Released run gives its attempt back (docs/decisions/0004).
@@ -35,7 +35,7 @@ WITH input AS (
     -- snapshot had it: a run that a concurrent batch finished while this one waited
     -- shows finished here (what `repeated` needs).
     SELECT r.id, r.job_id, r.lease_token, r.finished_at, r.outcome FROM job_runs r
-    WHERE r.id IN (SELECT run_id FROM input)
+    WHERE r.id IN (SELECT run_id FROM input) AND r.worker_id = %(worker_id)s
     ORDER BY r.id
     FOR UPDATE
 ), runs AS (
@@ -97,13 +97,14 @@ FROM input i LEFT JOIN updated u ON u.run_id = i.run_id
 LEFT JOIN repeated p ON p.run_id = i.run_id AND p.outcome = i.outcome;
 
 -- name: renew_leases
--- Extends the leases of the listed live runs (matching token only) and says, for
+-- Extends the leases of the listed live runs of %(worker_id)s (matching token only;
+-- another worker's runs are never renewed, whatever it sends) and says, for
 -- each renewed run, whether its job has been asked to cancel. Runs not returned are
 -- lost to their worker (reaped, or completed elsewhere): it must drop them.
 WITH locked AS (
     -- Same lock order as complete_runs (by id), so the two never deadlock.
     SELECT r.id FROM job_runs r
-    WHERE r.id = ANY(%(run_ids)s::uuid[])
+    WHERE r.id = ANY(%(run_ids)s::uuid[]) AND r.worker_id = %(worker_id)s
     ORDER BY r.id
     FOR UPDATE
 ), renewed AS (

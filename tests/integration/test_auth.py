@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,10 @@ WORKER = "it-worker-" + "w" * 24
 UNKNOWN = "it-unknown-" + "u" * 24
 TOKENS = {"SCHEDULER_ADMIN_TOKEN": f"it-old-admin-{'o' * 20},{ADMIN}",  # rotation
           "SCHEDULER_READ_TOKEN": READ, "SCHEDULER_WORKER_TOKEN": WORKER,
-          "SCHEDULER_CLAIM_WAIT_SECONDS": "1", "SCHEDULER_HEARTBEAT_SECONDS": "0.2"}
+          "SCHEDULER_CLAIM_WAIT_SECONDS": "1", "SCHEDULER_HEARTBEAT_SECONDS": "0.2",
+          # Unknown tokens are tried on purpose here, many in a row: not a guesser
+          # (the throttle has tests/security/test_login_throttle.py).
+          "SCHEDULER_AUTH_THROTTLE_FAILURES": "0"}
 FUTURE = "2999-01-01T00:00:00Z"
 CREDENTIALS = {"none": None, "unknown": UNKNOWN, "read": READ, "admin": ADMIN,
                "worker": WORKER}
@@ -75,6 +79,20 @@ def post(path: str | Callable[[str], str], body: Any = None) -> Call:
     return call
 
 
+def as_registered(path: str, body: dict[str, Any]) -> Call:
+    """POST ``body`` as a worker id registered just before with the same credentials,
+    with the secret its registration answered (when it was let register)."""
+    def call(url: str, h: dict[str, str]) -> httpx.Response:
+        worker_id = f"auth-{uuid.uuid4().hex[:8]}"
+        reg = httpx.post(url + "/api/workers/register", json={
+            "workerId": worker_id, "hostname": "h", "pid": 1, "capacity": 1},
+            headers=h, timeout=10)
+        secret = {"X-Worker-Secret": reg.json()["workerSecret"]} if reg.status_code == 201 else {}
+        return httpx.post(url + path, json={**body, "workerId": worker_id},
+                          headers={**h, **secret}, timeout=10)
+    return call
+
+
 def sse(url: str, h: dict[str, str]) -> httpx.Response:
     with httpx.stream("GET", url + "/api/dashboard/events", headers=h, timeout=10) as resp:
         if resp.status_code == 200:
@@ -112,10 +130,9 @@ ENDPOINTS = [
     # the worker API
     Endpoint("register", post("/api/workers/register", {
         "workerId": WORKER_ID, "hostname": "h", "pid": 1, "capacity": 1}), WORKERS, (201,)),
-    Endpoint("heartbeat", post("/api/workers/heartbeat", {"workerId": WORKER_ID}), WORKERS),
-    Endpoint("claim", post("/api/workers/claim", {
-        "workerId": WORKER_ID, "max": 1, "queues": ["auth-nothing"], "waitSeconds": 0}),
-        WORKERS),
+    Endpoint("heartbeat", as_registered("/api/workers/heartbeat", {}), WORKERS),
+    Endpoint("claim", as_registered("/api/workers/claim", {
+        "max": 1, "queues": ["auth-nothing"], "waitSeconds": 0}), WORKERS),
     # the dashboard
     Endpoint("dashboard page", get("/"), READERS),
     Endpoint("dashboard overview", get("/api/dashboard/overview"), READERS),

@@ -106,9 +106,10 @@ def test_a_busy_worker_claims_with_its_completions_not_in_separate_requests(
 def test_a_completion_can_carry_a_claim(db_dsn: str, start_coordinator: StartCoordinator) -> None:
     c = start_coordinator(env=FAST)
     http = httpx.Client(base_url=c.url, timeout=10)
-    assert 201 == http.post("/api/workers/register", json={
-        "workerId": "hand", "hostname": socket.gethostname(), "pid": 1,
-        "capacity": 1}).status_code
+    registered = http.post("/api/workers/register", json={
+        "workerId": "hand", "hostname": socket.gethostname(), "pid": 1, "capacity": 1})
+    assert 201 == registered.status_code
+    http.headers["X-Worker-Secret"] = registered.json()["workerSecret"]
     first, second = submit(c.url, "noop"), submit(c.url, "noop")
     [claimed] = http.post("/api/workers/claim", json={
         "workerId": "hand", "max": 1, "waitSeconds": 1}).json()["jobs"]
