@@ -85,11 +85,23 @@ def test_the_generic_deep_body_is_refused_on_the_issue_routes_too(api: Coordinat
 
 
 def complete_with_result_levels(api: Coordinator, levels: int) -> httpx.Response:
+    """A completion from worker ``w`` (registered, so its secret goes along) whose
+    result nests ``levels`` deep."""
+    auth = {"Authorization": f"Bearer {WORKER}"}
+    registered = httpx.post(api.url + "/api/workers/register", timeout=5, headers=auth,
+                            json={"workerId": "w", "hostname": "h", "pid": 1, "capacity": 1})
+    if registered.status_code == 409:  # registered by the previous call: deregister first
+        raise AssertionError(registered.text)
+    secret = registered.json()["workerSecret"]
     result = b"[" * levels + b"1" + b"]" * levels
-    return httpx.post(api.url + "/api/workers/complete", timeout=5,
-                      content=COMPLETE_PREFIX + result + b"}]}",
-                      headers={"Authorization": f"Bearer {WORKER}",
-                               "Content-Type": "application/json"})
+    try:
+        return httpx.post(api.url + "/api/workers/complete", timeout=5,
+                          content=COMPLETE_PREFIX + result + b"}]}",
+                          headers={**auth, "Content-Type": "application/json",
+                                   "X-Worker-Secret": secret})
+    finally:
+        httpx.post(api.url + "/api/workers/deregister", timeout=5,
+                   headers={**auth, "X-Worker-Secret": secret}, json={"workerId": "w"})
 
 
 def test_a_body_as_deep_as_the_limit_is_decoded_and_one_level_more_is_not(

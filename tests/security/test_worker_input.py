@@ -29,6 +29,7 @@ def worker(api: Coordinator) -> Iterator[tuple[httpx.Client, str]]:
         resp = client.post("/api/workers/register", json={
             "workerId": worker_id, "hostname": "h", "pid": 1, "capacity": 1})
         assert 201 == resp.status_code, resp.text
+        client.headers["X-Worker-Secret"] = resp.json()["workerSecret"]
         yield client, worker_id
 
 
