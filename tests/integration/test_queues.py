@@ -250,14 +250,14 @@ def test_a_limit_holds_when_many_claims_race(
     http.patch(f"/api/queues/{queue}", json={"concurrencyLimit": 3})
     submit(http, queue, 40)
     workers = [HandWorker(api.url).register(capacity=10) for _ in range(8)]
-    claimed: list[dict[str, Any]] = []
+    claimed: list[tuple[HandWorker, dict[str, Any]]] = []  # each run with its holder
     lock = threading.Lock()
 
     def grab(w: HandWorker) -> None:
         for _ in range(3):
             jobs = claim(w, queue, 5)
             with lock:
-                claimed.extend(jobs)
+                claimed.extend((w, job) for job in jobs)
 
     threads = [threading.Thread(target=grab, args=(w,)) for w in workers]
     try:
@@ -272,7 +272,8 @@ def test_a_limit_holds_when_many_claims_race(
 
 
 def check_the_limit_held(http: httpx.Client, dsn: str, queue: str,
-                         workers: list[HandWorker], claimed: list[dict[str, Any]]) -> None:
+                         workers: list[HandWorker],
+                         claimed: list[tuple[HandWorker, dict[str, Any]]]) -> None:
     assert 3 == len(claimed)
     running = query(dsn, "SELECT count(*) AS n FROM jobs WHERE queue = %s "
                     "AND status = 'Running'", queue)[0]["n"]
@@ -281,7 +282,8 @@ def check_the_limit_held(http: httpx.Client, dsn: str, queue: str,
         k: v for k, v in http.get(f"/api/queues/{queue}").json().items()
         if k in ("running", "concurrencyLimit")}
 
-    succeed(workers[0], claimed[0])  # one slot frees: exactly one more can be claimed
+    holder, job = claimed[0]
+    succeed(holder, job)  # one slot frees (only its holder may finish it): one more fits
     assert 1 == len(claim(workers[1], queue, 5))
     assert [] == claim(workers[2], queue, 5)
 

@@ -39,6 +39,7 @@ FAST = {
     "SCHEDULER_CLAIM_WAIT_SECONDS": "1",
 }
 JOBS_PER_PHASE = 20
+SLEEP = 5  # seconds a sleeper job runs
 
 
 def wait_registered(dsn: str, worker: Worker, worker_id: str) -> None:
@@ -113,13 +114,14 @@ def test_two_coordinators_share_the_work_and_one_survives_the_others_death(
         wait_succeeded(db_dsn, before + failover_before)
         wait_until(lambda: fires(db_dsn, schedule["id"]) >= 3, what="3 fires before the kill")
 
-        # Work in the doomed coordinator's worker's hands when it dies.
-        sleepers = [via_survivor.submit("sleep", {"seconds": 2})["id"] for _ in range(4)]
-        failover_sleepers = [via_survivor.submit("sleep", {"seconds": 2}, queue="failover")["id"]
-                             for _ in range(2)]
-        wait_until(lambda: running_on(db_dsn, "worker-doomed"), what="a run on worker-doomed")
-        wait_until(lambda: running_on(db_dsn, "worker-failover"),
-                   what="a run on worker-failover")
+        # Work in the doomed coordinator's worker's hands when it dies: sleeps long
+        # enough that both workers hold one at the same moment even on a loaded machine.
+        sleepers = [via_survivor.submit("sleep", {"seconds": SLEEP})["id"] for _ in range(4)]
+        failover_sleepers = [via_survivor.submit("sleep", {"seconds": SLEEP},
+                                                 queue="failover")["id"] for _ in range(2)]
+        wait_until(lambda: running_on(db_dsn, "worker-doomed")
+                   and running_on(db_dsn, "worker-failover"),
+                   what="a run on worker-doomed and one on worker-failover at once")
         assert not logged(workers["worker-failover"], "coordinator_failed_over")
         doomed.popen.kill()
         doomed.wait(timeout=10)
@@ -131,7 +133,7 @@ def test_two_coordinators_share_the_work_and_one_survives_the_others_death(
         failover_after = [via_survivor.submit("noop", queue="failover")["id"]
                           for _ in range(JOBS_PER_PHASE)]
         wait_succeeded(db_dsn, after + failover_after + failover_sleepers)
-        wait_succeeded(db_dsn, sleepers, timeout=30)
+        wait_succeeded(db_dsn, sleepers, timeout=40)
         wait_until(lambda: fires(db_dsn, schedule["id"],
                                  after=killed_at + dt.timedelta(seconds=2)) >= 2,
                    what="fires after the kill")

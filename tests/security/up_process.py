@@ -21,8 +21,9 @@ def secret_settings(dsn: str) -> dict[str, str]:
     connects)."""
     parts = conninfo_to_dict(dsn)
     password = f"pw-{secrets.token_hex(12)}"
+    host = str(parts.get("host", "127.0.0.1"))
     url = (f"postgresql://{quote(str(parts.get('user', 'postgres')))}:{password}@"
-           f"{parts.get('host', '127.0.0.1')}:{parts.get('port', 5432)}/{parts['dbname']}")
+           f"{quote(host, safe='')}:{parts.get('port', 5432)}/{quote(str(parts['dbname']))}")
     return {"SCHEDULER_ADMIN_TOKEN": f"admin-{secrets.token_urlsafe(24)}",
             "SCHEDULER_READ_TOKEN": f"read-{secrets.token_urlsafe(24)}",
             "SCHEDULER_WORKER_TOKEN": f"worker-{secrets.token_urlsafe(24)}",
