@@ -28,6 +28,8 @@ COPY actors ./actors
 COPY handlers ./handlers
 COPY web ./web
 COPY schema ./schema
+COPY command ./command
+COPY client ./client
 RUN pip install . && rm -rf /src
 
 WORKDIR /var/lib/scheduler

@@ -13,11 +13,11 @@ from __future__ import annotations
 import structlog
 import trio
 
-from actors.completer import Completer
-from actors.coordinator_link import Link, LinkError, backoff
-from actors.executor import Executors
-from actors.worker_state import WorkerState
-from schema import wire
+from scheduler_core.actors.completer import Completer
+from scheduler_core.actors.coordinator_link import Link, LinkError, backoff
+from scheduler_core.actors.executor import Executors
+from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.schema import wire
 
 log = structlog.get_logger("actors.claim_loop")
 

@@ -19,9 +19,9 @@ from collections.abc import Callable
 import structlog
 import trio
 
-from actors.coordinator_link import Link, LinkError, backoff
-from actors.worker_state import WorkerState
-from schema import wire
+from scheduler_core.actors.coordinator_link import Link, LinkError, backoff
+from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.schema import wire
 
 log = structlog.get_logger("actors.completer")
 

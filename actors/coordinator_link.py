@@ -30,8 +30,8 @@ import msgspec
 import structlog
 import trio
 
-from actors.http11 import Http11Client, HttpError
-from schema import wire
+from scheduler_core.actors.http11 import Http11Client, HttpError
+from scheduler_core.schema import wire
 
 T = TypeVar("T")
 

@@ -54,10 +54,10 @@ import structlog
 import trio
 from prometheus_client import Counter, Histogram
 
-from runtime import cron
-from runtime.doorbell import Doorbell
-from runtime.errors import DatabaseUnavailable
-from schema.schedule_store import DueBatch, DueSchedule, ScheduleStore
+from scheduler_core.runtime import cron
+from scheduler_core.runtime.doorbell import Doorbell
+from scheduler_core.runtime.errors import DatabaseUnavailable
+from scheduler_core.schema.schedule_store import DueBatch, DueSchedule, ScheduleStore
 
 __all__ = [
     "MISFIRE_GRACE_SECONDS",

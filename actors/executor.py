@@ -25,12 +25,12 @@ import msgspec
 import structlog
 import trio
 
-from actors.completer import Completer
-from actors.worker_state import OwnedRun, StopReason, WorkerState
-from handlers import HandlerError, HandlerSpec, Registry, RunContext
-from runtime import jsonlimits
-from runtime.procpool import CallTimeout, ChildDied, ProcPoolError, WarmPool
-from schema import wire
+from scheduler_core.actors.completer import Completer
+from scheduler_core.actors.worker_state import OwnedRun, StopReason, WorkerState
+from scheduler_core.handlers import HandlerError, HandlerSpec, Registry, RunContext
+from scheduler_core.runtime import jsonlimits
+from scheduler_core.runtime.procpool import CallTimeout, ChildDied, ProcPoolError, WarmPool
+from scheduler_core.schema import wire
 
 log = structlog.get_logger("actors.executor")
 

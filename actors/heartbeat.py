@@ -14,9 +14,9 @@ import socket
 import structlog
 import trio
 
-from actors.coordinator_link import Link, LinkError, SecretRefused, backoff
-from actors.worker_state import WorkerState
-from schema import wire
+from scheduler_core.actors.coordinator_link import Link, LinkError, SecretRefused, backoff
+from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.schema import wire
 
 log = structlog.get_logger("actors.heartbeat")
 

@@ -14,8 +14,8 @@ import psycopg
 import structlog
 import trio
 
-from runtime.errors import DatabaseUnavailable
-from schema.store import Store
+from scheduler_core.runtime.errors import DatabaseUnavailable
+from scheduler_core.schema.store import Store
 
 log = structlog.get_logger("actors.lease_reaper")
 

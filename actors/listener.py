@@ -23,9 +23,9 @@ import psycopg
 import structlog
 import trio
 
-from runtime import db
-from runtime.doorbell import Doorbell, EchoFilter
-from runtime.errors import DatabaseUnavailable
+from scheduler_core.runtime import db
+from scheduler_core.runtime.doorbell import Doorbell, EchoFilter
+from scheduler_core.runtime.errors import DatabaseUnavailable
 
 log = structlog.get_logger("actors.listener")
 

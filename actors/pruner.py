@@ -12,8 +12,8 @@ import psycopg
 import structlog
 import trio
 
-from runtime.errors import DatabaseUnavailable
-from schema.retention_store import PruneResult, RetentionPolicy, RetentionStore
+from scheduler_core.runtime.errors import DatabaseUnavailable
+from scheduler_core.schema.retention_store import PruneResult, RetentionPolicy, RetentionStore
 
 log = structlog.get_logger("actors.pruner")
 

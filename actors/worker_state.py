@@ -23,8 +23,8 @@ from typing import Literal
 
 import trio
 
-from runtime.doorbell import Doorbell
-from schema import wire
+from scheduler_core.runtime.doorbell import Doorbell
+from scheduler_core.schema import wire
 
 StopReason = Literal["Cancelled", "Released", "Lost"]
 

@@ -319,7 +319,7 @@ def open_server(dsn: str | None, data_dir: Path) -> Server:
         if why is not None:
             raise SystemExit(f"cannot reach PostgreSQL at {dsn}: {why}")
         return Server(dsn=dsn, kind="given")
-    from runtime import pgserver
+    from scheduler_core.command import pgserver
 
     log("no --dsn / DATABASE_URL: starting an embedded PostgreSQL (durable: fsync on)")
     ctx = pgserver.temporary_server(data_dir, database="postgres", durable=True)

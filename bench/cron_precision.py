@@ -35,8 +35,8 @@ from psycopg.conninfo import make_conninfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime import pgserver  # noqa: E402
-from runtime.compose import migrate  # noqa: E402
+from scheduler_core.command import pgserver  # noqa: E402
+from scheduler_core.command.compose import migrate  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -72,7 +72,7 @@ def coordinators(dsn: str, count: int) -> Iterator[list[str]]:
             port = free_port()
             log = open(logs / f"coordinator-{i}.log", "wb")
             procs.append(subprocess.Popen(
-                [sys.executable, "-m", "runtime.cli", "coordinator", "--port", str(port)],
+                [sys.executable, "-m", "scheduler_core.command.cli", "coordinator", "--port", str(port)],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "DATABASE_URL": dsn, "SCHEDULER_LOG_FORMAT": "json"}))
             urls.append(f"http://127.0.0.1:{port}")

@@ -52,7 +52,7 @@ import psycopg
 import trio
 from psycopg.rows import dict_row
 
-from runtime.db import Pool, TrioConnection, connect
+from scheduler_core.runtime.db import Pool, TrioConnection, connect
 
 try:
     import psycopg_pool

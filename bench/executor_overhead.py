@@ -1,4 +1,4 @@
-"""The executor's own cost per job: noop jobs through a warm pool of ``actors.child``.
+"""The executor's own cost per job: noop jobs through a warm pool of ``command.child``.
 
     .venv/bin/python bench/executor_overhead.py [--children N] [--calls M] [--spawns K]
 
@@ -16,9 +16,9 @@ import sys
 import msgspec
 import trio
 
-from runtime.procpool import open_pool
+from scheduler_core.runtime.procpool import open_pool
 
-CHILD = [sys.executable, "-m", "actors.child"]
+CHILD = [sys.executable, "-m", "scheduler_core.command.child"]
 
 
 async def bench_pool(children: int, calls: int) -> None:

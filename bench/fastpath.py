@@ -86,14 +86,14 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-# ``python -c CPROFILE OUT ARGS``: runtime.cli under cProfile with a CPU-time clock
+# ``python -c CPROFILE OUT ARGS``: command.cli under cProfile with a CPU-time clock
 # (process_time), the stats written to OUT when it exits.
 CPROFILE = """
 import atexit, cProfile, sys, time
 out = sys.argv.pop(1)
 prof = cProfile.Profile(time.process_time)
 atexit.register(lambda: (prof.disable(), prof.dump_stats(out)))
-from runtime import cli
+from scheduler_core.command import cli
 prof.enable()
 sys.exit(cli.main(sys.argv[1:]))
 """
@@ -105,7 +105,7 @@ class Proc:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        argv = [sys.executable, "-m", "runtime.cli", *args]
+        argv = [sys.executable, "-m", "scheduler_core.command.cli", *args]
         if cprofile is not None:
             argv = [sys.executable, "-c", CPROFILE, str(cprofile), *args]
         self.popen = subprocess.Popen(argv, env={**os.environ, **env}, cwd=ROOT,
@@ -205,7 +205,7 @@ class Bench:
     def setup(self) -> None:
         with psycopg.connect(self.admin, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {self.dbname}".encode())
-        subprocess.run([sys.executable, "-m", "runtime.cli", "migrate"], check=True,
+        subprocess.run([sys.executable, "-m", "scheduler_core.command.cli", "migrate"], check=True,
                        env={**os.environ, **self.env}, cwd=ROOT, stdout=subprocess.DEVNULL)
         self.coordinator = Proc("coordinator", ["coordinator", "--port", str(self.port),
                                                 "--no-migrate"], self.env, self.logdir,

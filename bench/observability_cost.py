@@ -41,10 +41,10 @@ from psycopg.conninfo import make_conninfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime import db  # noqa: E402
-from runtime.compose import migrate  # noqa: E402
-from schema.queries import q  # noqa: E402
-from schema.stats_store import StatsStore  # noqa: E402
+from scheduler_core.command.compose import migrate  # noqa: E402
+from scheduler_core.runtime import db  # noqa: E402
+from scheduler_core.schema.queries import q  # noqa: E402
+from scheduler_core.schema.stats_store import StatsStore  # noqa: E402
 
 # N jobs: id i = 1..N created (N - i) * span / N before now, so higher i is newer.
 # The last --last-hour of them finished within the last hour; a few are waiting.
@@ -207,7 +207,7 @@ def main() -> None:
         env = {**os.environ, "DATABASE_URL": dsn, "SCHEDULER_LOG_FORMAT": "json",
                "SCHEDULER_LOG_LEVEL": "warning", "SCHEDULER_RETENTION_SUCCEEDED_DAYS": "0",
                "SCHEDULER_RETENTION_DEADLETTER_DAYS": "0"}
-        proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "coordinator", "--port",
+        proc = subprocess.Popen([sys.executable, "-m", "scheduler_core.command.cli", "coordinator", "--port",
                                  str(port)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         wait_healthy(url, proc)
         with httpx.Client(base_url=url, timeout=30) as client:

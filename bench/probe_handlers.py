@@ -15,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from handlers import REGISTRY, RunContext
+from scheduler_core.handlers import REGISTRY, RunContext
 
 
 class ProbePayload(msgspec.Struct, forbid_unknown_fields=True):

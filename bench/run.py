@@ -3,7 +3,7 @@
     .venv/bin/python bench/run.py [--quick] [--dsn URL] [--workers 2] [--slots 8] ...
 
 Measures, each on a fresh database and with real ``scheduler coordinator`` and
-``scheduler worker`` processes (``python -m runtime.cli``) on 127.0.0.1:
+``scheduler worker`` processes (``python -m scheduler_core.command.cli``) on 127.0.0.1:
 
   e2e      N queued noop jobs worked off by W workers x S slots (and 1 x S): jobs/s from
            the first claim (min job_runs.started_at) to the last Succeeded (max
@@ -107,7 +107,7 @@ class Cluster:
                 "PYTHONPATH": str(ROOT), **self.env}
 
     def start_coordinator(self) -> bl.Proc:
-        argv = [PY, "-m", "runtime.cli", "coordinator", "--port", str(self.port)]
+        argv = [PY, "-m", "scheduler_core.command.cli", "coordinator", "--port", str(self.port)]
         if self.handlers:
             argv += ["--handlers", self.handlers]
         env = {**self.base_env(), "DATABASE_URL": self.dsn, "COORDINATOR_URL": self.url}
@@ -121,7 +121,7 @@ class Cluster:
         return coordinator
 
     def start_worker(self, slots: int, index: int = 0) -> bl.Proc:
-        argv = [PY, "-m", "runtime.cli", "worker", "--slots", str(slots),
+        argv = [PY, "-m", "scheduler_core.command.cli", "worker", "--slots", str(slots),
                 "--coordinator-url", self.url, "--worker-id", f"bench-{self.purpose}-{index}"]
         if self.handlers:
             argv += ["--handlers", self.handlers]
@@ -629,7 +629,7 @@ class Run:
         try:
             c.start_coordinator()
             path = hb / "results" / f"scbench-{self.stamp}-http.json"
-            worker_cmd = f"{PY} -m runtime.cli worker --slots {{concurrency}} --coordinator-url {c.url}"
+            worker_cmd = f"{PY} -m scheduler_core.command.cli worker --slots {{concurrency}} --coordinator-url {c.url}"
             runs = [[a.workers, a.slots]] if a.quick else [[1, a.slots], [a.workers, a.slots]]
             # --list-take 500: GET /api/jobs takes at most 500 (the adapter's default 1000
             # is refused, and it would fall back to polling every job by id). --stale-polls

@@ -4,9 +4,9 @@ Importing ``handlers`` registers the built-ins (``handlers.builtin``) on ``REGIS
 :func:`load_plugins` adds the job types of other packages (``handlers.plugins``).
 """
 
-from handlers import builtin as builtin
-from handlers.plugins import ENTRY_POINT_GROUP, PluginError, load_plugins
-from handlers.registry import (
+from scheduler_core.handlers import builtin as builtin
+from scheduler_core.handlers.plugins import ENTRY_POINT_GROUP, PluginError, load_plugins
+from scheduler_core.handlers.registry import (
     REGISTRY,
     HandlerError,
     HandlerSpec,

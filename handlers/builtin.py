@@ -24,8 +24,14 @@ import anyio
 import httpx
 import msgspec
 
-from handlers import http_policy
-from handlers.registry import REGISTRY, HandlerError, PayloadError, PermanentError, RunContext
+from scheduler_core.handlers import http_policy
+from scheduler_core.handlers.registry import (
+    REGISTRY,
+    HandlerError,
+    PayloadError,
+    PermanentError,
+    RunContext,
+)
 
 __all__ = [
     "CpuPayload",

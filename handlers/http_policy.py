@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
-from handlers.registry import PermanentError
+from scheduler_core.handlers.registry import PermanentError
 
 if TYPE_CHECKING:  # importing httpcore imports trio (when installed): only when used
     import httpcore

@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
-from handlers.registry import HandlerError, Registry
+from scheduler_core.handlers.registry import HandlerError, Registry
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginError", "load_plugins"]
 

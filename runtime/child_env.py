@@ -1,7 +1,7 @@
 """What environment each child process gets: only what it needs, never a secret it
 does not use.
 
-- A job process (the warm pool's children, ``python -m actors.child``) gets
+- A job process (the warm pool's children, ``python -m scheduler_core.command.child``) gets
   :func:`job_env`: the ordinary variables of :data:`ORDINARY` (and ``LC_*``) plus the
   names the operator lists in ``SCHEDULER_JOB_ENV``. Any handler can read its own
   environment, so no token and no ``DATABASE_URL`` may be in it.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from runtime.config import SECRET_ENV, SETTINGS
+from scheduler_core.runtime.config import SECRET_ENV, SETTINGS
 
 # Variables a program expects to find and that hold no secret: where programs are, who
 # and where the user is, the locale and time zone, the temporary folder, the terminal,

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from runtime import jsonlimits
-from runtime.errors import ConfigError
+from scheduler_core.runtime import jsonlimits
+from scheduler_core.runtime.errors import ConfigError
 
 
 class Setting(msgspec.Struct, frozen=True):

@@ -47,7 +47,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
 
-from runtime.errors import RuntimeCoreError
+from scheduler_core.runtime.errors import RuntimeCoreError
 
 __all__ = ["CronError", "last_fire", "next_fire", "normalize", "prev_fire", "validate", "zone"]
 

@@ -40,7 +40,7 @@ from psycopg.rows import AsyncRowFactory, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg.waiting import Ready, Wait
 
-from runtime.errors import DatabaseUnavailable
+from scheduler_core.runtime.errors import DatabaseUnavailable
 
 RV = TypeVar("RV")
 

@@ -27,7 +27,7 @@ import msgspec
 import structlog
 
 if TYPE_CHECKING:
-    from runtime.config import Config
+    from scheduler_core.runtime.config import Config
 
 REDACTED = "[redacted]"
 # A DATABASE_URL password shorter than this is not redacted on its own (the whole URL

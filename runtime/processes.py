@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 import structlog
 import trio
 
-from runtime.errors import RuntimeCoreError
+from scheduler_core.runtime.errors import RuntimeCoreError
 
 log = structlog.get_logger("runtime.processes")
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import structlog
 import trio
 
-from runtime.errors import RuntimeCoreError
+from scheduler_core.runtime.errors import RuntimeCoreError
 
 __all__ = [
     "PARENT_PID_ENV",

@@ -21,7 +21,7 @@ import structlog
 import trio
 from prometheus_client import Counter
 
-from runtime.errors import RuntimeCoreError
+from scheduler_core.runtime.errors import RuntimeCoreError
 
 __all__ = [
     "ACTOR_RESTARTS",

@@ -13,7 +13,7 @@ from importlib import resources
 
 import msgspec
 
-from runtime.db import TrioConnection
+from scheduler_core.runtime.db import TrioConnection
 
 # An arbitrary constant naming "scheduler-core migrations" for pg_advisory_lock.
 _LOCK_KEY = 7_246_113_508_931
@@ -28,7 +28,7 @@ class Migration(msgspec.Struct, frozen=True):
 def available() -> list[Migration]:
     """The migrations shipped with this version, ordered by number."""
     out = []
-    folder = resources.files("schema").joinpath("migrations")
+    folder = resources.files("scheduler_core.schema").joinpath("migrations")
     for entry in folder.iterdir():
         m = re.fullmatch(r"(\d{4})_(\w+)\.sql", entry.name)
         if m:

@@ -39,7 +39,7 @@ def parse(text: str) -> dict[str, str]:
 
 def _load() -> dict[str, str]:
     queries: dict[str, str] = {}
-    folder = resources.files("schema").joinpath("queries")
+    folder = resources.files("scheduler_core.schema").joinpath("queries")
     for entry in sorted(folder.iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".sql"):
             for name, sql in parse(entry.read_text()).items():

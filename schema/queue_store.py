@@ -12,9 +12,9 @@ from typing import Any
 
 import msgspec
 
-from runtime.db import Pool, TrioConnection
-from schema import wire
-from schema.queries import q
+from scheduler_core.runtime.db import Pool, TrioConnection
+from scheduler_core.schema import wire
+from scheduler_core.schema.queries import q
 
 WAITING_CAP = 10_000
 MAX_QUEUES = 1000

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
-from runtime.db import Pool
-from schema.queries import q
+from scheduler_core.runtime.db import Pool
+from scheduler_core.schema.queries import q
 
 SECONDS_PER_DAY = 86_400.0
 

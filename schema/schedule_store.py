@@ -18,10 +18,10 @@ from typing import Any
 import msgspec
 from psycopg.types.json import Jsonb
 
-from runtime.db import Pool, TrioConnection
-from schema import wire
-from schema.queries import q
-from schema.store import Conflict, NewSchedule, NotFound, schedule_out, uuid7
+from scheduler_core.runtime.db import Pool, TrioConnection
+from scheduler_core.schema import wire
+from scheduler_core.schema.queries import q
+from scheduler_core.schema.store import Conflict, NewSchedule, NotFound, schedule_out, uuid7
 
 RECENT_FIRES = 20
 

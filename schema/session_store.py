@@ -17,9 +17,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from runtime.db import Pool
-from schema.queries import q
-from schema.store import NotFound
+from scheduler_core.runtime.db import Pool
+from scheduler_core.schema.queries import q
+from scheduler_core.schema.store import NotFound
 
 SessionRole = Literal["admin", "read"]
 MAX_LISTED = 1000

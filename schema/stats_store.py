@@ -36,10 +36,10 @@ import msgspec
 import trio
 from psycopg import errors as pg_errors
 
-from runtime.db import Pool, TrioConnection
-from schema import wire
-from schema.queries import q
-from schema.store import NotFound, job_out
+from scheduler_core.runtime.db import Pool, TrioConnection
+from scheduler_core.schema import wire
+from scheduler_core.schema.queries import q
+from scheduler_core.schema.store import NotFound, job_out
 
 ACTIVE_STATUSES = ("Scheduled", "Pending", "Running", "Failed")
 FINISHED_STATUSES = ("Succeeded", "DeadLetter", "Cancelled")

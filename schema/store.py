@@ -24,10 +24,10 @@ import msgspec
 from psycopg import AsyncCursor
 from psycopg.types.json import Jsonb
 
-from runtime.db import Pool, TrioConnection
-from runtime.doorbell import EchoFilter
-from schema import wire
-from schema.queries import q
+from scheduler_core.runtime.db import Pool, TrioConnection
+from scheduler_core.runtime.doorbell import EchoFilter
+from scheduler_core.schema import wire
+from scheduler_core.schema.queries import q
 
 
 class StoreError(Exception):

@@ -45,7 +45,7 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    from runtime import pgserver
+    from scheduler_core.command import pgserver
 
     with pgserver.temporary_server() as server:
         yield server.dsn_for("postgres")
@@ -63,7 +63,7 @@ def template_dsn(pg_admin_dsn: str) -> Iterator[str]:
     _admin_exec(pg_admin_dsn, f"DROP DATABASE IF EXISTS {name}", f"CREATE DATABASE {name}")
     dsn = make_conninfo(pg_admin_dsn, dbname=name)
 
-    from runtime.compose import migrate
+    from scheduler_core.command.compose import migrate
 
     trio.run(migrate, dsn)
     yield dsn

@@ -76,7 +76,7 @@ class Proc:
         self._log = open(self.log_path, "wb")
         self.args = list(args)
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "runtime.cli", *args], env={**os.environ, **env},
+            [sys.executable, "-m", "scheduler_core.command.cli", *args], env={**os.environ, **env},
             stdout=self._log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     @property

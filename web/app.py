@@ -7,81 +7,40 @@ cancellation and given a short graceful deadline.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import hypercorn.config
 import hypercorn.trio
-import msgspec
 import structlog
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from handlers import Registry
-from runtime.config import Config
-from runtime.doorbell import Doorbell
-from runtime.errors import DatabaseUnavailable
-from runtime.supervisor import SupervisorStatistics
-from schema.queue_store import QueueStore
-from schema.schedule_store import ScheduleStore
-from schema.stats_store import StatsStore
-from schema.store import Conflict, NotFound, Store
-from web.errors import ApiError, new_error_id
+from scheduler_core.runtime.errors import DatabaseUnavailable
+from scheduler_core.schema.store import Conflict, NotFound
+from scheduler_core.web import (
+    api,
+    auth,
+    dashboard,
+    observability,
+    openapi,
+    queues_api,
+    schedules_api,
+    worker_api,
+)
+from scheduler_core.web.context import AppContext, context, json_response
+from scheduler_core.web.errors import ApiError, new_error_id
+
+__all__ = ["AppContext", "context", "create_app", "json_response", "serve"]
 
 log = structlog.get_logger("web")
 
 
-@dataclass
-class AppContext:
-    """What the web layer needs, built by the composition root."""
-
-    store: Store
-    registry: Registry
-    config: Config
-    doorbell: Doorbell = field(default_factory=Doorbell)
-    # Built on the store's pool when not given.
-    schedules: ScheduleStore = None  # type: ignore[assignment]
-    # The dashboard's and /metrics' reads; built on the store's pool when not given.
-    stats: StatsStore = None  # type: ignore[assignment]
-    # Queue settings (pause, concurrency limits); built on the store's pool when not given.
-    queues: QueueStore = None  # type: ignore[assignment]
-    # The coordinator tree's statistics, for /health/ready (None: not checked).
-    supervisor: Callable[[], SupervisorStatistics] | None = None
-
-    def __post_init__(self) -> None:
-        if self.schedules is None:
-            self.schedules = ScheduleStore(self.store.pool)
-        if self.stats is None:
-            self.stats = StatsStore(self.store.pool)
-        if self.queues is None:
-            self.queues = QueueStore(self.store.pool)
-
-
-_encoder = msgspec.json.Encoder()
-
 BODY_DRAIN_SECONDS = 5.0  # the longest an answer waits for the rest of an unread body
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encoder.encode(body), status=status, headers=headers,
-                    content_type="application/json")
-
-
 def create_app(ctx: AppContext) -> QuartTrio:
-    from web import (  # local: the routes import this module
-        api,
-        auth,
-        dashboard,
-        observability,
-        openapi,
-        queues_api,
-        schedules_api,
-        worker_api,
-    )
 
     # No app-wide static route: the dashboard serves its own files, and a /static/
     # folder of whatever directory the coordinator was started in must not be served.
@@ -166,11 +125,6 @@ def create_app(ctx: AppContext) -> QuartTrio:
     return app
 
 
-def context(app: Any) -> AppContext:
-    ctx: AppContext = app.extensions["scheduler"]
-    return ctx
-
-
 async def serve(app: QuartTrio, host: str, port: int, *,
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve ``app`` until cancelled; ``task_status.started`` gets the bound URLs."""
@@ -188,7 +142,3 @@ async def serve(app: QuartTrio, host: str, port: int, *,
 
     await hypercorn.trio.serve(app, cfg, shutdown_trigger=shutdown_trigger,
                                task_status=task_status)
-
-
-def seconds_or_none(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else value

@@ -49,12 +49,17 @@ from quart import Blueprint, Quart, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Rule
 
-from runtime.config import Config
-from schema.session_store import LiveSession, SessionList, SessionStore, new_session_id
-from web import crosssite
-from web.api import parse_id
-from web.app import context, json_response
-from web.throttle import AuthThrottle, retry_after_header
+from scheduler_core.runtime.config import Config
+from scheduler_core.schema.session_store import (
+    LiveSession,
+    SessionList,
+    SessionStore,
+    new_session_id,
+)
+from scheduler_core.web import crosssite
+from scheduler_core.web.context import context, json_response
+from scheduler_core.web.inputs import parse_id
+from scheduler_core.web.throttle import AuthThrottle, retry_after_header
 
 Role = Literal["public", "read", "admin", "worker"]
 

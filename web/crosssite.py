@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from quart import Response, current_app, request
 
-from runtime.config import Config, is_loopback_host
-from web.app import json_response
+from scheduler_core.runtime.config import Config, is_loopback_host
+from scheduler_core.web.context import json_response
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON = "application/json"

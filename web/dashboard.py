@@ -23,8 +23,8 @@ import trio
 from quart import Blueprint, Response, current_app, request
 from werkzeug.exceptions import NotFound
 
-from web.app import context, json_response
-from web.errors import ApiError
+from scheduler_core.web.context import context, json_response
+from scheduler_core.web.errors import ApiError
 
 STATIC = Path(__file__).parent / "static"
 
@@ -69,7 +69,7 @@ async def overview() -> Response:
 
 @blueprint.get("/api/dashboard/meta")
 async def meta() -> Response:
-    from schema import wire
+    from scheduler_core.schema import wire
 
     ctx = context(current_app)
     return json_response({"types": sorted(ctx.registry.names()),

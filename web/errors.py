@@ -18,7 +18,7 @@ import secrets
 
 import msgspec
 
-from schema.wire import ErrorBody
+from scheduler_core.schema.wire import ErrorBody
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 

@@ -53,8 +53,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from schema import wire
-from schema.stats_store import LIVE_WORKER_STATES, Overview, StatsStatistics
+from scheduler_core.schema import wire
+from scheduler_core.schema.stats_store import LIVE_WORKER_STATES, Overview, StatsStatistics
 
 # Seconds: from a noop's milliseconds to an hour-long job.
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -21,10 +21,10 @@ import structlog
 import trio
 from quart import Blueprint, Response, current_app, g, request
 
-from schema import migrate
-from web import metrics
-from web.app import context, json_response
-from web.errors import new_error_id
+from scheduler_core.schema import migrate
+from scheduler_core.web import metrics
+from scheduler_core.web.context import context, json_response
+from scheduler_core.web.errors import new_error_id
 
 blueprint = Blueprint("observability", __name__)
 log = structlog.get_logger("web.observability")

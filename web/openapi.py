@@ -31,13 +31,13 @@ from typing import Any, Literal
 import msgspec
 from quart import Blueprint, Response, current_app
 
-from handlers import Registry
-from schema import wire
-from schema.schedule_store import ScheduleDetail
-from schema.session_store import RevokedSessions, SessionList, SessionOut
-from schema.stats_store import Overview
-from web import metrics
-from web.app import context
+from scheduler_core.handlers import Registry
+from scheduler_core.schema import wire
+from scheduler_core.schema.schedule_store import ScheduleDetail
+from scheduler_core.schema.session_store import RevokedSessions, SessionList, SessionOut
+from scheduler_core.schema.stats_store import Overview
+from scheduler_core.web import metrics
+from scheduler_core.web.context import context
 
 blueprint = Blueprint("openapi", __name__)
 

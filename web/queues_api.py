@@ -21,10 +21,10 @@ import re
 
 from quart import Blueprint, Response, current_app, request
 
-from schema import wire
-from web.api import read_body
-from web.app import context, json_response
-from web.errors import ApiError
+from scheduler_core.schema import wire
+from scheduler_core.web.context import context, json_response
+from scheduler_core.web.errors import ApiError
+from scheduler_core.web.inputs import read_body
 
 blueprint = Blueprint("queues", __name__)
 

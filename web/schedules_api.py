@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, current_app
 
-from web.api import parse_id, parse_take, query_args
-from web.app import context, json_response
+from scheduler_core.web.context import context, json_response
+from scheduler_core.web.inputs import parse_id, parse_take, query_args
 
 blueprint = Blueprint("schedules", __name__)
 

@@ -27,11 +27,11 @@ import structlog
 import trio
 from quart import Blueprint, Response, current_app, request
 
-from schema import wire
-from web.api import read_body
-from web.app import AppContext, context, json_response
-from web.errors import ApiError
-from web.metrics import (
+from scheduler_core.schema import wire
+from scheduler_core.web.context import AppContext, context, json_response
+from scheduler_core.web.errors import ApiError
+from scheduler_core.web.inputs import read_body
+from scheduler_core.web.metrics import (
     CLAIMS_WAITING,
     JOB_RETRIES,
     JOBS_CLAIMED,

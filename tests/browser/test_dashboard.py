@@ -12,7 +12,7 @@ import httpx
 import psycopg
 from playwright.sync_api import expect
 
-from schema.store import uuid7
+from scheduler_core.schema.store import uuid7
 from tests.browser.conftest import Dashboard
 from tests.support import Coordinator, Worker, wait_until
 

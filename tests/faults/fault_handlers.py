@@ -14,7 +14,7 @@ from typing import Annotated
 
 import msgspec
 
-from handlers import REGISTRY, RunContext
+from scheduler_core.handlers import REGISTRY, RunContext
 
 
 class GatePayload(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import trio
 
-from runtime import compose, pgserver
+from scheduler_core.command import compose, pgserver
 from tests.faults.common import (
     count_events,
     duplicate_successes,

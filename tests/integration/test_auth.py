@@ -268,7 +268,7 @@ def clean_env() -> dict[str, str]:
 def test_binding_every_interface_without_tokens_exits_1_before_binding() -> None:
     port = free_port()
     proc = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "coordinator", "--host", "0.0.0.0",
+        [sys.executable, "-m", "scheduler_core.command.cli", "coordinator", "--host", "0.0.0.0",
          "--port", str(port)], env={**clean_env(), "DATABASE_URL": "postgresql://unused/"},
         cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert 1 == proc.returncode

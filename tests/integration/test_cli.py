@@ -4,7 +4,7 @@ that needs one) takes only the queue ``cli-wait``, so the other tests' jobs stay
 where they are.
 
 A few tests run the command as a real process (exit status, stdout, stderr, the entry
-point); the rest call ``runtime.cli.main``, the function the ``scheduler`` command
+point); the rest call ``command.cli.main``, the function the ``scheduler`` command
 runs, in this process: the same code, without a second of interpreter start-up each.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 
-from runtime.cli import main
+from scheduler_core.command.cli import main
 from tests.support import ROOT, Coordinator, Worker, free_port, wait_until
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -65,7 +65,7 @@ def scheduler_process(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     """Run ``scheduler ARGS`` as a real process against ``url``."""
     env = {**os.environ, "COORDINATOR_URL": url}
     env.pop("DATABASE_URL", None)  # the client commands must not need it
-    return subprocess.run([sys.executable, "-m", "runtime.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "scheduler_core.command.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=30, check=False)
 
 
@@ -112,7 +112,7 @@ def test_a_closed_stdout_is_not_a_traceback(api: Coordinator, http: httpx.Client
     for _ in range(12):
         submit(http)
     env = {**os.environ, "COORDINATOR_URL": api.url}
-    with subprocess.Popen([sys.executable, "-m", "runtime.cli", "jobs", "list", "--json",
+    with subprocess.Popen([sys.executable, "-m", "scheduler_core.command.cli", "jobs", "list", "--json",
                            "--take", "12"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE) as p:
         assert p.stdout is not None and p.stderr is not None

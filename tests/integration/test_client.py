@@ -1,4 +1,4 @@
-"""The Python clients (web/client.py) against a real coordinator and a real worker.
+"""The Python clients (client/) against a real coordinator and a real worker.
 
 One coordinator and one worker (2 slots, queue ``default``) serve the whole module,
 as in test_cli.py: starting them takes a few seconds, and every test here makes jobs
@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from scheduler_core.client import ApiFailure, AsyncClient, Client, Unreachable, WaitTimeout
 from tests.support import Coordinator, Worker, free_port
-from web.client import ApiFailure, AsyncClient, Client, Unreachable, WaitTimeout
 
 FAR_FUTURE = "2999-01-01T00:00:00Z"
 

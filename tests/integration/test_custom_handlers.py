@@ -110,7 +110,7 @@ def test_a_handlers_module_that_does_not_load_stops_the_command_with_one_line(
         db_dsn: str) -> None:
     for command in ("coordinator", "worker"):
         done = subprocess.run(
-            [sys.executable, "-m", "runtime.cli", command, "--handlers", "tests.no_such_module"],
+            [sys.executable, "-m", "scheduler_core.command.cli", command, "--handlers", "tests.no_such_module"],
             cwd=ROOT, capture_output=True, text=True, timeout=30,
             env={**os.environ, "DATABASE_URL": db_dsn, "SCHEDULER_LOG_FORMAT": "json"})
         assert 1 == done.returncode, (command, done.stderr)

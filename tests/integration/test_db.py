@@ -12,8 +12,8 @@ import pytest
 import trio
 import trio.testing
 
-from runtime import db
-from runtime.errors import DatabaseUnavailable
+from scheduler_core.runtime import db
+from scheduler_core.runtime.errors import DatabaseUnavailable
 
 
 @asynccontextmanager

@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from handlers import REGISTRY
+from scheduler_core.handlers import REGISTRY
+from scheduler_core.web.openapi import ROUTES, build_document
 from tests.support import Coordinator, running_coordinator
-from web.openapi import ROUTES, build_document
 
 MAX_EXAMPLES = 20
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,

@@ -9,8 +9,8 @@ import sys
 
 import psycopg
 
-from schema.migrate import _LOCK_KEY as MIGRATION_LOCK_KEY
-from schema.migrate import available
+from scheduler_core.schema.migrate import _LOCK_KEY as MIGRATION_LOCK_KEY
+from scheduler_core.schema.migrate import available
 from tests.support import ROOT, free_port, wait_until
 
 TABLES = {"jobs", "job_runs", "schedules", "workers", "schema_migrations"}
@@ -18,7 +18,7 @@ TABLES = {"jobs", "job_runs", "schedules", "workers", "schema_migrations"}
 
 def migrate_process(dsn: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli", "migrate"], cwd=ROOT, text=True,
+        [sys.executable, "-m", "scheduler_core.command.cli", "migrate"], cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "DATABASE_URL": dsn, "SCHEDULER_LOG_FORMAT": "json"})
 

@@ -22,9 +22,9 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime import db
-from schema.migrate import available
-from schema.stats_store import StatsStore
+from scheduler_core.runtime import db
+from scheduler_core.schema.migrate import available
+from scheduler_core.schema.stats_store import StatsStore
 from tests.support import Coordinator, Worker, free_port, running_coordinator, wait_until
 
 FAST = {

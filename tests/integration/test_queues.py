@@ -20,6 +20,7 @@ import httpx
 import pytest
 import trio
 
+from scheduler_core.client import ApiFailure, AsyncClient, Client
 from tests.support import (
     ROOT,
     Coordinator,
@@ -29,7 +30,6 @@ from tests.support import (
     running_coordinator,
     wait_until,
 )
-from web.client import ApiFailure, AsyncClient, Client
 
 # Long polls last up to 30 s here, so a claim that returns early was woken, not timed out.
 LONG_POLL = 30.0

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import psycopg
 
-from actors import pruner
-from runtime import db
-from schema.retention_store import RetentionPolicy, RetentionStore
+from scheduler_core.actors import pruner
+from scheduler_core.runtime import db
+from scheduler_core.schema.retention_store import RetentionPolicy, RetentionStore
 from tests.support import ROOT, Coordinator, wait_until
 
 
@@ -54,7 +54,7 @@ def run_job_ids(dsn: str) -> set[uuid.UUID]:
 def scheduler(dsn: str, *args: str, env: dict[str, str] | None = None
               ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args], cwd=ROOT, text=True,
+        [sys.executable, "-m", "scheduler_core.command.cli", *args], cwd=ROOT, text=True,
         capture_output=True, timeout=60,
         env={**os.environ, "DATABASE_URL": dsn, "SCHEDULER_LOG_FORMAT": "json", **(env or {})})
 

@@ -29,8 +29,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from scheduler_core.client import Client
 from tests.support import Coordinator, Worker, query, wait_until
-from web.client import Client
 
 FAST = {
     "SCHEDULER_LEASE_SECONDS": "3",

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler_core.web.auth import ROUTE_ROLES
+from scheduler_core.web.openapi import JSON, ROUTES
 from tests.support import OUTPUT, Coordinator, Proc, running_coordinator
-from web.auth import ROUTE_ROLES
-from web.openapi import JSON, ROUTES
 
 ADMIN = "sec-admin-" + "a" * 24
 READ = "sec-read-" + "r" * 24

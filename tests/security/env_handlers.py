@@ -7,7 +7,7 @@ import os
 
 import msgspec
 
-from handlers import REGISTRY, RunContext
+from scheduler_core.handlers import REGISTRY, RunContext
 
 
 class NoPayload(msgspec.Struct, forbid_unknown_fields=True):

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from scheduler_core.web.openapi import JSON, ROUTES
 from tests.security.body_routes import (
     BodyRoute,
     body_routes,
@@ -30,7 +31,6 @@ from tests.security.body_routes import (
     secured_coordinator,
 )
 from tests.support import Coordinator
-from web.openapi import JSON, ROUTES
 
 MAX_EXAMPLES = 30  # per route, besides known_cases
 TIMEOUT = 5.0

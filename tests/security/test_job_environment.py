@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime import child_env
-from runtime.config import load_config
-from runtime.errors import ConfigError
+from scheduler_core.runtime import child_env
+from scheduler_core.runtime.config import load_config
+from scheduler_core.runtime.errors import ConfigError
 from tests.security.up_process import Up, secret_settings
 from tests.support import Coordinator, Worker, wait_until
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from runtime import logs
-from runtime.config import load_config
+from scheduler_core.runtime import logs
+from scheduler_core.runtime.config import load_config
 from tests.security.up_process import Up, secret_settings
 from tests.support import wait_until
 

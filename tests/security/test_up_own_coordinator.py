@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime import up
+from scheduler_core.command import up
 from tests.security.up_process import Up
 from tests.support import Coordinator, free_port, running_coordinator
 

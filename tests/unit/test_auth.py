@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from quart_trio import QuartTrio
 
-from handlers import REGISTRY
-from runtime.cli import main
-from runtime.config import Config, bind_refusal, is_loopback_host, load_config
-from runtime.errors import ConfigError
-from schema.store import Store
-from web import auth
-from web.app import AppContext, create_app
+from scheduler_core.command.cli import main
+from scheduler_core.handlers import REGISTRY
+from scheduler_core.runtime.config import Config, bind_refusal, is_loopback_host, load_config
+from scheduler_core.runtime.errors import ConfigError
+from scheduler_core.schema.store import Store
+from scheduler_core.web import auth
+from scheduler_core.web.app import AppContext, create_app
 
 ADMIN = "admin-token-000000000000"
 ADMIN_NEXT = "admin-token-111111111111"
@@ -226,7 +226,7 @@ def test_the_coordinator_command_refuses_a_public_address_without_tokens(
                  "SCHEDULER_ALLOW_NO_AUTH", "SCHEDULER_HOST"):
         monkeypatch.delenv(name, raising=False)
     # structlog would keep printing to this test's captured (then closed) stderr.
-    monkeypatch.setattr("runtime.logs.configure", lambda *args, **kw: None)
+    monkeypatch.setattr("scheduler_core.runtime.logs.configure", lambda *args, **kw: None)
     assert 1 == main(["coordinator", "--host", "0.0.0.0", "--port", "1"])
     assert "refusing to bind '0.0.0.0' without authentication" in capsys.readouterr().err
 

@@ -1,4 +1,4 @@
-"""web/client.py without a coordinator: the requests it builds and how it reads the
+"""client/ without a coordinator: the requests it builds and how it reads the
 answers, on httpx's MockTransport; the async wait on trio's MockClock."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pytest
 import trio
 import trio.testing
 
-from runtime.client_cli import Progress
-from web.client import ApiFailure, AsyncClient, Client, ClientError, WaitTimeout
+from scheduler_core.client import ApiFailure, AsyncClient, Client, ClientError, WaitTimeout
+from scheduler_core.command.client_cli import Progress
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

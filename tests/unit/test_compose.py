@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from runtime.cli import build_parser
-from runtime.config import SETTINGS, Config, bind_refusal, env_example, load_config
+from scheduler_core.command.cli import build_parser
+from scheduler_core.runtime.config import SETTINGS, Config, bind_refusal, env_example, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_NAMES = {s.env for s in SETTINGS}
@@ -140,7 +140,7 @@ def test_the_image_runs_as_a_non_root_user() -> None:
 def test_the_image_entrypoint_is_the_scheduler_command() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert ["scheduler"] == exec_form("ENTRYPOINT")
-    assert "runtime.cli:main" == scripts["scheduler"]
+    assert "scheduler_core.command.cli:main" == scripts["scheduler"]
 
 
 def test_the_image_default_command_is_a_valid_cli_invocation() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from runtime.config import SETTINGS, Config, check_coordinator_urls, load_config
-from runtime.errors import ConfigError
+from scheduler_core.runtime.config import SETTINGS, Config, check_coordinator_urls, load_config
+from scheduler_core.runtime.errors import ConfigError
 
 
 def test_an_empty_environment_gives_the_defaults() -> None:

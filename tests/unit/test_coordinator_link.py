@@ -10,9 +10,9 @@ import msgspec
 import pytest
 import trio
 
-from actors.coordinator_link import encode
-from actors.http11 import Http11Client, HttpError
-from schema import wire
+from scheduler_core.actors.coordinator_link import encode
+from scheduler_core.actors.http11 import Http11Client, HttpError
+from scheduler_core.schema import wire
 from tests.unit.fake_http import read_request
 
 

@@ -15,8 +15,8 @@ import structlog
 import trio
 import trio.testing
 
-from actors.coordinator_link import Link, LinkError
-from schema import wire
+from scheduler_core.actors.coordinator_link import Link, LinkError
+from scheduler_core.schema import wire
 from tests.unit.fake_http import read_request
 
 REPLY = b'{"renewed": [], "cancel": [], "lost": [], "known": true}'

@@ -8,8 +8,8 @@ import msgspec
 import pytest
 import trio
 
-from actors.coordinator_link import Link, LinkError, SecretRefused
-from schema import wire
+from scheduler_core.actors.coordinator_link import Link, LinkError, SecretRefused
+from scheduler_core.schema import wire
 from tests.unit.fake_http import read_request
 
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from runtime import cron
+from scheduler_core.runtime import cron
 
 BERLIN = "Europe/Berlin"
 

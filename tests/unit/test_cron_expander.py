@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import pytest
 import trio
 
-from actors.cron_expander import FirePlan, overlap_actions, plan_fires, run
-from runtime.doorbell import Doorbell
-from runtime.errors import DatabaseUnavailable
+from scheduler_core.actors.cron_expander import FirePlan, overlap_actions, plan_fires, run
+from scheduler_core.runtime.doorbell import Doorbell
+from scheduler_core.runtime.errors import DatabaseUnavailable
 
 
 def utc(text: str) -> dt.datetime:

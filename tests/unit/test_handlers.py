@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 
-from handlers import (
+from scheduler_core.handlers import (
     REGISTRY,
     HandlerError,
     PayloadError,
@@ -24,8 +24,8 @@ from handlers import (
     RunContext,
     UnknownHandler,
 )
-from handlers.builtin import FILE_MAX_BYTES, HTTP_MAX_BODY_BYTES, NoopPayload
-from handlers.http_policy import ALLOW_PRIVATE_ENV
+from scheduler_core.handlers.builtin import FILE_MAX_BYTES, HTTP_MAX_BODY_BYTES, NoopPayload
+from scheduler_core.handlers.http_policy import ALLOW_PRIVATE_ENV
 
 MIB = 1024 * 1024
 
@@ -347,7 +347,7 @@ def test_file_write_accepts_a_data_dir_behind_a_symlink(tmp_path: Path, outside:
 
 def test_file_write_refuses_a_write_through_a_racing_symlink(data_dir: Path, outside: Path) -> None:
     """A symlink that appears after the path was checked is still not followed."""
-    from handlers.builtin import _write_without_following
+    from scheduler_core.handlers.builtin import _write_without_following
 
     data_dir.mkdir()
     (data_dir / "sub").symlink_to(outside)
@@ -431,7 +431,7 @@ def test_file_write_refuses_a_fifo_as_a_folder(data_dir: Path) -> None:
 def test_file_write_refuses_a_symlink_swapped_in_as_the_file(data_dir: Path, outside: Path) -> None:
     """A symlink that appears at the target after it was resolved is not replaced or
     followed: the write is refused and the symlink's target is untouched."""
-    from handlers.builtin import _write_without_following
+    from scheduler_core.handlers.builtin import _write_without_following
 
     data_dir.mkdir()
     (outside / "target.txt").write_text("keep me")

@@ -13,15 +13,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from handlers import REGISTRY, PermanentError, RunContext, http_policy
-from handlers.http_policy import (
+from scheduler_core.handlers import REGISTRY, PermanentError, RunContext, http_policy
+from scheduler_core.handlers.http_policy import (
     ALLOW_PRIVATE_ENV,
     AddressRefused,
     private_allowed,
     refusal,
     vet,
 )
-from runtime.config import load_config
+from scheduler_core.runtime.config import load_config
 
 # (address, why it is refused: a fragment of the reason, or None for a public one)
 ADDRESSES: list[tuple[str, str | None]] = [

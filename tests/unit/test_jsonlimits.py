@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.jsonlimits import PATH_TOKEN_BUDGET, depth, path_at_depth, too_deep
+from scheduler_core.runtime.jsonlimits import PATH_TOKEN_BUDGET, depth, path_at_depth, too_deep
 
 
 def reference_depth(value: Any) -> int:

@@ -1,59 +1,148 @@
-"""The layering rules of STYLE.md, checked on the import statements of every module.
-
-runtime's core knows nothing of jobs; handlers know nothing of the runtime; web talks
-to the store, never to SQL; only the composition root imports everything.
-"""
+"""The layer rule of docs/architecture.md, checked on the import graph of the installed
+packages: every import (lazy ones inside functions too) goes to a lower floor or stays in
+its own package, and no import circle exists. No whitelist."""
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+NS = "scheduler_core"
 
-COMPOSITION_ROOT = {"runtime/cli.py", "runtime/compose.py", "runtime/up.py",
-                    "runtime/worker_main.py", "runtime/client_cli.py"}
+# Floors, lowest first. Packages on one floor must not import each other.
+FLOORS: list[set[str]] = [
+    {"runtime"},
+    {"schema"},
+    {"handlers"},
+    {"actors"},
+    {"web", "client"},
+    {"command"},
+]
+FLOOR = {package: n for n, floor in enumerate(FLOORS) for package in floor}
 
-# package -> top-level modules it must never import
-FORBIDDEN = {
-    "runtime": {"actors", "handlers", "web", "schema"},
-    "handlers": {"trio", "runtime", "actors", "web", "schema", "psycopg"},
-    "web": {"psycopg", "actors"},
-    "schema": {"web", "actors", "handlers"},
-    "actors": {"web"},
-}
-# process entry points that may import what they run
-EXCEPTIONS = {("actors/child.py", "handlers"),
-              # imported lazily, only to run an async handler inside its child process
-              ("handlers/registry.py", "trio")}
+def package_dirs() -> dict[str, Path]:
+    """``scheduler_core.x`` -> its folder, from pyproject's package-dir mapping."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    mapping = config["tool"]["setuptools"]["package-dir"]
+    return {name: ROOT / folder for name, folder in mapping.items()}
 
 
-def imported_roots(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    roots: set[str] = set()
-    for node in ast.walk(tree):
+def module_files() -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for package, folder in package_dirs().items():
+        for path in folder.rglob("*.py"):
+            parts = list(path.relative_to(folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            files[".".join([package, *parts])] = path
+    return files
+
+
+MODULES = module_files()
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """First-party modules ``name`` imports, anywhere in its body."""
+    is_package = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    return roots
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = name.split(".")
+                keep = len(parts) - node.level + (1 if is_package else 0)
+                base = ".".join(parts[:keep] + ([base] if base else []))
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
+                       for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target.startswith(NS + ".") and target != name:
+                found.add(target)
+    return found
 
 
-def modules() -> list[Path]:
-    return sorted(p for pkg in FORBIDDEN for p in (ROOT / pkg).rglob("*.py"))
+GRAPH = {name: imports_of(name, path) for name, path in MODULES.items()}
 
 
-@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(ROOT)))
-def test_module_respects_the_layering(path: Path) -> None:
-    rel = str(path.relative_to(ROOT))
-    if rel in COMPOSITION_ROOT:
-        return
-    package = rel.split("/")[0]
-    bad = {m for m in imported_roots(path) & FORBIDDEN[package] if (rel, m) not in EXCEPTIONS}
-    assert set() == bad, f"{rel} imports {sorted(bad)}"
+def package_of(module: str) -> str:
+    return module.split(".")[1]
 
 
-def test_the_composition_root_exists() -> None:
-    assert all((ROOT / p).exists() for p in COMPOSITION_ROOT)
+def back_arrows(module: str) -> list[str]:
+    own = package_of(module)
+    return sorted(t for t in GRAPH[module]
+                  if package_of(t) != own and FLOOR[package_of(t)] >= FLOOR[own])
+
+
+def circles() -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in GRAPH[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def param(module: str) -> object:
+    return pytest.param(module, id=module.removeprefix(NS + "."))
+
+
+def test_every_package_has_a_floor() -> None:
+    assert {name.split(".")[1] for name in package_dirs()} == set(FLOOR)
+
+
+def test_the_graph_sees_the_imports() -> None:
+    """A check on the checker: known arrows are found (lazy imports included)."""
+    assert f"{NS}.runtime.db" in GRAPH[f"{NS}.schema.store"]
+    assert f"{NS}.handlers" in GRAPH[f"{NS}.command.child"]
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH), ids=lambda m: m.removeprefix(NS + "."))
+def test_module_imports_only_lower_floors(module: str) -> None:
+    assert [] == back_arrows(module), f"{module} imports against the layer order"
+
+
+@pytest.mark.parametrize("module", [param(m) for m in sorted(GRAPH)])
+def test_module_is_on_no_import_circle(module: str) -> None:
+    assert [] == [c for c in circles() if module in c]
+
+
+def test_the_client_depends_on_the_wire_structs_only() -> None:
+    client = {m: deps for m, deps in GRAPH.items() if package_of(m) == "client"}
+    below = {d for deps in client.values() for d in deps if package_of(d) != "client"}
+    assert below <= {f"{NS}.schema.wire"}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from runtime import logs
+from scheduler_core.runtime import logs
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("runtime", "actors", "handlers", "web", "schema")

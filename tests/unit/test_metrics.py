@@ -13,9 +13,9 @@ import trio
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors.worker_state import WorkerState
-from schema import wire
-from schema.stats_store import (
+from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.schema import wire
+from scheduler_core.schema.stats_store import (
     Overview,
     QueueLag,
     QueueSetting,
@@ -23,7 +23,7 @@ from schema.stats_store import (
     WorkerRow,
     estimate_counts,
 )
-from web import metrics
+from scheduler_core.web import metrics
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
 

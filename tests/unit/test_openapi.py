@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from openapi_spec_validator import validate
 
-from handlers import REGISTRY
-from runtime.config import Config
-from schema import wire
-from schema.store import Store
-from web.app import AppContext, create_app
-from web.openapi import ROUTES, build_document
+from scheduler_core.handlers import REGISTRY
+from scheduler_core.runtime.config import Config
+from scheduler_core.schema import wire
+from scheduler_core.schema.store import Store
+from scheduler_core.web.app import AppContext, create_app
+from scheduler_core.web.openapi import ROUTES, build_document
 
 # Methods every rule gets from Quart itself.
 AUTOMATIC = {"HEAD", "OPTIONS"}

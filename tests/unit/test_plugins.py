@@ -7,8 +7,14 @@ from importlib.metadata import EntryPoint
 import msgspec
 import pytest
 
-from handlers import ENTRY_POINT_GROUP, PluginError, Registry, RunContext, load_plugins
-from handlers import plugins as plugins_module
+from scheduler_core.handlers import (
+    ENTRY_POINT_GROUP,
+    PluginError,
+    Registry,
+    RunContext,
+    load_plugins,
+)
+from scheduler_core.handlers import plugins as plugins_module
 
 NOT_CALLABLE = 42
 

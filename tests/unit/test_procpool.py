@@ -1,6 +1,6 @@
 """The warm process pool and the child, with real processes.
 
-Most tests use ``actors.child``; the ones about the pool's own mechanics use a small
+Most tests use ``command.child``; the ones about the pool's own mechanics use a small
 fake child (``FAKE_CHILD``) that speaks the framing, since the pool is generic.
 """
 
@@ -21,10 +21,10 @@ import pytest
 import trio
 import trio.testing
 
-from actors.child import handle
-from handlers import REGISTRY, Registry
-from handlers.builtin import NoopPayload
-from runtime.procpool import (
+from scheduler_core.command.child import handle
+from scheduler_core.handlers import REGISTRY, Registry
+from scheduler_core.handlers.builtin import NoopPayload
+from scheduler_core.runtime.procpool import (
     CallTimeout,
     ChildDied,
     PoolStatistics,
@@ -33,7 +33,7 @@ from runtime.procpool import (
     open_pool,
 )
 
-CHILD = [sys.executable, "-m", "actors.child"]
+CHILD = [sys.executable, "-m", "scheduler_core.command.child"]
 
 GRANDCHILD = """\
 import signal, time
@@ -88,10 +88,10 @@ FAKE_CHILD = [sys.executable, "-c", FAKE_CHILD_SOURCE]
 
 PARENT = """\
 import sys, trio
-from runtime.procpool import open_pool
+from scheduler_core.runtime.procpool import open_pool
 
 async def main():
-    async with open_pool([sys.executable, "-m", "actors.child"], 2) as pool:
+    async with open_pool([sys.executable, "-m", "scheduler_core.command.child"], 2) as pool:
         print(*pool.statistics().pids, flush=True)
         await trio.sleep_forever()
 
@@ -158,11 +158,11 @@ async def test_handler_output_does_not_corrupt_the_protocol(
     argv = [
         sys.executable,
         "-c",
-        "import sys, actors.child\n"
-        "from handlers import REGISTRY\n"
-        "from handlers.builtin import NoopPayload\n"
+        "import sys, scheduler_core.command.child\n"
+        "from scheduler_core.handlers import REGISTRY\n"
+        "from scheduler_core.handlers.builtin import NoopPayload\n"
         "REGISTRY.handler('shout', payload=NoopPayload)(lambda p, c: print('LOUD') or 'done')\n"
-        "sys.exit(actors.child.main([]))\n",
+        "sys.exit(scheduler_core.command.child.main([]))\n",
     ]
     async with open_pool(argv, 1) as pool:
         response = await pool.call(job("shout"), timeout=5)

@@ -7,7 +7,7 @@ from importlib import resources
 
 import pytest
 
-from schema.queries import QUERIES, UnknownQuery, parse, q
+from scheduler_core.schema.queries import QUERIES, UnknownQuery, parse, q
 
 SAMPLE = """\
 -- A file comment: not part of any query.
@@ -53,7 +53,7 @@ def test_a_name_defined_twice_in_a_file_is_an_error() -> None:
 
 
 def test_every_shipped_query_file_parses_into_non_empty_sql() -> None:
-    folder = resources.files("schema").joinpath("queries")
+    folder = resources.files("scheduler_core.schema").joinpath("queries")
     for entry in folder.iterdir():
         if entry.name.endswith(".sql"):
             for name, sql in parse(entry.read_text()).items():
@@ -63,7 +63,7 @@ def test_every_shipped_query_file_parses_into_non_empty_sql() -> None:
 
 
 def test_every_shipped_query_is_loaded_by_name() -> None:
-    folder = resources.files("schema").joinpath("queries")
+    folder = resources.files("scheduler_core.schema").joinpath("queries")
     names = {name for entry in folder.iterdir() if entry.name.endswith(".sql")
              for name in parse(entry.read_text())}
     assert names == set(QUERIES)

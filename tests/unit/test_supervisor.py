@@ -17,8 +17,8 @@ import trio
 import trio.testing
 from prometheus_client import REGISTRY
 
-from runtime.errors import RuntimeCoreError
-from runtime.supervisor import (
+from scheduler_core.runtime.errors import RuntimeCoreError
+from scheduler_core.runtime.supervisor import (
     ChildSpec,
     ChildStatistics,
     Supervisor,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from web.throttle import AuthThrottle, lockout_seconds, retry_after_header
+from scheduler_core.web.throttle import AuthThrottle, lockout_seconds, retry_after_header
 
 
 class FakeClock:

@@ -6,7 +6,7 @@ import uuid
 
 import msgspec
 
-from schema import wire
+from scheduler_core.schema import wire
 
 RUN = uuid.UUID("01900000-0000-7000-8000-000000000001")
 

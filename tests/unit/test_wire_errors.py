@@ -7,8 +7,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from schema import wire
-from web.errors import ApiError, field_path, from_msgspec
+from scheduler_core.schema import wire
+from scheduler_core.web.errors import ApiError, field_path, from_msgspec
 
 
 def error_for(raw: bytes, type_: Any = wire.SubmitJob, **kw: Any) -> ApiError:

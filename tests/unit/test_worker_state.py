@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from actors.worker_state import PREFETCH_HORIZON_SECONDS, OwnedRun, WorkerState
-from schema import wire
+from scheduler_core.actors.worker_state import PREFETCH_HORIZON_SECONDS, OwnedRun, WorkerState
+from scheduler_core.schema import wire
 
 
 def job() -> wire.ClaimedJob:

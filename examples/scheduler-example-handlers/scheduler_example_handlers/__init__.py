@@ -15,7 +15,7 @@ import msgspec
 import trio
 
 if TYPE_CHECKING:
-    from handlers import Registry, RunContext
+    from scheduler_core.handlers import Registry, RunContext
 
 __all__ = ["GreetLaterPayload", "GreetPayload", "greet", "greet_later", "register"]
 

@@ -28,8 +28,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
-from runtime.config import Config, bind_refusal, is_loopback_host, load_config
-from runtime.errors import RuntimeCoreError
+from scheduler_core.runtime.config import Config, bind_refusal, is_loopback_host, load_config
+from scheduler_core.runtime.errors import RuntimeCoreError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -271,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = _config(args)
         if args.command in ("submit", "jobs", "schedules", "queues"):
-            from runtime import client_cli
+            from scheduler_core.command import client_cli
 
             return client_cli.run(args, config)
         return _run_service(args, config)
@@ -293,7 +293,8 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
     import psycopg
     import trio
 
-    from runtime import compose, logs
+    from scheduler_core.command import compose
+    from scheduler_core.runtime import logs
 
     logs.configure(config.log_format, config.log_level, process=args.command,
                    secrets=logs.secrets_of(config))
@@ -309,7 +310,7 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
             print(f"pruned jobs: {result.deleted} (batches: {result.batches})")
             return 0
         if args.command in ("coordinator", "worker", "up"):
-            from handlers import PluginError
+            from scheduler_core.handlers import PluginError
 
             try:
                 compose.load_handlers(config)
@@ -326,12 +327,12 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
                 compose.run_coordinator, config, dsn, run_migrations=not args.no_migrate)))
             return 0
         if args.command == "worker":
-            from runtime import worker_main
+            from scheduler_core.command import worker_main
 
             queues = [q for q in (args.queues or "default").split(",") if q]
             return worker_main.main(config, queues)
         if args.command == "up":
-            from runtime import up
+            from scheduler_core.command import up
 
             return up.main(config)
     except psycopg.OperationalError as exc:

@@ -18,16 +18,16 @@ from functools import partial
 import structlog
 import trio
 
-from actors import claim_loop, drain, heartbeat
-from actors.completer import Completer
-from actors.coordinator_link import Link
-from actors.executor import Executors
-from actors.worker_state import WorkerState
-from handlers import REGISTRY
-from runtime import child_env, gctune, logs
-from runtime.config import Config, check_coordinator_urls
-from runtime.procpool import open_pool
-from runtime.supervisor import ChildSpec, Supervisor
+from scheduler_core.actors import claim_loop, drain, heartbeat
+from scheduler_core.actors.completer import Completer
+from scheduler_core.actors.coordinator_link import Link
+from scheduler_core.actors.executor import Executors
+from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.handlers import REGISTRY
+from scheduler_core.runtime import child_env, gctune, logs
+from scheduler_core.runtime.config import Config, check_coordinator_urls
+from scheduler_core.runtime.procpool import open_pool
+from scheduler_core.runtime.supervisor import ChildSpec, Supervisor
 
 log = structlog.get_logger("runtime.worker")
 
@@ -48,7 +48,7 @@ async def run_worker(config: Config, queues: list[str]) -> int:
     structlog.contextvars.bind_contextvars(worker_id=state.worker_id)
     link = Link(config.coordinator_urls, token=next(iter(config.worker_tokens), None))
     forced = False
-    argv = [sys.executable, "-m", "actors.child", "--data-dir", config.worker_data_dir]
+    argv = [sys.executable, "-m", "scheduler_core.command.child", "--data-dir", config.worker_data_dir]
     if config.handler_modules:
         argv += ["--handlers", ",".join(config.handler_modules)]
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

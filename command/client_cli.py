@@ -1,5 +1,5 @@
 """The client half of the CLI: ``submit``, ``jobs ...`` and ``schedules ...`` over HTTP
-(web/client.py).
+(client/).
 
 Output goes to stdout (a table, or JSON with ``--json``); errors are one line on
 stderr and exit 1. ``submit --wait`` shows its progress on stderr (a live status line
@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any, TextIO
 
-from runtime.config import Config, check_coordinator_urls
-from web.client import Client, ClientError, Job, WaitTimeout
+from scheduler_core.client import Client, ClientError, Job, WaitTimeout
+from scheduler_core.runtime.config import Config, check_coordinator_urls
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:

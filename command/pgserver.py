@@ -52,7 +52,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from runtime.errors import DatabaseUnavailable
+from scheduler_core.runtime.errors import DatabaseUnavailable
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -553,7 +553,7 @@ class EmbeddedPostgres:
         self._run("initdb", args, ident, deadline)
         with (staging / "postgresql.conf").open("a") as conf:
             conf.write(
-                f"\n# Added by runtime/pgserver.py: its settings, rewritten on start.\n{_INCLUDE_LINE}\n"
+                f"\n# Added by command/pgserver.py: its settings, rewritten on start.\n{_INCLUDE_LINE}\n"
             )
         try:
             os.rename(staging, self.data_dir)  # replaces an empty data_dir
@@ -585,7 +585,7 @@ class EmbeddedPostgres:
         sockets = '"' + str(socket_dir).replace('"', '""') + '"'
         flush = "on" if self.durable else "off"
         lines = [
-            "# Written by runtime/pgserver.py on every start: edits are overwritten.",
+            "# Written by command/pgserver.py on every start: edits are overwritten.",
             "listen_addresses = ''",
             f"unix_socket_directories = {_quote_conf(sockets)}",
             f"port = {PORT}",

@@ -28,7 +28,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from schema.wire import TERMINAL
+from scheduler_core.schema.wire import TERMINAL
 
 __all__ = [
     "TERMINAL",

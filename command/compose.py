@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from runtime import db, gctune, pgserver
-from runtime.config import Config
-from runtime.doorbell import Doorbell, EchoFilter
-from runtime.supervisor import ChildSpec, Supervisor
+from scheduler_core.command import pgserver
+from scheduler_core.runtime import db, gctune
+from scheduler_core.runtime.config import Config
+from scheduler_core.runtime.doorbell import Doorbell, EchoFilter
+from scheduler_core.runtime.supervisor import ChildSpec, Supervisor
 
 if TYPE_CHECKING:
-    from schema.retention_store import PruneResult, RetentionPolicy
+    from scheduler_core.schema.retention_store import PruneResult, RetentionPolicy
 
 log = structlog.get_logger("runtime")
 
@@ -36,7 +37,7 @@ def resolve_database(config: Config) -> str:
 
 
 async def migrate(dsn: str) -> list[int]:
-    from schema import migrate as migrations
+    from scheduler_core.schema import migrate as migrations
 
     conn = await db.connect(dsn)
     try:
@@ -49,15 +50,15 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """The coordinator tree: listener, lease_reaper, cron_expander, pruner, web
     (started in that order)."""
-    from actors import cron_expander, lease_reaper, listener, pruner
-    from handlers import REGISTRY
-    from schema.retention_store import RetentionStore
-    from schema.schedule_store import ScheduleStore
-    from schema.stats_store import StatsStore
-    from schema.store import Store
-    from web.app import AppContext, create_app, serve
-    from web.app import context as app_context
-    from web.metrics import observe_reaped
+    from scheduler_core.actors import cron_expander, lease_reaper, listener, pruner
+    from scheduler_core.handlers import REGISTRY
+    from scheduler_core.schema.retention_store import RetentionStore
+    from scheduler_core.schema.schedule_store import ScheduleStore
+    from scheduler_core.schema.stats_store import StatsStore
+    from scheduler_core.schema.store import Store
+    from scheduler_core.web.app import AppContext, create_app, serve
+    from scheduler_core.web.app import context as app_context
+    from scheduler_core.web.metrics import observe_reaped
 
     if run_migrations:
         applied = await migrate(dsn)
@@ -103,7 +104,7 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
 
 
 def retention_policy(config: Config) -> RetentionPolicy:
-    from schema.retention_store import RetentionPolicy
+    from scheduler_core.schema.retention_store import RetentionPolicy
 
     return RetentionPolicy(succeeded_days=config.retention_succeeded_days,
                            deadletter_days=config.retention_deadletter_days)
@@ -111,8 +112,8 @@ def retention_policy(config: Config) -> RetentionPolicy:
 
 async def prune(config: Config, dsn: str) -> PruneResult:
     """One pruning pass on ``dsn`` (``scheduler prune``), on a one-connection pool."""
-    from actors import pruner
-    from schema.retention_store import RetentionStore
+    from scheduler_core.actors import pruner
+    from scheduler_core.schema.retention_store import RetentionStore
 
     async with db.open_pool(dsn, max_size=1) as pool:
         return await pruner.prune_once(RetentionStore(pool), retention_policy(config),
@@ -132,8 +133,8 @@ def load_handlers(config: Config) -> list[str]:
     import os
     import sys
 
-    from handlers import REGISTRY
-    from handlers.plugins import load_plugins
+    from scheduler_core.handlers import REGISTRY
+    from scheduler_core.handlers.plugins import load_plugins
 
     if config.handler_modules and os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())

@@ -1,5 +1,5 @@
 """The child process that runs job bodies:
-``python -m actors.child [--data-dir DIR] [--handlers MODULE[,MODULE]]``.
+``python -m scheduler_core.command.child [--data-dir DIR] [--handlers MODULE[,MODULE]]``.
 
 It serves :mod:`runtime.procpool`'s framing on its stdin/stdout: one empty frame once
 it is ready, then one response per request, until end of file on stdin.
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import msgspec
 
 if TYPE_CHECKING:
-    from handlers.registry import Registry
+    from scheduler_core.handlers.registry import Registry
 
 __all__ = ["Request", "handle", "main"]
 
@@ -79,7 +79,7 @@ def die_with_parent() -> None:
 
 def handle(request: bytes, registry: Registry, data_dir: str) -> bytes:
     """Run one request and return its encoded response; never raises on a job's failure."""
-    from handlers.registry import HandlerError, RunContext
+    from scheduler_core.handlers.registry import HandlerError, RunContext
 
     try:
         job = _decoder.decode(request)
@@ -138,7 +138,7 @@ def _take_protocol_fds() -> tuple[BinaryIO, BinaryIO]:
 def main(argv: list[str] | None = None) -> int:
     """Serve requests until end of file on stdin; return the exit status."""
     die_with_parent()
-    parser = argparse.ArgumentParser(prog="python -m actors.child")
+    parser = argparse.ArgumentParser(prog="python -m scheduler_core.command.child")
     parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     parser.add_argument("--handlers", default="",
                         help="comma-separated modules (or module:function) with job types")
@@ -146,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = os.path.abspath(args.data_dir)
     receive, send = _take_protocol_fds()
 
-    from handlers import REGISTRY, PluginError, load_plugins
+    from scheduler_core.handlers import REGISTRY, PluginError, load_plugins
 
     try:
         load_plugins(REGISTRY, [m for m in args.handlers.split(",") if m.strip()])
     except PluginError as exc:
-        print(f"actors.child: {exc}", file=sys.stderr, flush=True)
+        print(f"command.child: {exc}", file=sys.stderr, flush=True)
         return _EXIT_PLUGIN_FAILED
 
     _write_frame(send, b"")  # ready

@@ -31,16 +31,17 @@ import msgspec
 import structlog
 import trio
 
-from runtime import child_env, compose, pgserver
-from runtime.config import Config
-from runtime.processes import run_process
-from runtime.supervisor import ChildSpec, Supervisor, SupervisorGaveUp
+from scheduler_core.command import compose, pgserver
+from scheduler_core.runtime import child_env
+from scheduler_core.runtime.config import Config
+from scheduler_core.runtime.processes import run_process
+from scheduler_core.runtime.supervisor import ChildSpec, Supervisor, SupervisorGaveUp
 
 log = structlog.get_logger("runtime.up")
 
 
 def _argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "runtime.cli", *args]
+    return [sys.executable, "-m", "scheduler_core.command.cli", *args]
 
 
 def port_in_use(host: str, port: int) -> bool:
