@@ -38,6 +38,10 @@ FAST = {
     "SCHEDULER_REAP_INTERVAL_SECONDS": "0.3",
     "SCHEDULER_CLAIM_WAIT_SECONDS": "1",
 }
+# Without prefetch a worker holds at most its 2 slots' worth, so the 4 sleepers split
+# over the two default-queue workers (after fast noops a prefetching worker would take
+# all 4 and leave none for worker-doomed).
+NO_PREFETCH = {"SCHEDULER_WORKER_PREFETCH": "0"}
 JOBS_PER_PHASE = 20
 SLEEP = 5  # seconds a sleeper job runs
 
@@ -82,6 +86,16 @@ def runs_of(dsn: str, job_id: str) -> list[tuple[str, str | None]]:
         job_id)]
 
 
+def explain(dsn: str, workers: dict[str, Worker], coordinators: list[Coordinator]) -> str:
+    """What the database and the processes say, for a failure message."""
+    jobs = query(dsn, "SELECT j.queue, j.type, j.status, r.worker_id, r.finished_at IS NULL "
+                 "AS open FROM jobs j LEFT JOIN job_runs r ON r.job_id = j.id "
+                 "WHERE j.type = 'sleep' ORDER BY j.queue")
+    logs = "\n".join(f"--- {name}\n{proc.output()[-1500:]}" for name, proc in
+                     [*workers.items(), *(("coordinator", c) for c in coordinators)])
+    return f"sleep jobs and runs: {jobs}\n{logs}"
+
+
 def wait_succeeded(dsn: str, ids: list[str], *, timeout: float = 20) -> None:
     def all_succeeded() -> bool:
         found = {r["status"]: r["n"] for r in query(
@@ -101,7 +115,7 @@ def test_two_coordinators_share_the_work_and_one_survives_the_others_death(
                                ("worker-survivor", survivor.url, "default"),
                                ("worker-failover", f"{doomed.url},{survivor.url}",
                                 "failover")):
-        workers[name] = start_worker(urls, slots=2, env=FAST,
+        workers[name] = start_worker(urls, slots=2, env=FAST | NO_PREFETCH,
                                      extra=["--worker-id", name, "--queues", queues])
         wait_registered(db_dsn, workers[name], name)
 
@@ -119,9 +133,12 @@ def test_two_coordinators_share_the_work_and_one_survives_the_others_death(
         sleepers = [via_survivor.submit("sleep", {"seconds": SLEEP})["id"] for _ in range(4)]
         failover_sleepers = [via_survivor.submit("sleep", {"seconds": SLEEP},
                                                  queue="failover")["id"] for _ in range(2)]
-        wait_until(lambda: running_on(db_dsn, "worker-doomed")
-                   and running_on(db_dsn, "worker-failover"),
-                   what="a run on worker-doomed and one on worker-failover at once")
+        try:
+            wait_until(lambda: running_on(db_dsn, "worker-doomed")
+                       and running_on(db_dsn, "worker-failover"),
+                       what="a run on worker-doomed and one on worker-failover at once")
+        except AssertionError as exc:
+            raise AssertionError(explain(db_dsn, workers, [doomed, survivor])) from exc
         assert not logged(workers["worker-failover"], "coordinator_failed_over")
         doomed.popen.kill()
         doomed.wait(timeout=10)
