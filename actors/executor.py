@@ -21,57 +21,28 @@ import math
 from collections.abc import Awaitable
 from typing import cast
 
-import msgspec
 import structlog
 import trio
 
 from scheduler_core.actors.completer import Completer
 from scheduler_core.actors.worker_state import OwnedRun, StopReason, WorkerState
 from scheduler_core.handlers import HandlerError, HandlerSpec, Registry, RunContext
-from scheduler_core.runtime import jsonlimits
+from scheduler_core.runtime.job_protocol import (
+    Request,
+    decode_reply,
+    encode_request,
+    normalise_result,
+)
 from scheduler_core.runtime.procpool import CallTimeout, ChildDied, ProcPoolError, WarmPool
 from scheduler_core.schema import wire
 
 log = structlog.get_logger("actors.executor")
-
-_request = msgspec.msgpack.Encoder()
-_json = msgspec.json.Encoder()
-
-
-class _Reply(msgspec.Struct):
-    ok: bool
-    result: object = None
-    error: str | None = None
-    permanent: bool = False
-
-
-_reply = msgspec.msgpack.Decoder(_Reply)
-
-MAX_RESULT_BYTES = 64 * 1024
 
 _STOPPED_ERRORS: dict[StopReason, str] = {
     "Cancelled": "cancelled on request",
     "Released": "handed back: the worker stopped before the job finished",
     "Lost": "lease lost",
 }
-
-
-def _check_result(result: object) -> tuple[object, str | None]:
-    """``(result, None)`` when it may be stored, else ``(None, why not)``."""
-    if result is None:
-        return None, None
-    refusal = _result_refusal(_json.encode(result))
-    return (None, refusal) if refusal is not None else (result, None)
-
-
-def _result_refusal(raw: bytes) -> str | None:
-    """Why a result (as JSON) may not be stored, or None. Too deep, the coordinator
-    would refuse the completion (400) and it would be resent forever: the run fails."""
-    if len(raw) > MAX_RESULT_BYTES:
-        return f"result larger than {MAX_RESULT_BYTES} bytes"
-    if jsonlimits.depth(raw) > jsonlimits.MAX_RESULT_DEPTH:
-        return f"result nested deeper than {jsonlimits.MAX_RESULT_DEPTH} levels"
-    return None
 
 
 class Executors:
@@ -162,13 +133,15 @@ class Executors:
             if spec is not None:
                 outcome, result, error, permanent = await self._run_inline(spec, job)
             else:
-                request = _request.encode({"type": job.type, "payload": job.payload,
-                                           "jobId": str(job.job_id), "attempt": job.attempt})
+                request = encode_request(Request(type=job.type, payload=job.payload,
+                                                 job_id=str(job.job_id), attempt=job.attempt))
                 try:
                     raw = await self.pool.call(request, timeout=job.timeout_seconds)
-                    reply = _reply.decode(raw)
+                    reply = decode_reply(raw)
                     if reply.ok:
-                        result, error = _check_result(reply.result)
+                        # The child normalised it already; checked again, as the worker
+                        # does not trust what a job's process sends.
+                        result, error = normalise_result(reply.result)
                         outcome, permanent = ("Succeeded", False) if error is None else (
                             "Failed", True)
                     else:
@@ -216,15 +189,8 @@ class Executors:
                 return "Failed", None, f"{type(exc).__name__}: {exc}", False
         if timer.cancelled_caught:
             return "TimedOut", None, f"timed out after {job.timeout_seconds}s", False
-        if returned is None:
-            return "Succeeded", None, None, False
-        try:
-            raw = _json.encode(returned)
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
-            return "Failed", None, (f"TypeError: expected a JSON-able result, found "
-                                    f"{type(returned).__name__}: {exc}"), True
-        refusal = _result_refusal(raw)
+        # Normalised as a child does: stored exactly as it will be read.
+        result, refusal = normalise_result(returned)
         if refusal is not None:
             return "Failed", None, refusal, True
-        # Normalised through JSON, as a child does: stored exactly as it will be read.
-        return "Succeeded", msgspec.json.decode(raw), None, False
+        return "Succeeded", result, None, False

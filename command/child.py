@@ -1,12 +1,9 @@
 """The child process that runs job bodies:
 ``python -m scheduler_core.command.child [--data-dir DIR] [--handlers MODULE[,MODULE]]``.
 
-It serves :mod:`runtime.procpool`'s framing on its stdin/stdout: one empty frame once
-it is ready, then one response per request, until end of file on stdin.
-
-Request (msgpack): ``{"type": str, "payload": any, "jobId": str, "attempt": int}``.
-Response (msgpack): ``{"ok": true, "result": <JSON value>}`` or
-``{"ok": false, "error": "ExcType: message", "permanent": bool}``.
+It speaks :mod:`runtime.job_protocol` on its stdin/stdout: one empty frame once it is
+ready, then one ``Reply`` per ``Request``, until end of file on stdin. A result is
+normalised (through JSON, size and depth checked) here, before it is sent.
 
 Before anything else it asks the kernel to SIGKILL it when its parent dies
 (``PR_SET_PDEATHSIG``), so a worker killed with ``kill -9`` leaves no child running a
@@ -22,7 +19,8 @@ before it says it is ready.
 Its environment is the worker's scrubbed one (runtime/child_env.py): the ordinary
 variables and those SCHEDULER_JOB_ENV names, never a token nor DATABASE_URL.
 
-It imports neither trio nor the runtime: starting fast is the point.
+Of the runtime it imports only ``job_protocol`` (which imports neither trio nor
+structlog): starting fast is the point.
 """
 
 from __future__ import annotations
@@ -32,34 +30,29 @@ import ctypes
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import msgspec
+
+from scheduler_core.runtime.job_protocol import (
+    PARENT_PID_ENV,
+    Reply,
+    decode_request,
+    encode_reply,
+    normalise_result,
+    read_frame,
+    write_frame,
+)
 
 if TYPE_CHECKING:
     from scheduler_core.handlers.registry import Registry
 
-__all__ = ["Request", "handle", "main"]
+__all__ = ["handle", "main"]
 
-PARENT_PID_ENV = "SCHEDULER_PARENT_PID"  # the name runtime.procpool sets
 DEFAULT_DATA_DIR = ".scheduler/data"
 _PR_SET_PDEATHSIG = 1
-_HEADER_BYTES = 4
 _EXIT_ORPHANED = 70
 _EXIT_PLUGIN_FAILED = 1
-
-
-class Request(msgspec.Struct, rename="camel"):
-    """One job to run."""
-
-    type: str
-    payload: Any = None
-    job_id: str = ""
-    attempt: int = 1
-
-
-_decoder = msgspec.msgpack.Decoder(Request)
-_encoder = msgspec.msgpack.Encoder()
 
 
 def die_with_parent() -> None:
@@ -82,7 +75,7 @@ def handle(request: bytes, registry: Registry, data_dir: str) -> bytes:
     from scheduler_core.handlers.registry import HandlerError, RunContext
 
     try:
-        job = _decoder.decode(request)
+        job = decode_request(request)
         ctx = RunContext(job_id=job.job_id, attempt=job.attempt, data_dir=data_dir)
         result = registry.run(job.type, job.payload, ctx)
     except msgspec.DecodeError as exc:
@@ -91,36 +84,15 @@ def handle(request: bytes, registry: Registry, data_dir: str) -> bytes:
         return _failure(exc, permanent=exc.permanent)
     except Exception as exc:
         return _failure(exc, permanent=False)
-    try:
-        # Normalised through JSON, so the result is stored exactly as it will be read.
-        plain = msgspec.json.decode(msgspec.json.encode(result))
-    except (TypeError, ValueError, msgspec.EncodeError) as exc:
-        return _failure(
-            TypeError(f"expected a JSON-able result, found {type(result).__name__}: {exc}"),
-            permanent=True,
-        )
-    return _encoder.encode({"ok": True, "result": plain})
+    plain, refusal = normalise_result(result)
+    if refusal is not None:
+        return encode_reply(Reply(ok=False, error=refusal, permanent=True))
+    return encode_reply(Reply(ok=True, result=plain))
 
 
 def _failure(exc: BaseException, *, permanent: bool) -> bytes:
     error = f"{type(exc).__name__}: {exc}"
-    return _encoder.encode({"ok": False, "error": error, "permanent": permanent})
-
-
-def _read_frame(stream: BinaryIO) -> bytes | None:
-    header = stream.read(_HEADER_BYTES)
-    if len(header) < _HEADER_BYTES:
-        return None
-    length = int.from_bytes(header, "big")
-    body = stream.read(length)
-    if len(body) < length:
-        return None
-    return body
-
-
-def _write_frame(stream: BinaryIO, payload: bytes) -> None:
-    stream.write(len(payload).to_bytes(_HEADER_BYTES, "big") + payload)
-    stream.flush()
+    return encode_reply(Reply(ok=False, error=error, permanent=permanent))
 
 
 def _take_protocol_fds() -> tuple[BinaryIO, BinaryIO]:
@@ -154,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"command.child: {exc}", file=sys.stderr, flush=True)
         return _EXIT_PLUGIN_FAILED
 
-    _write_frame(send, b"")  # ready
-    while (request := _read_frame(receive)) is not None:
-        _write_frame(send, handle(request, REGISTRY, data_dir))
+    write_frame(send, b"")  # ready
+    while (request := read_frame(receive)) is not None:
+        write_frame(send, handle(request, REGISTRY, data_dir))
     return 0
 
 

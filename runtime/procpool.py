@@ -5,10 +5,11 @@ to a pre-started child costs about a tenth of a millisecond. The pool keeps ``si
 children running ``argv``, each in its own process group, and gives each :meth:`call`
 an idle one. It knows nothing of jobs or handlers.
 
-Protocol (both directions): frames of a 4-byte big-endian length followed by that many
-bytes. A child first writes one empty frame when it is ready to serve (after its
-imports), then answers each request frame with exactly one response frame, and exits
-when its stdin reaches end of file.
+Protocol: the framing of :mod:`runtime.job_protocol` (a 4-byte big-endian length, then
+that many bytes, both directions). A child first writes one empty frame when it is
+ready to serve (after its imports), then answers each request frame with exactly one
+response frame, and exits when its stdin reaches end of file. What the frames hold is
+the caller's business.
 
 A child that overruns its timeout, whose caller is cancelled, or that dies mid-call is
 killed with its whole process group ("SIGTERM -> ``kill_grace`` -> SIGKILL") and
@@ -20,8 +21,8 @@ sets with ``prctl(PR_SET_PDEATHSIG)`` fires when the *thread* that forked it exi
 trio forks from a cached worker thread that it retires after 10 idle seconds, which
 would kill every warm child for nothing. Forking in that thread also keeps the event
 loop free while ``Popen`` waits for the exec (1-10 ms). Each child is told its
-parent's pid in ``SCHEDULER_PARENT_PID`` so it can check that its parent did not die
-before it set that signal.
+parent's pid in ``SCHEDULER_PARENT_PID`` (``job_protocol.PARENT_PID_ENV``) so it can
+check that its parent did not die before it set that signal.
 
 Errors::
 
@@ -50,9 +51,14 @@ import structlog
 import trio
 
 from scheduler_core.runtime.errors import RuntimeCoreError
+from scheduler_core.runtime.job_protocol import (
+    PARENT_PID_ENV,
+    FrameTooLarge,
+    encode_frame,
+    split_frame,
+)
 
 __all__ = [
-    "PARENT_PID_ENV",
     "CallTimeout",
     "ChildDied",
     "PoolClosed",
@@ -64,9 +70,6 @@ __all__ = [
     "open_pool",
 ]
 
-PARENT_PID_ENV = "SCHEDULER_PARENT_PID"
-MAX_FRAME_BYTES = 256 * 1024 * 1024
-_HEADER_BYTES = 4
 _RECEIVE_BYTES = 64 * 1024
 # After SIGKILL a process is reaped within milliseconds; this only bounds a wait on a
 # process stuck in the kernel (uninterruptible sleep).
@@ -158,24 +161,19 @@ class _Child:
 
     async def send_frame(self, payload: bytes) -> None:
         try:
-            await self._stdin.send_all(len(payload).to_bytes(_HEADER_BYTES, "big") + payload)
+            await self._stdin.send_all(encode_frame(payload))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _ChildGone from exc
 
     async def receive_frame(self) -> bytes:
         buffer = self._buffer
         while True:
-            if len(buffer) >= _HEADER_BYTES:
-                length = int.from_bytes(buffer[:_HEADER_BYTES], "big")
-                if length > MAX_FRAME_BYTES:
-                    raise ProtocolViolation(
-                        f"expected a frame of at most {MAX_FRAME_BYTES} bytes, found {length}"
-                    )
-                end = _HEADER_BYTES + length
-                if len(buffer) >= end:
-                    frame = bytes(buffer[_HEADER_BYTES:end])
-                    del buffer[:end]
-                    return frame
+            try:
+                frame = split_frame(buffer)
+            except FrameTooLarge as exc:
+                raise ProtocolViolation(str(exc)) from None
+            if frame is not None:
+                return frame
             try:
                 chunk = await self._stdout.receive_some(_RECEIVE_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -24,6 +24,7 @@ import trio.testing
 from scheduler_core.command.child import handle
 from scheduler_core.handlers import REGISTRY, Registry
 from scheduler_core.handlers.builtin import NoopPayload
+from scheduler_core.runtime.job_protocol import PARENT_PID_ENV, Reply, decode_reply
 from scheduler_core.runtime.procpool import (
     CallTimeout,
     ChildDied,
@@ -44,21 +45,21 @@ while True:
 
 FAKE_CHILD_SOURCE = f"""\
 import os, signal, subprocess, sys, time
+from scheduler_core.runtime.job_protocol import read_frame, write_frame
 read, write = sys.stdin.buffer, sys.stdout.buffer
 
 def send(data):
-    write.write(len(data).to_bytes(4, "big") + data)
-    write.flush()
+    write_frame(write, data)
 
 send(b"")
 stubborn = False
 while True:
-    header = read.read(4)
-    if len(header) < 4:
+    request = read_frame(read)
+    if request is None:
         while stubborn:
             time.sleep(60)
         break
-    command, _, argument = read.read(int.from_bytes(header, "big")).partition(b":")
+    command, _, argument = request.partition(b":")
     if command == b"echo":
         send(str(os.getpid()).encode() + b":" + argument)
     elif command == b"exit":
@@ -100,11 +101,12 @@ trio.run(main)
 
 
 def job(type_: str, payload: Any = None) -> bytes:
+    """A request as plain msgpack, so these tests also pin the request's wire keys."""
     return msgspec.msgpack.encode({"type": type_, "payload": payload, "jobId": "j", "attempt": 1})
 
 
-def decode(response: bytes) -> Any:
-    return msgspec.msgpack.decode(response)
+def decode(response: bytes) -> Reply:
+    return decode_reply(response)
 
 
 def alive(pid: int) -> bool:
@@ -141,7 +143,7 @@ async def wait_gone(pids: Iterable[int]) -> None:
 async def test_noop_call_round_trips() -> None:
     async with open_pool(CHILD, 2) as pool:
         response = await pool.call(job("noop", {}), timeout=5)
-        assert {"ok": True, "result": None} == decode(response)
+        assert Reply(ok=True, result=None) == decode(response)
         stats = pool.statistics()
     assert (2, 2, 0, 2, 0) == (stats.size, stats.idle, stats.busy, stats.spawned, stats.killed)
 
@@ -149,7 +151,7 @@ async def test_noop_call_round_trips() -> None:
 async def test_child_reports_a_permanent_failure() -> None:
     async with open_pool(CHILD, 1) as pool:
         response = await pool.call(job("fail", {"message": "no", "permanent": True}), timeout=5)
-    assert {"ok": False, "error": "PermanentError: no", "permanent": True} == decode(response)
+    assert Reply(ok=False, error="PermanentError: no", permanent=True) == decode(response)
 
 
 async def test_handler_output_does_not_corrupt_the_protocol(
@@ -166,7 +168,7 @@ async def test_handler_output_does_not_corrupt_the_protocol(
     ]
     async with open_pool(argv, 1) as pool:
         response = await pool.call(job("shout"), timeout=5)
-    assert {"ok": True, "result": "done"} == decode(response)
+    assert Reply(ok=True, result="done") == decode(response)
     assert "LOUD" in capfd.readouterr().err
 
 
@@ -209,7 +211,7 @@ async def test_busy_loop_is_killed_at_its_timeout() -> None:
         assert 0.5 == caught.value.seconds
         assert 0.5 <= elapsed < 0.5 + 0.2 + 0.5
         assert not alive(pid)
-        assert {"ok": True, "result": None} == decode(await pool.call(job("noop"), timeout=5))
+        assert Reply(ok=True, result=None) == decode(await pool.call(job("noop"), timeout=5))
         stats = pool.statistics()
         assert (2, 1) == (stats.spawned, stats.killed)
         assert pid not in stats.pids
@@ -254,7 +256,7 @@ async def test_cancelled_call_kills_the_child_and_the_pool_keeps_serving() -> No
             nursery.cancel_scope.cancel()
         assert trio.current_time() - started < 1.0
         assert not alive(pid)
-        assert {"ok": True, "result": None} == decode(await pool.call(job("noop"), timeout=5))
+        assert Reply(ok=True, result=None) == decode(await pool.call(job("noop"), timeout=5))
         stats = pool.statistics()
         assert (0, 1) == (stats.busy, stats.killed)
         assert pid not in stats.pids
@@ -382,7 +384,7 @@ async def test_children_are_forked_by_one_thread_that_outlives_them(
 
 
 async def test_child_exits_when_its_parent_is_not_the_expected_one() -> None:
-    env = {**os.environ, "SCHEDULER_PARENT_PID": "1"}
+    env = {**os.environ, PARENT_PID_ENV: "1"}
     result = await trio.run_process(CHILD, env=env, stdin=subprocess.DEVNULL, check=False)
     assert 70 == result.returncode
 
@@ -394,30 +396,30 @@ def test_child_refuses_a_result_that_is_not_json(tmp_path: Path) -> None:
     registry = Registry()
     registry.handler("obj", payload=NoopPayload)(lambda payload, ctx: object())
     response = decode(handle(job("obj"), registry, str(tmp_path)))
-    assert (False, True) == (response["ok"], response["permanent"])
-    assert response["error"].startswith("TypeError: expected a JSON-able result")
+    assert (False, True) == (response.ok, response.permanent)
+    assert response.error is not None
+    assert response.error.startswith("TypeError: expected a JSON-able result")
 
 
 def test_child_reports_a_bug_in_a_handler_as_retryable(tmp_path: Path) -> None:
     registry = Registry()
     registry.handler("bug", payload=NoopPayload)(lambda payload, ctx: 1 // 0)
     response = decode(handle(job("bug"), registry, str(tmp_path)))
-    assert {
-        "ok": False,
-        "error": "ZeroDivisionError: integer division or modulo by zero",
-        "permanent": False,
-    } == response
+    assert Reply(
+        ok=False, error="ZeroDivisionError: integer division or modulo by zero", permanent=False
+    ) == response
 
 
 def test_child_reports_an_unknown_type_as_permanent(tmp_path: Path) -> None:
     response = decode(handle(job("nope"), REGISTRY, str(tmp_path)))
-    assert (False, True) == (response["ok"], response["permanent"])
-    assert response["error"].startswith("UnknownHandler: ")
+    assert (False, True) == (response.ok, response.permanent)
+    assert response.error is not None
+    assert response.error.startswith("UnknownHandler: ")
 
 
 def test_child_reports_a_malformed_request_as_permanent(tmp_path: Path) -> None:
     response = decode(handle(b"\xc1", REGISTRY, str(tmp_path)))
-    assert (False, True) == (response["ok"], response["permanent"])
+    assert (False, True) == (response.ok, response.permanent)
 
 
 def test_child_passes_job_id_and_attempt_and_data_dir(tmp_path: Path) -> None:
@@ -427,4 +429,11 @@ def test_child_passes_job_id_and_attempt_and_data_dir(tmp_path: Path) -> None:
     )
     request = msgspec.msgpack.encode({"type": "ctx", "jobId": "job-9", "attempt": 3})
     response = decode(handle(request, registry, str(tmp_path)))
-    assert {"ok": True, "result": ["job-9", 3, str(tmp_path)]} == response
+    assert Reply(ok=True, result=["job-9", 3, str(tmp_path)]) == response
+
+
+def test_child_refuses_a_result_larger_than_the_limit(tmp_path: Path) -> None:
+    registry = Registry()
+    registry.handler("big", payload=NoopPayload)(lambda payload, ctx: "x" * 70_000)
+    response = decode(handle(job("big"), registry, str(tmp_path)))
+    assert Reply(ok=False, error="result larger than 65536 bytes", permanent=True) == response

@@ -1,0 +1,199 @@
+"""The job-process protocol: what a worker and its job processes say to each other.
+
+Both sides of the pipe import this module: the warm pool (:mod:`runtime.procpool`)
+and the executor that talk to a job process, and the job process itself
+(:mod:`command.child`). It lives in the runtime floor because the pool needs its
+framing; it knows nothing of handlers, and it imports neither trio nor structlog, so a
+job process that imports it still starts fast.
+
+Framing (both directions): a 4-byte big-endian length, then that many bytes. A job
+process first writes one empty frame when it is ready to serve, then answers each
+request frame with exactly one reply frame, and exits at end of file on its stdin.
+
+Messages (msgpack): a :class:`Request` (``{"type", "payload", "jobId", "attempt"}``)
+and a :class:`Reply` (``{"ok", "result", "error", "permanent"}``).
+
+A job's result is stored exactly as it will be read: :func:`normalise_result` passes
+it through JSON and refuses one larger than :data:`MAX_RESULT_BYTES` or nested deeper
+than ``jsonlimits.MAX_RESULT_DEPTH`` (the coordinator would refuse that completion and
+it would be resent forever).
+
+The job process is told its parent's pid in :data:`PARENT_PID_ENV`.
+
+Errors::
+
+    RuntimeCoreError            (runtime.errors)
+     └─ FrameTooLarge           a frame's header announces more than MAX_FRAME_BYTES
+"""
+
+from __future__ import annotations
+
+from typing import Any, BinaryIO
+
+import msgspec
+
+from scheduler_core.runtime import jsonlimits
+from scheduler_core.runtime.errors import RuntimeCoreError
+
+__all__ = [
+    "HEADER_BYTES",
+    "MAX_FRAME_BYTES",
+    "MAX_RESULT_BYTES",
+    "PARENT_PID_ENV",
+    "FrameTooLarge",
+    "Reply",
+    "Request",
+    "decode_reply",
+    "decode_request",
+    "encode_frame",
+    "encode_reply",
+    "encode_request",
+    "normalise_result",
+    "read_frame",
+    "result_refusal",
+    "split_frame",
+    "write_frame",
+]
+
+PARENT_PID_ENV = "SCHEDULER_PARENT_PID"
+HEADER_BYTES = 4
+MAX_FRAME_BYTES = 256 * 1024 * 1024
+MAX_RESULT_BYTES = 64 * 1024
+
+
+class FrameTooLarge(RuntimeCoreError):
+    """A frame's header announces more than :data:`MAX_FRAME_BYTES`."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"expected a frame of at most {MAX_FRAME_BYTES} bytes, found {length}")
+        self.length = length
+
+
+# -- framing ------------------------------------------------------------------------------
+
+
+def encode_frame(payload: bytes) -> bytes:
+    """``payload`` with its length header, ready to write."""
+    return len(payload).to_bytes(HEADER_BYTES, "big") + payload
+
+
+def split_frame(buffer: bytearray) -> bytes | None:
+    """Take the first whole frame's payload out of ``buffer``; None if it holds none yet.
+
+    For a reader that gathers bytes as they arrive (the pool, on a job process's
+    stdout). Raises FrameTooLarge as soon as the header is in, before the bytes are.
+    """
+    if len(buffer) < HEADER_BYTES:
+        return None
+    length = int.from_bytes(buffer[:HEADER_BYTES], "big")
+    if length > MAX_FRAME_BYTES:
+        raise FrameTooLarge(length)
+    end = HEADER_BYTES + length
+    if len(buffer) < end:
+        return None
+    frame = bytes(buffer[HEADER_BYTES:end])
+    del buffer[:end]
+    return frame
+
+
+def read_frame(stream: BinaryIO) -> bytes | None:
+    """Read one frame's payload from a blocking stream; None at end of file.
+
+    A stream that ends mid-frame counts as ended. For the job process, which reads its
+    trusted parent: it does not bound the length.
+    """
+    header = stream.read(HEADER_BYTES)
+    if len(header) < HEADER_BYTES:
+        return None
+    length = int.from_bytes(header, "big")
+    body = stream.read(length)
+    if len(body) < length:
+        return None
+    return body
+
+
+def write_frame(stream: BinaryIO, payload: bytes) -> None:
+    """Write one frame to a blocking stream and flush it."""
+    stream.write(encode_frame(payload))
+    stream.flush()
+
+
+# -- messages -----------------------------------------------------------------------------
+
+
+class Request(msgspec.Struct, rename="camel"):
+    """One job for a job process to run."""
+
+    type: str
+    payload: Any = None
+    job_id: str = ""
+    attempt: int = 1
+
+
+class Reply(msgspec.Struct, omit_defaults=True):
+    """A job process's answer to one :class:`Request`.
+
+    ``ok``: the handler returned, and ``result`` is its normalised result. Otherwise
+    ``error`` says why (``"ExcType: message"``) and ``permanent`` whether a retry is
+    pointless.
+    """
+
+    ok: bool
+    result: Any = None
+    error: str | None = None
+    permanent: bool = False
+
+
+_request_decoder = msgspec.msgpack.Decoder(Request)
+_reply_decoder = msgspec.msgpack.Decoder(Reply)
+_encoder = msgspec.msgpack.Encoder()
+_json = msgspec.json.Encoder()
+
+
+def encode_request(request: Request) -> bytes:
+    return _encoder.encode(request)
+
+
+def decode_request(raw: bytes) -> Request:
+    """Raises msgspec.DecodeError (a ValidationError too) on a malformed request."""
+    return _request_decoder.decode(raw)
+
+
+def encode_reply(reply: Reply) -> bytes:
+    return _encoder.encode(reply)
+
+
+def decode_reply(raw: bytes) -> Reply:
+    """Raises msgspec.DecodeError (a ValidationError too) on a malformed reply."""
+    return _reply_decoder.decode(raw)
+
+
+# -- results ------------------------------------------------------------------------------
+
+
+def result_refusal(raw: bytes) -> str | None:
+    """Why a result, as JSON bytes, may not be stored; None if it may."""
+    if len(raw) > MAX_RESULT_BYTES:
+        return f"result larger than {MAX_RESULT_BYTES} bytes"
+    if jsonlimits.depth(raw) > jsonlimits.MAX_RESULT_DEPTH:
+        return f"result nested deeper than {jsonlimits.MAX_RESULT_DEPTH} levels"
+    return None
+
+
+def normalise_result(result: object) -> tuple[object, str | None]:
+    """``(the result as it will be read back, None)``, or ``(None, why it is refused)``.
+
+    The result goes through JSON, so it is stored exactly as it will be read. A refusal
+    (not JSON-able, too large, too deep) makes the run fail permanently.
+    """
+    if result is None:
+        return None, None
+    try:
+        raw = _json.encode(result)
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        return None, (f"TypeError: expected a JSON-able result, found "
+                      f"{type(result).__name__}: {exc}")
+    refusal = result_refusal(raw)
+    if refusal is not None:
+        return None, refusal
+    return msgspec.json.decode(raw), None
