@@ -77,7 +77,6 @@ def _new_job(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
                   idempotency_key=body.idempotency_key)
 
 
-@blueprint.post("/api/jobs")
 async def submit_job() -> Response:
     body: wire.SubmitJob = await read_body(wire.SubmitJob)
     ctx = context(current_app)
@@ -93,7 +92,6 @@ async def submit_job() -> Response:
                          {"Location": f"/api/jobs/{job.id}"})
 
 
-@blueprint.post("/api/jobs/batch")
 async def submit_batch() -> Response:
     """Up to 1000 jobs in one request and one INSERT, all or nothing.
 
@@ -158,7 +156,6 @@ async def _submit_schedule(body: wire.SubmitJob, payload: dict[str, Any], max_at
 _LIST_PARAMS = {"status", "type", "queue", "take", "cursor"}
 
 
-@blueprint.get("/api/jobs")
 async def list_jobs() -> Response:
     args = query_args(_LIST_PARAMS)
     status = args.get("status") or None
@@ -181,24 +178,20 @@ async def list_jobs() -> Response:
     return json_response(page)
 
 
-@blueprint.get("/api/jobs/<job_id>")
 async def get_job(job_id: str) -> Response:
     return json_response(await context(current_app).store.get_job(parse_id(job_id)))
 
 
-@blueprint.post("/api/jobs/<job_id>/cancel")
 async def cancel_job(job_id: str) -> Response:
     return json_response(await context(current_app).store.cancel(parse_id(job_id)))
 
 
-@blueprint.post("/api/jobs/<job_id>/retry")
 async def retry_job(job_id: str) -> Response:
     jid = parse_id(job_id)
     body: wire.RetryJob = await read_body(wire.RetryJob, allow_empty=True)
     return json_response(await context(current_app).store.retry(jid, body.reason))
 
 
-@blueprint.post("/api/seed")
 async def seed() -> Response:
     """Demo jobs of every built-in type (loopback only: no outside network needed)."""
     ctx = context(current_app)
@@ -224,7 +217,6 @@ async def seed() -> Response:
     return json_response({"items": items}, 201)
 
 
-@blueprint.get("/health")
 async def health() -> Response:
     try:
         with trio.fail_after(2.0):

@@ -19,16 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.schema.store import Conflict, NotFound
-from scheduler_core.web import (
-    api,
-    auth,
-    dashboard,
-    observability,
-    openapi,
-    queues_api,
-    schedules_api,
-    worker_api,
-)
+from scheduler_core.web import auth, routes
 from scheduler_core.web.context import AppContext, context, json_response
 from scheduler_core.web.errors import ApiError, new_error_id
 
@@ -48,14 +39,9 @@ def create_app(ctx: AppContext) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = ctx.config.max_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.extensions["scheduler"] = ctx
-    app.register_blueprint(api.blueprint)
-    app.register_blueprint(schedules_api.blueprint)
-    app.register_blueprint(queues_api.blueprint)
-    app.register_blueprint(worker_api.blueprint)
-    app.register_blueprint(observability.blueprint)
-    app.register_blueprint(dashboard.blueprint)
-    app.register_blueprint(openapi.blueprint)
-    auth.install(app, ctx.config)  # after the blueprints: the request timer runs first
+    routes.install(app)  # every route, from the one table (web/routes.py)
+    # after the blueprints: the request timer runs first
+    auth.install(app, ctx.config, routes.ROUTE_ROLES)
 
     @app.after_request
     async def _finish_reading_the_body(response: Response) -> Response:

@@ -10,8 +10,10 @@ Roles (tokens from runtime/config.py; each setting may hold several, for rotatio
 
 With no token configured at all, nothing is checked (the coordinator then binds
 loopback only: runtime.config.bind_refusal). Otherwise one ``before_request`` hook,
-:func:`authenticate`, decides every request from :data:`ROUTE_ROLES` (method and URL
-rule -> role; a unit test keeps it complete):
+:func:`authenticate`, decides every request from the roles of the route table
+(web/routes.py ``ROUTE_ROLES``: method and URL rule -> role, handed to :func:`install`;
+HEAD needs what GET needs, OPTIONS any role of the rule's methods, a rule missing there
+the admin role):
 
     no credentials, a malformed header, an unknown token   401 unauthorized
                                                            (WWW-Authenticate: Bearer)
@@ -42,6 +44,7 @@ import hashlib
 import hmac
 import html
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 import structlog
@@ -73,55 +76,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ANY: frozenset[Role] = frozenset({"read", "admin", "worker"})
 _BEARER = re.compile(r"Bearer +([A-Za-z0-9\-._~+/]+=*) *", re.IGNORECASE)
 
-# The role each route needs (HEAD: as GET; OPTIONS: any role of the rule's methods).
-# A route missing here needs the admin token (and fails tests/unit/test_auth.py).
-ROUTE_ROLES: dict[tuple[str, str], Role] = {
-    # the public API: reads
-    ("GET", "/api/jobs"): "read",
-    ("GET", "/api/jobs/<job_id>"): "read",
-    ("GET", "/api/jobs/by-key"): "read",
-    ("GET", "/api/schedules"): "read",
-    ("GET", "/api/schedules/<schedule_id>"): "read",
-    ("GET", "/api/queues"): "read",
-    ("GET", "/api/queues/<name>"): "read",
-    ("GET", "/openapi.json"): "read",
-    # the public API: writes
-    ("POST", "/api/jobs"): "admin",
-    ("POST", "/api/jobs/batch"): "admin",
-    ("POST", "/api/jobs/<job_id>/cancel"): "admin",
-    ("POST", "/api/jobs/<job_id>/retry"): "admin",
-    ("POST", "/api/seed"): "admin",
-    ("POST", "/api/schedules/<schedule_id>/pause"): "admin",
-    ("POST", "/api/schedules/<schedule_id>/resume"): "admin",
-    ("DELETE", "/api/schedules/<schedule_id>"): "admin",
-    ("PATCH", "/api/queues/<name>"): "admin",
-    ("POST", "/api/queues/<name>/pause"): "admin",
-    ("POST", "/api/queues/<name>/resume"): "admin",
-    # the worker protocol
-    ("POST", "/api/workers/register"): "worker",
-    ("POST", "/api/workers/heartbeat"): "worker",
-    ("POST", "/api/workers/claim"): "worker",
-    ("POST", "/api/workers/complete"): "worker",
-    ("POST", "/api/workers/deregister"): "worker",
-    # operations: public by default through SCHEDULER_PUBLIC_PATHS, else read
-    ("GET", "/health"): "read",
-    ("GET", "/health/ready"): "read",
-    ("GET", "/metrics"): "read",
-    # the dashboard
-    ("GET", "/"): "read",
-    ("GET", "/api/dashboard/overview"): "read",
-    ("GET", "/api/dashboard/meta"): "read",
-    ("GET", "/api/dashboard/events"): "read",
-    ("GET", "/dashboard/static/<path:filename>"): "public",  # the repository's own files
-    ("GET", "/login"): "public",
-    ("POST", "/login"): "public",
-    ("POST", "/logout"): "public",  # ends the cookie's session; needs its CSRF token
-    # the dashboard's sessions, for an admin
-    ("GET", "/api/sessions"): "admin",
-    ("DELETE", "/api/sessions/<session_id>"): "admin",
-    ("POST", "/api/sessions/revoke-all"): "admin",
-}
-
+RouteRoles = Mapping[tuple[str, str], Role]  # (METHOD, URL rule) -> the role it needs
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
@@ -184,17 +139,22 @@ def permits(role: Role, needed: Role) -> bool:
     return needed == "public" or role == needed or (role == "admin" and needed == "read")
 
 
-def required_roles(method: str, rule: Rule | None) -> frozenset[Role]:
+def required_roles(method: str, rule: Rule | None, roles: RouteRoles) -> frozenset[Role]:
     """The roles any one of which lets ``method`` through on ``rule`` (None: no route
-    matched, a 404 or 405 to come: any valid token may learn that)."""
+    matched, a 404 or 405 to come: any valid token may learn that), by ``roles``."""
     if rule is None:
         return _ANY
     if method == "HEAD":
         method = "GET"
     if method == "OPTIONS":
-        return frozenset(ROUTE_ROLES.get((m, rule.rule), "admin")
+        return frozenset(roles.get((m, rule.rule), "admin")
                          for m in (rule.methods or set()) - {"HEAD", "OPTIONS"})
-    return frozenset({ROUTE_ROLES.get((method, rule.rule), "admin")})
+    return frozenset({roles.get((method, rule.rule), "admin")})
+
+
+def _roles() -> RouteRoles:
+    roles: RouteRoles = current_app.extensions["auth_roles"]
+    return roles
 
 
 def _other_methods_public() -> bool:
@@ -209,7 +169,7 @@ def _other_methods_public() -> bool:
             rule, _ = adapter.match(request.path, method, return_rule=True)
         except HTTPException:
             return False
-        if ROUTE_ROLES.get((method, rule.rule), "admin") != "public":
+        if _roles().get((method, rule.rule), "admin") != "public":
             return False
     return True
 
@@ -245,7 +205,7 @@ async def authenticate() -> Response | None:
     public: frozenset[str] = current_app.extensions["auth_public_paths"]
     if request.method in ("GET", "HEAD") and request.path in public:
         return None
-    needed = required_roles(request.method, request.url_rule)
+    needed = required_roles(request.method, request.url_rule, _roles())
     if "public" in needed or (request.url_rule is None and _other_methods_public()):
         return None
     header = request.headers.get("Authorization")
@@ -314,9 +274,11 @@ def sessions() -> SessionStore:
     return store
 
 
-def install(app: Quart, config: Config) -> None:
-    """Register the login routes and the hook on ``app`` (after the blueprints whose
-    ``before_app_request`` hooks, the request timer, should run first)."""
+def install(app: Quart, config: Config, roles: RouteRoles) -> None:
+    """Install the hooks on ``app``, checking each route for its role in ``roles``
+    (after the blueprints, whose ``before_app_request`` hook, the request timer, should
+    run first; the login views are in the route table)."""
+    app.extensions["auth_roles"] = roles
     app.extensions["auth_tokens"] = Tokens(config)
     app.extensions["auth_public_paths"] = config.public_path_set
     app.extensions["auth_sessions"] = SessionStore(context(app).store.pool)
@@ -325,7 +287,6 @@ def install(app: Quart, config: Config) -> None:
     app.extensions["auth_throttle"] = AuthThrottle(
         free=config.auth_throttle_failures, base=config.auth_throttle_base_seconds,
         cap=config.auth_throttle_max_seconds)
-    app.register_blueprint(blueprint)
     app.before_request(crosssite.check_request)  # other sites' requests: refused first
     app.before_request(authenticate)
 
@@ -408,14 +369,12 @@ def _over_https() -> bool:
     return request.scheme == "https" or forwarded == "https"
 
 
-@blueprint.get("/login")
 async def login_page() -> Response:
     if not current_app.extensions["auth_tokens"]:
         return Response("", 303, {"Location": "/"})
     return _login_page()
 
 
-@blueprint.post("/login")
 async def login() -> Response:
     """Check the form's ``token``; an admin or read token gets a new session (its
     cookie, and the readable CSRF cookie) and is sent to the dashboard (303 to /)."""
@@ -452,7 +411,6 @@ async def login() -> Response:
     return response
 
 
-@blueprint.post("/logout")
 async def logout() -> Response:
     """End the cookie's session and forget the cookies (303 to /login). A live
     session ends only with its CSRF header (403 otherwise: no other page can sign
@@ -474,13 +432,11 @@ async def logout() -> Response:
 
 # -- the sessions, for an admin ----------------------------------------------------------
 
-@blueprint.get("/api/sessions")
 async def list_sessions() -> Response:
     """The live dashboard sessions, newest first (ids, roles and times; no secret)."""
     return json_response(SessionList(items=await sessions().live()))
 
 
-@blueprint.delete("/api/sessions/<session_id>")
 async def revoke_session(session_id: str) -> Response:
     """End one session now: its next request gets 401 (or the login page)."""
     session = await sessions().revoke(parse_id(session_id))
@@ -488,7 +444,6 @@ async def revoke_session(session_id: str) -> Response:
     return json_response(session)
 
 
-@blueprint.post("/api/sessions/revoke-all")
 async def revoke_all_sessions() -> Response:
     """End every live session (after a token leak, say): everyone signs in again."""
     revoked = await sessions().revoke_all()

@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 import structlog
 import trio
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app, request, send_from_directory
 from werkzeug.exceptions import NotFound
 
 from scheduler_core.web.context import context, json_response
@@ -29,18 +29,7 @@ from scheduler_core.web.errors import ApiError
 STATIC = Path(__file__).parent / "static"
 
 
-class _DashboardBlueprint(Blueprint):
-    async def send_static_file(self, filename: str) -> Response:
-        """A name the file system cannot even look up (longer than NAME_MAX) is a 404
-        like any other missing file, not the OSError Quart lets through (a 500)."""
-        try:
-            return await super().send_static_file(filename)
-        except OSError:
-            raise NotFound() from None
-
-
-blueprint = _DashboardBlueprint("dashboard", __name__, static_folder="static",
-                                static_url_path="/dashboard/static")
+blueprint = Blueprint("dashboard", __name__)
 log = structlog.get_logger("web.dashboard")
 
 # Seconds between two pushes of the event stream when nothing happens; and the
@@ -55,19 +44,26 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 
 _encoder = msgspec.json.Encoder()
 
 
-@blueprint.get("/")
+async def static_file(filename: str) -> Response:
+    """One of the page's files. A name the file system cannot even look up (longer
+    than NAME_MAX) is a 404 like any other missing file, not the OSError Quart lets
+    through (a 500)."""
+    try:
+        return await send_from_directory(STATIC, filename)
+    except OSError:
+        raise NotFound() from None
+
+
 async def index() -> Response:
     page = (STATIC / "index.html").read_bytes()
     return Response(page, content_type="text/html; charset=utf-8",
                     headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-cache"})
 
 
-@blueprint.get("/api/dashboard/overview")
 async def overview() -> Response:
     return json_response(await context(current_app).stats.overview())
 
 
-@blueprint.get("/api/dashboard/meta")
 async def meta() -> Response:
     from scheduler_core.schema import wire
 
@@ -77,7 +73,6 @@ async def meta() -> Response:
                           "terminal": sorted(wire.TERMINAL)})
 
 
-@blueprint.get("/api/jobs/by-key")
 async def job_by_key() -> Response:
     key = request.args.get("key", "")
     if not 1 <= len(key) <= 200:
@@ -89,7 +84,6 @@ async def job_by_key() -> Response:
     return json_response(await context(current_app).stats.job_by_key(key))
 
 
-@blueprint.get("/api/dashboard/events")
 async def events() -> Response:
     """``event: overview`` with the snapshot (as ``/api/dashboard/overview``) at once,
     then every second and shortly after each doorbell ring (new jobs). A database

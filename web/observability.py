@@ -47,7 +47,6 @@ async def _observe(response: Response) -> Response:
     return response
 
 
-@blueprint.get("/metrics")
 async def scrape() -> Response:
     """The process's metrics and the cluster's gauges from the cached snapshot. With
     the database unreachable the gauges are left out and the rest still answers."""
@@ -66,7 +65,6 @@ def _shipped_versions() -> tuple[int, ...]:
     return tuple(m.version for m in migrate.available())
 
 
-@blueprint.get("/health/ready")
 async def ready() -> Response:
     ctx = context(current_app)
     checks: dict[str, dict[str, Any]] = {}

@@ -39,7 +39,6 @@ def parse_name(name: str) -> str:
     return name
 
 
-@blueprint.get("/api/queues")
 async def list_queues() -> Response:
     for name in request.args:
         raise ApiError(400, "unknown_parameter", "this route takes no query parameters",
@@ -47,25 +46,21 @@ async def list_queues() -> Response:
     return json_response(wire.QueuePage(items=await context(current_app).queues.list_queues()))
 
 
-@blueprint.get("/api/queues/<name>")
 async def get_queue(name: str) -> Response:
     return json_response(await context(current_app).queues.get(parse_name(name)))
 
 
-@blueprint.patch("/api/queues/<name>")
 async def update_queue(name: str) -> Response:
     name = parse_name(name)
     change: wire.UpdateQueue = await read_body(wire.UpdateQueue)
     return json_response(await context(current_app).queues.update(name, change))
 
 
-@blueprint.post("/api/queues/<name>/pause")
 async def pause_queue(name: str) -> Response:
     return json_response(await context(current_app).queues.update(
         parse_name(name), wire.UpdateQueue(paused=True)))
 
 
-@blueprint.post("/api/queues/<name>/resume")
 async def resume_queue(name: str) -> Response:
     return json_response(await context(current_app).queues.update(
         parse_name(name), wire.UpdateQueue(paused=False)))

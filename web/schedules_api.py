@@ -23,29 +23,24 @@ blueprint = Blueprint("schedules", __name__)
 _LIST_PARAMS = {"take"}
 
 
-@blueprint.get("/api/schedules")
 async def list_schedules() -> Response:
     take = parse_take(query_args(_LIST_PARAMS), 100)
     items = await context(current_app).schedules.list_schedules(take)
     return json_response({"items": items})
 
 
-@blueprint.get("/api/schedules/<schedule_id>")
 async def get_schedule(schedule_id: str) -> Response:
     return json_response(await context(current_app).schedules.get_schedule(
         parse_id(schedule_id)))
 
 
-@blueprint.post("/api/schedules/<schedule_id>/pause")
 async def pause_schedule(schedule_id: str) -> Response:
     return json_response(await context(current_app).schedules.pause(parse_id(schedule_id)))
 
 
-@blueprint.post("/api/schedules/<schedule_id>/resume")
 async def resume_schedule(schedule_id: str) -> Response:
     return json_response(await context(current_app).schedules.resume(parse_id(schedule_id)))
 
 
-@blueprint.delete("/api/schedules/<schedule_id>")
 async def delete_schedule(schedule_id: str) -> Response:
     return json_response(await context(current_app).schedules.delete(parse_id(schedule_id)))

@@ -110,7 +110,6 @@ def _secrets() -> WorkerSecrets:
     return found
 
 
-@blueprint.post("/api/workers/register")
 async def register() -> Response:
     """Register (or register again) a worker id; the answer carries its new secret.
     A live worker's id needs its current secret in X-Worker-Secret (else 409)."""
@@ -134,7 +133,6 @@ async def register() -> Response:
         heartbeat_seconds=ctx.config.heartbeat_interval, worker_secret=secret), 201)
 
 
-@blueprint.post("/api/workers/heartbeat")
 async def heartbeat() -> Response:
     body: wire.Heartbeat = await read_body(wire.Heartbeat)
     ctx = context(current_app)
@@ -143,7 +141,6 @@ async def heartbeat() -> Response:
     return json_response(reply)
 
 
-@blueprint.post("/api/workers/deregister")
 async def deregister() -> Response:
     body: wire.Heartbeat = await read_body(wire.Heartbeat)
     ctx = context(current_app)
@@ -277,7 +274,6 @@ async def _claim_once(ctx: AppContext, body: wire.Claim) -> list[wire.ClaimedJob
     return jobs
 
 
-@blueprint.post("/api/workers/claim")
 async def claim() -> Response:
     """Up to ``max`` due jobs; with none due, wait up to ``waitSeconds`` for some.
 
@@ -314,7 +310,6 @@ async def claim() -> Response:
     return json_response(wire.ClaimReply(jobs=jobs))
 
 
-@blueprint.post("/api/workers/complete")
 async def complete() -> Response:
     """A batch of outcomes. 200 when every item was accepted; 409 when any was fenced
     off (the body still lists each item's fate; accepted items are applied).

@@ -25,7 +25,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from scheduler_core.handlers import REGISTRY
-from scheduler_core.web.openapi import ROUTES, build_document
+from scheduler_core.web.openapi import build_document
+from scheduler_core.web.routes import ROUTES
 from tests.support import Coordinator, running_coordinator
 
 MAX_EXAMPLES = 20
@@ -35,7 +36,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # The document as the coordinator builds it for the built-in job types. (A lazy
 # schema read from the live coordinator, schemathesis.pytest.from_fixture, does not
 # run under this pytest; the last test checks the served document's operations.)
-schema = schemathesis.openapi.from_dict(build_document(REGISTRY)).exclude(
+schema = schemathesis.openapi.from_dict(build_document(REGISTRY, ROUTES)).exclude(
     operation_id="dashboardEvents")
 
 

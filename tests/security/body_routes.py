@@ -1,6 +1,6 @@
 """What the hostile-input tests share: every route that takes a body, read from the
-route table (web/openapi.py ROUTES), with the token its role needs (web/auth.py
-ROUTE_ROLES), a coordinator started with all three tokens, and its log lines.
+route table (web/routes.py ROUTES), with the token its role needs (the entry's role),
+a coordinator started with all three tokens, and its log lines.
 
 A route added to ROUTES with a body is covered by these tests without a change here.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler_core.web.auth import ROUTE_ROLES
-from scheduler_core.web.openapi import JSON, ROUTES
+from scheduler_core.web.openapi import JSON, openapi_path
+from scheduler_core.web.routes import ROUTES
 from tests.support import OUTPUT, Coordinator, Proc, running_coordinator
 
 ADMIN = "sec-admin-" + "a" * 24
@@ -49,14 +49,6 @@ class BodyRoute:
         return f"{self.method} {self.path}"
 
 
-def _role(method: str, openapi_path: str) -> str:
-    shape = re.sub(r"\{[^}]*\}", "<>", openapi_path)
-    for (m, rule), role in ROUTE_ROLES.items():
-        if m == method and re.sub(r"<[^>]*>", "<>", rule) == shape:
-            return role
-    return "admin"  # what web/auth.py requires of a route it does not list
-
-
 def body_routes(*, media: str | None = JSON) -> list[BodyRoute]:
     """Every route of ROUTES that takes a body (of ``media``; None: of any type)."""
     found = []
@@ -64,9 +56,10 @@ def body_routes(*, media: str | None = JSON) -> list[BodyRoute]:
         if route.body is None or (media is not None and route.body_media != media):
             continue
         method = route.method.upper()
-        path = re.sub(r"\{([^}]*)\}", lambda m: PATH_VALUES[m.group(1)], route.path)
+        path = re.sub(r"\{([^}]*)\}", lambda m: PATH_VALUES[m.group(1)],
+                      openapi_path(route))
         found.append(BodyRoute(method, path, route.operation_id, route.body_media,
-                               TOKEN_OF_ROLE[_role(method, route.path)]))
+                               TOKEN_OF_ROLE[route.role]))
     return found
 
 

@@ -6,7 +6,7 @@ sends them with the right token to one real coordinator.
 
 Every answer must arrive (a 5 s client timeout is the stall detector) and be no 5xx,
 and /health must answer 200 after every example. Seeded (derandomize) and bounded.
-The routes come from web/openapi.py ROUTES, so a new route is fuzzed by itself; the
+The routes come from web/routes.py ROUTES, so a new route is fuzzed by itself; the
 largest latency seen is written to test-output/security/fuzz_bodies.json.
 """
 
@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from scheduler_core.web.openapi import JSON, ROUTES
+from scheduler_core.web.openapi import JSON
+from scheduler_core.web.routes import ROUTES
 from tests.security.body_routes import (
     BodyRoute,
     body_routes,

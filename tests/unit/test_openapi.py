@@ -14,7 +14,8 @@ from scheduler_core.runtime.config import Config
 from scheduler_core.schema import wire
 from scheduler_core.schema.store import Store
 from scheduler_core.web.app import AppContext, create_app
-from scheduler_core.web.openapi import ROUTES, build_document
+from scheduler_core.web.openapi import build_document, openapi_path
+from scheduler_core.web.routes import ROUTES
 
 # Methods every rule gets from Quart itself.
 AUTOMATIC = {"HEAD", "OPTIONS"}
@@ -40,7 +41,7 @@ def documented_routes(document: dict[str, Any]) -> set[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    return build_document(REGISTRY, version="1.2.3")
+    return build_document(REGISTRY, ROUTES, version="1.2.3")
 
 
 def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
@@ -67,7 +68,7 @@ def test_every_path_parameter_is_declared(document: dict[str, Any]) -> None:
 
 def test_every_error_status_is_an_error_body(document: dict[str, Any]) -> None:
     for route in ROUTES:
-        responses = document["paths"][route.path][route.method]["responses"]
+        responses = document["paths"][openapi_path(route)][route.method]["responses"]
         for status in route.errors:
             ref = responses[str(status)]["content"]["application/json"]["schema"]["$ref"]
             expected = "ConflictBody" if status == 409 else "ErrorBody"
@@ -77,7 +78,7 @@ def test_every_error_status_is_an_error_body(document: dict[str, Any]) -> None:
 def test_every_route_with_a_body_documents_413(document: dict[str, Any]) -> None:
     for route in ROUTES:
         if route.body is not None:
-            assert "413" in document["paths"][route.path][route.method]["responses"]
+            assert "413" in document["paths"][openapi_path(route)][route.method]["responses"]
 
 
 def test_a_submission_is_one_variant_per_job_type_with_its_payload(
