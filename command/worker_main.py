@@ -2,7 +2,7 @@
 (heartbeat, completer, executors, claim_loop, started in that order). The job
 processes get a scrubbed environment (runtime/child_env.py).
 
-The root owns the signals: the first SIGTERM/SIGINT drains (actors/drain.py) and
+The root owns the signals: the first SIGTERM/SIGINT drains (actors/worker/drain.py) and
 exits 0; a second one stops everything at once (exit 1). Part of the composition root.
 """
 
@@ -18,11 +18,11 @@ from functools import partial
 import structlog
 import trio
 
-from scheduler_core.actors import claim_loop, drain, heartbeat
-from scheduler_core.actors.completer import Completer
-from scheduler_core.actors.coordinator_link import Link
-from scheduler_core.actors.executor import Executors
-from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.actors.worker import claim_loop, drain, heartbeat
+from scheduler_core.actors.worker.completer import Completer
+from scheduler_core.actors.worker.coordinator_link import Link
+from scheduler_core.actors.worker.executor import Executors
+from scheduler_core.actors.worker.worker_state import WorkerState
 from scheduler_core.handlers import REGISTRY
 from scheduler_core.runtime import child_env, gctune, logs
 from scheduler_core.runtime.config import Config, check_coordinator_urls

@@ -1,5 +1,5 @@
 """The claim loop: asks the coordinator for as many jobs as the worker wants (its
-free slots plus a bounded prefetch, see actors/worker_state.py).
+free slots plus a bounded prefetch, see actors/worker/worker_state.py).
 
 Each claim long-polls (the coordinator answers as soon as work arrives, or empty after
 a few seconds); claimed jobs are queued for the executors' slots. While completions
@@ -13,10 +13,10 @@ from __future__ import annotations
 import structlog
 import trio
 
-from scheduler_core.actors.completer import Completer
-from scheduler_core.actors.coordinator_link import Link, LinkError, backoff
-from scheduler_core.actors.executor import Executors
-from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.actors.worker.completer import Completer
+from scheduler_core.actors.worker.coordinator_link import Link, LinkError, backoff
+from scheduler_core.actors.worker.executor import Executors
+from scheduler_core.actors.worker.worker_state import WorkerState
 from scheduler_core.schema import wire
 
 log = structlog.get_logger("actors.claim_loop")

@@ -25,8 +25,8 @@ import msgspec
 import structlog
 import trio
 
-from scheduler_core.actors.completer import Completer
-from scheduler_core.actors.worker_state import OwnedRun, StopReason, WorkerState
+from scheduler_core.actors.worker.completer import Completer
+from scheduler_core.actors.worker.worker_state import OwnedRun, StopReason, WorkerState
 from scheduler_core.handlers import HandlerError, HandlerSpec, Registry, RunContext
 from scheduler_core.runtime import jsonlimits
 from scheduler_core.runtime.procpool import CallTimeout, ChildDied, ProcPoolError, WarmPool

@@ -8,7 +8,11 @@ import uuid
 
 import pytest
 
-from scheduler_core.actors.worker_state import PREFETCH_HORIZON_SECONDS, OwnedRun, WorkerState
+from scheduler_core.actors.worker.worker_state import (
+    PREFETCH_HORIZON_SECONDS,
+    OwnedRun,
+    WorkerState,
+)
 from scheduler_core.schema import wire
 
 
