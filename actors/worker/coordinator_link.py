@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -203,7 +203,3 @@ def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
     """Reconnect delay after ``attempt`` consecutive failures (no jitter needed: each
     worker's failures start at a different moment)."""
     return float(min(cap, base * 2 ** max(attempt - 1, 0)))
-
-
-def decode_any(raw: bytes) -> Any:
-    return msgspec.json.decode(raw)
