@@ -50,7 +50,7 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """The coordinator tree: listener, lease_reaper, cron_expander, pruner, web
     (started in that order)."""
-    from scheduler_core.actors import cron_expander, lease_reaper, listener, pruner
+    from scheduler_core.actors.coordinator import cron_expander, lease_reaper, listener, pruner
     from scheduler_core.handlers import REGISTRY
     from scheduler_core.schema.retention_store import RetentionStore
     from scheduler_core.schema.schedule_store import ScheduleStore
@@ -112,7 +112,7 @@ def retention_policy(config: Config) -> RetentionPolicy:
 
 async def prune(config: Config, dsn: str) -> PruneResult:
     """One pruning pass on ``dsn`` (``scheduler prune``), on a one-connection pool."""
-    from scheduler_core.actors import pruner
+    from scheduler_core.actors.coordinator import pruner
     from scheduler_core.schema.retention_store import RetentionStore
 
     async with db.open_pool(dsn, max_size=1) as pool:

@@ -1,13 +1,14 @@
 """The worker process: a warm pool of job processes and the worker supervisor tree
-(heartbeat, completer, executors, claim_loop, started in that order). The job
+(heartbeat, completer, executors, claimer, started in that order). The job
 processes get a scrubbed environment (runtime/child_env.py).
 
-The root owns the signals: the first SIGTERM/SIGINT drains (actors/drain.py) and
+The root owns the signals: the first SIGTERM/SIGINT drains (actors/worker/drain.py) and
 exits 0; a second one stops everything at once (exit 1). Part of the composition root.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import signal
@@ -18,11 +19,12 @@ from functools import partial
 import structlog
 import trio
 
-from scheduler_core.actors import claim_loop, drain, heartbeat
-from scheduler_core.actors.completer import Completer
-from scheduler_core.actors.coordinator_link import Link
-from scheduler_core.actors.executor import Executors
-from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.actors.worker import drain, heartbeat
+from scheduler_core.actors.worker.claimer import Claimer
+from scheduler_core.actors.worker.completer import Completer
+from scheduler_core.actors.worker.coordinator_link import Link
+from scheduler_core.actors.worker.executor import Executors
+from scheduler_core.actors.worker.worker_state import OwnedRun, WorkerState
 from scheduler_core.handlers import REGISTRY
 from scheduler_core.runtime import child_env, gctune, logs
 from scheduler_core.runtime.config import Config, check_coordinator_urls
@@ -60,17 +62,19 @@ async def run_worker(config: Config, queues: list[str]) -> int:
                    "true" if config.http_private_allowed else "false"}
             async with open_pool(argv, config.slots, kill_grace=config.kill_grace_seconds,
                                  env=env) as pool:
-                completer = Completer(link, state, queues=queues)
-                executors = Executors(pool, state, completer, registry=REGISTRY,
+                # The claimer queues the runs it claims, the executors' slots take them.
+                claimed, to_run = trio.open_memory_channel[OwnedRun](math.inf)
+                claimer = Claimer(link, state, claimed, queues=queues,
+                                  wait_seconds=config.claim_wait_seconds)
+                completer = Completer(link, state, claimer)
+                executors = Executors(pool, state, completer, to_run, registry=REGISTRY,
                                       data_dir=data_dir)
                 tree = Supervisor("worker", [
                     ChildSpec("heartbeat", partial(heartbeat.run, link, state,
                                                    interval=config.heartbeat_interval)),
                     ChildSpec("completer", completer.run),
                     ChildSpec("executors", executors.run),
-                    ChildSpec("claim_loop", partial(
-                        claim_loop.run, link, state, executors, completer, queues=queues,
-                        wait_seconds=config.claim_wait_seconds)),
+                    ChildSpec("claimer", claimer.run),
                 ])
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(tree.run)

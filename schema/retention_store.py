@@ -1,6 +1,6 @@
 """Retention: deleting finished jobs (and their runs) once they are old enough.
 
-Used by the coordinator's pruner actor (``actors/pruner.py``) and by ``scheduler
+Used by the coordinator's pruner actor (``actors/coordinator/pruner.py``) and by ``scheduler
 prune``. Every batch is one short ``DELETE`` statement in its own transaction (the
 pool's connections are in autocommit), so pruning a large backlog never holds many
 row locks for long, and rows someone else holds are skipped, not waited for.

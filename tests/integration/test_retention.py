@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from scheduler_core.actors import pruner
+from scheduler_core.actors.coordinator import pruner
 from scheduler_core.runtime import db
 from scheduler_core.schema.retention_store import RetentionPolicy, RetentionStore
 from tests.support import ROOT, Coordinator, wait_until

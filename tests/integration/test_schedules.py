@@ -28,7 +28,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tests.support import Coordinator, query, wait_until
 
 SECOND = dt.timedelta(seconds=1)
-GRACE = dt.timedelta(seconds=1)  # actors.cron_expander.MISFIRE_GRACE_SECONDS
+GRACE = dt.timedelta(seconds=1)  # actors.coordinator.cron_expander.MISFIRE_GRACE_SECONDS
 
 
 # -- helpers -----------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The worker's side of the protocol without a coordinator: the request encoding and
-the lean HTTP/1.1 client (actors/http11.py) against a scripted loopback server."""
+the lean HTTP/1.1 client (actors/worker/http11.py) against a scripted loopback server."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import msgspec
 import pytest
 import trio
 
-from scheduler_core.actors.coordinator_link import encode
-from scheduler_core.actors.http11 import Http11Client, HttpError
+from scheduler_core.actors.worker.coordinator_link import encode
+from scheduler_core.actors.worker.http11 import Http11Client, HttpError
 from scheduler_core.schema import wire
 from tests.unit.fake_http import read_request
 

@@ -1,4 +1,4 @@
-"""actors/coordinator_link.py with several coordinator URLs: the link stays on one,
+"""actors/worker/coordinator_link.py with several coordinator URLs: the link stays on one,
 moves to the next (round robin) after a request to it fails, and never resends the
 failed request itself. The coordinators are loopback HTTP/1.1 listeners answering
 heartbeats."""
@@ -15,7 +15,7 @@ import structlog
 import trio
 import trio.testing
 
-from scheduler_core.actors.coordinator_link import Link, LinkError
+from scheduler_core.actors.worker.coordinator_link import Link, LinkError
 from scheduler_core.schema import wire
 from tests.unit.fake_http import read_request
 

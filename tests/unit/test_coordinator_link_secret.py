@@ -1,4 +1,4 @@
-"""The worker's secret on the client side (actors/coordinator_link.py), against a
+"""The worker's secret on the client side (actors/worker/coordinator_link.py), against a
 scripted loopback server: kept from the registration's answer, sent as
 X-Worker-Secret on every later request, and a 403 naming it raises SecretRefused."""
 
@@ -8,7 +8,7 @@ import msgspec
 import pytest
 import trio
 
-from scheduler_core.actors.coordinator_link import Link, LinkError, SecretRefused
+from scheduler_core.actors.worker.coordinator_link import Link, LinkError, SecretRefused
 from scheduler_core.schema import wire
 from tests.unit.fake_http import read_request
 

@@ -13,7 +13,12 @@ from collections.abc import Sequence
 import pytest
 import trio
 
-from scheduler_core.actors.cron_expander import FirePlan, overlap_actions, plan_fires, run
+from scheduler_core.actors.coordinator.cron_expander import (
+    FirePlan,
+    overlap_actions,
+    plan_fires,
+    run,
+)
 from scheduler_core.runtime.doorbell import Doorbell
 from scheduler_core.runtime.errors import DatabaseUnavailable
 

@@ -146,3 +146,23 @@ def test_the_client_depends_on_the_wire_structs_only() -> None:
     client = {m: deps for m, deps in GRAPH.items() if package_of(m) == "client"}
     below = {d for deps in client.values() for d in deps if package_of(d) != "client"}
     assert below <= {f"{NS}.schema.wire"}
+
+
+SIDES = (f"{NS}.actors.coordinator", f"{NS}.actors.worker")
+
+
+def side_of(module: str) -> str | None:
+    return next((s for s in SIDES if module == s or module.startswith(s + ".")), None)
+
+
+def test_the_side_check_sees_both_sides() -> None:
+    """A check on the checker: each side has modules, and known same-side arrows."""
+    assert f"{NS}.actors.worker.coordinator_link" in GRAPH[f"{NS}.actors.worker.heartbeat"]
+    assert {side_of(m) for m in GRAPH if package_of(m) == "actors"} >= set(SIDES)
+
+
+@pytest.mark.parametrize("module", [param(m) for m in sorted(GRAPH) if side_of(m)])
+def test_actor_imports_no_actor_of_the_other_side(module: str) -> None:
+    """The coordinator's actors and the worker's actors share nothing but lower floors."""
+    own = side_of(module)
+    assert [] == sorted(t for t in GRAPH[module] if side_of(t) not in (None, own))

@@ -13,7 +13,7 @@ import trio
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.actors.worker.worker_state import WorkerState
 from scheduler_core.schema import wire
 from scheduler_core.schema.stats_store import (
     Overview,

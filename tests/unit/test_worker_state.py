@@ -1,5 +1,6 @@
-"""The worker's shared state: how many jobs it asks for (free slots plus a prefetch
-bounded by the recent run times), and what happens to a run stopped while queued."""
+"""The worker's shared state: how many jobs it has room for (free slots plus a
+prefetch bounded by the recent run times), and what happens to a run stopped while
+queued."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import datetime as dt
 import uuid
 
 import pytest
+import trio
 
-from scheduler_core.actors.worker_state import PREFETCH_HORIZON_SECONDS, OwnedRun, WorkerState
+from scheduler_core.actors.worker.worker_state import (
+    PREFETCH_HORIZON_SECONDS,
+    OwnedRun,
+    WorkerState,
+)
 from scheduler_core.schema import wire
 
 
@@ -34,32 +40,48 @@ def test_the_prefetch_is_about_horizon_worth_of_work_capped(
     assert expected == state.prefetch()
 
 
-async def test_wanted_counts_queued_executing_and_asked_and_is_zero_when_draining() -> None:
+async def test_the_room_counts_queued_and_executing_runs_and_is_zero_when_draining() -> None:
     state = WorkerState("w", 2, prefetch=8)
     state.mean_run_seconds = 0.001
-    assert 10 == state.wanted()
+    assert 10 == state.room()
     runs = [state.add(job()) for _ in range(3)]
     state.begin(runs[0])
-    state.asked = 4
-    assert (1, 2, 3) == (state.executing, state.queued, 10 - 3 - 4)
-    assert 3 == state.wanted()
+    assert (1, 2) == (state.executing, state.queued)
+    assert 10 - 3 == state.room()
     state.start_draining()
-    assert 0 == state.wanted()
+    assert (0, True) == (state.room(), state.drain_started.is_set())
 
 
-async def test_a_queued_run_stopped_is_finished_at_once_without_a_body() -> None:
+def stopped_while_queued(state: WorkerState) -> list[OwnedRun]:
+    runs = []
+    while True:
+        try:
+            runs.append(state.stopped_while_queued.receive_nowait())
+        except trio.WouldBlock:
+            return runs
+
+
+async def test_a_queued_run_stopped_goes_to_be_finished_at_once_without_a_body() -> None:
     state = WorkerState("w", 1)
     run = state.add(job())
-    stopped: list[OwnedRun] = []
-    run.on_unstarted_stop = stopped.append
 
     run.stop("Released")
 
-    assert [run] == stopped
+    assert [run] == stopped_while_queued(state)
     assert "Released" == run.stop_reason
     assert not run.scope.cancel_called  # nothing was running to cancel
     run.stop("Cancelled")  # a second stop changes nothing
-    assert [run] == stopped
+    assert [] == stopped_while_queued(state)
+
+
+async def test_a_started_run_stopped_has_its_body_cancelled() -> None:
+    state = WorkerState("w", 1)
+    run = state.add(job())
+    state.begin(run)
+
+    run.stop("Cancelled")
+
+    assert (True, []) == (run.scope.cancel_called, stopped_while_queued(state))
 
 
 async def test_ending_a_body_frees_its_place_once() -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import structlog
 import trio
 
-from scheduler_core.actors import heartbeat
-from scheduler_core.actors.completer import Completer
-from scheduler_core.actors.coordinator_link import Link, LinkError
-from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.actors.worker import heartbeat
+from scheduler_core.actors.worker.completer import Completer
+from scheduler_core.actors.worker.coordinator_link import Link, LinkError
+from scheduler_core.actors.worker.worker_state import WorkerState
 
 log = structlog.get_logger("actors.drain")
 

@@ -9,23 +9,25 @@ no hard kill. Their timeout (and a stop) is a trio cancellation, which takes eff
 at the handler's next ``await``; a handler that blocks without awaiting cannot be
 interrupted and holds its slot (and the worker's event loop) until it returns.
 
-A run that is stopped (cancelled by the API, handed back by a drain, or lost to the
-lease reaper) has its child killed the same way, or, still queued, never starts. Its
-outcome goes to the completer and its slot is freed; one canonical ``run_finished``
-line is logged per run with its outcome and duration.
+The runners take the runs that the claimer queues (a channel, given at
+construction). A run that is stopped (cancelled by the API, handed back by a drain,
+or lost to the lease reaper) has its child killed the same way, or, still queued,
+never starts: it comes on ``WorkerState.stopped_while_queued`` and is finished at
+once, without waiting for a slot. Its outcome goes to the completer and its slot is
+freed; one canonical ``run_finished`` line is logged per run with its outcome and
+duration.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable
 from typing import cast
 
 import structlog
 import trio
 
-from scheduler_core.actors.completer import Completer
-from scheduler_core.actors.worker_state import OwnedRun, StopReason, WorkerState
+from scheduler_core.actors.worker.completer import Completer
+from scheduler_core.actors.worker.worker_state import OwnedRun, StopReason, WorkerState
 from scheduler_core.handlers import HandlerError, HandlerSpec, Registry, RunContext
 from scheduler_core.runtime.job_protocol import (
     Request,
@@ -46,11 +48,14 @@ _STOPPED_ERRORS: dict[StopReason, str] = {
 
 
 class Executors:
-    """Owns the nursery the runners run in, so a claim-loop restart leaves running
+    """Owns the nursery the runners run in, so a claimer restart leaves running
     jobs alone. Stopping it (cancellation) stops every run: each runner kills its
-    child, and every owned run (queued ones too) is handed back."""
+    child, and every owned run (queued ones too) is handed back.
 
-    def __init__(self, pool: WarmPool, state: WorkerState, completer: Completer, *,
+    ``runs``: the claimed runs, queued by the claimer for the next free slot."""
+
+    def __init__(self, pool: WarmPool, state: WorkerState, completer: Completer,
+                 runs: trio.MemoryReceiveChannel[OwnedRun], *,
                  registry: Registry | None = None, data_dir: str = "") -> None:
         self.pool = pool
         self.state = state
@@ -63,28 +68,41 @@ class Executors:
                 spec = registry.get(name)
                 if spec.inline:
                     self._inline[name] = spec
-        self._send, self._receive = trio.open_memory_channel[OwnedRun](math.inf)
-
-    def start(self, run: OwnedRun) -> None:
-        """Queue a claimed run for the next free slot."""
-        run.on_unstarted_stop = self._stopped_while_queued
-        self._send.send_nowait(run)
+        self._runs = runs
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for _ in range(self.state.slots):
                 nursery.start_soon(self._runner)
+            nursery.start_soon(self._finisher)
             task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
                 for run in list(self.state.runs.values()):
                     run.stop("Released")
+                self._finish_stopped_nowait()  # the finisher is being cancelled too
+
+    async def _finisher(self) -> None:
+        """Finish the runs stopped while queued, at once (not when a slot frees)."""
+        async for run in self.state.stopped_while_queued:
+            self._stopped_while_queued(run)
+
+    def _finish_stopped_nowait(self) -> None:
+        while True:
+            try:
+                run = self.state.stopped_while_queued.receive_nowait()
+            except trio.WouldBlock:
+                return
+            self._stopped_while_queued(run)
 
     async def _runner(self) -> None:
-        async for run in self._receive:
+        async for run in self._runs:
             if not run.running:
                 continue  # stopped while queued: already handed back or dropped
+            if run.stop_reason is not None:
+                self._stopped_while_queued(run)  # stopped, not yet finished
+                continue
             self.state.begin(run)
             try:
                 await self.execute(run)
@@ -100,9 +118,12 @@ class Executors:
                 raise
 
     def _stopped_while_queued(self, run: OwnedRun) -> None:
-        """A queued run was stopped: nothing to kill, finish it now."""
+        """A queued run was stopped: nothing to kill, finish it now (once: a runner
+        or the finisher, whichever sees it first)."""
         reason = run.stop_reason
         assert reason is not None
+        if not run.running:
+            return
         self.state.body_ended(run)
         job = run.job
         log.info("run_finished", actor="executor", worker_id=self.state.worker_id,

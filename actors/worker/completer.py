@@ -7,20 +7,22 @@ flight goes in the next one. Unreachable coordinator: retried with capped backof
 
 Each request also asks for as many new jobs as the worker wants right then
 (``Complete.claim``), and they come back with the acknowledgement: a busy worker
-needs one request per batch, not two. The claim loop long-polls only while no
-completion is pending.
+needs one request per batch, not two. How many is the claimer's decision, and the
+jobs are the claimer's to take (plain calls on actors/worker/claimer.py, which
+counts them as asked meanwhile); the claimer long-polls only while no completion is
+pending (``WorkerState.completing``, kept here).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import structlog
 import trio
 
-from scheduler_core.actors.coordinator_link import Link, LinkError, backoff
-from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.actors.worker.claimer import Claimer
+from scheduler_core.actors.worker.coordinator_link import Link, LinkError, backoff
+from scheduler_core.actors.worker.worker_state import WorkerState
 from scheduler_core.schema import wire
 
 log = structlog.get_logger("actors.completer")
@@ -34,20 +36,21 @@ the claim riding on it, which the prefetched queue covers) waits."""
 
 
 class Completer:
-    def __init__(self, link: Link, state: WorkerState, *,
-                 queues: list[str] | None = None) -> None:
+    def __init__(self, link: Link, state: WorkerState, claimer: Claimer) -> None:
         self.link = link
         self.state = state
-        self.queues = queues or ["default"]
-        # Set by the claim loop: takes the jobs that a completion's answer carries.
-        self.on_claimed: Callable[[list[wire.ClaimedJob]], None] | None = None
+        self.claimer = claimer
         self._send, self._receive = trio.open_memory_channel[wire.Completion](math.inf)
-        self.pending = 0
         self._idle = trio.Event()
         self._idle.set()
 
+    @property
+    def pending(self) -> int:
+        """Completions submitted and not yet acknowledged (or refused)."""
+        return self.state.completing
+
     def submit(self, completion: wire.Completion) -> None:
-        self.pending += 1
+        self.state.completing += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._send.send_nowait(completion)
 
@@ -68,10 +71,10 @@ class Completer:
                         batch.append(await self._receive.receive())
                         self._take_queued(batch)
             await self._deliver(batch)
-            self.pending -= len(batch)
-            if self.pending == 0:
+            state.completing -= len(batch)
+            if state.completing == 0:
                 self._idle.set()
-                self.state.changed.ring()  # the claim loop may claim again
+                state.changed.ring()  # the claimer may long-poll again
 
     def _take_queued(self, batch: list[wire.Completion]) -> None:
         while len(batch) < MAX_BATCH:
@@ -83,13 +86,13 @@ class Completer:
     async def _deliver(self, batch: list[wire.Completion]) -> None:
         failures = 0
         state = self.state
+        claimer = self.claimer
         while True:
-            claim = state.wanted() if self.on_claimed is not None else 0
-            state.asked += claim
+            claim = claimer.reserve()
             try:
                 reply = await self.link.complete(wire.Complete(
                     worker_id=state.worker_id, completions=batch, claim=claim,
-                    queues=self.queues))
+                    queues=claimer.queues))
             except LinkError as exc:
                 failures += 1
                 delay = backoff(failures)
@@ -99,10 +102,10 @@ class Completer:
                 await trio.sleep(delay)
                 continue
             finally:
-                state.asked -= claim
+                claimer.release(claim)
             break
-        if reply.jobs and self.on_claimed is not None:
-            self.on_claimed(reply.jobs)
+        if reply.jobs:
+            claimer.take(reply.jobs)
         for item in reply.results:
             if not item.accepted:
                 log.warning("completion_refused", actor="completer",

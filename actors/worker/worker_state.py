@@ -11,11 +11,14 @@ for a claim's round trip; the prefetch is sized so that a queued job waits about
 :data:`PREFETCH_HORIZON_SECONDS` at most (judged from the recent run times), which
 makes it zero for jobs that run long: no job sits in one worker's queue while
 another worker is idle for long. Queued runs are owned like any other (their leases
-are renewed) and are handed back at once (``Released``) on a drain.
+are renewed) and are handed back at once (``Released``) on a drain: a queued run that
+is stopped goes on ``WorkerState.stopped_while_queued``, where the executors finish it
+without waiting for a slot.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,8 +45,9 @@ class OwnedRun:
     started: bool = False  # its body was given a slot
     stop_reason: StopReason | None = None
     claimed_at: float = field(default_factory=trio.current_time)  # trio clock
-    # Called when a run still queued is stopped (no body to kill): set by the executors.
-    on_unstarted_stop: Callable[[OwnedRun], None] | None = None
+    # Where it goes when stopped still queued (no body to kill): given by
+    # WorkerState.add, read by the executors (WorkerState.stopped_while_queued).
+    stopped_queued: trio.MemorySendChannel[OwnedRun] | None = None
 
     @property
     def ref(self) -> wire.RunRef:
@@ -51,13 +55,13 @@ class OwnedRun:
 
     def stop(self, reason: StopReason) -> None:
         """Ask the executor to stop the body (kill its child) for ``reason``; a run
-        still queued is finished at once instead."""
+        still queued is handed to the executors to finish at once instead."""
         if self.running and self.stop_reason is None:
             self.stop_reason = reason
             if self.started:
                 self.scope.cancel()
-            elif self.on_unstarted_stop is not None:
-                self.on_unstarted_stop(self)
+            elif self.stopped_queued is not None:
+                self.stopped_queued.send_nowait(self)
 
 
 class WorkerState:
@@ -68,12 +72,15 @@ class WorkerState:
         self.runs: dict[uuid.UUID, OwnedRun] = {}
         self.queued = 0  # owned runs waiting for a slot
         self.executing = 0  # owned runs whose body is running
-        self.asked = 0  # jobs asked for by claims still in flight
+        self.completing = 0  # completions submitted, not yet answered (the completer's)
         self.mean_run_seconds: float | None = None  # moving average; None: no run yet
         self.draining = False
         self.changed = Doorbell()  # rung when a slot frees or a run is forgotten
-        self.claim_scope: trio.CancelScope | None = None
+        self.drain_started = trio.Event()
         self.registered = trio.Event()
+        # Runs stopped while still queued, for the executors to finish (OwnedRun.stop).
+        self._stopped_send, self.stopped_while_queued = (
+            trio.open_memory_channel[OwnedRun](math.inf))
         # Figures reported with each heartbeat (wire.WorkerStats), since start.
         self.runs_finished = 0
         self.child_restarts = 0
@@ -98,14 +105,16 @@ class WorkerState:
         return min(self.prefetch_limit,
                    int(self.slots * PREFETCH_HORIZON_SECONDS / max(mean, 1e-5)))
 
-    def wanted(self) -> int:
-        """How many more jobs to claim now (0 while draining)."""
+    def room(self) -> int:
+        """How many more runs the worker may own unstarted or running right now: its
+        slots and prefetch, less its busy runs (0 while draining). The claimer asks
+        for this, less what it asked for already."""
         if self.draining:
             return 0
-        return max(self.slots + self.prefetch() - self.busy - self.asked, 0)
+        return max(self.slots + self.prefetch() - self.busy, 0)
 
     def add(self, job: wire.ClaimedJob) -> OwnedRun:
-        run = OwnedRun(job)
+        run = OwnedRun(job, stopped_queued=self._stopped_send)
         self.runs[job.run_id] = run
         self.queued += 1
         return run
@@ -158,8 +167,7 @@ class WorkerState:
 
     def start_draining(self) -> None:
         self.draining = True
-        if self.claim_scope is not None:
-            self.claim_scope.cancel()
+        self.drain_started.set()  # the claimer stops claiming at once
         self.changed.ring()
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:

@@ -14,8 +14,8 @@ import socket
 import structlog
 import trio
 
-from scheduler_core.actors.coordinator_link import Link, LinkError, SecretRefused, backoff
-from scheduler_core.actors.worker_state import WorkerState
+from scheduler_core.actors.worker.coordinator_link import Link, LinkError, SecretRefused, backoff
+from scheduler_core.actors.worker.worker_state import WorkerState
 from scheduler_core.schema import wire
 
 log = structlog.get_logger("actors.heartbeat")

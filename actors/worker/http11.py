@@ -6,7 +6,7 @@ few hundred a second when it is busy. httpx spent about a millisecond of CPU on 
 (a third of a busy worker's CPU, docs/decisions/0009-fast-path.md); this client does
 what those requests need and nothing else: no redirects, no cookies, no proxies, no
 compression, no TLS (``https://`` coordinators keep httpx, see
-actors/coordinator_link.py). It understands ``Content-Length`` and ``chunked``
+actors/worker/coordinator_link.py). It understands ``Content-Length`` and ``chunked``
 bodies and ``Connection: close``.
 
 Errors: every failure to get a complete answer (refused, reset, closed early,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,7 +30,7 @@ import msgspec
 import structlog
 import trio
 
-from scheduler_core.actors.http11 import Http11Client, HttpError
+from scheduler_core.actors.worker.http11 import Http11Client, HttpError
 from scheduler_core.schema import wire
 
 T = TypeVar("T")
@@ -53,7 +53,7 @@ SECRET_HEADER = "X-Worker-Secret"
 
 class _Endpoint:
     """One coordinator: its base URL and its HTTP client, made once. A plain http://
-    coordinator is spoken to by the lean client (actors/http11.py), https:// (or a
+    coordinator is spoken to by the lean client (actors/worker/http11.py), https:// (or a
     base URL with a path) by httpx."""
 
     __slots__ = ("base_url", "http", "lean")
@@ -123,7 +123,7 @@ class Link:
         at = self._current
         endpoint = self._endpoints[at]
         secret = {SECRET_HEADER: self.secret} if self.secret else None
-        if endpoint.lean is not None:  # plain http: the lean client (actors/http11.py)
+        if endpoint.lean is not None:  # plain http: the lean client (actors/worker/http11.py)
             try:
                 status, content = await endpoint.lean.post(path, data, headers=secret,
                                                            timeout=timeout)
@@ -203,7 +203,3 @@ def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
     """Reconnect delay after ``attempt`` consecutive failures (no jitter needed: each
     worker's failures start at a different moment)."""
     return float(min(cap, base * 2 ** max(attempt - 1, 0)))
-
-
-def decode_any(raw: bytes) -> Any:
-    return msgspec.json.decode(raw)
