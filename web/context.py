@@ -21,14 +21,15 @@ from scheduler_core.schema.queue_store import QueueStore
 from scheduler_core.schema.schedule_store import ScheduleStore
 from scheduler_core.schema.stats_store import StatsStore
 from scheduler_core.schema.store import Store
+from scheduler_core.web.worker_secrets import WorkerSecrets
 
 
 class AppContext:
     """What the web layer needs, built by the composition root.
 
     Every attribute is always set: a doorbell, a store of schedules, stats or queues,
-    or a claim gate not given is built here (the stores on ``store``'s pool, the claim
-    gate on ``store`` and the doorbell, its waits capped by
+    a claim gate or a worker-secrets cache not given is built here (the stores on
+    ``store``'s pool, the claim gate on ``store`` and the doorbell, its waits capped by
     ``config.claim_wait_seconds``). ``supervisor`` is the coordinator tree's
     statistics for /health/ready; None: not checked.
     """
@@ -36,7 +37,7 @@ class AppContext:
     def __init__(self, *, store: Store, registry: Registry, config: Config,
                  doorbell: Doorbell | None = None, schedules: ScheduleStore | None = None,
                  stats: StatsStore | None = None, queues: QueueStore | None = None,
-                 claims: ClaimGate | None = None,
+                 claims: ClaimGate | None = None, worker_secrets: WorkerSecrets | None = None,
                  supervisor: Callable[[], SupervisorStatistics] | None = None) -> None:
         self.store = store
         self.registry = registry
@@ -50,6 +51,8 @@ class AppContext:
         # Claims and their long polls (actors/coordinator/claim_gate.py).
         self.claims = claims if claims is not None else ClaimGate(
             store, self.doorbell, max_wait=config.claim_wait_seconds)
+        # The per-worker secrets' check and its cache (web/worker_secrets.py).
+        self.worker_secrets = worker_secrets if worker_secrets is not None else WorkerSecrets()
         self.supervisor = supervisor
 
 

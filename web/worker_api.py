@@ -14,19 +14,15 @@ worker renews and completes only runs it holds (the queries match ``worker_id``)
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 import uuid
-from collections import OrderedDict
 
 import structlog
-import trio
 from quart import Blueprint, Response, current_app, request
 
 from scheduler_core.schema import wire
 from scheduler_core.schema.store import CompletedRun
-from scheduler_core.web.context import AppContext, context, json_response
+from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import ApiError
 from scheduler_core.web.inputs import read_body
 from scheduler_core.web.metrics import (
@@ -35,73 +31,12 @@ from scheduler_core.web.metrics import (
     observe_claims,
     observe_completions,
 )
+from scheduler_core.web.worker_secrets import SECRET_HEADER, secret_digest
 
 blueprint = Blueprint("worker_api", __name__)
 log = structlog.get_logger("web.workers")
 
 REFUSED_RUN_IDS_LOGGED = 5  # examples on the one completion_refused line of a request
-
-# -- worker identity: the per-worker secret ------------------------------------------
-
-SECRET_HEADER = "X-Worker-Secret"
-
-
-def secret_digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
-
-
-class WorkerSecrets:
-    """Checks a request's ``X-Worker-Secret`` against its worker's stored hash.
-
-    A hash read from the database is trusted for ``ttl`` seconds (trio's clock), so
-    a busy worker's claims and completions do not each pay a query; a secret that
-    does not match what is cached is always looked up again (the worker may have
-    registered anew through another coordinator). At most ``max_entries`` workers
-    are cached, the least recently checked dropped first."""
-
-    def __init__(self, *, ttl: float = 10.0, max_entries: int = 10_000) -> None:
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._known: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
-
-    def remember(self, worker_id: str, digest: bytes) -> None:
-        self._known[worker_id] = (digest, trio.current_time())
-        self._known.move_to_end(worker_id)
-        while len(self._known) > self.max_entries:
-            self._known.popitem(last=False)
-
-    def forget(self, worker_id: str) -> None:
-        self._known.pop(worker_id, None)
-
-    async def check(self, ctx: AppContext, worker_id: str) -> None:
-        """Raise 403 naming X-Worker-Secret unless the request carries ``worker_id``'s
-        current secret."""
-        sent = request.headers.get(SECRET_HEADER)
-        if sent:
-            digest = secret_digest(sent)
-            cached = self._known.get(worker_id)
-            if (cached is not None and trio.current_time() - cached[1] < self.ttl
-                    and hmac.compare_digest(digest, cached[0])):
-                return
-            stored = await ctx.store.worker_secret_hash(worker_id)
-            if stored is not None and hmac.compare_digest(digest, stored):
-                self.remember(worker_id, stored)
-                return
-        self.forget(worker_id)
-        log.warning("worker_secret_refused", worker_id=worker_id, path=request.path,
-                    sent=bool(sent))
-        raise ApiError(403, "forbidden", f"this request of worker {worker_id!r} needs the "
-                       f"secret its registration answered, as {SECRET_HEADER} (none was "
-                       "sent, or it is not that worker's current one: register again)",
-                       SECRET_HEADER)
-
-
-def _secrets() -> WorkerSecrets:
-    found: WorkerSecrets | None = current_app.extensions.get("worker_secrets")
-    if found is None:
-        found = current_app.extensions["worker_secrets"] = WorkerSecrets()
-    return found
-
 
 @blueprint.post("/api/workers/register")
 async def register() -> Response:
@@ -119,7 +54,7 @@ async def register() -> Response:
         raise ApiError(409, "conflict", f"worker {body.worker_id!r} is registered and "
                        "live; registering it again needs its current secret as "
                        f"{SECRET_HEADER} (a new worker takes a new id)", "workerId")
-    _secrets().remember(body.worker_id, digest)
+    ctx.worker_secrets.remember(body.worker_id, digest)
     log.info("worker_registered", worker_id=body.worker_id, hostname=body.hostname,
              pid=body.pid, capacity=body.capacity)
     return json_response(wire.RegisteredWorker(
@@ -131,7 +66,7 @@ async def register() -> Response:
 async def heartbeat() -> Response:
     body: wire.Heartbeat = await read_body(wire.Heartbeat)
     ctx = context(current_app)
-    await _secrets().check(ctx, body.worker_id)
+    await ctx.worker_secrets.check(ctx.store, body.worker_id)
     reply = await ctx.store.heartbeat(body)
     return json_response(reply)
 
@@ -140,7 +75,7 @@ async def heartbeat() -> Response:
 async def deregister() -> Response:
     body: wire.Heartbeat = await read_body(wire.Heartbeat)
     ctx = context(current_app)
-    await _secrets().check(ctx, body.worker_id)
+    await ctx.worker_secrets.check(ctx.store, body.worker_id)
     await ctx.store.stop_worker(body.worker_id)
     log.info("worker_deregistered", worker_id=body.worker_id)
     return json_response({"workerId": body.worker_id, "state": "Stopped"})
@@ -155,7 +90,7 @@ async def claim() -> Response:
     """
     body: wire.Claim = await read_body(wire.Claim)
     ctx = context(current_app)
-    await _secrets().check(ctx, body.worker_id)
+    await ctx.worker_secrets.check(ctx.store, body.worker_id)
     jobs = await ctx.claims.claim(body, waiting=CLAIMS_WAITING.track_inprogress)
     observe_claims(jobs, ctx.store.lease_seconds)
     return json_response(wire.ClaimReply(jobs=jobs))
@@ -178,7 +113,7 @@ async def complete() -> Response:
     """
     body: wire.Complete = await read_body(wire.Complete)
     ctx = context(current_app)
-    await _secrets().check(ctx, body.worker_id)
+    await ctx.worker_secrets.check(ctx.store, body.worker_id)
     rows = await ctx.store.complete(body.completions, worker_id=body.worker_id)
     results = []
     refused: list[uuid.UUID] = []
