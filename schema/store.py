@@ -406,8 +406,9 @@ class Store:
                        worker_id: str) -> list[CompletedRun]:
         """Apply a batch of ``worker_id``'s outcomes in one statement; one
         :class:`CompletedRun` per item, in order, with ``job_id`` None where the run was
-        not the job's live run or not that worker's (fenced off), and ``duplicate`` True where the item repeated how its run had already ended (same
-        token and outcome: a resend whose answer was lost), which changed nothing."""
+        not the job's live run or not that worker's (fenced off), and ``duplicate`` True
+        where the item repeated how its run had already ended (same token and outcome: a
+        resend whose answer was lost), which changed nothing."""
         rand = random.random
         encoded = _json.encode([
             (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent)
