@@ -1,6 +1,6 @@
 """web/metrics.py and the figures behind it, without a database: what each recording
-function (the ones the claim and completion routes call) counts, how a snapshot becomes gauges, the status estimate, and the worker's
-own figures carried by its heartbeat."""
+function (the ones the claim and completion routes call) counts, how a snapshot becomes
+gauges, the status estimate, and the worker's own figures carried by its heartbeat."""
 
 from __future__ import annotations
 
