@@ -135,6 +135,31 @@ class NewSchedule(msgspec.Struct, kw_only=True):
     idempotency_key: str | None = None
 
 
+class CompletedRun(msgspec.Struct, frozen=True):
+    """One item of :meth:`Store.complete`'s answer, for the completion of ``run_id``.
+
+    Refused (fenced off: not the job's live run, or not that worker's): ``job_id`` and
+    every job field are None. Otherwise the job as the statement left it: its
+    ``status`` (next status), ``type``, ``queue`` and ``attempts``, the run's
+    ``outcome``, ``duplicate`` True where the item repeated how the run had already
+    ended (nothing changed), and ``limited`` True where a run of a queue with a
+    concurrency limit ended (None for a duplicate)."""
+
+    run_id: uuid.UUID
+    job_id: uuid.UUID | None
+    status: str | None
+    type: str | None
+    queue: str | None
+    attempts: int | None
+    outcome: str | None
+    duplicate: bool
+    limited: bool | None
+
+    @property
+    def accepted(self) -> bool:
+        return self.job_id is not None
+
+
 class Store:
     """``wake``: called the moment a statement that made jobs due (or due later)
     committed, so this process's long-polling claims need not wait for PostgreSQL to
@@ -378,12 +403,12 @@ class Store:
             timeout_seconds=r["timeout_seconds"], run_at=r["run_at"]) for r in rows]
 
     async def complete(self, items: Sequence[wire.Completion], *,
-                       worker_id: str) -> list[dict[str, Any]]:
-        """Apply a batch of ``worker_id``'s outcomes in one statement; one row per item,
-        in order, with ``job_id`` None where the run was not the job's live run or not
-        that worker's (fenced off), and
-        ``duplicate`` True where the item repeated how its run had already ended (same
-        token and outcome: a resend whose answer was lost), which changed nothing."""
+                       worker_id: str) -> list[CompletedRun]:
+        """Apply a batch of ``worker_id``'s outcomes in one statement; one
+        :class:`CompletedRun` per item, in order, with ``job_id`` None where the run was
+        not the job's live run or not that worker's (fenced off), and ``duplicate`` True
+        where the item repeated how its run had already ended (same token and outcome: a
+        resend whose answer was lost), which changed nothing."""
         rand = random.random
         encoded = _json.encode([
             (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent)
@@ -401,7 +426,7 @@ class Store:
                 # (A duplicate changed nothing: it rings nothing.)
                 await self._notifying(conn, "notify_jobs")
         by_run = {r["run_id"]: r for r in rows}
-        return [by_run[c.run_id] for c in items]
+        return [CompletedRun(**by_run[c.run_id]) for c in items]
 
     async def reap_expired(self, limit: int = 500) -> list[dict[str, Any]]:
         async with self.pool.connection() as conn:

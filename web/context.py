@@ -7,12 +7,12 @@ registers them (web/app.py) all import it and nothing imports back up.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 from quart import Response
 
+from scheduler_core.actors.coordinator.claim_gate import ClaimGate
 from scheduler_core.handlers import Registry
 from scheduler_core.runtime.config import Config
 from scheduler_core.runtime.doorbell import Doorbell
@@ -21,32 +21,39 @@ from scheduler_core.schema.queue_store import QueueStore
 from scheduler_core.schema.schedule_store import ScheduleStore
 from scheduler_core.schema.stats_store import StatsStore
 from scheduler_core.schema.store import Store
+from scheduler_core.web.worker_secrets import WorkerSecrets
 
 
-@dataclass
 class AppContext:
-    """What the web layer needs, built by the composition root."""
+    """What the web layer needs, built by the composition root.
 
-    store: Store
-    registry: Registry
-    config: Config
-    doorbell: Doorbell = field(default_factory=Doorbell)
-    # Built on the store's pool when not given.
-    schedules: ScheduleStore = None  # type: ignore[assignment]
-    # The dashboard's and /metrics' reads; built on the store's pool when not given.
-    stats: StatsStore = None  # type: ignore[assignment]
-    # Queue settings (pause, concurrency limits); built on the store's pool when not given.
-    queues: QueueStore = None  # type: ignore[assignment]
-    # The coordinator tree's statistics, for /health/ready (None: not checked).
-    supervisor: Callable[[], SupervisorStatistics] | None = None
+    Every attribute is always set: a doorbell, a store of schedules, stats or queues,
+    a claim gate or a worker-secrets cache not given is built here (the stores on
+    ``store``'s pool, the claim gate on ``store`` and the doorbell, its waits capped by
+    ``config.claim_wait_seconds``). ``supervisor`` is the coordinator tree's
+    statistics for /health/ready; None: not checked.
+    """
 
-    def __post_init__(self) -> None:
-        if self.schedules is None:
-            self.schedules = ScheduleStore(self.store.pool)
-        if self.stats is None:
-            self.stats = StatsStore(self.store.pool)
-        if self.queues is None:
-            self.queues = QueueStore(self.store.pool)
+    def __init__(self, *, store: Store, registry: Registry, config: Config,
+                 doorbell: Doorbell | None = None, schedules: ScheduleStore | None = None,
+                 stats: StatsStore | None = None, queues: QueueStore | None = None,
+                 claims: ClaimGate | None = None, worker_secrets: WorkerSecrets | None = None,
+                 supervisor: Callable[[], SupervisorStatistics] | None = None) -> None:
+        self.store = store
+        self.registry = registry
+        self.config = config
+        self.doorbell = doorbell if doorbell is not None else Doorbell()
+        self.schedules = schedules if schedules is not None else ScheduleStore(store.pool)
+        # The dashboard's and /metrics' reads.
+        self.stats = stats if stats is not None else StatsStore(store.pool)
+        # Queue settings (pause, concurrency limits).
+        self.queues = queues if queues is not None else QueueStore(store.pool)
+        # Claims and their long polls (actors/coordinator/claim_gate.py).
+        self.claims = claims if claims is not None else ClaimGate(
+            store, self.doorbell, max_wait=config.claim_wait_seconds)
+        # The per-worker secrets' check and its cache (web/worker_secrets.py).
+        self.worker_secrets = worker_secrets if worker_secrets is not None else WorkerSecrets()
+        self.supervisor = supervisor
 
 
 _encoder = msgspec.json.Encoder()

@@ -41,26 +41,120 @@ coordinators. Snapshot gauges are the same on every coordinator: take one (``max
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import bisect
+import itertools
+import math
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     Metric,
     SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.samples import Sample
 
+from scheduler_core.runtime import clock
 from scheduler_core.schema import wire
 from scheduler_core.schema.stats_store import LIVE_WORKER_STATES, Overview, StatsStatistics
+from scheduler_core.schema.store import CompletedRun
 
 # Seconds: from a noop's milliseconds to an hour-long job.
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                      60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 _HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                  10.0, 30.0)
+
+class BatchHistogram(Collector):
+    """A labelled histogram observed a batch at a time, on prometheus_client's public
+    Collector interface: it renders as a ``prometheus_client.Histogram`` of the same
+    name, buckets and labels would (``_bucket``, ``_count``, ``_sum``, ``_created``).
+
+    ``prometheus_client.Histogram`` takes a lock and walks its buckets on every
+    observation; a completion or claim batch of hundreds of runs pays that once per
+    label set here. Registered on ``registry`` (the process's default) when built.
+    """
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], *,
+                 buckets: Sequence[float],
+                 registry: CollectorRegistry | None = prometheus_client.REGISTRY) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._bounds = [float(b) for b in buckets]
+        if self._bounds[-1] != math.inf:
+            self._bounds.append(math.inf)
+        self._le = [_le_label(b) for b in self._bounds]
+        # label values -> [per-bucket counts (not cumulative)..., sum, created]
+        self._series: dict[tuple[str, ...], _Series] = {}
+        self._lock = threading.Lock()  # a scrape may run in another thread
+        if registry is not None:
+            registry.register(self)
+
+    def observe_many(self, labels: tuple[str, ...], values: Iterable[float]) -> None:
+        """Observe each of ``values`` in the series of ``labels`` (one value per label
+        name, in order)."""
+        if len(labels) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes {len(self.labelnames)} label values "
+                             f"{self.labelnames}, got {labels!r}")
+        bounds = self._bounds
+        counts = [0] * len(bounds)
+        total = 0.0
+        for value in values:
+            counts[bisect.bisect_left(bounds, value)] += 1  # the first bound >= value
+            total += value
+        with self._lock:
+            series = self._series.get(labels)
+            if series is None:
+                series = self._series[labels] = _Series(
+                    [0] * len(bounds), 0.0, clock.utcnow().timestamp())
+            for i, n in enumerate(counts):
+                if n:
+                    series.buckets[i] += n
+            series.sum += total
+
+    def observe(self, labels: tuple[str, ...], value: float) -> None:
+        self.observe_many(labels, (value,))
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self.name, self.documentation,
+                                      labels=list(self.labelnames))]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation,
+                                       labels=list(self.labelnames))
+        with self._lock:
+            snapshot = [(labels, list(s.buckets), s.sum, s.created)
+                        for labels, s in self._series.items()]
+        for labels, counts, total, created in snapshot:
+            cumulative = list(itertools.accumulate(counts))
+            family.add_metric(list(labels), list(zip(self._le, cumulative, strict=True)),
+                              sum_value=total)
+            family.samples.append(Sample(f"{self.name}_created",
+                                         dict(zip(self.labelnames, labels, strict=True)),
+                                         created))
+        yield family
+
+
+def _le_label(bound: float) -> str:
+    """A bucket's ``le`` as prometheus_client writes it (``0.005``, ``1.0``, ``+Inf``)."""
+    if bound == math.inf:
+        return "+Inf"
+    return repr(bound)
+
+
+@dataclass
+class _Series:
+    buckets: list[int]
+    sum: float
+    created: float
+
 
 JOBS_CLAIMED = prometheus_client.Counter(
     "scheduler_jobs_claimed_total", "Runs created by claims", ["type"])
@@ -79,14 +173,14 @@ LEASES_REAPED = prometheus_client.Counter(
 CLAIMS_WAITING = prometheus_client.Gauge(
     "scheduler_claims_waiting",
     "Long-polling claims parked in this coordinator, waiting for a due job or a free slot")
-RUN_DURATION = prometheus_client.Histogram(
+RUN_DURATION = BatchHistogram(
     "scheduler_job_run_duration_seconds",
-    "How long job bodies ran, as timed by the worker that ran them", ["type", "outcome"],
+    "How long job bodies ran, as timed by the worker that ran them", ("type", "outcome"),
     buckets=_DURATION_BUCKETS)
-QUEUE_WAIT = prometheus_client.Histogram(
+QUEUE_WAIT = BatchHistogram(
     "scheduler_job_queue_wait_seconds",
     "From a job falling due (run_at) to its claim, by the database clock",
-    ["type", "queue"], buckets=_DURATION_BUCKETS)
+    ("type", "queue"), buckets=_DURATION_BUCKETS)
 HTTP_DURATION = prometheus_client.Histogram(
     "scheduler_http_request_duration_seconds",
     "HTTP requests by route (the URL rule, not the path), method and status; to the "
@@ -94,25 +188,51 @@ HTTP_DURATION = prometheus_client.Histogram(
     buckets=_HTTP_BUCKETS)
 
 
-def observe_claim(job: wire.ClaimedJob, lease_seconds: float) -> None:
-    """A run was created. Its claim time is the database's: lease expiry minus the
-    lease length, so the wait is measured on one clock."""
-    JOBS_CLAIMED.labels(job.type).inc()
-    if job.run_at is not None:
-        claimed_at = job.lease_expires_at.timestamp() - lease_seconds
-        QUEUE_WAIT.labels(job.type, job.queue).observe(
-            max(0.0, claimed_at - job.run_at.timestamp()))
+def observe_claims(jobs: Sequence[wire.ClaimedJob], lease_seconds: float) -> None:
+    """Runs were created (a claim's answer). A run's claim time is the database's:
+    lease expiry minus the lease length, so its queue wait is measured on one clock.
+    One label lookup per label set, not per job (the lookups were a tenth of the
+    coordinator's CPU)."""
+    claimed: dict[str, int] = {}
+    waits: dict[tuple[str, str], list[float]] = {}
+    for job in jobs:
+        claimed[job.type] = claimed.get(job.type, 0) + 1
+        if job.run_at is not None:
+            at = job.lease_expires_at.timestamp() - lease_seconds
+            waits.setdefault((job.type, job.queue), []).append(
+                max(0.0, at - job.run_at.timestamp()))
+    for job_type, n in claimed.items():
+        JOBS_CLAIMED.labels(job_type).inc(n)
+    for labels, values in waits.items():
+        QUEUE_WAIT.observe_many(labels, values)
 
 
-def observe_completion(row: Mapping[str, Any], item: wire.Completion) -> None:
-    """An accepted completion; ``row`` is the store's answer (type, next status)."""
-    JOBS_FINISHED.labels(row["type"], item.outcome).inc()
-    if item.duration_seconds is not None:
-        RUN_DURATION.labels(row["type"], item.outcome).observe(item.duration_seconds)
-    if row["status"] == "Failed":
-        JOB_RETRIES.labels(row["type"]).inc()
-    elif row["status"] == "DeadLetter":
-        JOBS_DEAD_LETTERED.labels(row["type"]).inc()
+def observe_completions(accepted: Iterable[tuple[CompletedRun, wire.Completion]]) -> None:
+    """Accepted completions, each with the store's answer for it (the job's type and
+    next status). Duplicates (resends of a completion already applied) must not be
+    passed: they were counted when first applied."""
+    counted: dict[tuple[str, str], int] = {}
+    finished: dict[tuple[str, str], list[float]] = {}
+    retries: dict[str, int] = {}
+    dead: dict[str, int] = {}
+    for row, item in accepted:
+        job_type = row.type or "unknown"
+        key = (job_type, item.outcome)
+        counted[key] = counted.get(key, 0) + 1
+        if item.duration_seconds is not None:
+            finished.setdefault(key, []).append(item.duration_seconds)
+        if row.status == "Failed":
+            retries[job_type] = retries.get(job_type, 0) + 1
+        elif row.status == "DeadLetter":
+            dead[job_type] = dead.get(job_type, 0) + 1
+    for (job_type, outcome), n in counted.items():
+        JOBS_FINISHED.labels(job_type, outcome).inc(n)
+    for labels, durations in finished.items():
+        RUN_DURATION.observe_many(labels, durations)
+    for job_type, n in retries.items():
+        JOB_RETRIES.labels(job_type).inc(n)
+    for job_type, n in dead.items():
+        JOBS_DEAD_LETTERED.labels(job_type).inc(n)
 
 
 def observe_reaped(rows: Iterable[Mapping[str, Any]]) -> None:

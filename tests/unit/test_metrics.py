@@ -1,16 +1,18 @@
 """web/metrics.py and the figures behind it, without a database: what each recording
-function counts, how a snapshot becomes gauges, the status estimate, and the worker's
-own figures carried by its heartbeat."""
+function (the ones the claim and completion routes call) counts, how a snapshot becomes
+gauges, the status estimate, and the worker's own figures carried by its heartbeat."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import msgspec
+import prometheus_client
 import pytest
 import trio
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from scheduler_core.actors.worker.worker_state import WorkerState
@@ -23,6 +25,7 @@ from scheduler_core.schema.stats_store import (
     WorkerRow,
     estimate_counts,
 )
+from scheduler_core.schema.store import CompletedRun
 from scheduler_core.web import metrics
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -38,44 +41,121 @@ def completion(outcome: wire.RunOutcome = "Succeeded",
                            duration_seconds=duration)
 
 
+def row(job_type: str, status: str, outcome: str = "Succeeded") -> CompletedRun:
+    """The store's answer for an accepted completion."""
+    return CompletedRun(run_id=uuid.uuid4(), job_id=uuid.uuid4(), status=status,
+                        type=job_type, queue="default", attempts=1, outcome=outcome,
+                        duplicate=False, limited=False)
+
+
+def claimed(job_type: str, queue: str, *, waited: float) -> wire.ClaimedJob:
+    """A run claimed ``waited`` seconds (by the database clock) after its job fell due,
+    on a 30-second lease."""
+    return wire.ClaimedJob(
+        job_id=uuid.uuid4(), run_id=uuid.uuid4(), lease_token=uuid.uuid4(),
+        lease_expires_at=T0 + dt.timedelta(seconds=30 + waited), type=job_type, payload={},
+        queue=queue, attempt=1, max_attempts=3, timeout_seconds=10, run_at=T0)
+
+
 def test_an_accepted_completion_counts_its_outcome_and_duration() -> None:
     before = (sample("scheduler_jobs_finished_total", type="t_ok", outcome="Succeeded"),
               sample("scheduler_job_run_duration_seconds_sum", type="t_ok", outcome="Succeeded"))
-    metrics.observe_completion({"type": "t_ok", "status": "Succeeded"}, completion())
+    metrics.observe_completions([(row("t_ok", "Succeeded"), completion())])
     assert (before[0] + 1, before[1] + 0.25) == (
         sample("scheduler_jobs_finished_total", type="t_ok", outcome="Succeeded"),
         sample("scheduler_job_run_duration_seconds_sum", type="t_ok", outcome="Succeeded"))
 
 
+def test_a_batch_of_completions_counts_each_by_its_type_and_outcome() -> None:
+    metrics.observe_completions([
+        (row("t_batch", "Succeeded"), completion(duration=0.004)),
+        (row("t_batch", "Succeeded"), completion(duration=0.3)),
+        (row("t_batch", "Failed", "Failed"), completion("Failed", duration=2.0)),
+        (row("t_batch_other", "Succeeded"), completion(duration=None))])
+    ok = {"type": "t_batch", "outcome": "Succeeded"}
+    assert (2, 1, 1, 0.304) == (
+        sample("scheduler_jobs_finished_total", **ok),
+        sample("scheduler_jobs_finished_total", type="t_batch", outcome="Failed"),
+        sample("scheduler_jobs_finished_total", type="t_batch_other", outcome="Succeeded"),
+        sample("scheduler_job_run_duration_seconds_sum", **ok))
+    assert (1, 1, 2) == (sample("scheduler_job_run_duration_seconds_bucket", **ok, le="0.005"),
+                         sample("scheduler_job_run_duration_seconds_bucket", **ok, le="0.25"),
+                         sample("scheduler_job_run_duration_seconds_bucket", **ok, le="0.5"))
+    assert (2, 1) == (sample("scheduler_job_run_duration_seconds_bucket", **ok, le="+Inf"),
+                      sample("scheduler_job_retries_total", type="t_batch"))
+
+
 def test_a_failure_that_will_run_again_is_a_retry() -> None:
     before = sample("scheduler_job_retries_total", type="t_retry")
-    metrics.observe_completion({"type": "t_retry", "status": "Failed"}, completion("Failed"))
+    metrics.observe_completions([(row("t_retry", "Failed", "Failed"), completion("Failed"))])
     assert before + 1 == sample("scheduler_job_retries_total", type="t_retry")
     assert 0 == sample("scheduler_jobs_dead_lettered_total", type="t_retry")
 
 
 def test_a_failure_out_of_attempts_is_dead_lettered_not_retried() -> None:
-    metrics.observe_completion({"type": "t_dead", "status": "DeadLetter"}, completion("Failed"))
+    metrics.observe_completions([(row("t_dead", "DeadLetter", "Failed"),
+                                  completion("Failed"))])
     assert (1, 0) == (sample("scheduler_jobs_dead_lettered_total", type="t_dead"),
                       sample("scheduler_job_retries_total", type="t_dead"))
 
 
 def test_a_completion_without_a_duration_is_not_timed() -> None:
-    metrics.observe_completion({"type": "t_untimed", "status": "Succeeded"},
-                               completion(duration=None))
+    metrics.observe_completions([(row("t_untimed", "Succeeded"), completion(duration=None))])
     assert 0 == sample("scheduler_job_run_duration_seconds_count", type="t_untimed",
                        outcome="Succeeded")
 
 
 def test_queue_wait_is_claim_time_by_the_database_clock_minus_run_at() -> None:
-    job = wire.ClaimedJob(
-        job_id=uuid.uuid4(), run_id=uuid.uuid4(), lease_token=uuid.uuid4(),
-        lease_expires_at=T0 + dt.timedelta(seconds=30 + 2.5), type="t_wait", payload={},
-        queue="q_wait", attempt=1, max_attempts=3, timeout_seconds=10, run_at=T0)
-    metrics.observe_claim(job, lease_seconds=30)
+    metrics.observe_claims([claimed("t_wait", "q_wait", waited=2.5)], lease_seconds=30)
     assert (1, 2.5) == (sample("scheduler_job_queue_wait_seconds_count", type="t_wait", queue="q_wait"),
                         sample("scheduler_job_queue_wait_seconds_sum", type="t_wait", queue="q_wait"))
     assert 1 == sample("scheduler_jobs_claimed_total", type="t_wait")
+
+
+def test_a_batch_of_claims_counts_each_run_by_type_and_queue() -> None:
+    metrics.observe_claims([claimed("t_claims", "q1", waited=1.0),
+                            claimed("t_claims", "q1", waited=3.0),
+                            claimed("t_claims", "q2", waited=0.5)], lease_seconds=30)
+    assert (3, 2, 4.0, 1) == (
+        sample("scheduler_jobs_claimed_total", type="t_claims"),
+        sample("scheduler_job_queue_wait_seconds_count", type="t_claims", queue="q1"),
+        sample("scheduler_job_queue_wait_seconds_sum", type="t_claims", queue="q1"),
+        sample("scheduler_job_queue_wait_seconds_count", type="t_claims", queue="q2"))
+
+
+def test_a_run_claimed_before_its_due_time_waited_zero() -> None:
+    metrics.observe_claims([claimed("t_early", "q_early", waited=-1.0)], lease_seconds=30)
+    assert (1, 0.0) == (
+        sample("scheduler_job_queue_wait_seconds_bucket", type="t_early", queue="q_early",
+               le="0.005"),
+        sample("scheduler_job_queue_wait_seconds_sum", type="t_early", queue="q_early"))
+
+
+def test_a_batch_histogram_renders_as_a_prometheus_histogram_would() -> None:
+    """Same samples, bucket labels and counts as prometheus_client.Histogram for the
+    same observations (its ``_created`` is the wall clock: only its presence counts)."""
+    registry = CollectorRegistry()
+    reference = prometheus_client.Histogram("h_seconds", "help", ["a"], buckets=(0.5, 1.0),
+                                            registry=registry)
+    batch = metrics.BatchHistogram("h_seconds", "help", ("a",), buckets=(0.5, 1.0),
+                                   registry=None)
+    values = [0.1, 0.5, 0.75, 1.0, 9.0]
+    for value in values:
+        reference.labels("x").observe(value)
+    batch.observe_many(("x",), values)
+
+    def samples(collector: Any) -> list[tuple[str, dict[str, str], float | None]]:
+        return [(s.name, s.labels, None if s.name.endswith("_created") else s.value)
+                for family in collector.collect() for s in family.samples]
+
+    assert samples(reference) == samples(batch)
+
+
+def test_a_batch_histogram_refuses_the_wrong_number_of_label_values() -> None:
+    batch = metrics.BatchHistogram("h2_seconds", "help", ("a", "b"), buckets=(1.0,),
+                                   registry=None)
+    with pytest.raises(ValueError, match=r"takes 2 label values"):
+        batch.observe_many(("x",), [1.0])
 
 
 def test_reaped_runs_count_as_reaped_and_by_their_jobs_fate() -> None:
