@@ -109,9 +109,9 @@ def observe_completion(row: Mapping[str, Any], item: wire.Completion) -> None:
     JOBS_FINISHED.labels(row["type"], item.outcome).inc()
     if item.duration_seconds is not None:
         RUN_DURATION.labels(row["type"], item.outcome).observe(item.duration_seconds)
-    if row["status"] == "Failed":
+    if row["status"] == wire.JobStatus.FAILED:
         JOB_RETRIES.labels(row["type"]).inc()
-    elif row["status"] == "DeadLetter":
+    elif row["status"] == wire.JobStatus.DEAD_LETTER:
         JOBS_DEAD_LETTERED.labels(row["type"]).inc()
 
 
@@ -120,9 +120,9 @@ def observe_reaped(rows: Iterable[Mapping[str, Any]]) -> None:
     for row in rows:
         job_type = row.get("type") or "unknown"
         LEASES_REAPED.labels(job_type).inc()
-        if row["status"] == "Pending":
+        if row["status"] == wire.JobStatus.PENDING:
             JOB_RETRIES.labels(job_type).inc()
-        elif row["status"] == "DeadLetter":
+        elif row["status"] == wire.JobStatus.DEAD_LETTER:
             JOBS_DEAD_LETTERED.labels(job_type).inc()
 
 

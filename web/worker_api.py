@@ -207,9 +207,9 @@ def observe_completions(accepted: list[tuple[dict[str, Any], wire.Completion]]) 
         counted[key] = counted.get(key, 0) + 1
         if item.duration_seconds is not None:
             finished.setdefault(key, []).append(item.duration_seconds)
-        if row["status"] == "Failed":
+        if row["status"] == wire.JobStatus.FAILED:
             retries[job_type] = retries.get(job_type, 0) + 1
-        elif row["status"] == "DeadLetter":
+        elif row["status"] == wire.JobStatus.DEAD_LETTER:
             dead[job_type] = dead.get(job_type, 0) + 1
     for (job_type, outcome), n in counted.items():
         JOBS_FINISHED.labels(job_type, outcome).inc(n)
