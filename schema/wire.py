@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
@@ -49,7 +50,10 @@ RETRYABLE: tuple[JobStatus, ...] = (_S.DEAD_LETTER, _S.CANCELLED, _S.FAILED)
 
 RunOutcome = Literal["Succeeded", "Failed", "TimedOut", "Cancelled", "Released"]
 
-QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+# A queue name: the one rule, for the API's bodies and paths, the CLI and the OpenAPI.
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)  # use .fullmatch: "$" also passes "\n"
+QueueName = Annotated[str, Meta(pattern=QUEUE_NAME_PATTERN,
                                 description="letters, digits, _ . - ; 1 to 64 characters")]
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200)]
 MaxAttempts = Annotated[int, Meta(ge=1, le=100)]
