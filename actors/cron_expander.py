@@ -54,7 +54,7 @@ import structlog
 import trio
 from prometheus_client import Counter, Histogram
 
-from scheduler_core.runtime import cron
+from scheduler_core.runtime import backoff, cron
 from scheduler_core.runtime.doorbell import Doorbell
 from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.schema.schedule_store import DueBatch, DueSchedule, ScheduleStore
@@ -265,7 +265,7 @@ async def run(source: FireSource, doorbell: Doorbell, *, batch_size: int = 100,
                 continue  # more may be due right now
             seconds = await source.seconds_to_next_fire()
         except (psycopg.Error, DatabaseUnavailable) as exc:
-            delay = min(retry_cap, 0.1 * 2.0 ** min(failures, 30))
+            delay = backoff.delay(failures, base=0.1, cap=retry_cap)
             failures += 1
             log.warning("expand_failed", actor="cron_expander", error=str(exc),
                         retry_in_s=delay)
