@@ -58,6 +58,7 @@ from scheduler_core.runtime import backoff, cron
 from scheduler_core.runtime.doorbell import Doorbell
 from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.schema.schedule_store import DueBatch, DueSchedule, ScheduleStore
+from scheduler_core.schema.wire import JobStatus
 
 __all__ = [
     "MISFIRE_GRACE_SECONDS",
@@ -229,7 +230,7 @@ class StoreFireSource:
         wanted = [(fire, action == "hold") for fire, action in actions if action != "skip"]
         for job in await batch.enqueue(s.id, wanted):
             lag = (job.created_at - job.fire_time).total_seconds()
-            held = job.status == "Scheduled"
+            held = job.status == JobStatus.SCHEDULED
             FIRES.labels("held" if held else "enqueued").inc()
             FIRE_LAG.observe(max(lag, 0.0))
             log.info("schedule_fired", actor="cron_expander", schedule_id=sid,
