@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -75,7 +74,9 @@ _schedule_id = _uuid("schedule")
 
 
 def _queue_name(text: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", text):
+    from scheduler_core.schema.wire import QUEUE_NAME
+
+    if not QUEUE_NAME.fullmatch(text):
         raise argparse.ArgumentTypeError(
             f"expected a queue name (1 to 64 letters, digits, _ . -), found {text!r}")
     return text

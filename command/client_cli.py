@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from scheduler_core.client import Client, ClientError, Job, WaitTimeout
 from scheduler_core.runtime.config import Config, check_coordinator_urls
+from scheduler_core.schema.wire import JobStatus
 
 
 def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
@@ -133,7 +134,7 @@ def _submit(client: Client, args: argparse.Namespace) -> int:
     finally:
         progress.close()
     _print_job(done, args.json)
-    if done["status"] == "Succeeded":
+    if done["status"] == JobStatus.SUCCEEDED:
         return 0
     error = done.get("lastError")
     print(f"scheduler: job {done['id']} ended {done['status']} after "

@@ -1,13 +1,15 @@
-"""The composition root: the one module that imports actors, web, handlers and the
-store together and assembles the coordinator and worker supervisor trees.
+"""The coordinator's assembly: its supervisor tree (actors, store, web), migrations,
+pruning, the plug-in job types, and the embedded PostgreSQL when DATABASE_URL is unset.
+Part of the composition root; command/worker_main.py assembles the worker's tree,
+command/up.py runs both as processes.
 
-Each process's root owns signal handling: SIGTERM or SIGINT cancels the tree
-(graceful), a second signal forces the exit.
+The coordinator's root owns its signals (command/signals.py): the first SIGTERM or
+SIGINT cancels the tree (graceful), a second one cancels at once.
 """
 
 from __future__ import annotations
 
-import signal
+import os
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 import structlog
 import trio
 
-from scheduler_core.command import pgserver
+from scheduler_core.command import pgserver, signals
 from scheduler_core.runtime import db, gctune
 from scheduler_core.runtime.config import Config
 from scheduler_core.runtime.doorbell import Doorbell, EchoFilter
@@ -101,7 +103,7 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
             await nursery.start(tree.run)
             gctune.tune()
             log.info("coordinator_started", url=f"http://{config.host}:{config.port}",
-                     pid=_pid())
+                     pid=os.getpid())
             task_status.started()
 
 
@@ -146,29 +148,14 @@ def load_handlers(config: Config) -> list[str]:
     return loaded
 
 
-def _pid() -> int:
-    import os
-
-    return os.getpid()
-
-
 async def run_until_signalled(main: Callable[..., Awaitable[object]], *,
                               on_first_signal: Callable[[], None] | None = None) -> None:
     """Run ``main(task_status=...)``; the first SIGTERM/SIGINT calls ``on_first_signal``
-    (default: cancel ``main``), a second one cancels at once."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    (default: cancel ``main``), a second one cancels at once (command/signals.py)."""
+    with signals.open_shutdown_signals() as received:
         async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                count = 0
-                async for signum in signals:
-                    count += 1
-                    log.info("signal_received", signal=signal.Signals(signum).name, count=count)
-                    if count == 1 and on_first_signal is not None:
-                        on_first_signal()
-                    else:
-                        nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
+            cancel = nursery.cancel_scope.cancel
+            nursery.start_soon(partial(signals.handle_two_signals, received, log,
+                                       on_first=on_first_signal or cancel, on_second=cancel))
             await main()
             nursery.cancel_scope.cancel()

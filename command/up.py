@@ -20,7 +20,6 @@ import errno
 import ipaddress
 import os
 import secrets
-import signal
 import socket
 import sys
 from functools import partial
@@ -31,7 +30,7 @@ import msgspec
 import structlog
 import trio
 
-from scheduler_core.command import compose, pgserver
+from scheduler_core.command import compose, pgserver, signals
 from scheduler_core.runtime import child_env
 from scheduler_core.runtime.config import Config
 from scheduler_core.runtime.processes import run_process
@@ -129,24 +128,21 @@ async def run_up(config: Config, dsn: str) -> None:
             stop_timeout=config.drain_timeout_seconds + 10.0),
             shutdown_timeout=config.drain_timeout_seconds + 15.0))
     tree = Supervisor("up", children, intensity=10, period=60.0, backoff_base=0.5)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with signals.open_shutdown_signals() as received:
         async with trio.open_nursery() as outer:
             stop = trio.CancelScope()
 
-            async def watch() -> None:
-                count = 0
-                async for signum in signals:
-                    count += 1
-                    log.info("signal_received", signal=signal.Signals(signum).name, count=count)
-                    if count == 1:
-                        print("stopping: workers drain first, then the coordinator "
-                              "(Ctrl-C again to quit at once)", flush=True)
-                        stop.cancel()
-                    else:
-                        print("quitting at once; the processes are told to stop", flush=True)
-                        os._exit(130)
+            def drain() -> None:
+                print("stopping: workers drain first, then the coordinator "
+                      "(Ctrl-C again to quit at once)", flush=True)
+                stop.cancel()
 
-            outer.start_soon(watch)
+            def quit_now() -> None:
+                print("quitting at once; the processes are told to stop", flush=True)
+                os._exit(130)
+
+            outer.start_soon(partial(signals.handle_two_signals, received, log,
+                                     on_first=drain, on_second=quit_now))
             with stop:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(tree.run)

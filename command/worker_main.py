@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import signal
 import socket
 import sys
 from functools import partial
@@ -25,6 +24,7 @@ from scheduler_core.actors.worker.completer import Completer
 from scheduler_core.actors.worker.coordinator_link import Link
 from scheduler_core.actors.worker.executor import Executors
 from scheduler_core.actors.worker.worker_state import OwnedRun, WorkerState
+from scheduler_core.command import signals
 from scheduler_core.handlers import REGISTRY
 from scheduler_core.runtime import child_env, gctune, logs
 from scheduler_core.runtime.config import Config, check_coordinator_urls
@@ -40,20 +40,18 @@ def make_worker_id(config: Config) -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
-def absolute(path: str) -> str:
-    return os.path.abspath(path)
-
-
 async def run_worker(config: Config, queues: list[str]) -> int:
     state = WorkerState(make_worker_id(config), config.slots, prefetch=config.worker_prefetch)
-    data_dir = absolute(config.worker_data_dir)  # inline handlers' RunContext
+    # For inline handlers' RunContext. abspath only reads the working directory: no disk
+    # I/O to move off the event loop.
+    data_dir = os.path.abspath(config.worker_data_dir)  # noqa: ASYNC240
     structlog.contextvars.bind_contextvars(worker_id=state.worker_id)
     link = Link(config.coordinator_urls, token=next(iter(config.worker_tokens), None))
     forced = False
     argv = [sys.executable, "-m", "scheduler_core.command.child", "--data-dir", config.worker_data_dir]
     if config.handler_modules:
         argv += ["--handlers", ",".join(config.handler_modules)]
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with signals.open_shutdown_signals() as received:
         try:
             # Job processes get a scrubbed environment (runtime/child_env.py: no token,
             # no DATABASE_URL) and the http_get address policy, decided, from here.
@@ -82,21 +80,20 @@ async def run_worker(config: Config, queues: list[str]) -> int:
                     log.info("worker_started", worker_id=state.worker_id, slots=state.slots,
                              coordinators=list(config.coordinator_urls), queues=queues,
                              http_private_allowed=config.http_private_allowed)
-                    count = 0
-                    async for signum in signals:
-                        count += 1
-                        log.info("signal_received", signal=signal.Signals(signum).name,
-                                 count=count)
-                        if count == 1:
-                            async def drain_then_stop() -> None:
-                                await drain.run(link, state, completer,
-                                                drain_timeout=config.drain_timeout_seconds)
-                                nursery.cancel_scope.cancel()
-                            nursery.start_soon(drain_then_stop)
-                        else:
-                            forced = True
-                            nursery.cancel_scope.cancel()
-                            break
+
+                    async def drain_then_stop() -> None:
+                        await drain.run(link, state, completer,
+                                        drain_timeout=config.drain_timeout_seconds)
+                        nursery.cancel_scope.cancel()
+
+                    def stop_now() -> None:
+                        nonlocal forced
+                        forced = True
+                        nursery.cancel_scope.cancel()
+
+                    await signals.handle_two_signals(
+                        received, log, on_first=partial(nursery.start_soon, drain_then_stop),
+                        on_second=stop_now)
         finally:
             await link.aclose()
     log.info("worker_stopped", worker_id=state.worker_id, forced=forced)

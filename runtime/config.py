@@ -1,7 +1,8 @@
 """Configuration from environment variables, each with a documented default.
 
-Every setting is listed in :data:`SETTINGS` (name, default, meaning); README.md and
-``.env.example`` are written from the same list, and a unit test keeps them in step.
+Every setting is listed in :data:`SETTINGS` (name, meaning) and has its default in
+:class:`Config` (typed, written once); README.md and ``.env.example`` are written from
+the two, and a unit test keeps them in step.
 """
 
 from __future__ import annotations
@@ -20,144 +21,150 @@ from scheduler_core.runtime.errors import ConfigError
 
 
 class Setting(msgspec.Struct, frozen=True):
+    """One environment variable: its name, the :class:`Config` field it sets, the type
+    it parses as, and what it means. Its default is the field's, written there only."""
+
     env: str
     field: str
     kind: type
-    default: object
     doc: str
+
+    @property
+    def default(self) -> object:
+        return _DEFAULTS[self.field]
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("DATABASE_URL", "database_url", str, "",
+    Setting("DATABASE_URL", "database_url", str,
             "PostgreSQL connection string. Empty: `scheduler up` starts an embedded PostgreSQL."),
-    Setting("SCHEDULER_DATA_DIR", "data_dir", str, ".scheduler",
+    Setting("SCHEDULER_DATA_DIR", "data_dir", str,
             "Folder for the embedded PostgreSQL (pgdata/) and other local state."),
-    Setting("SCHEDULER_HOST", "host", str, "127.0.0.1", "Address the coordinator binds."),
-    Setting("SCHEDULER_PORT", "port", int, 5000, "Port the coordinator binds."),
-    Setting("COORDINATOR_URL", "coordinator_url", str, "http://127.0.0.1:5000",
+    Setting("SCHEDULER_HOST", "host", str, "Address the coordinator binds."),
+    Setting("SCHEDULER_PORT", "port", int, "Port the coordinator binds."),
+    Setting("COORDINATOR_URL", "coordinator_url", str,
             "Where workers and the CLI client reach the coordinator: one http:// or "
             "https:// URL (a load balancer's, or a coordinator's), or several "
             "comma-separated, one per coordinator. A worker stays on one until a request "
             "to it fails (no answer, or 5xx), then moves to the next for its next "
             "request, round robin. The CLI client uses the first."),
-    Setting("SCHEDULER_ADMIN_TOKEN", "admin_token", str, "",
+    Setting("SCHEDULER_ADMIN_TOKEN", "admin_token", str,
             "Bearer token(s) for the whole public API and the dashboard's actions; "
             "comma-separated to rotate (each at least 16 characters of A-Z a-z 0-9 - . _ ~ "
             "+ / =). Empty, with the other two tokens empty too: no authentication, and "
             "the coordinator binds loopback only."),
-    Setting("SCHEDULER_READ_TOKEN", "read_token", str, "",
+    Setting("SCHEDULER_READ_TOKEN", "read_token", str,
             "Bearer token(s) for read-only viewing: GETs of the public API, the dashboard "
             "and its event stream, /openapi.json. Comma-separated to rotate."),
-    Setting("SCHEDULER_WORKER_TOKEN", "worker_token", str, "",
+    Setting("SCHEDULER_WORKER_TOKEN", "worker_token", str,
             "Bearer token(s) for the worker API (/api/workers/...) only. The coordinator "
             "accepts each; a worker sends the first. Comma-separated to rotate."),
-    Setting("SCHEDULER_TOKEN", "token", str, "",
+    Setting("SCHEDULER_TOKEN", "token", str,
             "The token the client commands (submit, jobs, schedules) send. Empty: the "
             "first SCHEDULER_ADMIN_TOKEN."),
-    Setting("SCHEDULER_PUBLIC_PATHS", "public_paths", str, "/health,/health/ready,/metrics",
+    Setting("SCHEDULER_PUBLIC_PATHS", "public_paths", str,
             "Comma-separated paths that GET and HEAD reach without a token when "
             "authentication is on (exact paths, no prefixes). `none`: every path needs one."),
-    Setting("SCHEDULER_ALLOW_NO_AUTH", "allow_no_auth", str, "false",
+    Setting("SCHEDULER_ALLOW_NO_AUTH", "allow_no_auth", str,
             "true: let the coordinator bind a non-loopback address with no token configured "
             "(as `--insecure-no-auth`). Anyone who reaches it can then do everything."),
-    Setting("SCHEDULER_ALLOWED_ORIGINS", "allowed_origins", str, "",
+    Setting("SCHEDULER_ALLOWED_ORIGINS", "allowed_origins", str,
             "Comma-separated origins (scheme://host[:port]) besides the coordinator's own "
             "whose pages may send writes (POST, PUT, PATCH, DELETE): a request with "
             "another Origin header gets 403."),
-    Setting("SCHEDULER_ALLOWED_HOSTS", "allowed_hosts", str, "",
+    Setting("SCHEDULER_ALLOWED_HOSTS", "allowed_hosts", str,
             "Comma-separated host names (no port) a coordinator without tokens answers "
             "besides loopback ones (localhost, 127.0.0.0/8, [::1]); another Host header "
             "gets 421, so DNS rebinding cannot reach it. Ignored when tokens are set."),
-    Setting("SCHEDULER_SESSION_HOURS", "session_hours", float, 12.0,
+    Setting("SCHEDULER_SESSION_HOURS", "session_hours", float,
             "How long a dashboard sign-in lasts (fixed, from sign-in), unless signed out "
             "or revoked sooner."),
-    Setting("SCHEDULER_AUTH_THROTTLE_FAILURES", "auth_throttle_failures", int, 5,
+    Setting("SCHEDULER_AUTH_THROTTLE_FAILURES", "auth_throttle_failures", int,
             "Failed token checks (bearer, dashboard cookie, login form) a client address "
             "may make before it is locked out (429 with Retry-After, even for the right "
             "token); each further failure doubles the lockout. A recognised token resets "
             "the count. 0: no throttle (e.g. behind a proxy, where every client shares "
             "the proxy's address)."),
-    Setting("SCHEDULER_AUTH_THROTTLE_BASE_SECONDS", "auth_throttle_base_seconds", float, 1.0,
+    Setting("SCHEDULER_AUTH_THROTTLE_BASE_SECONDS", "auth_throttle_base_seconds", float,
             "The first lockout of the login throttle, in seconds."),
-    Setting("SCHEDULER_AUTH_THROTTLE_MAX_SECONDS", "auth_throttle_max_seconds", float, 300.0,
+    Setting("SCHEDULER_AUTH_THROTTLE_MAX_SECONDS", "auth_throttle_max_seconds", float,
             "The longest lockout of the login throttle, in seconds."),
-    Setting("SCHEDULER_DB_POOL_SIZE", "db_pool_size", int, 16,
+    Setting("SCHEDULER_DB_POOL_SIZE", "db_pool_size", int,
             "Connections in the coordinator's pool."),
-    Setting("SCHEDULER_MAX_BODY_BYTES", "max_body_bytes", int, 1_048_576,
+    Setting("SCHEDULER_MAX_BODY_BYTES", "max_body_bytes", int,
             "Largest request body the API accepts (413 beyond)."),
-    Setting("SCHEDULER_MAX_PAYLOAD_BYTES", "max_payload_bytes", int, 262_144,
+    Setting("SCHEDULER_MAX_PAYLOAD_BYTES", "max_payload_bytes", int,
             "Largest job payload (as JSON) a submission may carry (413 naming `payload` "
             "beyond)."),
-    Setting("SCHEDULER_MAX_JSON_DEPTH", "max_json_depth", int, 64,
+    Setting("SCHEDULER_MAX_JSON_DEPTH", "max_json_depth", int,
             "Deepest nesting of arrays and objects a request body may have, checked before "
             "it is decoded (400 naming the field beyond); 35 to 500."),
-    Setting("SCHEDULER_LEASE_SECONDS", "lease_seconds", float, 30.0,
+    Setting("SCHEDULER_LEASE_SECONDS", "lease_seconds", float,
             "How long a claim is owned without a renewal."),
-    Setting("SCHEDULER_HEARTBEAT_SECONDS", "heartbeat_seconds", float, 1.0,
+    Setting("SCHEDULER_HEARTBEAT_SECONDS", "heartbeat_seconds", float,
             "Worker heartbeat interval: renews leases, brings cancel requests. "
             "0: a third of the lease."),
-    Setting("SCHEDULER_REAP_INTERVAL_SECONDS", "reap_interval_seconds", float, 1.0,
+    Setting("SCHEDULER_REAP_INTERVAL_SECONDS", "reap_interval_seconds", float,
             "How often the lease reaper looks for expired leases."),
-    Setting("SCHEDULER_WORKER_LOST_SECONDS", "worker_lost_seconds", float, 0.0,
+    Setting("SCHEDULER_WORKER_LOST_SECONDS", "worker_lost_seconds", float,
             "Heartbeat silence after which a worker shows Lost. 0: twice the lease."),
-    Setting("SCHEDULER_CLAIM_WAIT_SECONDS", "claim_wait_seconds", float, 5.0,
+    Setting("SCHEDULER_CLAIM_WAIT_SECONDS", "claim_wait_seconds", float,
             "Longest a claim request long-polls when nothing is due."),
-    Setting("SCHEDULER_RETRY_BASE_SECONDS", "retry_base_seconds", float, 1.0,
+    Setting("SCHEDULER_RETRY_BASE_SECONDS", "retry_base_seconds", float,
             "Retry backoff base: attempt n waits up to base * 2^(n-1), full jitter."),
-    Setting("SCHEDULER_RETRY_CAP_SECONDS", "retry_cap_seconds", float, 300.0,
+    Setting("SCHEDULER_RETRY_CAP_SECONDS", "retry_cap_seconds", float,
             "Retry backoff cap."),
-    Setting("SCHEDULER_WORKER_SLOTS", "worker_slots", int, 0,
+    Setting("SCHEDULER_WORKER_SLOTS", "worker_slots", int,
             "Jobs a worker runs at once. 0: the CPU count."),
-    Setting("SCHEDULER_WORKER_PREFETCH", "worker_prefetch", int, 64,
+    Setting("SCHEDULER_WORKER_PREFETCH", "worker_prefetch", int,
             "Most jobs a worker claims beyond its free slots, so that its slots never "
             "wait for a claim's round trip; scaled down to what its slots get through in "
             "about 50 ms at the recent run times (none for long jobs). Queued jobs are "
             "handed back at once on a drain. 0: claim only for free slots."),
-    Setting("SCHEDULER_WORKERS", "workers", int, 2, "Worker processes `scheduler up` starts."),
-    Setting("SCHEDULER_DRAIN_TIMEOUT_SECONDS", "drain_timeout_seconds", float, 30.0,
+    Setting("SCHEDULER_WORKERS", "workers", int, "Worker processes `scheduler up` starts."),
+    Setting("SCHEDULER_DRAIN_TIMEOUT_SECONDS", "drain_timeout_seconds", float,
             "On SIGTERM, how long a worker lets running jobs finish before handing them back."),
-    Setting("SCHEDULER_KILL_GRACE_SECONDS", "kill_grace_seconds", float, 0.2,
+    Setting("SCHEDULER_KILL_GRACE_SECONDS", "kill_grace_seconds", float,
             "Between SIGTERM and SIGKILL when a job's child process is stopped."),
-    Setting("SCHEDULER_WORKER_DATA_DIR", "worker_data_dir", str, ".scheduler/worker-data",
+    Setting("SCHEDULER_WORKER_DATA_DIR", "worker_data_dir", str,
             "The only folder file_write jobs may write in."),
-    Setting("SCHEDULER_WORKER_ID", "worker_id", str, "",
+    Setting("SCHEDULER_WORKER_ID", "worker_id", str,
             "A worker's id. Empty: hostname-pid-random."),
-    Setting("SCHEDULER_HTTP_ALLOW_PRIVATE", "http_allow_private", str, "auto",
+    Setting("SCHEDULER_HTTP_ALLOW_PRIVATE", "http_allow_private", str,
             "Whether http_get jobs may reach loopback, private, link-local and other "
             "non-public addresses (checked on every address the host resolves to). "
             "true, false, or auto: allowed when the worker's COORDINATOR_URL is on "
             "loopback (everything on one machine, as with `scheduler up`), refused "
             "otherwise. Read by workers."),
-    Setting("SCHEDULER_MISFIRE_MAX_CATCHUP", "misfire_max_catchup", int, 100,
+    Setting("SCHEDULER_MISFIRE_MAX_CATCHUP", "misfire_max_catchup", int,
             "Most missed fires a schedule with misfirePolicy `all` catches up at once "
             "(the latest ones)."),
-    Setting("SCHEDULER_RETENTION_SUCCEEDED_DAYS", "retention_succeeded_days", float, 7.0,
+    Setting("SCHEDULER_RETENTION_SUCCEEDED_DAYS", "retention_succeeded_days", float,
             "Succeeded and Cancelled jobs (with their runs) are deleted this many days "
             "after they finished. 0: kept forever."),
-    Setting("SCHEDULER_RETENTION_DEADLETTER_DAYS", "retention_deadletter_days", float, 30.0,
+    Setting("SCHEDULER_RETENTION_DEADLETTER_DAYS", "retention_deadletter_days", float,
             "DeadLetter jobs (with their runs) are deleted this many days after they "
             "finished. 0: kept forever."),
-    Setting("SCHEDULER_PRUNE_INTERVAL_SECONDS", "prune_interval_seconds", float, 60.0,
+    Setting("SCHEDULER_PRUNE_INTERVAL_SECONDS", "prune_interval_seconds", float,
             "How often the coordinator's pruner deletes finished jobs past their retention."),
-    Setting("SCHEDULER_PRUNE_BATCH", "prune_batch", int, 1000,
+    Setting("SCHEDULER_PRUNE_BATCH", "prune_batch", int,
             "Most jobs one pruning statement deletes (one short transaction per batch)."),
-    Setting("SCHEDULER_JOB_ENV", "job_env", str, "",
+    Setting("SCHEDULER_JOB_ENV", "job_env", str,
             "Comma-separated names of environment variables a worker passes on to its job "
             "processes, besides the ordinary ones (PATH, HOME, USER, LOGNAME, SHELL, TERM, "
             "LANG, LANGUAGE, LC_*, TZ, TMPDIR, PYTHONPATH and a few more for Python and TLS: "
             "runtime/child_env.py). "
             "Nothing else reaches a job: no token, no DATABASE_URL (which may not be "
             "named here). Read by workers."),
-    Setting("SCHEDULER_START_ID", "start_id", str, "",
+    Setting("SCHEDULER_START_ID", "start_id", str,
             "Set by `scheduler up` on the coordinator it starts (a random id per start): "
             "/health/ready returns it as `startId`, so `up` knows the coordinator that "
             "answers is its own. Leave it empty."),
-    Setting("SCHEDULER_HANDLERS", "handlers", str, "",
+    Setting("SCHEDULER_HANDLERS", "handlers", str,
             "Comma-separated modules (or module:function) that register more job types, "
             "besides the `scheduler_core.handlers` entry points."),
-    Setting("SCHEDULER_LOG_FORMAT", "log_format", str, "auto",
+    Setting("SCHEDULER_LOG_FORMAT", "log_format", str,
             "json, console, or auto (console on a terminal, else json)."),
-    Setting("SCHEDULER_LOG_LEVEL", "log_level", str, "info", "debug, info, warning or error."),
+    Setting("SCHEDULER_LOG_LEVEL", "log_level", str, "debug, info, warning or error."),
 )
 
 
@@ -333,6 +340,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     def allowed_host_set(self) -> frozenset[str]:
         """SCHEDULER_ALLOWED_HOSTS, in lower case."""
         return frozenset(item.lower() for item in _split(self.allowed_hosts))
+
+
+_DEFAULTS: dict[str, object] = dict(zip(Config.__struct_fields__, Config.__struct_defaults__,
+                                       strict=True))
 
 
 def _split(value: str) -> tuple[str, ...]:

@@ -6,8 +6,9 @@ restarts them by their :data:`Restart` kind and its :data:`Strategy`, with expon
 backoff; stops them in reverse order; and, past its restart intensity, stops everything
 and raises :class:`SupervisorGaveUp` to its parent. docs/supervision.md is the guide.
 
-The decisions are pure functions of explicit inputs (:func:`restart_allowed`,
-:func:`backoff_delay`); every interval reads trio's clock.
+The decisions are pure functions of explicit inputs (:func:`restart_allowed`, and
+:func:`runtime.backoff.delay` for the wait before a restart); every interval reads
+trio's clock.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import structlog
 import trio
 from prometheus_client import Counter
 
+from scheduler_core.runtime import backoff
 from scheduler_core.runtime.errors import RuntimeCoreError
 
 __all__ = [
@@ -33,7 +35,6 @@ __all__ = [
     "Supervisor",
     "SupervisorGaveUp",
     "SupervisorStatistics",
-    "backoff_delay",
     "restart_allowed",
 ]
 
@@ -134,20 +135,6 @@ def restart_allowed(history: Sequence[float], now: float, intensity: int, period
     return recent < intensity
 
 
-def backoff_delay(consecutive_restarts: int, base: float, cap: float) -> float:
-    """Seconds to wait before a restart: ``min(cap, base * 2**consecutive_restarts)``.
-
-    ``consecutive_restarts`` counts the restarts of the same child since it last ran
-    stably, not including this one: the first restart waits ``base``.
-    """
-    if consecutive_restarts < 0:
-        raise ValueError(f"consecutive_restarts must be >= 0, got {consecutive_restarts}")
-    if base < 0 or cap < 0:
-        raise ValueError(f"base and cap must be >= 0, got base={base!r} cap={cap!r}")
-    # 2.0**1000 is finite; past it every sane base has long reached the cap.
-    return min(cap, base * 2.0 ** min(consecutive_restarts, 1000))
-
-
 @dataclass(eq=False)
 class _Run:
     """One incarnation of a child: from ``nursery.start`` until its task ends."""
@@ -206,9 +193,9 @@ class Supervisor:
     """Starts, watches, restarts and stops a fixed list of children.
 
     ``intensity`` restarts are allowed in any ``period`` seconds; one more and the
-    supervisor gives up. A restart waits ``backoff_delay(n, backoff_base, backoff_cap)``
-    where n counts the failed child's consecutive restarts, reset once that child has run
-    for ``period`` seconds. Each call of :meth:`run` is a fresh incarnation: restart
+    supervisor gives up. A restart waits
+    ``backoff.delay(n, base=backoff_base, cap=backoff_cap)`` where n counts the failed
+    child's consecutive restarts, reset once that child has run for ``period`` seconds. Each call of :meth:`run` is a fresh incarnation: restart
     history, backoff and statistics start from zero, as for a restarted OTP supervisor.
     """
 
@@ -442,7 +429,8 @@ class Supervisor:
         # Temporary siblings are stopped but, as in OTP, never restarted.
         affected += [c.index for c in live if c.spec.restart != "temporary"]
 
-        delay = backoff_delay(child.consecutive, self.backoff_base, self.backoff_cap)
+        delay = backoff.delay(child.consecutive, base=self.backoff_base,
+                              cap=self.backoff_cap)
         child.consecutive += 1
         for index in affected:
             sibling = self._children[index]

@@ -12,11 +12,13 @@ import msgspec
 
 from scheduler_core.runtime.db import Pool
 from scheduler_core.schema.queries import q
+from scheduler_core.schema.wire import JobStatus
 
 SECONDS_PER_DAY = 86_400.0
 
-SUCCEEDED_STATUSES = ("Succeeded", "Cancelled")
-DEADLETTER_STATUSES = ("DeadLetter",)
+# The two retention rules' statuses; together they are exactly wire.TERMINAL.
+SUCCEEDED_STATUSES: tuple[JobStatus, ...] = (JobStatus.SUCCEEDED, JobStatus.CANCELLED)
+DEADLETTER_STATUSES: tuple[JobStatus, ...] = (JobStatus.DEAD_LETTER,)
 
 
 class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):

@@ -41,8 +41,8 @@ from scheduler_core.schema import wire
 from scheduler_core.schema.queries import q
 from scheduler_core.schema.store import NotFound, job_out
 
-ACTIVE_STATUSES = ("Scheduled", "Pending", "Running", "Failed")
-FINISHED_STATUSES = ("Succeeded", "DeadLetter", "Cancelled")
+# The terminal statuses in display order: those whose count may be an estimate.
+FINISHED_STATUSES = tuple(s for s in wire.JOB_STATUSES if s in wire.TERMINAL)
 LIVE_WORKER_STATES = ("Active", "Draining")
 
 
@@ -230,7 +230,7 @@ class StatsStore:
         est = (await self._rows(conn, "stats_table_estimate", {}))[0]
         if est["reltuples"] >= self.exact_below and est["vals"] is not None:
             counts.update(estimate_counts(est["reltuples"], est["vals"], est["freqs"]))
-            estimated = list(FINISHED_STATUSES)
+            estimated: list[str] = list(FINISHED_STATUSES)
         else:
             # Small (or never analyzed: see docs/operations.md): count exactly.
             counts.update({r["status"]: r["n"]

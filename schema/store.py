@@ -78,15 +78,6 @@ def uuid7_many(n: int) -> list[uuid.UUID]:
     return out
 
 
-def retry_delay(attempt: int, *, base: float, cap: float, jitter: float) -> float:
-    """Seconds before retry after failed attempt ``attempt`` (1-based): full jitter.
-
-    ``jitter * min(cap, base * 2**(attempt-1))`` with ``jitter`` uniform in [0, 1).
-    The complete_runs query computes the same formula in SQL.
-    """
-    return float(jitter * min(cap, base * 2.0 ** max(attempt - 1, 0)))
-
-
 _json = msgspec.json.Encoder()
 
 _JOB_FIELDS = tuple(f for f in wire.JobOut.__struct_fields__ if f != "runs")
@@ -335,8 +326,9 @@ class Store:
                 await self._notifying(conn, "notify_jobs")
                 return job_out(row)
         current = await self.get_job(job_id, with_runs=False)
-        raise Conflict(f"job {job_id} is {current.status}: only DeadLetter, Cancelled or "
-                       "Failed jobs can be retried", current, field="id")
+        allowed = ", ".join(wire.RETRYABLE[:-1]) + f" or {wire.RETRYABLE[-1]}"
+        raise Conflict(f"job {job_id} is {current.status}: only {allowed} jobs can be "
+                       "retried", current, field="id")
 
     async def promote_due(self, limit: int = 1000) -> int:
         return len(await self._all("promote_due", {"limit": limit}))
@@ -418,7 +410,8 @@ class Store:
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("complete_runs"), params)
             rows: list[dict[str, Any]] = await cur.fetchall()
-            if any(not r["duplicate"] and (r["status"] in ("Pending", "Failed") or r["limited"])
+            # (A completion leaves a job Pending or Failed, never Scheduled.)
+            if any(not r["duplicate"] and (r["status"] in wire.WAITING or r["limited"])
                    for r in rows):
                 # Handed back (due now) or waiting for a retry (due later): wake the
                 # long-polling claims so they take it, or time their wait to it. A run

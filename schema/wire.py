@@ -7,20 +7,53 @@ fields so a typo is a 400 naming the field, not a silently ignored option.
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
-JobStatus = Literal["Scheduled", "Pending", "Running", "Succeeded", "Failed", "DeadLetter",
-                    "Cancelled"]
-JOB_STATUSES: tuple[str, ...] = ("Scheduled", "Pending", "Running", "Succeeded", "Failed",
-                                 "DeadLetter", "Cancelled")
-TERMINAL: frozenset[str] = frozenset({"Succeeded", "DeadLetter", "Cancelled"})
+
+class JobStatus(enum.StrEnum):
+    """A job's status, as the ``jobs.status`` column and the API spell it.
+
+    Each member is its string (``JobStatus.PENDING == "Pending"``), so rows and JSON
+    compare with it as they are. The sets below are the only lists of statuses in
+    Python; the .sql files spell theirs out (a partial index's predicate must be a
+    literal) and tests/unit/test_status_sets.py checks every one against these.
+    """
+
+    SCHEDULED = "Scheduled"
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DEAD_LETTER = "DeadLetter"
+    CANCELLED = "Cancelled"
+
+
+_S = JobStatus
+JOB_STATUSES: tuple[JobStatus, ...] = tuple(JobStatus)  # every status, in display order
+# Finished for good: nothing more happens to the job unless someone retries it.
+TERMINAL: frozenset[JobStatus] = frozenset({_S.SUCCEEDED, _S.DEAD_LETTER, _S.CANCELLED})
+# Not finished: in flight or awaiting a run or a retry (counted exactly on the dashboard;
+# what a cancel applies to; what counts as a schedule's overlapping run).
+ACTIVE: tuple[JobStatus, ...] = (_S.SCHEDULED, _S.PENDING, _S.RUNNING, _S.FAILED)
+# Awaiting a run, now or later: a queue's waiting count, the claim index.
+WAITING: tuple[JobStatus, ...] = (_S.PENDING, _S.SCHEDULED, _S.FAILED)
+# Due at ``run_at``: promoted to Pending when it comes.
+DUE_LATER: tuple[JobStatus, ...] = (_S.SCHEDULED, _S.FAILED)
+# What ``POST /api/jobs/{id}/retry`` applies to.
+RETRYABLE: tuple[JobStatus, ...] = (_S.DEAD_LETTER, _S.CANCELLED, _S.FAILED)
+
 RunOutcome = Literal["Succeeded", "Failed", "TimedOut", "Cancelled", "Released"]
 
-QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.\-]{1,64}$",
+# A queue name: the one rule, for the API's bodies and paths, the CLI and the OpenAPI.
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)  # use .fullmatch: "$" also passes "\n"
+QueueName = Annotated[str, Meta(pattern=QUEUE_NAME_PATTERN,
                                 description="letters, digits, _ . - ; 1 to 64 characters")]
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200)]
 MaxAttempts = Annotated[int, Meta(ge=1, le=100)]

@@ -4,7 +4,7 @@ internet) and the JSON it reads besides the public API.
     GET /                          the page (overview, jobs, job detail, schedules, queues)
     GET /dashboard/static/<file>   its script, style sheet and icon
     GET /api/dashboard/overview    the cached overview snapshot (schema/stats_store.py)
-    GET /api/dashboard/meta        job types and statuses, for the filters
+    GET /api/dashboard/meta        job types and statuses (all, terminal, active)
     GET /api/dashboard/events      server-sent events: ``overview`` with the snapshot
                                    every second, and soon after new jobs arrive
     GET /api/jobs/by-key?key=K     the job submitted with idempotency key K (404: none)
@@ -70,7 +70,10 @@ async def meta() -> Response:
     ctx = context(current_app)
     return json_response({"types": sorted(ctx.registry.names()),
                           "statuses": list(wire.JOB_STATUSES),
-                          "terminal": sorted(wire.TERMINAL)})
+                          "terminal": sorted(wire.TERMINAL),  # as before: sorted by name
+                          "terminalStatuses": [s for s in wire.JOB_STATUSES
+                                               if s in wire.TERMINAL],
+                          "activeStatuses": list(wire.ACTIVE)})
 
 
 async def job_by_key() -> Response:

@@ -221,9 +221,9 @@ def observe_completions(accepted: Iterable[tuple[CompletedRun, wire.Completion]]
         counted[key] = counted.get(key, 0) + 1
         if item.duration_seconds is not None:
             finished.setdefault(key, []).append(item.duration_seconds)
-        if row.status == "Failed":
+        if row.status == wire.JobStatus.FAILED:
             retries[job_type] = retries.get(job_type, 0) + 1
-        elif row.status == "DeadLetter":
+        elif row.status == wire.JobStatus.DEAD_LETTER:
             dead[job_type] = dead.get(job_type, 0) + 1
     for (job_type, outcome), n in counted.items():
         JOBS_FINISHED.labels(job_type, outcome).inc(n)
@@ -240,9 +240,9 @@ def observe_reaped(rows: Iterable[Mapping[str, Any]]) -> None:
     for row in rows:
         job_type = row.get("type") or "unknown"
         LEASES_REAPED.labels(job_type).inc()
-        if row["status"] == "Pending":
+        if row["status"] == wire.JobStatus.PENDING:
             JOB_RETRIES.labels(job_type).inc()
-        elif row["status"] == "DeadLetter":
+        elif row["status"] == wire.JobStatus.DEAD_LETTER:
             JOBS_DEAD_LETTERED.labels(job_type).inc()
 
 

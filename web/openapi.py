@@ -169,7 +169,7 @@ def openapi_path(route: Route) -> str:
 
 UUID = {"type": "string", "format": "uuid"}
 ID = Param("id", "path", UUID, "The id (a UUID).", required=True)
-QUEUE = Param("name", "path", {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,64}$"},
+QUEUE = Param("name", "path", {"type": "string", "pattern": wire.QUEUE_NAME_PATTERN},
               "The queue name.", required=True)
 TAKE_JOBS = Param("take", "query", {"type": "integer", "minimum": 1, "maximum": 500,
                                     "default": 50}, "Page size.")

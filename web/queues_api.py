@@ -17,8 +17,6 @@ limited queue take a row lock on its settings, so the cap holds under any race).
 
 from __future__ import annotations
 
-import re
-
 from quart import Blueprint, Response, current_app, request
 
 from scheduler_core.schema import wire
@@ -28,11 +26,8 @@ from scheduler_core.web.inputs import read_body
 
 blueprint = Blueprint("queues", __name__)
 
-_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-
-
 def parse_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
+    if not wire.QUEUE_NAME.fullmatch(name):
         raise ApiError(400, "validation_error",
                        "a queue name is 1 to 64 letters, digits, _ . or -; found "
                        f"{name[:80]!r}", "name")

@@ -54,10 +54,11 @@ import structlog
 import trio
 from prometheus_client import Counter, Histogram
 
-from scheduler_core.runtime import cron
+from scheduler_core.runtime import backoff, cron
 from scheduler_core.runtime.doorbell import Doorbell
 from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.schema.schedule_store import DueBatch, DueSchedule, ScheduleStore
+from scheduler_core.schema.wire import JobStatus
 
 __all__ = [
     "MISFIRE_GRACE_SECONDS",
@@ -229,7 +230,7 @@ class StoreFireSource:
         wanted = [(fire, action == "hold") for fire, action in actions if action != "skip"]
         for job in await batch.enqueue(s.id, wanted):
             lag = (job.created_at - job.fire_time).total_seconds()
-            held = job.status == "Scheduled"
+            held = job.status == JobStatus.SCHEDULED
             FIRES.labels("held" if held else "enqueued").inc()
             FIRE_LAG.observe(max(lag, 0.0))
             log.info("schedule_fired", actor="cron_expander", schedule_id=sid,
@@ -265,7 +266,7 @@ async def run(source: FireSource, doorbell: Doorbell, *, batch_size: int = 100,
                 continue  # more may be due right now
             seconds = await source.seconds_to_next_fire()
         except (psycopg.Error, DatabaseUnavailable) as exc:
-            delay = min(retry_cap, 0.1 * 2.0 ** min(failures, 30))
+            delay = backoff.delay(failures, base=0.1, cap=retry_cap)
             failures += 1
             log.warning("expand_failed", actor="cron_expander", error=str(exc),
                         retry_in_s=delay)

@@ -31,6 +31,7 @@ import structlog
 import trio
 
 from scheduler_core.actors.worker.http11 import Http11Client, HttpError
+from scheduler_core.runtime.backoff import delay as exponential_delay
 from scheduler_core.schema import wire
 
 T = TypeVar("T")
@@ -200,6 +201,7 @@ def _names_secret(content: bytes) -> bool:
 
 
 def backoff(attempt: int, *, base: float = 0.1, cap: float = 5.0) -> float:
-    """Reconnect delay after ``attempt`` consecutive failures (no jitter needed: each
-    worker's failures start at a different moment)."""
-    return float(min(cap, base * 2 ** max(attempt - 1, 0)))
+    """The worker's reconnect policy: the delay after ``attempt`` consecutive failures
+    (runtime/backoff.py; no jitter needed: each worker's failures start at a different
+    moment)."""
+    return exponential_delay(max(attempt - 1, 0), base=base, cap=cap)

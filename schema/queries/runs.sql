@@ -19,7 +19,7 @@ FROM scheduler_claim(%(worker_id)s::text, %(queues)s::text[], %(limit)s::integer
 -- nothing and comes back with duplicate true. The rest come back with job_id NULL
 -- (409 to the caller). A Released run gives its attempt back (docs/decisions/0004).
 -- Retry delay: full jitter, jitter * min(cap, base * 2^(attempt-1)), jitter in [0, 1)
--- drawn by the caller (schema.store.retry_delay is the same formula).
+-- drawn by the caller (Store.complete).
 -- %(items)s is one JSON array of [run_id, token, outcome, error, result, jitter,
 -- permanent] arrays: one parameter parsed by PostgreSQL, instead of seven arrays that
 -- the driver would adapt element by element.

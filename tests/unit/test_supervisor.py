@@ -24,7 +24,6 @@ from scheduler_core.runtime.supervisor import (
     Supervisor,
     SupervisorGaveUp,
     SupervisorStatistics,
-    backoff_delay,
     restart_allowed,
 )
 
@@ -150,28 +149,6 @@ def test_restart_allowed(
     history: list[float], now: float, intensity: int, period: float, expected: bool
 ) -> None:
     assert expected == restart_allowed(history, now, intensity, period)
-
-
-@pytest.mark.parametrize(
-    ("consecutive", "base", "cap", "expected"),
-    [
-        (0, 0.05, 5.0, 0.05),
-        (1, 0.05, 5.0, 0.1),
-        (3, 0.05, 5.0, 0.4),
-        (6, 0.05, 5.0, 3.2),
-        (7, 0.05, 5.0, 5.0),
-        (10_000, 0.05, 5.0, 5.0),
-        (4, 0.0, 5.0, 0.0),
-        (4, 1.0, 0.0, 0.0),
-    ],
-)
-def test_backoff_delay(consecutive: int, base: float, cap: float, expected: float) -> None:
-    assert expected == pytest.approx(backoff_delay(consecutive, base, cap))
-
-
-def test_backoff_delay_rejects_negative_count() -> None:
-    with pytest.raises(ValueError, match="consecutive_restarts must be >= 0, got -1"):
-        backoff_delay(-1, 0.05, 5.0)
 
 
 # Construction
