@@ -1,8 +1,9 @@
-"""The dashboard: one static page (web/static/, no build step, nothing from the
-internet) and the JSON it reads besides the public API.
+"""The dashboard: one static page (web/static/: JavaScript modules the browser loads
+itself, no build step, nothing from the internet) and the JSON it reads besides the
+public API.
 
     GET /                          the page (overview, jobs, job detail, schedules, queues)
-    GET /dashboard/static/<file>   its script, style sheet and icon
+    GET /dashboard/static/<file>   its script modules, style sheet and icon
     GET /api/dashboard/overview    the cached overview snapshot (schema/stats_store.py)
     GET /api/dashboard/meta        job types and statuses, for the filters
     GET /api/dashboard/events      server-sent events: ``overview`` with the snapshot
@@ -27,16 +28,23 @@ from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import ApiError
 
 STATIC = Path(__file__).parent / "static"
+_JAVASCRIPT = "text/javascript; charset=utf-8"
 
 
 class _DashboardBlueprint(Blueprint):
     async def send_static_file(self, filename: str) -> Response:
         """A name the file system cannot even look up (longer than NAME_MAX) is a 404
-        like any other missing file, not the OSError Quart lets through (a 500)."""
+        like any other missing file, not the OSError Quart lets through (a 500).
+
+        The scripts are JavaScript modules, which a browser runs only when served with a
+        JavaScript type: that type is set here, not left to the host's mime.types."""
         try:
-            return await super().send_static_file(filename)
+            response = await super().send_static_file(filename)
         except OSError:
             raise NotFound() from None
+        if filename.endswith(".js"):
+            response.content_type = _JAVASCRIPT
+        return response
 
 
 blueprint = _DashboardBlueprint("dashboard", __name__, static_folder="static",
