@@ -56,7 +56,7 @@ log = structlog.get_logger("web.dashboard")
 PUSH_INTERVAL = 1.0
 RING_COALESCE = 0.2
 
-# The page may load only what the coordinator serves; nothing inline.
+# The page may load only what the coordinator serves (its module scripts too); nothing inline.
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 

@@ -11,7 +11,8 @@
  *   view-*.js   one module per view
  *
  * Live data re-reads the jobs list, a job and the schedules when a snapshot arrives.
- * Every write goes through the public API.
+ * Every write goes through the public API. The modules sit side by side in web/static/
+ * (no sub-folder): the wheel ships `static/*` and the API document lists those files.
  */
 
 import { csrfToken, signOut } from "./api.js";
