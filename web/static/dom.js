@@ -114,7 +114,7 @@ export function throttled(fn, gap) {
 }
 
 /* A table in its scrolling wrapper: `columns` are labels or [label, className]. */
-export function table(attrs, columns, rows) {
+export function dataTable(attrs, columns, rows) {
   return h("div", { className: "table-wrap" }, h("table", attrs,
     h("thead", {}, h("tr", {}, columns.map((c) => Array.isArray(c)
       ? h("th", { className: c[1] }, c[0]) : h("th", {}, c)))),

@@ -2,7 +2,7 @@
  * and Retry (the public API's POST /api/jobs/<id>/cancel and /retry). */
 
 import { api } from "./api.js";
-import { badge, duration, empty, h, json, panel, replace, shortId, table, toast, when } from "./dom.js";
+import { badge, dataTable, duration, empty, h, json, panel, replace, shortId, toast, when } from "./dom.js";
 import { DetailView, fact, factsPanel } from "./detail.js";
 import { jobStatuses } from "./state.js";
 
@@ -79,7 +79,7 @@ export class JobView extends DetailView {
           ? empty(job.status === "Scheduled"
             ? "Not run yet: it runs at its run-at time, when a worker has a free slot."
             : "Not run yet: every claim by a worker adds a run here.")
-          : table({ "data-testid": "runs" },
+          : dataTable({ "data-testid": "runs" },
             [["#", "num"], "Worker", "Started", "Finished", ["Took", "num"], "Outcome", "Error"],
             runs.map((r) => h("tr", { "data-testid": "run-row" },
               h("td", { className: "num" }, r.attempt),

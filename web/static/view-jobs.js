@@ -2,7 +2,7 @@
  * and the search by id or idempotency key. Its first page follows the live snapshots. */
 
 import { api } from "./api.js";
-import { badge, empty, h, replace, shortId, throttled, toast, when } from "./dom.js";
+import { badge, dataTable, empty, h, replace, shortId, throttled, toast, when } from "./dom.js";
 import { navigate } from "./router.js";
 import { jobStatuses, state } from "./state.js";
 
@@ -113,12 +113,9 @@ export class JobsView {
         ? empty("No jobs match these filters.")
         : emptyJobs());
     } else {
-      replace(this.body, h("div", { className: "table-wrap" }, h("table", { "data-testid": "jobs" },
-        h("thead", {}, h("tr", {},
-          h("th", {}, "Job"), h("th", {}, "Type"), h("th", {}, "Status"), h("th", { className: "opt" }, "Queue"),
-          h("th", { className: "num" }, "Attempts"), h("th", { className: "opt" }, "Run at"),
-          h("th", {}, "Created"), h("th", { className: "opt" }, "Finished"))),
-        h("tbody", {}, page.items.map((j) => h("tr", { "data-job-id": j.id, "data-testid": "job-row" },
+      replace(this.body, dataTable({ "data-testid": "jobs" },
+        ["Job", "Type", "Status", ["Queue", "opt"], ["Attempts", "num"], ["Run at", "opt"], "Created", ["Finished", "opt"]],
+        page.items.map((j) => h("tr", { "data-job-id": j.id, "data-testid": "job-row" },
           h("td", {}, h("a", { href: `#/jobs/${j.id}`, className: "mono", title: j.id }, shortId(j.id)),
             j.idempotencyKey ? h("div", { className: "muted small wrap" }, j.idempotencyKey) : null),
           h("td", {}, j.type),
@@ -127,7 +124,7 @@ export class JobsView {
           h("td", { className: "num" }, `${j.attempts} / ${j.maxAttempts}`),
           h("td", { className: "opt" }, when(j.runAt)),
           h("td", {}, when(j.createdAt)),
-          h("td", { className: "opt" }, when(j.finishedAt))))))));
+          h("td", { className: "opt" }, when(j.finishedAt))))));
     }
     replace(this.pager,
       h("button", { disabled: this.cursor === null, onclick: () => {

@@ -2,7 +2,7 @@
  * queue lag, the workers; it follows the live snapshots. */
 
 import { api } from "./api.js";
-import { badge, duration, empty, h, number, replace, svg, utcTitle, when } from "./dom.js";
+import { badge, dataTable, duration, empty, h, number, replace, svg, utcTitle, when } from "./dom.js";
 import { jobStatuses, state } from "./state.js";
 import { emptyJobs } from "./view-jobs.js";
 
@@ -123,13 +123,11 @@ function lagPanel(o) {
       h("div", { className: "label" }, "age of the oldest due job not yet claimed")),
     o.queues.length === 0
       ? empty("No job is waiting in any queue.")
-      : h("div", { className: "table-wrap" }, h("table", {},
-        h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", { className: "num" }, "Lag"), h("th", {}, "Oldest due"))),
-        h("tbody", {}, o.queues.map((q) => h("tr", {},
+      : dataTable({}, ["Queue", ["Lag", "num"], "Oldest due"], o.queues.map((q) => h("tr", {},
           h("td", {}, h("a", { href: `#/jobs?queue=${encodeURIComponent(q.queue)}` }, q.queue),
             paused.has(q.queue) ? [" ", h("a", { href: "#/queues" }, badge("paused"))] : null),
           h("td", { className: "num" }, q.oldestDueAt ? duration(q.lagSeconds) : "—"),
-          h("td", {}, q.oldestDueAt ? when(q.oldestDueAt) : h("span", { className: "muted" }, "nothing due"))))))),
+          h("td", {}, q.oldestDueAt ? when(q.oldestDueAt) : h("span", { className: "muted" }, "nothing due"))))),
     due.length === 0 && o.queues.length ? h("p", { className: "muted small" }, "Waiting jobs exist but none is due yet.") : null,
   ];
 }
@@ -143,12 +141,10 @@ function workersPanel(o) {
     o.workers.length === 0
       ? empty("No workers. Start one with ", h("code", {}, "scheduler worker"),
         " (", h("code", {}, "just up"), " starts two). Until then jobs wait as Pending.")
-      : h("div", { className: "table-wrap" }, h("table", { "data-testid": "workers" },
-        h("thead", {}, h("tr", {},
-          h("th", {}, "Worker"), h("th", {}, "State"), h("th", {}, "Heartbeat"),
-          h("th", { className: "num" }, "Running / slots"), h("th", { className: "num opt" }, "Runs done"),
-          h("th", { className: "num opt" }, "Overhead / run"), h("th", { className: "opt" }, "Started"))),
-        h("tbody", {}, o.workers.map((w) => {
+      : dataTable({ "data-testid": "workers" },
+        ["Worker", "State", "Heartbeat", ["Running / slots", "num"], ["Runs done", "num opt"],
+          ["Overhead / run", "num opt"], ["Started", "opt"]],
+        o.workers.map((w) => {
           const s = w.stats;
           const overhead = s && s.executorOverheadSecondsCount
             ? duration(s.executorOverheadSecondsSum / s.executorOverheadSecondsCount) : "—";
@@ -161,7 +157,7 @@ function workersPanel(o) {
             h("td", { className: "num opt" }, s ? number(s.runsFinished) : "—"),
             h("td", { className: "num opt" }, overhead),
             h("td", { className: "opt" }, when(w.startedAt)));
-        })))),
+        })),
   ];
 }
 

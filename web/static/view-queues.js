@@ -2,7 +2,7 @@
  * concurrency limit. */
 
 import { api } from "./api.js";
-import { badge, empty, h, number, toast } from "./dom.js";
+import { badge, dataTable, empty, h, number, toast } from "./dom.js";
 import { ListView } from "./list.js";
 
 async function queueCall(name, path, init, done) {
@@ -45,10 +45,9 @@ export class QueuesView extends ListView {
 
   table(items) {
     const after = () => this.load(true);
-    return h("div", { className: "table-wrap" }, h("table", { "data-testid": "queues" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Queue"), h("th", {}, "State"), h("th", { className: "num" }, "Running"),
-        h("th", { className: "num" }, "Waiting"), h("th", {}, "Concurrency limit"), h("th", {}, ""))),
-      h("tbody", {}, items.map((q) => h("tr", { "data-queue": q.name },
+    return dataTable({ "data-testid": "queues" },
+      ["Queue", "State", ["Running", "num"], ["Waiting", "num"], "Concurrency limit", ""],
+      items.map((q) => h("tr", { "data-queue": q.name },
         h("td", {}, h("a", { href: `#/jobs?queue=${encodeURIComponent(q.name)}` }, q.name)),
         h("td", {}, badge(q.paused ? "paused" : "active")),
         h("td", { className: "num" }, number(q.running) + (q.concurrencyLimit == null ? "" : ` / ${number(q.concurrencyLimit)}`)),
@@ -56,6 +55,6 @@ export class QueuesView extends ListView {
         h("td", {}, limitForm(q, after)),
         h("td", {}, q.paused
           ? h("button", { onclick: async () => { await queueCall(q.name, "/resume", { method: "POST" }, (r) => `Queue ${r.name} resumed`); after(); } }, "Resume")
-          : h("button", { onclick: async () => { await queueCall(q.name, "/pause", { method: "POST" }, (r) => `Queue ${r.name} paused`); after(); } }, "Pause")))))));
+          : h("button", { onclick: async () => { await queueCall(q.name, "/pause", { method: "POST" }, (r) => `Queue ${r.name} paused`); after(); } }, "Pause")))));
   }
 }

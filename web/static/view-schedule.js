@@ -1,7 +1,7 @@
 /* One schedule (#/schedules/<id>): its definition, payload and recent fires, with the
  * list's pause, resume and delete. */
 
-import { badge, empty, h, json, panel, replace, shortId, table, when } from "./dom.js";
+import { badge, dataTable, empty, h, json, panel, replace, shortId, when } from "./dom.js";
 import { DetailView, fact, factsPanel } from "./detail.js";
 import { scheduleButtons } from "./view-schedules.js";
 
@@ -39,7 +39,7 @@ export class ScheduleView extends DetailView {
       panel(h("h2", {}, "Recent fires"),
         fires.length === 0
           ? empty("It has not fired yet.")
-          : table({}, ["Fire time", "Job", "Status", "Created"], fires.map((f) => h("tr", {},
+          : dataTable({}, ["Fire time", "Job", "Status", "Created"], fires.map((f) => h("tr", {},
             h("td", {}, when(f.fireTime)),
             h("td", {}, h("a", { href: `#/jobs/${f.id}`, className: "mono" }, shortId(f.id))),
             h("td", {}, badge(f.status)),

@@ -2,7 +2,7 @@
  * pause, resume and delete (the buttons the schedule's own page shows too). */
 
 import { api } from "./api.js";
-import { badge, empty, h, shortId, toast, when } from "./dom.js";
+import { badge, dataTable, empty, h, shortId, toast, when } from "./dom.js";
 import { ListView } from "./list.js";
 
 async function scheduleAction(id, action) {
@@ -42,11 +42,9 @@ export class SchedulesView extends ListView {
   }
 
   table(items) {
-    return h("div", { className: "table-wrap" }, h("table", { "data-testid": "schedules" },
-      h("thead", {}, h("tr", {}, h("th", {}, "Schedule"), h("th", {}, "Type"), h("th", {}, "Cron"),
-        h("th", { className: "opt" }, "Time zone"), h("th", {}, "State"), h("th", {}, "Next fire"),
-        h("th", { className: "opt" }, "Last fired"), h("th", {}, ""))),
-      h("tbody", {}, items.map((s) => h("tr", { "data-schedule-id": s.id },
+    return dataTable({ "data-testid": "schedules" },
+      ["Schedule", "Type", "Cron", ["Time zone", "opt"], "State", "Next fire", ["Last fired", "opt"], ""],
+      items.map((s) => h("tr", { "data-schedule-id": s.id },
         h("td", {}, h("a", { href: `#/schedules/${s.id}`, className: "mono", title: s.id }, shortId(s.id)),
           s.idempotencyKey ? h("div", { className: "muted small wrap" }, s.idempotencyKey) : null),
         h("td", {}, s.type),
@@ -55,6 +53,6 @@ export class SchedulesView extends ListView {
         h("td", {}, badge(s.enabled ? "enabled" : "paused")),
         h("td", {}, s.enabled ? when(s.nextFireAt) : h("span", { className: "muted" }, "paused")),
         h("td", { className: "opt" }, when(s.lastFiredAt)),
-        h("td", {}, h("div", { className: "row" }, scheduleButtons(s, () => this.load()))))))));
+        h("td", {}, h("div", { className: "row" }, scheduleButtons(s, () => this.load()))))));
   }
 }
