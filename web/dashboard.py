@@ -1,8 +1,9 @@
-"""The dashboard: one static page (web/static/, no build step, nothing from the
-internet) and the JSON it reads besides the public API.
+"""The dashboard: one static page (web/static/: JavaScript modules the browser loads
+itself, no build step, nothing from the internet) and the JSON it reads besides the
+public API.
 
     GET /                          the page (overview, jobs, job detail, schedules, queues)
-    GET /dashboard/static/<file>   its script, style sheet and icon
+    GET /dashboard/static/<file>   its script modules, style sheet and icon
     GET /api/dashboard/overview    the cached overview snapshot (schema/stats_store.py)
     GET /api/dashboard/meta        job types and statuses (all, terminal, active)
     GET /api/dashboard/events      server-sent events: ``overview`` with the snapshot
@@ -27,6 +28,7 @@ from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import ApiError
 
 STATIC = Path(__file__).parent / "static"
+_JAVASCRIPT = "text/javascript; charset=utf-8"
 
 
 blueprint = Blueprint("dashboard", __name__)
@@ -37,7 +39,7 @@ log = structlog.get_logger("web.dashboard")
 PUSH_INTERVAL = 1.0
 RING_COALESCE = 0.2
 
-# The page may load only what the coordinator serves; nothing inline.
+# The page may load only what the coordinator serves (its module scripts too); nothing inline.
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
@@ -47,11 +49,17 @@ _encoder = msgspec.json.Encoder()
 async def static_file(filename: str) -> Response:
     """One of the page's files. A name the file system cannot even look up (longer
     than NAME_MAX) is a 404 like any other missing file, not the OSError Quart lets
-    through (a 500)."""
+    through (a 500).
+
+    The scripts are JavaScript modules, which a browser runs only when served with a
+    JavaScript type: that type is set here, not left to the host's mime.types."""
     try:
-        return await send_from_directory(STATIC, filename)
+        response = await send_from_directory(STATIC, filename)
     except OSError:
         raise NotFound() from None
+    if filename.endswith(".js"):
+        response.content_type = _JAVASCRIPT
+    return response
 
 
 async def index() -> Response:

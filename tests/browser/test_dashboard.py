@@ -13,6 +13,7 @@ import psycopg
 from playwright.sync_api import expect
 
 from scheduler_core.schema.store import uuid7
+from scheduler_core.web.dashboard import STATIC
 from tests.browser.conftest import Dashboard
 from tests.support import Coordinator, Worker, wait_until
 
@@ -50,6 +51,55 @@ def test_the_dashboard_loads_every_view_with_no_console_errors(dashboard: Dashbo
         page.get_by_role("navigation").get_by_role("link", name=link).click()
         expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
     assert [] == dashboard.errors
+
+
+def test_every_module_loads_as_javascript_and_every_view_renders(
+        shared_dashboard: Dashboard) -> None:
+    """The page is ES modules: one that does not load (a 404, a type that is not
+    JavaScript, a missing export) stops the page; one that no view imports is dead."""
+    dashboard = shared_dashboard
+    scripts: dict[str, str] = {}
+
+    def on_response(response: Any) -> None:
+        if "/dashboard/static/" in response.url and response.url.endswith(".js"):
+            scripts[response.url.rsplit("/", 1)[-1]] = response.headers.get("content-type", "")
+
+    dashboard.page.on("response", on_response)
+    job = submit(dashboard.url, runAt=FUTURE)
+    resp = httpx.post(dashboard.url + "/api/jobs", json={"type": "noop", "cron": "0 4 * * *"})
+    assert 201 == resp.status_code, resp.text
+    schedule_id = resp.json()["id"]
+    page = dashboard.open("#/")
+    for route, heading in (("#/", "Overview"), ("#/jobs", "Jobs"),
+                           (f"#/jobs/{job['id']}", f"Job {job['id']}"),
+                           ("#/schedules", "Schedules"),
+                           (f"#/schedules/{schedule_id}", f"Schedule {schedule_id}"),
+                           ("#/queues", "Queues")):
+        page.evaluate("route => { location.hash = route; }", route)
+        expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+    expected = {p.name: "text/javascript; charset=utf-8" for p in STATIC.glob("*.js")}
+    assert expected == scripts
+    assert [] == dashboard.errors
+
+
+def test_the_status_cards_and_filter_show_the_servers_statuses_unfinished_first(
+        shared_dashboard: Dashboard) -> None:
+    dashboard = shared_dashboard
+    meta = httpx.get(dashboard.url + "/api/dashboard/meta").json()
+    terminal = set(meta.get("terminalStatuses") or meta["terminal"])
+    expected = ([s for s in meta["statuses"] if s not in terminal]
+                + [s for s in meta["statuses"] if s in terminal])
+    assert ["Scheduled", "Pending", "Running", "Failed", "Succeeded", "DeadLetter",
+            "Cancelled"] == expected  # the order the dashboard always showed
+    page = dashboard.open("#/")
+    cards = page.get_by_role("region", name="Jobs by status").get_by_role("link")
+    expect(cards).to_have_count(len(expected))
+    assert expected == [(c.get_attribute("data-testid") or "").removeprefix("count-")
+                        for c in cards.all()]
+    page = dashboard.open("#/jobs")
+    options = page.get_by_label("Status").locator("option")
+    expect(options).to_have_count(1 + len(expected))
+    assert ["", *expected] == [o.get_attribute("value") for o in options.all()]
 
 
 def test_an_unknown_job_id_is_explained(shared_dashboard: Dashboard) -> None:

@@ -1,0 +1,48 @@
+/* Hash routes: #/ overview, #/jobs?status=&type=&queue=, #/jobs/<id>, #/queues,
+ * #/schedules, #/schedules/<id>. A route names a view (a class the entry module
+ * passes to `start`); the current one is left, the new one entered. */
+
+import { state } from "./state.js";
+
+/* The navigation link (data-nav) each view lights up. */
+const SECTIONS = {
+  overview: "overview", jobs: "jobs", job: "jobs", schedules: "schedules",
+  schedule: "schedules", queues: "queues",
+};
+
+let views = {};
+
+export function parseRoute() {
+  const raw = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = raw.split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean);
+  if (parts[0] === "jobs" && parts[1]) return { name: "job", id: decodeURIComponent(parts[1]), params };
+  if (parts[0] === "jobs") return { name: "jobs", params };
+  if (parts[0] === "schedules" && parts[1]) return { name: "schedule", id: decodeURIComponent(parts[1]), params };
+  if (parts[0] === "schedules") return { name: "schedules", params };
+  if (parts[0] === "queues") return { name: "queues", params };
+  return { name: "overview", params };
+}
+
+/* Shows the view of the current hash (again, if it is the one shown). */
+export function navigate() {
+  const route = parseRoute();
+  if (state.view && state.view.leave) state.view.leave();
+  const main = document.getElementById("view");
+  main.replaceChildren();
+  for (const a of document.querySelectorAll("[data-nav]")) {
+    a.classList.toggle("active", a.dataset.nav === SECTIONS[route.name]);
+  }
+  const View = views[route.name];
+  state.view = new View(main, route);
+  state.view.enter();
+}
+
+/* Routes with `table` (route name -> view class) from now on, starting with the
+ * current hash. */
+export function start(table) {
+  views = table;
+  window.addEventListener("hashchange", navigate);
+  navigate();
+}

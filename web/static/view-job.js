@@ -1,0 +1,93 @@
+/* One job (#/jobs/<id>): its fields, payload, result, last error and runs, with Cancel
+ * and Retry (the public API's POST /api/jobs/<id>/cancel and /retry). */
+
+import { api } from "./api.js";
+import { badge, dataTable, duration, empty, h, json, panel, replace, shortId, toast, when } from "./dom.js";
+import { DetailView, fact, factsPanel } from "./detail.js";
+import { jobStatuses } from "./state.js";
+
+/* The statuses a retry accepts (the retry query in schema/queries/jobs.sql; the meta
+ * does not list them): the finished ones but Succeeded, and Failed (waiting to retry). */
+const RETRYABLE = ["DeadLetter", "Cancelled", "Failed"];
+const RETRYABLE_TEXT = `${RETRYABLE.slice(0, -1).join(", ")} or ${RETRYABLE.at(-1)}`;
+
+export class JobView extends DetailView {
+  constructor(root, route) {
+    super(root, {
+      kind: "Job", id: route.id, path: `/api/jobs/${encodeURIComponent(route.id)}`,
+      back: ["#/jobs", "← All jobs"], notFound: `No job with id ${route.id}.`, gap: 1000,
+    });
+  }
+
+  async act(action) {
+    const path = `/api/jobs/${this.id}/${action}`;
+    try {
+      const job = action === "retry"
+        ? await api(path, { method: "POST", body: { reason: "retried from the dashboard" } })
+        : await api(path, { method: "POST" });
+      toast(action === "cancel"
+        ? (jobStatuses.terminal.has(job.status) ? "Cancelled" : "Cancel requested: the worker stops it within a heartbeat")
+        : `Retried: the job is ${job.status}`);
+      this.render(job);
+      this.load();
+    } catch (e) {
+      toast(`${action === "cancel" ? "Cancel" : "Retry"} refused: ${e.message}`, { bad: true });
+      this.load();
+    }
+  }
+
+  render(job) {
+    const cancellable = jobStatuses.active.has(job.status) && !(job.status === "Running" && job.cancelRequested);
+    const retryable = RETRYABLE.includes(job.status);
+    const runs = job.runs || [];
+    replace(this.root,
+      this.backLink(),
+      this.heading(job.id,
+        h("span", { "data-testid": "job-status" }, badge(job.status)),
+        job.cancelRequested && !jobStatuses.terminal.has(job.status) ? h("span", { className: "muted small" }, "cancel requested") : null,
+        h("span", { className: "spacer" }),
+        h("button", { className: "danger", disabled: !cancellable, onclick: () => this.act("cancel"),
+          title: cancellable ? "Cancel the job (a running one is stopped by its worker)" : `A ${job.status} job cannot be cancelled` }, "Cancel"),
+        h("button", { disabled: !retryable, onclick: () => this.act("retry"),
+          title: retryable ? "Run it again now, with one more attempt" : `Only ${RETRYABLE_TEXT} jobs can be retried` }, "Retry")),
+      h("div", { className: "grid2" },
+        factsPanel("Details",
+          fact("Type", job.type),
+          fact("Queue", job.queue),
+          fact("Priority", job.priority),
+          fact("Attempts", `${job.attempts} of ${job.maxAttempts}`),
+          fact("Timeout", `${job.timeoutSeconds} s`),
+          fact("Run at", when(job.runAt)),
+          fact("Created", when(job.createdAt)),
+          fact("Started", when(job.startedAt)),
+          fact("Finished", when(job.finishedAt)),
+          fact("Updated", when(job.updatedAt)),
+          job.idempotencyKey ? fact("Idempotency key", h("span", { className: "mono" }, job.idempotencyKey)) : null,
+          job.scheduleId ? fact("Schedule", h("a", { href: `#/schedules/${job.scheduleId}`, className: "mono" }, shortId(job.scheduleId))) : null,
+          job.fireTime ? fact("Fire time", when(job.fireTime)) : null,
+          job.retryReason ? fact("Retry reason", job.retryReason) : null),
+        panel(
+          h("h2", {}, "Payload"), json(job.payload),
+          h("h2", {}, "Result"),
+          job.result === null || job.result === undefined
+            ? empty(job.status === "Succeeded" ? "The job returned nothing." : "No result yet: only a Succeeded job has one.")
+            : json(job.result),
+          job.lastError ? [h("h2", {}, "Last error"), h("div", { className: "error-text" }, job.lastError)] : null)),
+      panel(
+        h("h2", {}, `Runs (${runs.length})`),
+        runs.length === 0
+          ? empty(job.status === "Scheduled"
+            ? "Not run yet: it runs at its run-at time, when a worker has a free slot."
+            : "Not run yet: every claim by a worker adds a run here.")
+          : dataTable({ "data-testid": "runs" },
+            [["#", "num"], "Worker", "Started", "Finished", ["Took", "num"], "Outcome", "Error"],
+            runs.map((r) => h("tr", { "data-testid": "run-row" },
+              h("td", { className: "num" }, r.attempt),
+              h("td", { className: "mono wrap" }, r.workerId),
+              h("td", {}, when(r.startedAt)),
+              h("td", {}, r.finishedAt ? when(r.finishedAt) : h("span", { className: "muted" }, `lease until ${new Date(r.leaseExpiresAt).toLocaleTimeString()}`)),
+              h("td", { className: "num" }, r.finishedAt ? duration((new Date(r.finishedAt) - new Date(r.startedAt)) / 1000) : "—"),
+              h("td", {}, r.outcome ? badge(r.outcome) : badge("Running")),
+              h("td", { className: "error-text wrap" }, r.error || ""))))));
+  }
+}
