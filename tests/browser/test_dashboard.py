@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import psycopg
@@ -14,17 +13,10 @@ from playwright.sync_api import expect
 
 from scheduler_core.schema.store import uuid7
 from tests.browser.conftest import Dashboard
-from tests.support import Coordinator, Worker, wait_until
+from tests.support import Coordinator, Worker, submit, wait_until
 
 FAST = {"SCHEDULER_HEARTBEAT_SECONDS": "0.2", "SCHEDULER_CLAIM_WAIT_SECONDS": "2"}
 FUTURE = "2999-01-01T00:00:00Z"
-
-
-def submit(url: str, job_type: str = "noop", **fields: Any) -> dict[str, Any]:
-    resp = httpx.post(url + "/api/jobs", json={"type": job_type, "payload": {}, **fields},
-                      timeout=10)
-    assert resp.status_code in (200, 201), resp.text
-    return resp.json()  # type: ignore[no-any-return]
 
 
 def insert_cancelled(dsn: str, count: int, *, queue: str) -> list[str]:

@@ -24,11 +24,10 @@ from tests.integration.test_worker_runtime import (
     runs_of,
     seconds,
     start_named,
-    submit,
     submit_many,
     wait_status,
 )
-from tests.support import wait_until
+from tests.support import submit, wait_until
 
 
 def test_an_inline_job_runs_in_the_worker_without_touching_its_children(
@@ -37,7 +36,7 @@ def test_an_inline_job_runs_in_the_worker_without_touching_its_children(
     w = start_named(start_worker, c, db_dsn, "in1")
     before = children(w.pid)
 
-    job_id = submit(c.url, "noop_inline")
+    job_id = submit(c.url, "noop_inline")["id"]
 
     wait_status(db_dsn, job_id, "Succeeded", timeout=15)
     assert [("in1", "Succeeded")] == [(r["worker_id"], r["outcome"])
@@ -55,7 +54,7 @@ def test_an_inline_job_over_its_timeout_is_cancelled_on_time(
     w = start_named(start_worker, c, db_dsn, "in2")
     before = children(w.pid)
 
-    job_id = submit(c.url, "sleep_inline", {"seconds": 30}, timeoutSeconds=1, maxAttempts=1)
+    job_id = submit(c.url, "sleep_inline", {"seconds": 30}, timeoutSeconds=1, maxAttempts=1)["id"]
 
     job = wait_status(db_dsn, job_id, "DeadLetter", timeout=15)
     [run] = runs_of(db_dsn, job_id)
@@ -65,7 +64,7 @@ def test_an_inline_job_over_its_timeout_is_cancelled_on_time(
     assert 1.0 <= took <= 2.0, took
     assert before == children(w.pid)  # no process was killed: it was a cancellation
     # The worker goes on serving.
-    more = submit(c.url, "noop_inline")
+    more = submit(c.url, "noop_inline")["id"]
     wait_status(db_dsn, more, "Succeeded", timeout=10)
 
 
@@ -73,7 +72,7 @@ def test_cancelling_a_running_inline_job_stops_it(
         db_dsn: str, start_coordinator: StartCoordinator, start_worker: StartWorker) -> None:
     c = start_coordinator(env=FAST)
     start_named(start_worker, c, db_dsn, "in3")
-    job_id = submit(c.url, "sleep_inline", {"seconds": 30}, timeoutSeconds=60)
+    job_id = submit(c.url, "sleep_inline", {"seconds": 30}, timeoutSeconds=60)["id"]
     wait_until(lambda: job_row(db_dsn, job_id)["status"] == "Running", timeout=10,
                what="the inline job running")
 
@@ -110,7 +109,7 @@ def test_a_completion_can_carry_a_claim(db_dsn: str, start_coordinator: StartCoo
         "workerId": "hand", "hostname": socket.gethostname(), "pid": 1, "capacity": 1})
     assert 201 == registered.status_code
     http.headers["X-Worker-Secret"] = registered.json()["workerSecret"]
-    first, second = submit(c.url, "noop"), submit(c.url, "noop")
+    first, second = submit(c.url, "noop")["id"], submit(c.url, "noop")["id"]
     [claimed] = http.post("/api/workers/claim", json={
         "workerId": "hand", "max": 1, "waitSeconds": 1}).json()["jobs"]
 
@@ -143,7 +142,7 @@ def test_prefetched_jobs_are_handed_back_at_once_on_a_drain(
     warm = submit_many(c.url, 30, "noop", threads=1)
     for job_id in warm:
         wait_status(db_dsn, job_id, "Succeeded", timeout=30)
-    long_job = submit(c.url, "sleep", {"seconds": 4})
+    long_job = submit(c.url, "sleep", {"seconds": 4})["id"]
     wait_until(lambda: job_row(db_dsn, long_job)["status"] == "Running", timeout=10,
                what="the long job running")
     queued = submit_many(c.url, 5, "noop", threads=1)

@@ -17,7 +17,16 @@ from typing import Any
 
 import httpx
 
-from tests.support import Coordinator, Worker, job_row, pid_alive, query, runs_of, wait_until
+from tests.support import (
+    Coordinator,
+    Worker,
+    job_row,
+    pid_alive,
+    query,
+    runs_of,
+    submit,
+    wait_until,
+)
 
 # Fast timings for every process of a test: renew and reap often, short long-polls.
 FAST = {
@@ -36,27 +45,16 @@ def db_now(dsn: str) -> Any:
     return query(dsn, "SELECT now() AS now")[0]["now"]
 
 
-def submit(url: str, job_type: str, payload: dict[str, Any] | None = None,
-           **fields: Any) -> str:
-    body = {"type": job_type, "payload": payload or {}, **fields}
-    resp = httpx.post(url + "/api/jobs", json=body, timeout=10)
-    assert 201 == resp.status_code, resp.text
-    return str(resp.json()["id"])
-
-
 def submit_many(url: str, count: int, job_type: str, payload: dict[str, Any] | None = None,
                 *, threads: int = 4) -> list[str]:
     """``count`` jobs over a few keep-alive connections at once."""
-    body = {"type": job_type, "payload": payload or {}}
     per = [count // threads + (1 if i < count % threads else 0) for i in range(threads)]
 
     def post(n: int) -> list[str]:
         ids = []
         with httpx.Client(base_url=url, timeout=10) as client:
             for _ in range(n):
-                resp = client.post("/api/jobs", json=body)
-                assert 201 == resp.status_code, resp.text
-                ids.append(str(resp.json()["id"]))
+                ids.append(str(submit(client, job_type, payload)["id"]))
         return ids
 
     with ThreadPoolExecutor(threads) as pool:
@@ -196,7 +194,7 @@ def test_a_cpu_job_over_its_timeout_is_killed_on_time_each_attempt_then_dead_let
     w = start_named(start_worker, c, db_dsn, "t1")
     before = children(w.pid)
     assert 2 == len(before)
-    job_id = submit(c.url, "cpu", {"durationSeconds": 30}, timeoutSeconds=1, maxAttempts=2)
+    job_id = submit(c.url, "cpu", {"durationSeconds": 30}, timeoutSeconds=1, maxAttempts=2)["id"]
     seen = set(before)
 
     def dead_lettered() -> bool:
@@ -228,7 +226,7 @@ def test_cancelling_a_running_cpu_job_kills_its_child_within_2_s(
     c = start_coordinator(env=FAST)
     w = start_named(start_worker, c, db_dsn, "k1")
     before = children(w.pid)
-    job_id = submit(c.url, "cpu", {"durationSeconds": 30}, timeoutSeconds=60)
+    job_id = submit(c.url, "cpu", {"durationSeconds": 30}, timeoutSeconds=60)["id"]
     wait_running_on(db_dsn, job_id, "k1")
     # The busy child: one of the warm children is now running the loop.
     busy = wait_until(lambda: [p for p in before if proc_state(p) == "R"], timeout=5,
@@ -256,7 +254,7 @@ def test_kill_9_of_a_worker_requeues_its_job_after_the_lease_and_kills_its_child
     env = {**FAST, "SCHEDULER_LEASE_SECONDS": "3"}
     c = start_coordinator(env=env)
     a = start_named(start_worker, c, db_dsn, "dies", env=env)
-    job_id = submit(c.url, "sleep", {"seconds": 3})
+    job_id = submit(c.url, "sleep", {"seconds": 3})["id"]
     wait_running_on(db_dsn, job_id, "dies")
     a_children = children(a.pid)
     assert 2 == len(a_children)
@@ -282,7 +280,7 @@ def test_a_stopped_coordinator_does_not_lose_running_jobs_workers_reconnect_and_
     c = start_coordinator(env=env)
     w1 = start_named(start_worker, c, db_dsn, "c1", env=env)
     w2 = start_named(start_worker, c, db_dsn, "c2", env=env)
-    ids = [submit(c.url, "sleep", {"seconds": 2}) for _ in range(4)]
+    ids = [submit(c.url, "sleep", {"seconds": 2})["id"] for _ in range(4)]
 
     def all_running() -> bool:
         rows = query(db_dsn, "SELECT count(*) AS n FROM jobs WHERE status = 'Running'")
@@ -304,7 +302,7 @@ def test_a_stopped_coordinator_does_not_lose_running_jobs_workers_reconnect_and_
         wait_until(lambda w=w: "heartbeat_recovered" in w.output(), timeout=10,
                    what="a worker's heartbeat back after the outage")
     # Both workers are alive and serving the new coordinator.
-    more = submit(c2.url, "noop")
+    more = submit(c2.url, "noop")["id"]
     wait_status(db_dsn, more, "Succeeded", timeout=10)
     assert {"c1", "c2"} == {r["id"] for r in query(
         db_dsn, "SELECT id FROM workers WHERE state = 'Active'")}
@@ -318,12 +316,12 @@ def test_sigterm_lets_the_running_job_finish_claims_nothing_more_and_exits_0(
         db_dsn: str, start_coordinator: StartCoordinator, start_worker: StartWorker) -> None:
     c = start_coordinator(env=FAST)
     a = start_named(start_worker, c, db_dsn, "drains", extra=["--drain-timeout", "10"])
-    job_id = submit(c.url, "sleep", {"seconds": 3})
+    job_id = submit(c.url, "sleep", {"seconds": 3})["id"]
     wait_running_on(db_dsn, job_id, "drains")
     signalled_at = db_now(db_dsn)
 
     a.signal(signal.SIGTERM)
-    tempting = [submit(c.url, "noop") for _ in range(5)]
+    tempting = [submit(c.url, "noop")["id"] for _ in range(5)]
 
     assert 0 == a.wait(timeout=20)
     assert "Succeeded" == job_row(db_dsn, job_id)["status"]
@@ -343,7 +341,7 @@ def test_sigterm_past_the_drain_timeout_hands_the_job_back_at_once_not_after_the
     a = start_named(start_worker, c, db_dsn, "quits", env=env, extra=["--drain-timeout", "1"])
     # Long enough to be still running when the signal comes, after B has started
     # (B must not be up before A took the job).
-    job_id = submit(c.url, "sleep", {"seconds": 8})
+    job_id = submit(c.url, "sleep", {"seconds": 8})["id"]
     wait_running_on(db_dsn, job_id, "quits")
     start_named(start_worker, c, db_dsn, "takes-over", env=env)
     signalled_at = db_now(db_dsn)
@@ -374,7 +372,7 @@ def test_a_failing_job_is_retried_then_dead_lettered_with_its_last_error(
         db_dsn: str, start_coordinator: StartCoordinator, start_worker: StartWorker) -> None:
     c = start_coordinator(env={**FAST, "SCHEDULER_RETRY_BASE_SECONDS": "0.05"})
     start_named(start_worker, c, db_dsn, "f1")
-    job_id = submit(c.url, "fail", {"message": "boom"}, maxAttempts=3)
+    job_id = submit(c.url, "fail", {"message": "boom"}, maxAttempts=3)["id"]
 
     job = wait_status(db_dsn, job_id, "DeadLetter", timeout=15)
     runs = runs_of(db_dsn, job_id)
@@ -389,7 +387,7 @@ def test_a_permanent_failure_is_dead_lettered_after_one_run(
         db_dsn: str, start_coordinator: StartCoordinator, start_worker: StartWorker) -> None:
     c = start_coordinator(env={**FAST, "SCHEDULER_RETRY_BASE_SECONDS": "0.05"})
     start_named(start_worker, c, db_dsn, "f2")
-    job_id = submit(c.url, "fail", {"message": "no way", "permanent": True}, maxAttempts=3)
+    job_id = submit(c.url, "fail", {"message": "no way", "permanent": True}, maxAttempts=3)["id"]
 
     job = wait_status(db_dsn, job_id, "DeadLetter", timeout=15)
     assert ["Failed"] == [r["outcome"] for r in runs_of(db_dsn, job_id)]
@@ -402,7 +400,7 @@ def test_a_job_waiting_for_its_retry_shows_failed_with_a_future_run_at(
     env = {**FAST, "SCHEDULER_RETRY_BASE_SECONDS": "600", "SCHEDULER_RETRY_CAP_SECONDS": "600"}
     c = start_coordinator(env=env)
     start_named(start_worker, c, db_dsn, "f3")
-    job_id = submit(c.url, "fail", {"message": "later"}, maxAttempts=5)
+    job_id = submit(c.url, "fail", {"message": "later"}, maxAttempts=5)["id"]
 
     wait_until(lambda: job_row(db_dsn, job_id)["status"] == "Failed", timeout=10,
                what="the job Failed")
