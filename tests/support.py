@@ -7,6 +7,7 @@ until a deadline and fails loudly with what it last saw.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -50,6 +51,16 @@ def wait_until(check: Callable[[], T], *, timeout: float = 10.0, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
         time.sleep(interval)
+
+
+def record_figures(name: str, figures: Mapping[str, Any]) -> Path:
+    """Write a test's measured figures (throughput, lags, ...) to
+    test-output/figures/<name>.json: tests do not print, and they assert no speed."""
+    folder = OUTPUT / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(dict(figures), indent=2, default=str) + "\n")
+    return path
 
 
 def pid_alive(pid: int) -> bool:

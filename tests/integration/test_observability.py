@@ -9,10 +9,10 @@ old, worker figures arrive with the next heartbeat).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -274,19 +274,22 @@ def test_the_overview_counts_jobs_and_lists_workers(
     assert [] == o["estimated"]
 
 
-def test_the_event_stream_pushes_a_new_job_within_two_seconds(coordinator: Coordinator) -> None:
+def test_the_event_stream_pushes_a_new_job_within_a_few_pushes(coordinator: Coordinator) -> None:
     with httpx.stream("GET", coordinator.url + "/api/dashboard/events", timeout=10) as resp:
         assert resp.headers["content-type"].startswith("text/event-stream")
         events = overview_events(resp)
         first = next(events)
         assert 0 == first["counts"]["Pending"]
         submit(coordinator.url, "noop")
-        submitted = time.monotonic()
-        for o in events:
-            if o["counts"]["Pending"] == 1:
+        # Counted in pushes, not seconds (a loaded machine slows both alike): a push or
+        # two may carry a snapshot taken before the job landed; the one the submission's
+        # doorbell rings for has it.
+        pending: list[int] = []
+        for o in itertools.islice(events, 5):
+            pending.append(o["counts"]["Pending"])
+            if 1 == pending[-1]:
                 break
-            assert time.monotonic() - submitted < 2.0, "no push with the new job within 2 s"
-    assert time.monotonic() - submitted < 2.0
+    assert 1 == pending[-1], pending
 
 
 def overview_events(resp: httpx.Response) -> Any:
