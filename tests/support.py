@@ -1,5 +1,5 @@
 """Helpers for integration tests: free ports, real processes, polling with deadlines,
-reading the database, and the worker protocol spoken by hand.
+submitting jobs, reading the database, and the worker protocol spoken by hand.
 
 Nothing here sleeps to "wait for" something: :func:`wait_until` polls a condition
 until a deadline and fails loudly with what it last saw.
@@ -7,6 +7,7 @@ until a deadline and fails loudly with what it last saw.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -50,6 +51,16 @@ def wait_until(check: Callable[[], T], *, timeout: float = 10.0, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
         time.sleep(interval)
+
+
+def record_figures(name: str, figures: Mapping[str, Any]) -> Path:
+    """Write a test's measured figures (throughput, lags, ...) to
+    test-output/figures/<name>.json: tests do not print, and they assert no speed."""
+    folder = OUTPUT / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(dict(figures), indent=2, default=str) + "\n")
+    return path
 
 
 def pid_alive(pid: int) -> bool:
@@ -144,6 +155,51 @@ def running_coordinator(dsn: str, *, env: Mapping[str, str] | None = None) -> It
         yield c
     finally:
         c.stop()
+
+
+# -- submitting jobs -------------------------------------------------------------------
+
+Target = str | httpx.Client
+"""Where to submit: a base URL (``http://127.0.0.1:port``) or an ``httpx.Client`` with
+its ``base_url`` (and headers) set."""
+
+
+def submit_response(target: Target, job_type: str = "noop",
+                    payload: Mapping[str, Any] | None = None, *,
+                    headers: Mapping[str, str] | None = None, **fields: Any) -> httpx.Response:
+    """``POST /api/jobs`` as sent, whatever it is answered (to check a refusal).
+
+    ``fields`` are the body's other keys as the API spells them (``runAt``,
+    ``maxAttempts``, ``queue``, ``cron``, ...); without ``payload`` the body has none
+    (the API takes that as ``{}``)."""
+    body: dict[str, Any] = {"type": job_type, **fields}
+    if payload is not None:
+        body["payload"] = dict(payload)
+    if isinstance(target, httpx.Client):
+        return target.post("/api/jobs", json=body, headers=headers)
+    return httpx.post(target + "/api/jobs", json=body, headers=headers, timeout=10)
+
+
+def submit(target: Target, job_type: str = "noop", payload: Mapping[str, Any] | None = None,
+           *, headers: Mapping[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+    """A new job (or schedule, with ``cron``) as the 201 answers it; fails on any other
+    status. Arguments as :func:`submit_response`."""
+    resp = submit_response(target, job_type, payload, headers=headers, **fields)
+    assert 201 == resp.status_code, resp.text
+    return dict(resp.json())
+
+
+def submit_batch(target: Target, jobs: Sequence[Mapping[str, Any]], *,
+                 timeout: float = 30) -> list[str]:
+    """``POST /api/jobs/batch`` (all or nothing; each job a body as ``POST /api/jobs``
+    takes it); the new ids in request order."""
+    body = {"jobs": [dict(j) for j in jobs]}
+    if isinstance(target, httpx.Client):
+        resp = target.post("/api/jobs/batch", json=body, timeout=timeout)
+    else:
+        resp = httpx.post(target + "/api/jobs/batch", json=body, timeout=timeout)
+    assert 201 == resp.status_code, resp.text[:500]
+    return [str(item["id"]) for item in resp.json()["items"]]
 
 
 # -- the database ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.support import Proc
+from tests.support import Proc, submit_batch
 
 TERMINAL = ("Succeeded", "DeadLetter", "Cancelled")
 
@@ -45,13 +45,6 @@ def statuses(dsn: str) -> dict[str, int]:
 def terminal_count(dsn: str) -> int:
     return int(query(dsn, "SELECT count(*) AS n FROM jobs WHERE status = ANY(%s)",
                      (list(TERMINAL),))[0]["n"])
-
-
-def submit_batch(url: str, jobs: list[dict[str, Any]], *, timeout: float = 30) -> list[str]:
-    """``POST /api/jobs/batch`` (all or nothing); the new ids in request order."""
-    resp = httpx.post(url + "/api/jobs/batch", json={"jobs": jobs}, timeout=timeout)
-    assert 201 == resp.status_code, resp.text[:500]
-    return [str(item["id"]) for item in resp.json()["items"]]
 
 
 def submit_all(url: str, jobs: list[dict[str, Any]], *, per_request: int = 500) -> list[str]:

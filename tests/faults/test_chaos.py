@@ -30,10 +30,9 @@ from tests.faults.common import (
     query,
     run_outcomes,
     status_counts,
-    submit_batch,
     terminal_count,
 )
-from tests.support import Coordinator, Worker
+from tests.support import Coordinator, Worker, submit_batch
 
 LEASE = 3.0
 COORDINATOR = {

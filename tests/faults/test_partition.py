@@ -21,9 +21,8 @@ from tests.faults.common import (
     metric,
     overlapping_live_runs,
     query,
-    submit_batch,
 )
-from tests.support import Coordinator, Worker, wait_until
+from tests.support import Coordinator, Worker, submit_batch, wait_until
 
 LEASE = 2.0
 TIMINGS = {

@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.support import Coordinator
+from tests.support import Coordinator, submit
 
 JOB_FIELDS = {
     "id", "type", "payload", "status", "queue", "priority", "runAt", "attempts",
@@ -44,13 +44,6 @@ def execute(dsn: str, sql: str, *params: object) -> None:
 
 def new_queue() -> str:
     return f"q-{uuid.uuid4().hex[:12]}"
-
-
-def submit(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    resp = http.post("/api/jobs", json={"type": "noop", **body})
-    assert 201 == resp.status_code, resp.text
-    job: dict[str, Any] = resp.json()
-    return job
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -201,7 +194,7 @@ def test_the_list_filters_by_status(http: httpx.Client) -> None:
 def test_the_list_filters_by_type(http: httpx.Client) -> None:
     queue = new_queue()
     submit(http, queue=queue)
-    cpu = submit(http, queue=queue, type="cpu", payload={"durationSeconds": 1})
+    cpu = submit(http, "cpu", queue=queue, payload={"durationSeconds": 1})
     page = http.get("/api/jobs", params={"queue": queue, "type": "cpu"}).json()
     assert [cpu["id"]] == [j["id"] for j in page["items"]]
 

@@ -17,7 +17,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ROOT, Coordinator, Worker, free_port, running_coordinator, wait_until
+from tests.support import (
+    ROOT,
+    Coordinator,
+    Worker,
+    free_port,
+    running_coordinator,
+    submit,
+    wait_until,
+)
 
 ADMIN = "it-admin-" + "a" * 24
 READ = "it-read-" + "r" * 24
@@ -44,15 +52,13 @@ def api(module_dsn: str) -> Iterator[Coordinator]:
         yield c
 
 
-def submit(url: str, **fields: Any) -> dict[str, Any]:
-    resp = httpx.post(url + "/api/jobs", json={"type": "noop", "runAt": FUTURE, **fields},
-                      headers=bearer(ADMIN), timeout=10)
-    assert resp.status_code in (200, 201), resp.text
-    return resp.json()  # type: ignore[no-any-return]
+def scheduled_job(url: str) -> str:
+    """A job due in the far future, submitted as the admin."""
+    return str(submit(url, headers=bearer(ADMIN), runAt=FUTURE)["id"])
 
 
 def schedule(url: str) -> str:
-    return str(submit(url, cron="0 3 * * *", runAt=None)["id"])
+    return str(submit(url, headers=bearer(ADMIN), cron="0 3 * * *")["id"])
 
 
 # -- each role against each group of endpoints -------------------------------------------
@@ -112,7 +118,7 @@ ENDPOINTS = [
     # the public API: reads
     Endpoint("list jobs", get("/api/jobs"), READERS),
     Endpoint("get job", lambda url, h: httpx.get(
-        f"{url}/api/jobs/{submit(url)['id']}", headers=h, timeout=10), READERS),
+        f"{url}/api/jobs/{scheduled_job(url)}", headers=h, timeout=10), READERS),
     Endpoint("list schedules", get("/api/schedules"), READERS),
     Endpoint("get schedule", lambda url, h: httpx.get(
         f"{url}/api/schedules/{schedule(url)}", headers=h, timeout=10), READERS),
@@ -121,7 +127,7 @@ ENDPOINTS = [
     Endpoint("submit", post("/api/jobs", {"type": "noop", "runAt": FUTURE}), ADMINS, (201,)),
     Endpoint("submit batch", post("/api/jobs/batch", {"jobs": [{"type": "noop", "runAt": FUTURE}]}),
              ADMINS, (201,)),
-    Endpoint("cancel", post(lambda url: f"/api/jobs/{submit(url)['id']}/cancel"), ADMINS),
+    Endpoint("cancel", post(lambda url: f"/api/jobs/{scheduled_job(url)}/cancel"), ADMINS),
     Endpoint("pause schedule", post(lambda url: f"/api/schedules/{schedule(url)}/pause"),
              ADMINS),
     Endpoint("delete schedule", lambda url, h: httpx.delete(
@@ -188,7 +194,7 @@ def test_a_worker_with_the_worker_token_runs_a_job(
     start_worker(api.url, env={"SCHEDULER_WORKER_TOKEN": WORKER,
                                "SCHEDULER_HEARTBEAT_SECONDS": "0.2"},
                  extra=["--queues", "auth-ok"])
-    job = submit(api.url, queue="auth-ok", runAt=None)
+    job = submit(api.url, headers=bearer(ADMIN), queue="auth-ok")
     wait_until(lambda: job_status(api.url, job["id"]) == "Succeeded", timeout=30,
                what="the job to succeed")
 
@@ -197,7 +203,7 @@ def test_a_worker_with_a_wrong_token_cannot_register_and_claims_nothing(
         api: Coordinator, start_worker: Callable[..., Worker]) -> None:
     worker = start_worker(api.url, env={"SCHEDULER_WORKER_TOKEN": UNKNOWN},
                           extra=["--queues", "auth-denied"])
-    job = submit(api.url, queue="auth-denied", runAt=None)
+    job = submit(api.url, headers=bearer(ADMIN), queue="auth-denied")
     wait_until(lambda: "register_failed" in worker.output() and "HTTP 401" in worker.output(),
                timeout=20, what="the worker's refused registration")
     assert "Pending" == job_status(api.url, job["id"])
@@ -228,7 +234,7 @@ def test_a_cookie_authenticated_write_needs_the_csrf_header(api: Coordinator) ->
     login = httpx.post(api.url + "/login", data={"token": ADMIN})
     csrf = login.cookies["scheduler_csrf"]
     with httpx.Client(base_url=api.url, cookies=login.cookies) as browser:
-        job = submit(api.url)
+        job = submit(api.url, headers=bearer(ADMIN), runAt=FUTURE)
         refused = browser.post(f"/api/jobs/{job['id']}/cancel")
         assert (403, "forbidden") == (refused.status_code, refused.json()["error"])
         assert "Scheduled" == job_status(api.url, job["id"])
@@ -245,7 +251,7 @@ def test_login_over_https_sets_secure_cookies(api: Coordinator) -> None:
 
 def test_a_bearer_write_needs_no_csrf_header_even_beside_a_cookie(api: Coordinator) -> None:
     login = httpx.post(api.url + "/login", data={"token": READ})
-    job = submit(api.url)
+    job = submit(api.url, headers=bearer(ADMIN), runAt=FUTURE)
     with httpx.Client(base_url=api.url, cookies=login.cookies) as browser:
         resp = browser.post(f"/api/jobs/{job['id']}/cancel", headers=bearer(ADMIN))
         assert (200, "Cancelled") == (resp.status_code, resp.json()["status"])

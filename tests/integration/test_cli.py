@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from scheduler_core.command.cli import main
-from tests.support import ROOT, Coordinator, Worker, free_port, wait_until
+from tests.support import ROOT, Coordinator, Worker, free_port, submit, wait_until
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -67,14 +67,6 @@ def scheduler_process(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     env.pop("DATABASE_URL", None)  # the client commands must not need it
     return subprocess.run([sys.executable, "-m", "scheduler_core.command.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=30, check=False)
-
-
-def submit(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    resp = http.post("/api/jobs", json={"type": "noop", **body})
-    assert 201 == resp.status_code, resp.text
-    job: dict[str, Any] = resp.json()
-    return job
-
 
 
 Scheduler = Callable[..., Run]

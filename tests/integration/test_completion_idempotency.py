@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import Coordinator, HandWorker, job_row, runs_of
+from tests.support import Coordinator, HandWorker, job_row, runs_of, submit
 
 ENV = {
     "SCHEDULER_REAP_INTERVAL_SECONDS": "0.2",
@@ -57,18 +56,11 @@ def hand(coordinator: Coordinator) -> Iterator[HandWorker]:
     worker.close()
 
 
-def submit(url: str, job_type: str = "noop", **fields: Any) -> str:
-    resp = httpx.post(url + "/api/jobs", json={"type": job_type, "payload": {}, **fields},
-                      timeout=10)
-    assert 201 == resp.status_code, resp.text
-    return str(resp.json()["id"])
-
-
 # --- Released gives the attempt back -------------------------------------------------
 
 def test_releases_do_not_count_as_attempts_and_only_real_failures_dead_letter(
         db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
-    job_id = submit(coordinator.url, maxAttempts=2)
+    job_id = submit(coordinator.url, maxAttempts=2)["id"]
     seen = []
     for _ in range(2):
         claimed = hand.claim()
@@ -97,7 +89,7 @@ def test_releases_do_not_count_as_attempts_and_only_real_failures_dead_letter(
 
 def test_a_resent_success_is_accepted_as_a_duplicate_and_changes_and_counts_nothing(
         db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
-    job_id = submit(coordinator.url)
+    job_id = submit(coordinator.url)["id"]
     claimed = hand.claim()
     first = hand.finish(claimed, "Succeeded")
     assert 200 == first.status_code, first.text
@@ -130,7 +122,7 @@ def test_a_resent_failure_neither_reschedules_the_retry_nor_counts_it_again(
     coordinator = start_coordinator(env={**ENV, "SCHEDULER_RETRY_BASE_SECONDS": "600",
                                          "SCHEDULER_RETRY_CAP_SECONDS": "600"})
     hand = HandWorker(coordinator.url).register()
-    job_id = submit(coordinator.url, maxAttempts=3)
+    job_id = submit(coordinator.url, maxAttempts=3)["id"]
     claimed = hand.claim()
     assert 200 == hand.finish(claimed, "Failed").status_code
     job_before = job_row(db_dsn, job_id)
@@ -154,7 +146,7 @@ def test_a_resent_failure_neither_reschedules_the_retry_nor_counts_it_again(
 
 def test_a_resend_in_a_batch_with_a_new_completion_is_counted_once(
         db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
-    old_job, new_job = submit(coordinator.url), submit(coordinator.url)
+    old_job, new_job = submit(coordinator.url)["id"], submit(coordinator.url)["id"]
     old = hand.claim()
     assert 200 == hand.finish(old, "Succeeded").status_code
     new = hand.claim()
@@ -174,7 +166,7 @@ def test_a_resend_in_a_batch_with_a_new_completion_is_counted_once(
 
 def test_a_different_outcome_for_a_finished_run_is_refused(
         db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
-    job_id = submit(coordinator.url)
+    job_id = submit(coordinator.url)["id"]
     claimed = hand.claim()
     assert 200 == hand.finish(claimed, "Succeeded").status_code
     job_before, runs_before = job_row(db_dsn, job_id), runs_of(db_dsn, job_id)
@@ -193,7 +185,7 @@ def test_a_different_outcome_for_a_finished_run_is_refused(
 
 def test_a_wrong_token_for_a_finished_run_is_refused(
         db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
-    job_id = submit(coordinator.url)
+    job_id = submit(coordinator.url)["id"]
     claimed = hand.claim()
     assert 200 == hand.finish(claimed, "Succeeded").status_code
     job_before, runs_before = job_row(db_dsn, job_id), runs_of(db_dsn, job_id)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ROOT, Coordinator, Worker, wait_until
+from tests.support import ROOT, Coordinator, Worker, submit_response, wait_until
 
 EXAMPLE = ROOT / "examples" / "scheduler-example-handlers"
 
@@ -44,10 +44,6 @@ def with_path(site: str) -> dict[str, str]:
                                           if p)}
 
 
-def submit(url: str, job: dict[str, Any]) -> httpx.Response:
-    return httpx.post(url + "/api/jobs", json=job, timeout=5)
-
-
 def wait_finished(url: str, job_id: str) -> dict[str, Any]:
     def finished() -> dict[str, Any] | None:
         job: dict[str, Any] = httpx.get(f"{url}/api/jobs/{job_id}", timeout=5).json()
@@ -61,9 +57,8 @@ def test_an_installed_package_job_type_runs_with_its_defaults(
     coordinator = start_coordinator(env=with_path(example_site))
     start_worker(coordinator.url, env=with_path(example_site))
 
-    greet = submit(coordinator.url, {"type": "greet", "payload": {"name": "Ada"}})
-    later = submit(coordinator.url, {"type": "greet_later",
-                                     "payload": {"name": "Bo", "delaySeconds": 0.05}})
+    greet = submit_response(coordinator.url, "greet", {"name": "Ada"})
+    later = submit_response(coordinator.url, "greet_later", {"name": "Bo", "delaySeconds": 0.05})
 
     assert (201, 2, 10) == (greet.status_code, greet.json()["maxAttempts"],
                             greet.json()["timeoutSeconds"])
@@ -85,7 +80,7 @@ def test_a_bad_payload_for_a_package_job_type_is_a_400_naming_the_field(
         example_site: str, start_coordinator: Callable[..., Coordinator]) -> None:
     coordinator = start_coordinator(env=with_path(example_site))
 
-    answers = [submit(coordinator.url, {"type": "greet", "payload": p})
+    answers = [submit_response(coordinator.url, "greet", p)
                for p, _ in BAD_GREET_PAYLOADS]
 
     assert [(400, field) for _, field in BAD_GREET_PAYLOADS] == [
@@ -99,7 +94,7 @@ def test_a_module_named_with_handlers_is_loaded_by_coordinator_and_worker(
     coordinator = start_coordinator(extra=["--handlers", "tests.plugin_handlers"])
     start_worker(coordinator.url, env={"SCHEDULER_HANDLERS": "tests.plugin_handlers"})
 
-    job = submit(coordinator.url, {"type": "shout", "payload": {"text": "hi"}})
+    job = submit_response(coordinator.url, "shout", {"text": "hi"})
 
     assert (201, 1) == (job.status_code, job.json()["maxAttempts"])
     done = wait_finished(coordinator.url, job.json()["id"])
@@ -120,5 +115,5 @@ def test_a_handlers_module_that_does_not_load_stops_the_command_with_one_line(
 
 
 def test_without_the_module_the_job_type_is_unknown(coordinator: Coordinator) -> None:
-    response = submit(coordinator.url, {"type": "shout", "payload": {"text": "hi"}})
+    response = submit_response(coordinator.url, "shout", {"text": "hi"})
     assert (400, "type") == (response.status_code, response.json()["field"])

@@ -10,25 +10,25 @@ from __future__ import annotations
 import signal
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
-import httpx
 import pytest
 
-from tests.support import Coordinator, HandWorker, Worker, job_row, query, runs_of, wait_until
+from tests.support import (
+    Coordinator,
+    HandWorker,
+    Worker,
+    job_row,
+    query,
+    runs_of,
+    submit,
+    wait_until,
+)
 
 FAST = {
     "SCHEDULER_HEARTBEAT_SECONDS": "0.2",
     "SCHEDULER_REAP_INTERVAL_SECONDS": "0.2",
     "SCHEDULER_CLAIM_WAIT_SECONDS": "2",
 }
-
-
-def submit(url: str, job_type: str, payload: dict[str, Any]) -> str:
-    resp = httpx.post(url + "/api/jobs", json={"type": job_type, "payload": payload},
-                      timeout=10)
-    assert 201 == resp.status_code, resp.text
-    return str(resp.json()["id"])
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def hand(coordinator: Coordinator) -> Iterator[HandWorker]:
 
 def test_a_completion_with_a_stale_lease_token_gets_409_and_changes_nothing(
         db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
-    job_id = submit(coordinator.url, "noop", {})
+    job_id = submit(coordinator.url)["id"]
     claimed = hand.claim()
     assert job_id == claimed["jobId"]
     before = job_row(db_dsn, job_id)
@@ -58,7 +58,7 @@ def test_a_completion_with_a_stale_lease_token_gets_409_and_changes_nothing(
 
 def test_the_right_lease_token_completes_the_run_once_and_a_repeat_gets_409(
         db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
-    job_id = submit(coordinator.url, "noop", {})
+    job_id = submit(coordinator.url)["id"]
     claimed = hand.claim()
 
     first = hand.finish(claimed, result={"by": "hand"})
@@ -76,7 +76,7 @@ def test_the_right_lease_token_completes_the_run_once_and_a_repeat_gets_409(
 
 def test_a_heartbeat_with_a_wrong_lease_token_reports_the_run_lost_and_renews_nothing(
         db_dsn: str, coordinator: Coordinator, hand: HandWorker) -> None:
-    job_id = submit(coordinator.url, "noop", {})
+    job_id = submit(coordinator.url)["id"]
     claimed = hand.claim()
     lease_before = runs_of(db_dsn, job_id)[0]["lease_expires_at"]
 
@@ -103,7 +103,7 @@ def test_a_worker_cut_off_past_its_lease_is_refused_on_return_and_drops_the_job(
     # that could be answered (with the requeued job) while it is stopped.
     a = start_worker(c.url, slots=1, env=env, extra=["--worker-id", "cut-off"])
     wait_until(lambda: registered("cut-off"), timeout=20, what="worker cut-off registered")
-    job_id = submit(c.url, "sleep", {"seconds": 2})
+    job_id = submit(c.url, "sleep", {"seconds": 2})["id"]
     wait_until(lambda: [r["worker_id"] for r in runs_of(db_dsn, job_id)] == ["cut-off"],
                timeout=10, what="the job claimed by cut-off")
 

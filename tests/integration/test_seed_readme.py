@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support import Coordinator
+from tests.support import Coordinator, submit
 
 SEED_README = Path("/work/shared/seed/scheduler-core-README.md")
 README_BASE = "http://localhost:5000"
@@ -72,13 +72,6 @@ def run_curl(argv: list[str], api: Coordinator, job_id: str | None = None) -> tu
     assert 0 == done.returncode, done.stderr
     body, status = done.stdout.rsplit("\n", 1)
     return int(status), json.loads(body)
-
-
-def submit(http: httpx.Client, **body: Any) -> dict[str, Any]:
-    resp = http.post("/api/jobs", json={"type": "noop", **body})
-    assert 201 == resp.status_code, resp.text
-    job: dict[str, Any] = resp.json()
-    return job
 
 
 # -- the tests ---------------------------------------------------------------------------

@@ -11,12 +11,11 @@ tests/browser/test_cross_site.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.support import Coordinator, query, running_coordinator
+from tests.support import Coordinator, query, running_coordinator, submit
 
 FUTURE = "2999-01-01T00:00:00Z"
 JOB = b'{"type": "noop", "runAt": "2999-01-01T00:00:00Z"}'
@@ -42,12 +41,6 @@ def assert_refused(resp: httpx.Response, status: int, error: str, field: str) ->
     assert resp.headers["content-type"] == "application/json"
 
 
-def submit(http: httpx.Client) -> dict[str, Any]:
-    resp = http.post("/api/jobs", json={"type": "noop", "runAt": FUTURE})
-    assert 201 == resp.status_code, resp.text
-    return resp.json()  # type: ignore[no-any-return]
-
-
 # -- 415: a body must be JSON -----------------------------------------------------------
 
 @pytest.mark.parametrize("content_type", [
@@ -69,7 +62,7 @@ def test_a_json_body_with_a_charset_is_accepted(http: httpx.Client) -> None:
 
 
 def test_a_post_without_a_body_needs_no_content_type(http: httpx.Client) -> None:
-    job = submit(http)
+    job = submit(http, runAt=FUTURE)
     resp = http.post(f"/api/jobs/{job['id']}/cancel")  # as `curl -X POST` sends it
     assert (200, "Cancelled") == (resp.status_code, resp.json()["status"]), resp.text
 
@@ -109,7 +102,7 @@ def test_a_cross_site_queue_pause_is_refused(http: httpx.Client, module_dsn: str
 
 
 def test_a_cross_site_delete_and_login_and_logout_are_refused(http: httpx.Client) -> None:
-    job = submit(http)
+    job = submit(http, runAt=FUTURE)
     for method, path in (("DELETE", f"/api/schedules/{job['id']}"), ("POST", "/login"),
                          ("POST", "/logout"), ("POST", f"/api/jobs/{job['id']}/cancel")):
         assert_refused(http.request(method, path, headers={"Origin": EVIL}),

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support import Coordinator, query, running_coordinator
+from tests.support import Coordinator, query, running_coordinator, submit
 
 ADMIN = "sess-admin-" + "a" * 24
 OLD_ADMIN = "sess-old-admin-" + "o" * 20
@@ -43,13 +43,6 @@ def sign_in(url: str, token: str = ADMIN) -> httpx.Client:
     resp = httpx.post(url + "/login", data={"token": token})
     assert 303 == resp.status_code, resp.text
     return httpx.Client(base_url=url, cookies=resp.cookies, timeout=10)
-
-
-def submit(url: str) -> str:
-    resp = httpx.post(url + "/api/jobs", json={"type": "noop", "runAt": FUTURE},
-                      headers=bearer(ADMIN))
-    assert 201 == resp.status_code, resp.text
-    return str(resp.json()["id"])
 
 
 def session_row(dsn: str, cookie: str) -> dict[str, object]:
@@ -125,7 +118,7 @@ def test_sign_out_is_post_only(api: Coordinator, who: str) -> None:
 def test_the_csrf_token_of_another_session_is_refused(api: Coordinator) -> None:
     """Even as a matching cookie and header pair (a cookie planted by a sibling
     subdomain, say), which the old double-submit check let through."""
-    job = submit(api.url)
+    job = submit(api.url, headers=bearer(ADMIN), runAt=FUTURE)["id"]
     with sign_in(api.url) as mine, sign_in(api.url) as other:
         stolen = other.cookies[CSRF]
         planted = {SESSION: mine.cookies[SESSION], CSRF: stolen}
@@ -139,7 +132,7 @@ def test_the_csrf_token_of_another_session_is_refused(api: Coordinator) -> None:
 
 
 def test_a_made_up_csrf_cookie_and_header_pair_is_refused(api: Coordinator) -> None:
-    job = submit(api.url)
+    job = submit(api.url, headers=bearer(ADMIN), runAt=FUTURE)["id"]
     with sign_in(api.url) as signed_in:
         made_up = {SESSION: signed_in.cookies[SESSION], CSRF: "x"}
         with httpx.Client(base_url=api.url, cookies=made_up) as browser:
@@ -188,7 +181,7 @@ def test_an_admin_revokes_every_session_at_once(api: Coordinator) -> None:
 
 
 def test_a_read_session_cannot_write_even_with_its_csrf_token(api: Coordinator) -> None:
-    job = submit(api.url)
+    job = submit(api.url, headers=bearer(ADMIN), runAt=FUTURE)["id"]
     with sign_in(api.url, READ) as viewer:
         resp = viewer.post(f"/api/jobs/{job}/cancel", headers={"X-CSRF-Token":
                                                                viewer.cookies[CSRF]})
@@ -197,7 +190,7 @@ def test_a_read_session_cannot_write_even_with_its_csrf_token(api: Coordinator) 
 
 
 def test_a_cross_site_write_is_refused_even_with_a_valid_session(api: Coordinator) -> None:
-    job = submit(api.url)
+    job = submit(api.url, headers=bearer(ADMIN), runAt=FUTURE)["id"]
     with sign_in(api.url) as browser:
         resp = browser.post(f"/api/jobs/{job}/cancel", headers={
             "X-CSRF-Token": browser.cookies[CSRF], "Origin": "http://evil.example"})

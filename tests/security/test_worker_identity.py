@@ -19,10 +19,12 @@ from tests.support import (
     query,
     running_coordinator,
     runs_of,
+    submit,
     wait_until,
 )
 
 ADMIN = "identity-admin-" + "a" * 24
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 WORKER = "identity-worker-" + "w" * 24
 ENV = {"SCHEDULER_ADMIN_TOKEN": ADMIN, "SCHEDULER_WORKER_TOKEN": WORKER,
        "SCHEDULER_AUTH_THROTTLE_FAILURES": "0"}
@@ -54,13 +56,6 @@ def worker_b(api: Coordinator) -> Iterator[HandWorker]:
     w = HandWorker(api.url, headers=AUTH).register()
     yield w
     w.close()
-
-
-def submit(api: Coordinator, queue: str = "default") -> str:
-    resp = httpx.post(api.url + "/api/jobs", json={"type": "noop", "queue": queue},
-                      headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
-    assert 201 == resp.status_code, resp.text
-    return str(resp.json()["id"])
 
 
 def worker_row(dsn: str, worker_id: str) -> dict[str, object]:
@@ -129,7 +124,7 @@ def test_a_stopped_workers_id_may_be_registered_again(
 def test_renewing_another_workers_run_is_refused(
         api: Coordinator, module_dsn: str, worker_a: HandWorker,
         worker_b: HandWorker) -> None:
-    job_id = submit(api, "identity-renew")
+    job_id = submit(api.url, headers=ADMIN_HEADERS, queue="identity-renew")["id"]
     [claimed] = worker_a.claim_some(1, wait=5, queues=["identity-renew"])
     assert job_id == claimed["jobId"]
     before = runs_of(module_dsn, job_id)[0]["lease_expires_at"]
@@ -155,7 +150,7 @@ def test_renewing_another_workers_run_is_refused(
 def test_completing_another_workers_run_is_refused_and_the_run_is_unchanged(
         api: Coordinator, module_dsn: str, worker_a: HandWorker,
         worker_b: HandWorker) -> None:
-    job_id = submit(api, "identity-complete")
+    job_id = submit(api.url, headers=ADMIN_HEADERS, queue="identity-complete")["id"]
     [claimed] = worker_a.claim_some(1, wait=5, queues=["identity-complete"])
     # As B (its own secret) with A's lease token: fenced off.
     resp = worker_b.finish(claimed, "Succeeded", result={"forged": True})
@@ -179,7 +174,7 @@ def test_completing_another_workers_run_is_refused_and_the_run_is_unchanged(
 def test_claiming_as_another_worker_is_refused(
         api: Coordinator, module_dsn: str, worker_a: HandWorker,
         attacker: httpx.Client) -> None:
-    job_id = submit(api, "identity-claim")
+    job_id = submit(api.url, headers=ADMIN_HEADERS, queue="identity-claim")["id"]
     resp = attacker.post("/api/workers/claim", json={
         "workerId": worker_a.id, "max": 1, "queues": ["identity-claim"]})
     assert 403 == resp.status_code
@@ -207,7 +202,7 @@ def test_a_real_worker_whose_registration_vanished_registers_again_and_works(
                                      "WHERE id = 'identity-real'"), timeout=30,
                        what="the worker to register again")
     assert first[0]["secret_hash"] != again[0]["secret_hash"]
-    job_id = submit(api, "identity-real")
+    job_id = submit(api.url, headers=ADMIN_HEADERS, queue="identity-real")["id"]
     wait_until(lambda: job_row(module_dsn, job_id)["status"] == "Succeeded", timeout=30,
                what="the job to succeed")
     assert "registration_lost" in worker.output()

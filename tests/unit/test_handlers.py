@@ -260,11 +260,12 @@ def test_fail_permanent_raises_permanent_error() -> None:
         REGISTRY.run("fail", {"message": "no retry", "permanent": True}, context())
 
 
-def test_cpu_runs_about_its_duration() -> None:
+def test_cpu_runs_for_its_duration() -> None:
+    # At least its duration; it ends by itself (a loaded machine only makes it later).
     started = time.perf_counter()
     result = REGISTRY.run("cpu", {"durationSeconds": 0.05}, context())
     elapsed = time.perf_counter() - started
-    assert 0.05 <= elapsed < 0.5
+    assert 0.05 <= elapsed, elapsed
     assert isinstance(result, dict)
     assert result["iterations"] > 0
 
