@@ -1,8 +1,8 @@
 """The one backoff formula: capped exponential, without jitter.
 
 Used for supervisor restarts (runtime/supervisor.py), a worker's reconnects to its
-coordinator (actors/coordinator_link.py) and the cron expander's retries after a
-database error (actors/cron_expander.py). A job's retry delay is the same curve with
+coordinator (actors/worker/coordinator_link.py) and the cron expander's retries after a
+database error (actors/coordinator/cron_expander.py). A job's retry delay is the same curve with
 full jitter, computed in SQL where the retry is decided (schema/queries/runs.sql,
 complete_runs), from SCHEDULER_RETRY_BASE_SECONDS and SCHEDULER_RETRY_CAP_SECONDS.
 """

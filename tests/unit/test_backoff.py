@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler_core.actors.coordinator_link import backoff as reconnect_delay
+from scheduler_core.actors.worker.coordinator_link import backoff as reconnect_delay
 from scheduler_core.runtime import backoff
 
 
