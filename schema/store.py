@@ -151,6 +151,21 @@ class CompletedRun(msgspec.Struct, frozen=True):
         return self.job_id is not None
 
 
+class ReapedRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One item of :meth:`Store.reap_expired`'s answer: run ``run_id`` of ``worker_id``
+    ended as LeaseExpired, and its job ``job_id`` (``type``, ``queue``, ``attempts``)
+    went on to ``status``: Pending (to run again), DeadLetter (out of attempts) or
+    Cancelled (a cancel had been requested)."""
+
+    run_id: uuid.UUID
+    job_id: uuid.UUID
+    worker_id: str
+    status: str
+    type: str
+    queue: str
+    attempts: int
+
+
 class Store:
     """``wake``: called the moment a statement that made jobs due (or due later)
     committed, so this process's long-polling claims need not wait for PostgreSQL to
@@ -360,9 +375,6 @@ class Store:
     async def stop_worker(self, worker_id: str) -> None:
         await self._one("stop_worker", {"id": worker_id})
 
-    async def list_workers(self, limit: int = 200) -> list[dict[str, Any]]:
-        return await self._all("list_workers", {"limit": limit})
-
     async def heartbeat(self, hb: wire.Heartbeat) -> wire.HeartbeatReply:
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("beat_worker"), {
@@ -421,13 +433,15 @@ class Store:
         by_run = {r["run_id"]: r for r in rows}
         return [CompletedRun(**by_run[c.run_id]) for c in items]
 
-    async def reap_expired(self, limit: int = 500) -> list[dict[str, Any]]:
+    async def reap_expired(self, limit: int = 500) -> list[ReapedRun]:
+        """End up to ``limit`` runs whose lease expired (by the database clock); one
+        :class:`ReapedRun` per run whose job it handed on (in no particular order)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("reap_expired"), {"limit": limit})
             rows: list[dict[str, Any]] = await cur.fetchall()
             if rows:
                 await self._notifying(conn, "notify_jobs")
-        return rows
+        return [ReapedRun(**r) for r in rows]
 
     async def mark_lost_workers(self, after_seconds: float) -> list[str]:
         rows = await self._all("mark_lost_workers", {"after_seconds": after_seconds})
