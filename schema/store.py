@@ -1,8 +1,9 @@
 """The store: every read and every job transition, each one named query.
 
 ``web/`` and the coordinator actors talk to PostgreSQL only through :class:`Store`.
-It returns the wire Structs of :mod:`schema.wire` (or plain rows where nothing crosses
-the wire) and raises the errors below; it never builds SQL from input.
+It returns the wire Structs of :mod:`schema.wire`, or its own frozen Structs where
+nothing crosses the wire (:class:`CompletedRun`, :class:`ReapedRun`), never a row
+dict, and raises the errors below; it never builds SQL from input.
 
     StoreError
      ├─ NotFound       no such job / schedule
