@@ -1,8 +1,9 @@
 """The store: every read and every job transition, each one named query.
 
 ``web/`` and the coordinator actors talk to PostgreSQL only through :class:`Store`.
-It returns the wire Structs of :mod:`schema.wire` (or plain rows where nothing crosses
-the wire) and raises the errors below; it never builds SQL from input.
+It returns the wire Structs of :mod:`schema.wire`, or its own frozen Structs where
+nothing crosses the wire (:class:`CompletedRun`, :class:`ReapedRun`), never a row
+dict, and raises the errors below; it never builds SQL from input.
 
     StoreError
      ├─ NotFound       no such job / schedule
@@ -149,6 +150,21 @@ class CompletedRun(msgspec.Struct, frozen=True):
     @property
     def accepted(self) -> bool:
         return self.job_id is not None
+
+
+class ReapedRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One item of :meth:`Store.reap_expired`'s answer: run ``run_id`` of ``worker_id``
+    ended as LeaseExpired, and its job ``job_id`` (``type``, ``queue``, ``attempts``)
+    went on to ``status``: Pending (to run again), DeadLetter (out of attempts) or
+    Cancelled (a cancel had been requested)."""
+
+    run_id: uuid.UUID
+    job_id: uuid.UUID
+    worker_id: str
+    status: str
+    type: str
+    queue: str
+    attempts: int
 
 
 class Store:
@@ -360,9 +376,6 @@ class Store:
     async def stop_worker(self, worker_id: str) -> None:
         await self._one("stop_worker", {"id": worker_id})
 
-    async def list_workers(self, limit: int = 200) -> list[dict[str, Any]]:
-        return await self._all("list_workers", {"limit": limit})
-
     async def heartbeat(self, hb: wire.Heartbeat) -> wire.HeartbeatReply:
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("beat_worker"), {
@@ -421,13 +434,15 @@ class Store:
         by_run = {r["run_id"]: r for r in rows}
         return [CompletedRun(**by_run[c.run_id]) for c in items]
 
-    async def reap_expired(self, limit: int = 500) -> list[dict[str, Any]]:
+    async def reap_expired(self, limit: int = 500) -> list[ReapedRun]:
+        """End up to ``limit`` runs whose lease expired (by the database clock); one
+        :class:`ReapedRun` per run whose job it handed on (in no particular order)."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("reap_expired"), {"limit": limit})
             rows: list[dict[str, Any]] = await cur.fetchall()
             if rows:
                 await self._notifying(conn, "notify_jobs")
-        return rows
+        return [ReapedRun(**r) for r in rows]
 
     async def mark_lost_workers(self, after_seconds: float) -> list[str]:
         rows = await self._all("mark_lost_workers", {"after_seconds": after_seconds})

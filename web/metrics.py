@@ -45,9 +45,8 @@ import bisect
 import itertools
 import math
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import prometheus_client
 from prometheus_client.core import (
@@ -63,7 +62,7 @@ from prometheus_client.samples import Sample
 from scheduler_core.runtime import clock
 from scheduler_core.schema import wire
 from scheduler_core.schema.stats_store import LIVE_WORKER_STATES, Overview, StatsStatistics
-from scheduler_core.schema.store import CompletedRun
+from scheduler_core.schema.store import CompletedRun, ReapedRun
 
 # Seconds: from a noop's milliseconds to an hour-long job.
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -235,14 +234,14 @@ def observe_completions(accepted: Iterable[tuple[CompletedRun, wire.Completion]]
         JOBS_DEAD_LETTERED.labels(job_type).inc(n)
 
 
-def observe_reaped(rows: Iterable[Mapping[str, Any]]) -> None:
-    """Runs ended by the lease reaper; each row: the job's type and new status."""
+def observe_reaped(rows: Iterable[ReapedRun]) -> None:
+    """Runs ended by the lease reaper, counted by their job's type and new status."""
     for row in rows:
-        job_type = row.get("type") or "unknown"
+        job_type = row.type or "unknown"
         LEASES_REAPED.labels(job_type).inc()
-        if row["status"] == wire.JobStatus.PENDING:
+        if row.status == wire.JobStatus.PENDING:
             JOB_RETRIES.labels(job_type).inc()
-        elif row["status"] == wire.JobStatus.DEAD_LETTER:
+        elif row.status == wire.JobStatus.DEAD_LETTER:
             JOBS_DEAD_LETTERED.labels(job_type).inc()
 
 

@@ -8,20 +8,18 @@ SKIP LOCKED, so any number of coordinators can reap at once.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 import structlog
 import trio
 
 from scheduler_core.runtime.errors import DatabaseUnavailable
-from scheduler_core.schema.store import Store
+from scheduler_core.schema.store import ReapedRun, Store
 
 log = structlog.get_logger("actors.lease_reaper")
 
-# Told of every batch of reaped runs (each row: id, run_id, worker_id, type, queue,
-# attempts and the job's new status); the composition root counts them in a metric.
-OnReaped = Callable[[list[dict[str, Any]]], None]
+# Told of every batch of reaped runs; the composition root counts them in a metric.
+OnReaped = Callable[[list[ReapedRun]], None]
 
 
 async def reap_once(store: Store, *, lost_after: float,
@@ -31,9 +29,9 @@ async def reap_once(store: Store, *, lost_after: float,
     if reaped and on_reaped is not None:
         on_reaped(reaped)
     for row in reaped:
-        log.warning("lease_reaped", actor="lease_reaper", job_id=str(row["id"]),
-                    run_id=str(row["run_id"]), worker_id=row["worker_id"],
-                    attempt=row["attempts"], status=row["status"])
+        log.warning("lease_reaped", actor="lease_reaper", job_id=str(row.job_id),
+                    run_id=str(row.run_id), worker_id=row.worker_id,
+                    attempt=row.attempts, status=row.status)
     for worker_id in await store.mark_lost_workers(lost_after):
         log.warning("worker_lost", actor="lease_reaper", worker_id=worker_id)
     await store.promote_due()

@@ -148,4 +148,5 @@ UPDATE jobs j SET
     updated_at = now()
 FROM runs
 WHERE j.id = runs.job_id AND j.current_run_id = runs.id AND j.status = 'Running'
-RETURNING j.id, j.status, j.attempts, j.type, j.queue, runs.id AS run_id, runs.worker_id;
+RETURNING j.id AS job_id, j.status, j.attempts, j.type, j.queue, runs.id AS run_id,
+          runs.worker_id;

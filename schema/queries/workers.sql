@@ -43,9 +43,3 @@ UPDATE workers SET state = 'Lost'
 WHERE state IN ('Active', 'Draining')
   AND last_heartbeat_at < now() - make_interval(secs => %(after_seconds)s)
 RETURNING id;
-
--- name: list_workers
-SELECT *, EXTRACT(EPOCH FROM (now() - last_heartbeat_at))::float8 AS heartbeat_age_seconds
-FROM workers
-ORDER BY state = 'Stopped', started_at DESC
-LIMIT %(limit)s;

@@ -1,8 +1,8 @@
 """Fencing: a run's lease token is the only key to renew or complete it.
 
 The first tests drive the worker protocol by hand over HTTP against a real
-coordinator; the last one cuts a real worker off (SIGSTOP) past its lease and lets it
-come back to a job that was rerun elsewhere.
+coordinator; then the store's reaper ends expired runs; the last one cuts a real worker
+off (SIGSTOP) past its lease and lets it come back to a job that was rerun elsewhere.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from scheduler_core.runtime import db
+from scheduler_core.schema import wire
+from scheduler_core.schema.store import NewJob, ReapedRun, Store
 from tests.support import (
     Coordinator,
     HandWorker,
@@ -87,6 +90,30 @@ def test_a_heartbeat_with_a_wrong_lease_token_reports_the_run_lost_and_renews_no
     right = hand.heartbeat(claimed["runId"], claimed["leaseToken"])
     assert ([], [claimed["runId"]]) == (right["lost"], right["renewed"])
     assert runs_of(db_dsn, job_id)[0]["lease_expires_at"] > lease_before
+
+
+async def test_the_reaper_ends_expired_runs_and_names_each_jobs_next_status(
+        db_dsn: str) -> None:
+    async with db.open_pool(db_dsn, max_size=2) as pool:
+        # A lease that ended before it began: expired by the database clock at once.
+        store = Store(pool, lease_seconds=-60.0)
+        assert await store.register_worker(
+            wire.RegisterWorker(worker_id="w-reaped", hostname="h", pid=1, capacity=2),
+            secret_hash=bytes(32), presented=None)
+        again, _ = await store.submit(NewJob(type="noop", payload={}, max_attempts=2))
+        last, _ = await store.submit(NewJob(type="noop", payload={}, queue="q1",
+                                            max_attempts=1))
+        claimed = await store.claim("w-reaped", 2, ["default", "q1"])
+        run_of = {c.job_id: c.run_id for c in claimed}
+
+        reaped = await store.reap_expired()
+
+        assert {ReapedRun(run_id=run_of[again.id], job_id=again.id, worker_id="w-reaped",
+                          status="Pending", type="noop", queue="default", attempts=1),
+                ReapedRun(run_id=run_of[last.id], job_id=last.id, worker_id="w-reaped",
+                          status="DeadLetter", type="noop", queue="q1", attempts=1),
+                } == set(reaped)
+        assert [] == await store.reap_expired()
 
 
 def test_a_worker_cut_off_past_its_lease_is_refused_on_return_and_drops_the_job(

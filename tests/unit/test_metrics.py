@@ -25,7 +25,7 @@ from scheduler_core.schema.stats_store import (
     WorkerRow,
     estimate_counts,
 )
-from scheduler_core.schema.store import CompletedRun
+from scheduler_core.schema.store import CompletedRun, ReapedRun
 from scheduler_core.web import metrics
 
 T0 = dt.datetime(2025, 1, 1, 12, 0, tzinfo=dt.UTC)
@@ -158,10 +158,14 @@ def test_a_batch_histogram_refuses_the_wrong_number_of_label_values() -> None:
         batch.observe_many(("x",), [1.0])
 
 
+def reaped(job_type: str, status: str) -> ReapedRun:
+    return ReapedRun(run_id=uuid.uuid4(), job_id=uuid.uuid4(), worker_id="w1",
+                     status=status, type=job_type, queue="default", attempts=1)
+
+
 def test_reaped_runs_count_as_reaped_and_by_their_jobs_fate() -> None:
-    metrics.observe_reaped([{"type": "t_reap", "status": "Pending"},
-                            {"type": "t_reap", "status": "DeadLetter"},
-                            {"type": "t_reap", "status": "Cancelled"}])
+    metrics.observe_reaped([reaped("t_reap", "Pending"), reaped("t_reap", "DeadLetter"),
+                            reaped("t_reap", "Cancelled")])
     assert (3, 1, 1) == (sample("scheduler_leases_reaped_total", type="t_reap"),
                          sample("scheduler_job_retries_total", type="t_reap"),
                          sample("scheduler_jobs_dead_lettered_total", type="t_reap"))
