@@ -353,9 +353,6 @@ class Store:
         row = await self._one("next_due_in", {})
         return None if row is None else row["seconds"]
 
-    async def count_by_status(self) -> dict[str, int]:
-        return {r["status"]: r["n"] for r in await self._all("count_by_status", {})}
-
     # --- workers and runs ----------------------------------------------------------
 
     async def register_worker(self, w: wire.RegisterWorker, *, secret_hash: bytes,

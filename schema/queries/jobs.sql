@@ -99,6 +99,3 @@ RETURNING id;
 -- Seconds until the earliest waiting job falls due (NULL: none waiting).
 SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))::float8 AS seconds
 FROM jobs WHERE status IN ('Scheduled', 'Failed');
-
--- name: count_by_status
-SELECT status, count(*) AS n FROM jobs GROUP BY status;
