@@ -20,6 +20,7 @@ from scheduler_core.actors.worker.claimer import Claimer
 from scheduler_core.actors.worker.coordinator_link import Link
 from scheduler_core.actors.worker.worker_state import OwnedRun, WorkerState
 from scheduler_core.schema import wire
+from tests.unit.fake_http import read_request_body
 
 
 def job() -> wire.ClaimedJob:
@@ -58,17 +59,10 @@ class FakeCoordinator:
         async with stream:
             buffer = b""
             while True:
-                while b"\r\n\r\n" not in buffer:
-                    chunk = await stream.receive_some(4096)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                head, buffer = buffer.split(b"\r\n\r\n", 1)
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                while len(buffer) < length:
-                    buffer += await stream.receive_some(4096)
-                body, buffer = buffer[:length], buffer[length:]
+                got = await read_request_body(stream, buffer)
+                if got is None:
+                    return
+                body, buffer = got
                 self.claims.append(msgspec.json.decode(body, type=wire.Claim))
                 self.arrived.set()
                 reply = msgspec.json.encode(wire.ClaimReply(
