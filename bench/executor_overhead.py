@@ -13,16 +13,16 @@ import argparse
 import statistics
 import sys
 
-import msgspec
 import trio
 
+from scheduler_core.runtime import job_protocol
 from scheduler_core.runtime.procpool import open_pool
 
 CHILD = [sys.executable, "-m", "scheduler_core.command.child"]
 
 
 async def bench_pool(children: int, calls: int) -> None:
-    request = msgspec.msgpack.encode({"type": "noop", "payload": {}, "jobId": "b", "attempt": 1})
+    request = job_protocol.encode_request(job_protocol.Request("noop", {}, "b", 1))
     started = trio.current_time()
     async with open_pool(CHILD, children) as pool:
         ready = trio.current_time() - started
@@ -35,7 +35,8 @@ async def bench_pool(children: int, calls: int) -> None:
                 before = trio.current_time()
                 response = await pool.call(request, timeout=10)
                 latencies.append(trio.current_time() - before)
-                assert msgspec.msgpack.decode(response) == {"ok": True, "result": None}
+                reply = job_protocol.decode_reply(response)
+                assert (reply.ok, reply.result) == (True, None), reply
 
         started = trio.current_time()
         async with trio.open_nursery() as nursery:
