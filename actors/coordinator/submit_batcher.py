@@ -170,7 +170,7 @@ class SubmitBatcher:
                 group[0].error = exc
                 return
             self._split += 1
-            log.warning("submit_group_split", jobs=len(group),
+            log.warning("submit_group_failed", jobs=len(group), retry="one at a time",
                         error=f"{type(exc).__name__}: {exc}")
             for s in group:  # nothing was written: each job alone, as before
                 try:
