@@ -185,14 +185,20 @@ async def test_a_database_error_fails_its_group_and_only_its_group(db_dsn: str) 
     async with open_batcher(db_dsn) as batcher:
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery, held_key(db_dsn, k2):
+                first_done = trio.Event()
+
+                async def first() -> None:
+                    await submit_into(batcher, noop(idempotency_key=k1), outcomes, -1)
+                    first_done.set()
+
                 async with held_key(db_dsn, k1):
-                    nursery.start_soon(submit_into, batcher, noop(idempotency_key=k1),
-                                       outcomes, -1)
+                    nursery.start_soon(first)
                     await trio.testing.wait_all_tasks_blocked()
                     for i, key in enumerate([None, k2, None]):
                         nursery.start_soon(submit_into, batcher,
                                            noop(idempotency_key=key), outcomes, i)
                     await trio.testing.wait_all_tasks_blocked()
+                await first_done.wait()
                 # Group 1 is written; group 2 (0, 1, 2) waits on k2: its backend dies.
                 pid = await backend_waiting_on_a_lock(db_dsn)
                 async with await db.connect(db_dsn) as admin:
