@@ -56,6 +56,16 @@ def count(dsn: str, sql: str, *params: object) -> int:
         return int(row[0])
 
 
+def ok(outcome: Outcome) -> tuple[wire.JobOut, bool]:
+    """A submit's answer, which must not be an error."""
+    assert isinstance(outcome, tuple), outcome
+    return outcome
+
+
+def created(outcomes: dict[int, Outcome], *which: int) -> bool:
+    return all(ok(outcomes[i])[1] for i in which)
+
+
 def noop(**kw: Any) -> NewJob:
     return NewJob(type="noop", payload={}, **kw)
 
@@ -92,8 +102,8 @@ async def first_write_held(dsn: str, batcher: SubmitBatcher, outcomes: dict[int,
 async def test_an_idle_submit_is_written_alone_at_once(db_dsn: str) -> None:
     async with open_batcher(db_dsn) as batcher:
         for _ in range(3):
-            _, created = await batcher.submit(noop())
-            assert created
+            _, new = await batcher.submit(noop())
+            assert new
     stats = batcher.statistics()
     assert (3, 3, 1, 0) == (stats.groups, stats.jobs, stats.largest, stats.waiting)
 
@@ -106,10 +116,10 @@ async def test_submits_that_arrive_during_a_write_go_in_one_group(db_dsn: str) -
                 start(NewJob(type="noop", payload={"i": i}, priority=i % 7), i)
     stats = batcher.statistics()
     assert (2, 51, 50, 0) == (stats.groups, stats.jobs, stats.largest, stats.waiting)
-    jobs = [outcomes[i] for i in range(50)]
-    assert all(isinstance(o, tuple) and o[1] for o in jobs)
-    assert [{"i": i} for i in range(50)] == [o[0].payload for o in jobs]  # type: ignore[index]
-    assert 50 == len({o[0].id for o in jobs})  # type: ignore[index]
+    jobs = [ok(outcomes[i]) for i in range(50)]
+    assert all(new for _, new in jobs)
+    assert [{"i": i} for i in range(50)] == [job.payload for job, _ in jobs]
+    assert 50 == len({job.id for job, _ in jobs})
     assert 51 == count(db_dsn, "SELECT count(*) FROM jobs")
 
 
@@ -132,10 +142,9 @@ async def test_one_new_key_in_one_group_makes_one_job_the_others_get_it(db_dsn: 
         async with first_write_held(db_dsn, batcher, outcomes) as start:
             for i in range(10):
                 start(noop(idempotency_key=key), i)
-    results = [outcomes[i] for i in range(10)]
-    assert all(isinstance(o, tuple) for o in results)
-    assert [False] * 9 + [True] == sorted(o[1] for o in results)  # type: ignore[index]
-    assert 1 == len({o[0].id for o in results})  # type: ignore[index]
+    results = [ok(outcomes[i]) for i in range(10)]
+    assert [False] * 9 + [True] == sorted(new for _, new in results)
+    assert 1 == len({job.id for job, _ in results})
     assert 1 == count(db_dsn, "SELECT count(*) FROM jobs WHERE idempotency_key = %s", key)
 
 
@@ -148,9 +157,9 @@ async def test_a_key_that_exists_already_gets_the_existing_job(db_dsn: str) -> N
             start(noop(idempotency_key=key), 0)
             start(noop(), 1)
             start(noop(idempotency_key=key), 2)
-    assert (existing.id, False) == (outcomes[0][0].id, outcomes[0][1])  # type: ignore[index]
-    assert (existing.id, False) == (outcomes[2][0].id, outcomes[2][1])  # type: ignore[index]
-    assert True is outcomes[1][1]  # type: ignore[index]
+    assert (existing.id, False) == (ok(outcomes[0])[0].id, ok(outcomes[0])[1])
+    assert (existing.id, False) == (ok(outcomes[2])[0].id, ok(outcomes[2])[1])
+    assert created(outcomes, 1)
 
 
 async def test_a_job_the_database_refuses_fails_alone(db_dsn: str) -> None:
@@ -160,8 +169,7 @@ async def test_a_job_the_database_refuses_fails_alone(db_dsn: str) -> None:
             for i in range(5):
                 start(noop(max_attempts=0 if i == 2 else 3), i)  # 0: the CHECK refuses it
     assert isinstance(outcomes[2], psycopg.errors.CheckViolation)
-    assert all(isinstance(outcomes[i], tuple) and outcomes[i][1]  # type: ignore[index]
-               for i in (0, 1, 3, 4))
+    assert created(outcomes, 0, 1, 3, 4)
     assert 1 == batcher.statistics().split
     assert 1 + 4 == count(db_dsn, "SELECT count(*) FROM jobs")
 
@@ -204,10 +212,10 @@ async def test_a_database_error_fails_its_group_and_only_its_group(db_dsn: str) 
                 async with await db.connect(db_dsn) as admin:
                     await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
                 await trio.testing.wait_all_tasks_blocked()
-            _, created = await batcher.submit(noop())
-    assert isinstance(outcomes[-1], tuple) and outcomes[-1][1]
+            _, new = await batcher.submit(noop())
+    assert created(outcomes, -1)
     assert all(isinstance(outcomes[i], DatabaseUnavailable) for i in range(3))
-    assert created
+    assert new
     assert (3, 5) == (batcher.statistics().groups, batcher.statistics().jobs)
     assert 2 == count(db_dsn, "SELECT count(*) FROM jobs")
 
@@ -231,8 +239,7 @@ async def test_a_submit_cancelled_while_queued_is_not_written(db_dsn: str) -> No
                 assert 3 == batcher.statistics().waiting
                 scope.cancel()
     assert scope.cancelled_caught
-    assert all(isinstance(outcomes[i], tuple) and outcomes[i][1]  # type: ignore[index]
-               for i in (-1, 0, 1))
+    assert created(outcomes, -1, 0, 1)
     assert 0 == count(db_dsn, "SELECT count(*) FROM jobs WHERE idempotency_key = %s", gone)
     assert 3 == count(db_dsn, "SELECT count(*) FROM jobs")
     assert (2, 3, 0) == (batcher.statistics().groups, batcher.statistics().jobs,
@@ -260,8 +267,7 @@ async def test_a_submit_cancelled_while_its_group_is_written_loses_none_of_the_o
                 leader.cancel()  # the leader's client hangs up mid-write
                 await trio.testing.wait_all_tasks_blocked()
                 assert 1 == batcher.statistics().groups  # its write still in flight
-    assert all(isinstance(outcomes[i], tuple) and outcomes[i][1]  # type: ignore[index]
-               for i in range(5))
+    assert created(outcomes, *range(5))
     assert 1 + 5 == count(db_dsn, "SELECT count(*) FROM jobs")  # its own job too
     assert (2, 6, 0) == (batcher.statistics().groups, batcher.statistics().jobs,
                          batcher.statistics().waiting)
