@@ -95,7 +95,12 @@ class SubmitBatcher:
         group is being written the write runs to its end (shielded, bounded by
         GROUP_WRITE_TIMEOUT) whoever goes away, so the other jobs of the group are
         neither lost nor written twice; this job may then be written, as when a
-        client hangs up after today's INSERT.
+        client hangs up after a lone INSERT.
+
+        Error handling: a validation error never gets here (the route answers it
+        first); a database error is raised in every request of the group it hit
+        (``DatabaseUnavailable``: 503 each); a job PostgreSQL refuses raises its own
+        error, in its own request only.
         """
         if job.schedule_id is not None:  # schedule fires: their own conflict rule
             return await self.store.submit(job)
