@@ -164,6 +164,9 @@ class SubmitBatcher:
                     s.woken.set()
 
     async def _insert(self, group: list[_Slot]) -> None:
+        if len(group) == 1:  # alone (idle): the one-row INSERT, cheaper than the arrays'
+            await self._insert_one(group[0])
+            return
         try:
             outcomes = await self.store.submit_group([s.job for s in group])
         except DatabaseUnavailable as exc:
@@ -171,20 +174,20 @@ class SubmitBatcher:
                 s.error = exc
             return
         except Exception as exc:
-            if len(group) == 1:
-                group[0].error = exc
-                return
             self._split += 1
             log.warning("submit_group_failed", jobs=len(group), retry="one at a time",
                         error=f"{type(exc).__name__}: {exc}")
             for s in group:  # nothing was written: each job alone, as before
-                try:
-                    s.result = await self.store.submit(s.job)
-                except Exception as one:
-                    s.error = one
+                await self._insert_one(s)
             return
         for s, outcome in zip(group, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 s.error = outcome
             else:
                 s.result = outcome
+
+    async def _insert_one(self, slot: _Slot) -> None:
+        try:
+            slot.result = await self.store.submit(slot.job)
+        except Exception as exc:
+            slot.error = exc
