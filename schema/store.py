@@ -371,8 +371,7 @@ class Store:
                 out.append((job_out(found), False))
             else:
                 out.append(Conflict("the job conflicts with an existing one that could "
-                                    "not be read back (deleted meanwhile?)",
-                                    field="idempotencyKey"))
+                                    "not be read back (deleted meanwhile?)"))  # as submit
         return out
 
     async def get_job(self, job_id: uuid.UUID, *, with_runs: bool = True) -> wire.JobOut:
