@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 
 from scheduler_core.runtime.db import Pool, TrioConnection
 from scheduler_core.runtime.doorbell import EchoFilter
+from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.schema import wire
 from scheduler_core.schema.queries import q
 
@@ -95,6 +96,18 @@ def job_out(row: dict[str, Any], runs: Sequence[dict[str, Any]] | None = None) -
 
 def schedule_out(row: dict[str, Any]) -> wire.ScheduleOut:
     return wire.ScheduleOut(type=row["job_type"], **{f: row[f] for f in _SCHEDULE_FIELDS})
+
+
+def _insert_jobs_params(sent: Sequence[NewJob], ids: Sequence[uuid.UUID]) -> dict[str, Any]:
+    """The parallel arrays of the ``insert_jobs`` statement."""
+    return {
+        "ids": list(ids), "types": [j.type for j in sent],
+        "payloads": [msgspec.json.encode(j.payload).decode() for j in sent],
+        "queues": [j.queue for j in sent], "priorities": [j.priority for j in sent],
+        "run_ats": [j.run_at for j in sent],
+        "max_attempts": [j.max_attempts for j in sent],
+        "timeouts": [j.timeout_seconds for j in sent],
+        "keys": [j.idempotency_key for j in sent]}
 
 
 class NewJob(msgspec.Struct, kw_only=True):
@@ -262,14 +275,7 @@ class Store:
                 fresh.append(i)
         ids = uuid7_many(len(fresh))
         sent = [jobs[i] for i in fresh]
-        params = {
-            "ids": ids, "types": [j.type for j in sent],
-            "payloads": [msgspec.json.encode(j.payload).decode() for j in sent],
-            "queues": [j.queue for j in sent], "priorities": [j.priority for j in sent],
-            "run_ats": [j.run_at for j in sent],
-            "max_attempts": [j.max_attempts for j in sent],
-            "timeouts": [j.timeout_seconds for j in sent],
-            "keys": [j.idempotency_key for j in sent]}
+        params = _insert_jobs_params(sent, ids)
         async with self.pool.connection() as conn:
             cur = await self._notifying(conn, "insert_jobs", params)
             inserted = await cur.fetchall()
@@ -302,6 +308,70 @@ class Store:
                 assert key is not None
                 row, created = rows[first[key]][0], False
             out.append(wire.SubmittedJob(**{f: row[f] for f in _JOB_FIELDS}, created=created))
+        return out
+
+    async def submit_group(self, jobs: Sequence[NewJob]
+                           ) -> list[tuple[wire.JobOut, bool] | Exception]:
+        """Insert the jobs of separate requests in one statement (group commit, see
+        actors/coordinator/submit_batcher.py); one outcome per job, in order: what
+        :meth:`submit` would have returned for it, or the error it would have raised.
+
+        Each job is answered as if submitted alone, racing the others: with a key that
+        exists already, the existing job and ``created=False``; of jobs sharing a new
+        key the first is written and the later ones get it with ``created=False``.
+
+        Error handling: an exception raised means the INSERT failed and nothing was
+        written. Once the INSERT has committed it never raises: a failure of the read
+        of existing keys becomes the outcome of the jobs that needed it.
+
+        The rows are sent keyless first, then by idempotency key, so two groups (of two
+        coordinators) that share keys take their unique-index locks in one order and
+        cannot deadlock; the ids still follow the order given.
+        """
+        first: dict[str, int] = {}  # idempotency key -> index of its first job
+        fresh: list[int] = []  # indexes of the jobs sent to the INSERT, in order given
+        for i, job in enumerate(jobs):
+            key = job.idempotency_key
+            if key is None or key not in first:
+                if key is not None:
+                    first[key] = i
+                fresh.append(i)
+        id_of = dict(zip(fresh, uuid7_many(len(fresh)), strict=True))
+        order = sorted(fresh, key=lambda i: (jobs[i].idempotency_key is not None,
+                                             jobs[i].idempotency_key or ""))
+        params = _insert_jobs_params([jobs[i] for i in order], [id_of[i] for i in order])
+        out: list[tuple[wire.JobOut, bool] | Exception] = []
+        async with self.pool.connection() as conn:
+            cur = await self._notifying(conn, "insert_jobs", params)
+            by_id = {r["id"]: r for r in await cur.fetchall()}
+            missing = [jobs[i].idempotency_key for i in fresh if id_of[i] not in by_id]
+            existing: dict[str, dict[str, Any]] = {}
+            failed: Exception | None = None
+            if missing:
+                try:
+                    cur = await conn.execute(q("get_jobs_by_keys"), {"keys": missing})
+                    existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
+                except Exception as exc:  # the INSERT stands: only these jobs fail
+                    failed = exc
+                    if conn.broken or conn.closed:  # as Pool.connection says it
+                        failed = DatabaseUnavailable(f"lost the database connection: {exc}")
+        for i, job in enumerate(jobs):
+            key = job.idempotency_key
+            row = by_id.get(id_of[i]) if i in id_of else None
+            if row is not None:
+                out.append((job_out(row), True))
+                continue
+            if key is None:  # (only a key makes the INSERT skip an API job)
+                out.append(Conflict("the job conflicts with an existing one"))
+            elif i not in id_of and (mine := by_id.get(id_of[first[key]])) is not None:
+                out.append((job_out(mine), False))  # the key's first job of this group
+            elif failed is not None:
+                out.append(failed)
+            elif (found := existing.get(key)) is not None:
+                out.append((job_out(found), False))
+            else:
+                out.append(Conflict("the job conflicts with an existing one that could "
+                                    "not be read back (deleted meanwhile?)"))  # as submit
         return out
 
     async def get_job(self, job_id: uuid.UUID, *, with_runs: bool = True) -> wire.JobOut:

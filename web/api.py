@@ -84,7 +84,7 @@ async def submit_job() -> Response:
     max_attempts, timeout, queue, priority = _defaults(body.type, body)
     if body.cron is not None:
         return await _submit_schedule(body, payload, max_attempts, timeout, queue, priority)
-    job, created = await ctx.store.submit(
+    job, created = await ctx.submits.submit(  # written with the submits in flight
         _new_job(body, payload, max_attempts, timeout, queue, priority))
     if created:
         JOBS_SUBMITTED.labels(body.type).inc()

@@ -13,6 +13,7 @@ import msgspec
 from quart import Response
 
 from scheduler_core.actors.coordinator.claim_gate import ClaimGate
+from scheduler_core.actors.coordinator.submit_batcher import SubmitBatcher
 from scheduler_core.handlers import Registry
 from scheduler_core.runtime.config import Config
 from scheduler_core.runtime.doorbell import Doorbell
@@ -28,16 +29,18 @@ class AppContext:
     """What the web layer needs, built by the composition root.
 
     Every attribute is always set: a doorbell, a store of schedules, stats or queues,
-    a claim gate or a worker-secrets cache not given is built here (the stores on
-    ``store``'s pool, the claim gate on ``store`` and the doorbell, its waits capped by
-    ``config.claim_wait_seconds``). ``supervisor`` is the coordinator tree's
-    statistics for /health/ready; None: not checked.
+    a claim gate, a submit batcher or a worker-secrets cache not given is built here
+    (the stores on ``store``'s pool, the claim gate on ``store`` and the doorbell, its
+    waits capped by ``config.claim_wait_seconds``, the batcher on ``store``).
+    ``supervisor`` is the coordinator tree's statistics for /health/ready; None: not
+    checked.
     """
 
     def __init__(self, *, store: Store, registry: Registry, config: Config,
                  doorbell: Doorbell | None = None, schedules: ScheduleStore | None = None,
                  stats: StatsStore | None = None, queues: QueueStore | None = None,
-                 claims: ClaimGate | None = None, worker_secrets: WorkerSecrets | None = None,
+                 claims: ClaimGate | None = None, submits: SubmitBatcher | None = None,
+                 worker_secrets: WorkerSecrets | None = None,
                  supervisor: Callable[[], SupervisorStatistics] | None = None) -> None:
         self.store = store
         self.registry = registry
@@ -51,6 +54,8 @@ class AppContext:
         # Claims and their long polls (actors/coordinator/claim_gate.py).
         self.claims = claims if claims is not None else ClaimGate(
             store, self.doorbell, max_wait=config.claim_wait_seconds)
+        # Single submits, written in groups (actors/coordinator/submit_batcher.py).
+        self.submits = submits if submits is not None else SubmitBatcher(store)
         # The per-worker secrets' check and its cache (web/worker_secrets.py).
         self.worker_secrets = worker_secrets if worker_secrets is not None else WorkerSecrets()
         self.supervisor = supervisor
