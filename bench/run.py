@@ -7,19 +7,26 @@ Measures, each on a fresh database and with real ``scheduler coordinator`` and
 
   e2e      N queued noop jobs worked off by W workers x S slots (and 1 x S): jobs/s from
            the first claim (min job_runs.started_at) to the last Succeeded (max
-           jobs.finished_at), both stamped by the database; RSS sampled meanwhile
+           jobs.finished_at), both stamped by the database; RSS sampled meanwhile. Also
+           with inline handlers (noop_inline, W x 16 and W x 50), and CPU per job by
+           process (PostgreSQL backends, coordinator, workers, job processes) as
+           bench/fastpath.py measures it, for noop_inline W x 50 and noop W x S
   submit   POST /api/jobs one job per request (C concurrent keep-alive clients, and one
            client sequentially), and POST /api/jobs/batch (1000 jobs per request) when
-           the coordinator has it
+           the coordinator has it; ``hey -c 32`` against a bare-hypercorn app
+           (bench/bare_asgi.py, the floor) and against POST /api/jobs, with the
+           coordinator's CPU per request
   latency  one idle worker; submit -> claim (jobs.started_at) and -> job body start
            (a UDP probe from the job), p50/p95/p99; idle RSS of worker and coordinator
   scale    claim latency (POST /api/workers/claim, max=1, 100 due jobs) and list latency
-           (GET /api/jobs?take=50, ...&status=Succeeded) with 10k and 1M rows in jobs
+           (GET /api/jobs?take=50, ...&status=Succeeded) with 10k and 5M rows in jobs;
+           claim p99 while ``scheduler prune`` deletes 1M finished jobs (full run only)
   peers    procrastinate and pgqueuer through the shared peer harness, on the same server
   pgbench  the PostgreSQL ceiling (the harness's pgbench_limit.py)
   http     the harness's HTTP adapter against a coordinator of ours (quick sizes)
 
-Prints one table (figure, target, PASS/FAIL, peers, ratios, fraction of the ceiling) and
+Prints one table (figure, target, PASS/FAIL, peers, ratios, fraction of the ceiling), then
+issue 14's goals as PASS/FAIL with their ratios to figures of the same run, and
 writes everything to bench/results/<timestamp>.json. Targets are reported, not asserted:
 the exit status is 0 unless one of our own measurements could not be made at all.
 Every process it starts is stopped (SIGTERM, then SIGKILL) on the way out, also on
