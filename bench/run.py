@@ -808,9 +808,9 @@ class Run:
             argv = [str(hb / f".venv-{system}" / "bin" / "python"), f"peers/{system}_bench.py",
                     "--dsn", self.server.dsn, "--only", "enqueue,e2e,latency",
                     "--set", f"e2e_jobs={a.jobs}", "--set", f"e2e_runs={json.dumps(runs)}",
-                    "--out", str(path)]
-            if a.quick:
-                argv.append("--quick")
+                    "--set", f"enqueue_batch_size={a.batch_size}", "--out", str(path)]
+            if a.quick:  # --quick's 1,000 would be one batch: too few to time (goal 4)
+                argv += ["--quick", "--set", "enqueue_jobs=5000"]
             log(f"peer {system}: {'--quick, ' if a.quick else ''}e2e {a.jobs} jobs, runs {runs}")
             try:
                 doc = self.run_harness_script(f"peer-{system}", argv, path,
