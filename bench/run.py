@@ -224,7 +224,9 @@ def parse_hey(text: str) -> dict[str, Any]:
 def hey_post(hey: str, url: str, body: str, n: int, concurrency: int,
              server_pid: int) -> dict[str, Any]:
     """``hey -n n -c concurrency`` POSTs of ``body`` (after an untimed warm-up of 10 per
-    connection); the server process's CPU (utime + stime) per request meanwhile."""
+    connection); the server process's CPU (utime + stime) per request meanwhile. hey
+    sends n // concurrency requests on each connection: n is rounded down to that."""
+    n = max(1, n // concurrency) * concurrency
     argv = [hey, "-m", "POST", "-T", "application/json", "-d", body, "-c", str(concurrency)]
     warm = subprocess.run([*argv, "-n", str(concurrency * 10), url], capture_output=True,
                           text=True, timeout=120)
