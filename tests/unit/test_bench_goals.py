@@ -85,18 +85,23 @@ def test_goals_pass_fail_and_ratios_to_the_same_run() -> None:
 
 def test_goals_say_why_a_cell_is_missing() -> None:
     table = goals({"submit": {"hey": {"error": "n/a: hey not installed"}},
-                   "prune": {"skipped": "not run in --quick"}})
+                   "prune": {"skipped": "not run"}})
     assert row(table, "3. single submits, hey")[1] == "n/a: hey not installed"
     assert row(table, "3. single submits, hey")[5] == "n/a"
-    assert row(table, "6. claim p99 while pruning")[1] == "not run in --quick"
+    assert row(table, "6. claim p99 while pruning")[1] == "not run"
 
 
 def test_scale_goal_names_the_sizes_used() -> None:
     size = {"claim": {"p50_ms": 5.0}, "list": {"p50_ms": 2.0}, "list_succeeded": {"p50_ms": 3.0}}
     big = {"claim": {"p50_ms": 8.0}, "list": {"p50_ms": 2.0}, "list_succeeded": {"p50_ms": 3.0}}
     table = goals({"scale": {"small": 10000, "big": 100000,
-                             "sizes": {"10000": size, "100000": big}}})
+                             "sizes": {"10000": size, "100000": big}},
+                   "prune": {"rows": 100000, "workers": 2, "claim_without": {"p99_ms": 10.0},
+                             "claim_while_pruning": {"p99_ms": 25.0}}})
     claim = row(table, "6. claim median")
     assert "10k -> 100k, goal at 10k -> 5M" in claim[0]
     assert claim[3:] == ["1.60x", "<= 1.5x", "FAIL"]
     assert row(table, "6. list take=50")[5] == "PASS"
+    prune = row(table, "6. claim p99 while pruning 100k")
+    assert "goal at 1M" in prune[0]
+    assert prune[3:] == ["2.50x", "<= 2x", "FAIL"]
