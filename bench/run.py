@@ -1176,7 +1176,8 @@ def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list
         v = cell.get("jobs_per_s") if cell else None
         pq1, pr1 = peer_e2e_at(pgq, W, slots), peer_e2e_at(pro, W, slots)
         ce, cf = ceiling(v, "cycle_batch", "drain_batch")
-        add(f"e2e noop_inline jobs/s (inline handler), {W}x{slots}",
+        queued = f", {cell['jobs']:,} queued" if cell else ""
+        add(f"e2e noop_inline jobs/s (inline handler), {W}x{slots}{queued}",
             fmt(v) if cell else (err_of("e2e") or "not run"), "", "", fmt(pq1), fmt(pr1),
             ratio(v, pq1), ratio(v, pr1), ce, cf)
     for key, cell in (res.get("cpu") or {}).items():
@@ -1527,6 +1528,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="finished jobs the prune cell deletes (1,000,000; quick 100,000)")
     p.add_argument("--prune-samples", type=int, default=300,
                    help="claims measured without pruning (as many as fit while pruning)")
+    p.add_argument("--inline-jobs", type=int,
+                   help="jobs of the noop_inline e2e cells (default --jobs, at least 10,000)")
     p.add_argument("--cpu-jobs", type=int, help="jobs of the CPU-per-job cells (20,000; quick 5,000)")
     p.add_argument("--hey-requests", type=int, help="requests per hey cell (10,000; quick 2,000)")
     p.add_argument("--hey-concurrency", type=int, default=32)
@@ -1554,6 +1557,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      ).split(",")]
     a.prune_rows = a.prune_rows or (100_000 if q else 1_000_000)
     a.cpu_jobs = a.cpu_jobs or (5000 if q else 20000)
+    # inline handlers work 2,000 jobs off in well under a second: the second worker's
+    # start-up would be most of the span
+    a.inline_jobs = a.inline_jobs or max(a.jobs, 10000)
     a.hey_requests = a.hey_requests or (2000 if q else 10000)
     a.pgbench_duration = a.pgbench_duration or (3 if q else 10)
     a.pgbench_clients = a.pgbench_clients or ("16" if q else "4,16")
@@ -1588,7 +1594,8 @@ def resolve_dsn(a: argparse.Namespace) -> str | None:
 def report(path: str, markdown: bool) -> int:
     res = json.loads(Path(path).read_text())
     args = argparse.Namespace(**res["config"])
-    for name, default in (("hey_concurrency", 32), ("cpu_jobs", None), ("prune_rows", None)):
+    for name, default in (("hey_concurrency", 32), ("cpu_jobs", None), ("prune_rows", None),
+                          ("inline_jobs", None)):
         if not hasattr(args, name):  # a result file of an older run.py
             setattr(args, name, default)
     rows, notes = build_rows(res, args)
@@ -1641,7 +1648,8 @@ def main(argv: list[str] | None = None) -> int:
                 steps.append(("e2e", f"1x{S}", lambda: run.e2e(1, S, args.jobs)))
             for slots in INLINE_SLOTS:
                 steps.append(("e2e", f"inline {W}x{slots}",
-                              lambda slots=slots: run.e2e(W, slots, args.jobs, "noop_inline")))
+                              lambda slots=slots: run.e2e(W, slots, args.inline_jobs,
+                                                          "noop_inline")))
             steps.append(("cpu", f"noop_inline {W}x50",
                           lambda: run.e2e_cpu(W, 50, args.cpu_jobs, "noop_inline")))
             steps.append(("cpu", f"noop {W}x{S}", lambda: run.e2e_cpu(W, S, args.cpu_jobs, "noop")))
