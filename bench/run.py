@@ -1506,7 +1506,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="See bench/README.md for what each figure means.")
     p.add_argument("--quick", action="store_true",
-                   help="CI sizes (about 2 minutes): 2,000 e2e jobs, 10k/100k rows, peers --quick")
+                   help="CI sizes (about 3 minutes): 2,000 e2e jobs, 10k/100k rows, peers --quick")
     p.add_argument("--dsn", default=None,
                    help=f"PostgreSQL URL to create the benchmark databases on (default: "
                         f"DATABASE_URL, else {DEFAULT_DSN} if it answers, else an embedded one)")
