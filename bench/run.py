@@ -7,19 +7,26 @@ Measures, each on a fresh database and with real ``scheduler coordinator`` and
 
   e2e      N queued noop jobs worked off by W workers x S slots (and 1 x S): jobs/s from
            the first claim (min job_runs.started_at) to the last Succeeded (max
-           jobs.finished_at), both stamped by the database; RSS sampled meanwhile
+           jobs.finished_at), both stamped by the database; RSS sampled meanwhile. Also
+           with inline handlers (noop_inline, W x 16 and W x 50), and CPU per job by
+           process (PostgreSQL backends, coordinator, workers, job processes) as
+           bench/fastpath.py measures it, for noop_inline W x 50 and noop W x S
   submit   POST /api/jobs one job per request (C concurrent keep-alive clients, and one
            client sequentially), and POST /api/jobs/batch (1000 jobs per request) when
-           the coordinator has it
+           the coordinator has it; ``hey -c 32`` against a bare-hypercorn app
+           (bench/bare_asgi.py, the floor) and against POST /api/jobs, with the
+           coordinator's CPU per request
   latency  one idle worker; submit -> claim (jobs.started_at) and -> job body start
            (a UDP probe from the job), p50/p95/p99; idle RSS of worker and coordinator
   scale    claim latency (POST /api/workers/claim, max=1, 100 due jobs) and list latency
-           (GET /api/jobs?take=50, ...&status=Succeeded) with 10k and 1M rows in jobs
+           (GET /api/jobs?take=50, ...&status=Succeeded) with 10k and 5M rows in jobs;
+           claim p99 while ``scheduler prune`` deletes 1M (quick 100k) finished jobs
   peers    procrastinate and pgqueuer through the shared peer harness, on the same server
   pgbench  the PostgreSQL ceiling (the harness's pgbench_limit.py)
   http     the harness's HTTP adapter against a coordinator of ours (quick sizes)
 
-Prints one table (figure, target, PASS/FAIL, peers, ratios, fraction of the ceiling) and
+Prints one table (figure, target, PASS/FAIL, peers, ratios, fraction of the ceiling), then
+issue 14's goals as PASS/FAIL with their ratios to figures of the same run, and
 writes everything to bench/results/<timestamp>.json. Targets are reported, not asserted:
 the exit status is 0 unless one of our own measurements could not be made at all.
 Every process it starts is stopped (SIGTERM, then SIGKILL) on the way out, also on
@@ -48,6 +55,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import benchlib as bl
+import fastpath as fp
 import httpx
 import psycopg
 import trio
@@ -60,6 +68,7 @@ DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PHASES = ("e2e", "submit", "latency", "scale", "peers", "pgbench", "http")
 PEERS = ("procrastinate", "pgqueuer")
 NOOP = {"type": "noop", "payload": {}}
+INLINE_SLOTS = (16, 50)  # the e2e cells with inline handlers (noop_inline), W x these
 
 # Log events at warning level that every run has (not worth a note).
 EXPECTED_WARNINGS = {"auth_disabled"}
@@ -166,23 +175,77 @@ def probe_batch(url: str) -> bool:
     return r.status_code not in (404, 405)
 
 
-def insert_noop_jobs(cluster: Cluster, n: int) -> None:
+def insert_noop_jobs(cluster: Cluster, n: int, job_type: str = "noop") -> None:
     """N due noop jobs in one INSERT ... SELECT generate_series (time-ordered ids)."""
     with cluster.connect() as conn:
         conn.execute(("INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, "
                       "max_attempts, timeout_seconds) "
-                      f"SELECT {bl.sql_uuid7('clock_timestamp()')}, 'noop', '{{}}'::jsonb, "
+                      f"SELECT {bl.sql_uuid7('clock_timestamp()')}, %s, '{{}}'::jsonb, "
                       "'Pending', 'default', 0, now(), 3, 300 "
-                      "FROM generate_series(1, %s::int)").encode(), (n,))
+                      "FROM generate_series(1, %s::int)").encode(), (job_type, n))
 
 
-def submit_batches(url: str, n: int, size: int = 1000) -> None:
+def submit_batches(url: str, n: int, size: int = 1000, job_type: str = "noop") -> None:
+    job = {"type": job_type, "payload": {}}
     with httpx.Client(base_url=url, timeout=60) as client:
         for start in range(0, n, size):
             k = min(size, n - start)
-            r = client.post("/api/jobs/batch", json={"jobs": [NOOP] * k})
+            r = client.post("/api/jobs/batch", json={"jobs": [job] * k})
             if r.status_code != 201:
                 raise RuntimeError(f"POST /api/jobs/batch -> {r.status_code}: {r.text[:300]}")
+
+
+def parse_hey(text: str) -> dict[str, Any]:
+    """Requests/sec, latency percentiles (ms), status codes and errors of hey's summary."""
+    out: dict[str, Any] = {"statuses": {}, "errors": []}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.endswith(":") and not raw.startswith(" "):
+            section = line[:-1]
+            continue
+        if line.startswith("Requests/sec:"):
+            out["per_s"] = round(float(line.split()[1]), 1)
+        elif line.startswith("Total:") and section == "Summary":
+            out["seconds"] = float(line.split()[1])
+        elif section == "Latency distribution" and "% in " in line:
+            pct, _, rest = line.partition("% in ")
+            out[f"p{pct.strip()}_ms"] = round(float(rest.split()[0]) * 1000, 3)
+        elif section == "Status code distribution" and line.startswith("["):
+            code, _, rest = line[1:].partition("]")
+            out["statuses"][code] = int(rest.split()[0])
+        elif section == "Error distribution":
+            out["errors"].append(line[:200])
+    return out
+
+
+def hey_post(hey: str, url: str, body: str, n: int, concurrency: int,
+             server_pid: int) -> dict[str, Any]:
+    """``hey -n n -c concurrency`` POSTs of ``body`` (after an untimed warm-up of 10 per
+    connection); the server process's CPU (utime + stime) per request meanwhile. hey
+    sends n // concurrency requests on each connection: n is rounded down to that."""
+    n = max(1, n // concurrency) * concurrency
+    argv = [hey, "-m", "POST", "-T", "application/json", "-d", body, "-c", str(concurrency)]
+    warm = subprocess.run([*argv, "-n", str(concurrency * 10), url], capture_output=True,
+                          text=True, timeout=120)
+    if warm.returncode != 0:
+        raise RuntimeError(f"hey exited {warm.returncode}: {warm.stderr.strip()[:200]}")
+    before = fp.cpu_seconds(server_pid)
+    r = subprocess.run([*argv, "-n", str(n), url], capture_output=True, text=True, timeout=600)
+    after = fp.cpu_seconds(server_pid)
+    if r.returncode != 0:
+        raise RuntimeError(f"hey exited {r.returncode}: {r.stderr.strip()[:200]}")
+    out = parse_hey(r.stdout)
+    out["requests"] = n
+    if before is not None and after is not None:
+        out["server_cpu_ms_per_request"] = round((after - before) * 1000 / n, 3)
+    ok = out["statuses"].get("201", 0)
+    if ok != n or "per_s" not in out:
+        raise RuntimeError(f"hey: {ok} of {n} answered 201 ({out['statuses']}; "
+                           f"{out['errors'][:2]})")
+    return out
 
 
 # ======================================================================= phases
@@ -200,18 +263,18 @@ class Run:
 
     # -- e2e ---------------------------------------------------------------------------
 
-    def e2e(self, workers: int, slots: int, jobs: int) -> dict[str, Any]:
+    def e2e(self, workers: int, slots: int, jobs: int, job_type: str = "noop") -> dict[str, Any]:
         label = f"{workers}x{slots}"
-        log(f"e2e {label}: {jobs} noop jobs queued, then {workers} worker(s) x {slots} slots")
-        c = Cluster(self, f"e2e{label}")
+        log(f"e2e {label}: {jobs} {job_type} jobs queued, then {workers} worker(s) x {slots} slots")
+        c = Cluster(self, f"e2e{'i' if job_type != 'noop' else ''}{label}")
         try:
             coord = c.start_coordinator()
             self.batch_endpoint = probe_batch(c.url)
             if self.batch_endpoint:
-                submit_batches(c.url, jobs)
+                submit_batches(c.url, jobs, job_type=job_type)
                 how = "POST /api/jobs/batch, 1000 per request"
             else:
-                insert_noop_jobs(c, jobs)
+                insert_noop_jobs(c, jobs, job_type=job_type)
                 how = "one SQL INSERT ... SELECT generate_series (no batch endpoint)"
             queued = c.scalar("SELECT count(*) FROM jobs WHERE status = 'Pending'")
             if queued != jobs:
@@ -263,7 +326,8 @@ class Run:
             peak_children = [max(s["workers"][i]["children_rss_total_mb"] for s in loaded)
                              for i in range(workers)]
             out = {
-                "workers": workers, "slots": slots, "jobs": jobs, "succeeded": done,
+                "workers": workers, "slots": slots, "jobs": jobs, "job_type": job_type,
+                "succeeded": done,
                 "failed": failed, "runs": runs, "retried_jobs": retried, "queued_with": how,
                 "first_claim_to_last_succeeded_s": round(span, 3),
                 "jobs_per_s": bl.rate(done, span),
@@ -280,6 +344,67 @@ class Run:
             log(f"e2e {label}: {done}/{jobs} Succeeded in {span:.2f} s = {out['jobs_per_s']} jobs/s "
                 f"(runs {runs}, retried {retried}); peak RSS coordinator {peak_coord} MB, "
                 f"workers {peak_workers} MB (+ children {peak_children} MB)")
+            return out
+        finally:
+            c.stop()
+
+    def e2e_cpu(self, workers: int, slots: int, jobs: int, job_type: str) -> dict[str, Any]:
+        """CPU per job by process, as bench/fastpath.py measures it: W workers x S slots
+        started and ready first (their job processes too), then N jobs in one
+        ``INSERT ... SELECT generate_series``; the CPU seconds (utime + stime from
+        /proc/<pid>/stat) each group of processes spent from the insert to the last
+        finished job, divided by N. "pg backends" are the PostgreSQL processes of this
+        database (the coordinator's connections, autovacuum), not the measuring one."""
+        label = f"{workers}x{slots}"
+        log(f"cpu {job_type} {label}: {workers} worker(s) ready, then {jobs} jobs inserted")
+        c = Cluster(self, f"cpu{label}")
+        try:
+            coord = c.start_coordinator()
+            for i in range(workers):
+                c.start_worker(slots, i)
+            c.wait_workers_active(workers)
+            if job_type == "noop":  # job processes: one per slot, warm
+                bl.wait_for(lambda: all(len(fp.descendants(w.pid)) >= slots for w in c.workers),
+                            timeout=120, what=f"{slots} job processes per worker")
+            time.sleep(0.5)  # as fastpath: let the workers' first long polls settle
+            with c.connect() as conn, psycopg.connect(self.server.admin_dsn, autocommit=True,
+                                                      connect_timeout=10) as shared:
+                groups = fp.Groups()
+                groups.add("coordinator", {coord.pid})
+                groups.add("workers", {w.pid for w in c.workers})
+                groups.add("job processes", {k for w in c.workers for k in fp.descendants(w.pid)})
+                groups.add("pg backends", fp.pg_pids(conn, own_db=True))
+                groups.add("pg shared", fp.pg_pids(shared, own_db=False))
+                conn.execute(("INSERT INTO jobs (id, type, payload, status, queue, priority, "
+                              "run_at, max_attempts, timeout_seconds) "
+                              f"SELECT {bl.sql_uuid7('clock_timestamp()')}, %s, '{{}}'::jsonb, "
+                              "'Pending', 'default', 0, now(), 3, 300 "
+                              "FROM generate_series(1, %s::int)").encode(), (job_type, jobs))
+                deadline = time.monotonic() + 60 + jobs / 100
+                while True:
+                    for p in [coord, *c.workers]:
+                        p.check()
+                    done = conn.execute("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL"
+                                        ).fetchone()[0]  # type: ignore[index]
+                    groups.late("pg backends", fp.pg_pids(conn, own_db=True))
+                    if done >= jobs:
+                        break
+                    if time.monotonic() > deadline:
+                        raise bl.Timeout(f"{jobs - done} of {jobs} jobs not finished")
+                    time.sleep(0.05)
+                spent = groups.spent()
+                row = conn.execute(
+                    "SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8, "
+                    "count(*) FROM job_runs").fetchone()
+                assert row is not None
+            span, runs = float(row[0]), row[1]
+            per_job = {g: round(v * 1000 / jobs, 4) for g, v in spent.items()}
+            per_job["total"] = round(sum(per_job.values()), 4)
+            out = {"workers": workers, "slots": slots, "jobs": jobs, "job_type": job_type,
+                   "runs": runs, "jobs_per_s": bl.rate(jobs, span),
+                   "cpu_s": {g: round(v, 3) for g, v in spent.items()},
+                   "cpu_ms_per_job": per_job}
+            log(f"cpu {job_type} {label}: {out['jobs_per_s']} jobs/s; CPU ms per job {per_job}")
             return out
         finally:
             c.stop()
@@ -307,6 +432,7 @@ class Run:
                 raise RuntimeError(f"expected {expected} jobs stored, found {stored}")
             log(f"submit: {out['single']['jobs_per_s']}/s with {a.submit_clients} clients, "
                 f"{out['sequential']['jobs_per_s']}/s sequential")
+            out["hey"] = self.hey_cells(c)
         finally:
             c.stop()
         c = Cluster(self, "batch")
@@ -333,6 +459,47 @@ class Run:
             log(f"submit batch: {r['jobs_per_s']} jobs/s")
         finally:
             c.stop()
+        return out
+
+    def hey_cells(self, c: Cluster) -> dict[str, Any]:
+        """``hey -c 32`` POSTs against the bare-hypercorn floor (bench/bare_asgi.py) and
+        against our POST /api/jobs (the coordinator of ``c``), with the coordinator's CPU
+        per request. Never raises: a missing hey or a failed cell is its ``error``."""
+        a = self.args
+        hey = shutil.which("hey")
+        if hey is None:
+            why = "n/a: hey not installed (Debian: apt-get install -y hey)"
+            log(f"submit hey: {why}")
+            return {"error": why}
+        body = json.dumps(NOOP)
+        out: dict[str, Any] = {"requests": a.hey_requests, "concurrency": a.hey_concurrency}
+        port = bl.free_port()
+        bare = self.procs.start("bare-asgi", [PY, str(ROOT / "bench" / "bare_asgi.py"),
+                                              "--port", str(port)])
+        try:
+            def up() -> bool:
+                bare.check()
+                return httpx.post(f"http://127.0.0.1:{port}/", content=b"{}",
+                                  timeout=2).status_code == 201
+            bl.wait_for(up, timeout=30, what="the bare ASGI app")
+            out["floor"] = hey_post(hey, f"http://127.0.0.1:{port}/api/jobs", body,
+                                    a.hey_requests, a.hey_concurrency, bare.pid)
+        except Exception as exc:
+            out["floor"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        finally:
+            self.procs.stop(bare, grace=5)
+        try:
+            assert c.coordinator is not None
+            before = c.scalar("SELECT count(*) FROM jobs")
+            r = hey_post(hey, c.url + "/api/jobs", body, a.hey_requests, a.hey_concurrency,
+                         c.coordinator.pid)
+            r["stored"] = c.scalar("SELECT count(*) FROM jobs") - before
+            out["ours"] = r
+        except Exception as exc:
+            out["ours"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        f, o = out.get("floor", {}), out.get("ours", {})
+        log(f"submit hey -c {a.hey_concurrency}: floor {f.get('per_s')}/s, ours {o.get('per_s')}/s "
+            f"(coordinator CPU {o.get('server_cpu_ms_per_request')} ms per request)")
         return out
 
     # -- latency -----------------------------------------------------------------------
@@ -469,6 +636,83 @@ class Run:
         log(f"scale: {a.scale_rows[-1]}/{a.scale_rows[0]} median ratios {out['ratios']}")
         return out
 
+    def prune(self) -> dict[str, Any]:
+        """Claim latency while a big prune runs (issue 14, goal 6): ``--prune-rows``
+        finished jobs (spread over 6 days, as in scale) and 2 workers x S slots working off
+        noop jobs (kept queued: topped up whenever fewer than 20,000 are Pending). A fake
+        worker claims from its own queue (100 due jobs there, max=1, then completes the
+        job and queues another, untimed): ``--prune-samples`` claims without pruning,
+        then the same while ``scheduler prune`` deletes every history row (finished over
+        an hour ago) and until it exits. Target: p99 while pruning <= 2x p99 without."""
+        a = self.args
+        t = ScaleTarget(self, a.prune_rows, queue="probe", purpose="prune")
+        c = t.cluster
+        feed = ("INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, "
+                f"max_attempts, timeout_seconds) SELECT {bl.sql_uuid7('clock_timestamp()')}, "
+                "'noop', '{}'::jsonb, 'Pending', 'default', 0, now(), 3, 300 "
+                "FROM generate_series(1, %s::int)").encode()
+        try:
+            t.prepare()
+            t.conn.execute(feed, (50_000,))
+            for i in range(a.workers):
+                c.start_worker(a.slots, i)
+            c.wait_workers_active(a.workers)
+            bl.wait_for(lambda: c.scalar("SELECT count(*) FROM jobs WHERE status = 'Succeeded' "
+                                         "AND queue = 'default'") > 0,
+                        timeout=120, what="the workers' first Succeeded job")
+            for _ in range(20):  # warm-up, not counted
+                t.claim_once(None)
+
+            def sample(into: list[float], until: Callable[[], bool]) -> int:
+                n = 0
+                while not until():
+                    if n % 50 == 0:
+                        for w in c.workers:
+                            w.check()
+                        t.client.post("/api/workers/heartbeat", json={"workerId": t.worker_id})
+                        pending = c.scalar("SELECT count(*) FROM jobs WHERE status = 'Pending' "
+                                           "AND queue = 'default'")
+                        if pending < 20_000:
+                            t.conn.execute(feed, (50_000,))
+                    t.claim_once(into)
+                    n += 1
+                return n
+
+            quiet: list[float] = []
+            log(f"prune: {a.prune_samples} claims while {a.workers} workers run noop jobs")
+            sample(quiet, lambda: len(quiet) >= a.prune_samples)
+            done_before = c.scalar("SELECT count(*) FROM jobs WHERE queue = 'default' "
+                                   "AND status = 'Succeeded'")
+            log(f"prune: scheduler prune of {a.prune_rows:,} finished jobs, claims meanwhile")
+            env = {**c.base_env(), "DATABASE_URL": c.dsn}
+            began = time.monotonic()
+            pruner = self.procs.start("prune", [PY, "-m", "scheduler_core.command.cli", "prune",
+                                                "--succeeded-days", "0.04", "--deadletter-days",
+                                                "0.04"], env=env)
+            busy: list[float] = []
+            deadline = began + 1800
+            try:
+                sample(busy, lambda: pruner.popen.poll() is not None or time.monotonic() > deadline)
+            finally:
+                self.procs.stop(pruner, grace=10)
+            prune_s = time.monotonic() - began
+            if pruner.popen.returncode != 0:
+                raise RuntimeError(f"scheduler prune exited {pruner.popen.returncode}: "
+                                   f"{pruner.tail(400)}")
+            left = c.scalar("SELECT count(*) FROM jobs WHERE finished_at < now() - interval '1 hour'")
+            worked = c.scalar("SELECT count(*) FROM jobs WHERE queue = 'default' "
+                              "AND status = 'Succeeded'") - done_before
+            q, b = bl.summary_ms(quiet), bl.summary_ms(busy)
+            out = {"rows": a.prune_rows, "prune_s": round(prune_s, 1), "history_left": left,
+                   "noop_jobs_done_while_pruning": worked, "workers": a.workers,
+                   "slots": a.slots, "claim_without": q, "claim_while_pruning": b,
+                   "p99_ratio": round(b["p99_ms"] / q["p99_ms"], 2) if b.get("n") else None}
+            log(f"prune: {prune_s:.1f} s, {left} history rows left; claim p99 {q['p99_ms']} ms "
+                f"without, {b.get('p99_ms')} ms while pruning ({b['n']} claims)")
+            return out
+        finally:
+            t.close()
+
     # -- the peer harness --------------------------------------------------------------
 
     def harness(self) -> Path:
@@ -536,8 +780,8 @@ class Run:
 
     def peer_e2e_runs(self, system: str) -> tuple[list[list[int]], list[str]]:
         a = self.args
-        runs = [[a.workers, a.slots]] if a.quick else [[1, a.slots], [a.workers, a.slots],
-                                                         [1, 50], [a.workers, 50]]
+        runs = [[a.workers, a.slots], [a.workers, 50]] if a.quick else [
+            [1, a.slots], [a.workers, a.slots], [1, 50], [a.workers, 50]]
         settings = self.results.get("server", {})
         budget = int(settings.get("max_connections", "100")) - int(
             settings.get("connections_in_use_at_start", "10")) - 15
@@ -566,9 +810,9 @@ class Run:
             argv = [str(hb / f".venv-{system}" / "bin" / "python"), f"peers/{system}_bench.py",
                     "--dsn", self.server.dsn, "--only", "enqueue,e2e,latency",
                     "--set", f"e2e_jobs={a.jobs}", "--set", f"e2e_runs={json.dumps(runs)}",
-                    "--out", str(path)]
-            if a.quick:
-                argv.append("--quick")
+                    "--set", f"enqueue_batch_size={a.batch_size}", "--out", str(path)]
+            if a.quick:  # --quick's 1,000 would be one batch: too few to time (goal 4)
+                argv += ["--quick", "--set", "enqueue_jobs=5000"]
             log(f"peer {system}: {'--quick, ' if a.quick else ''}e2e {a.jobs} jobs, runs {runs}")
             try:
                 doc = self.run_harness_script(f"peer-{system}", argv, path,
@@ -664,9 +908,11 @@ class ScaleTarget:
     """One database with ``rows`` finished jobs (and 100 due ones), its coordinator, a
     registered fake worker and the latencies measured against it."""
 
-    def __init__(self, run: Run, rows: int) -> None:
+    def __init__(self, run: Run, rows: int, queue: str = "default",
+                 purpose: str = "scale") -> None:
         self.rows = rows
-        self.cluster = Cluster(run, f"scale{rows}", env={
+        self.queue = queue
+        self.cluster = Cluster(run, f"{purpose}{rows}", env={
             "SCHEDULER_RETENTION_SUCCEEDED_DAYS": "0", "SCHEDULER_RETENTION_DEADLETTER_DAYS": "0"})
         self.client: httpx.Client = None  # type: ignore[assignment]
         self.conn: psycopg.Connection[Any] = None  # type: ignore[assignment]
@@ -678,7 +924,7 @@ class ScaleTarget:
         self.insert_due = (
             "INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts, "
             f"timeout_seconds) SELECT {bl.sql_uuid7('clock_timestamp()')}, 'noop', '{{}}'::jsonb, "
-            "'Pending', 'default', 0, now(), 3, 300 FROM generate_series(1, %s::int)").encode()
+            f"'Pending', '{queue}', 0, now(), 3, 300 FROM generate_series(1, %s::int)").encode()
 
     def prepare(self) -> None:
         c = self.cluster
@@ -710,7 +956,8 @@ class ScaleTarget:
             self.register()
         t = time.perf_counter()
         r = self.client.post("/api/workers/claim", json={"workerId": self.worker_id, "max": 1,
-                                                          "waitSeconds": 0})
+                                                          "waitSeconds": 0,
+                                                          "queues": [self.queue]})
         dt = time.perf_counter() - t
         jobs = r.json().get("jobs") if r.status_code == 200 else None
         if not jobs:
@@ -924,6 +1171,22 @@ def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list
             add(f"  peers at the same shape, {W}x{S}", fmt(ours), "", "", fmt(pqm), fmt(prm),
                 ratio(ours, pqm), ratio(ours, prm))
 
+    for slots in INLINE_SLOTS:
+        cell = e2e.get(f"inline {W}x{slots}")
+        v = cell.get("jobs_per_s") if cell else None
+        pq1, pr1 = peer_e2e_at(pgq, W, slots), peer_e2e_at(pro, W, slots)
+        ce, cf = ceiling(v, "cycle_batch", "drain_batch")
+        queued = f", {cell['jobs']:,} queued" if cell else ""
+        add(f"e2e noop_inline jobs/s (inline handler), {W}x{slots}{queued}",
+            fmt(v) if cell else (err_of("e2e") or "not run"), "", "", fmt(pq1), fmt(pr1),
+            ratio(v, pq1), ratio(v, pr1), ce, cf)
+    for key, cell in (res.get("cpu") or {}).items():
+        m = cell.get("cpu_ms_per_job") or {}
+        add(f"CPU ms/job {key} ({fmt(cell.get('jobs_per_s'))}/s): PG / coord / workers / "
+            "job procs / total",
+            " / ".join(fmt(m.get(g), 3) for g in ("pg backends", "coordinator", "workers",
+                                                    "job processes", "total")))
+
     # submit
     sub = res.get("submit") or {}
     single = sub.get("single")
@@ -949,6 +1212,19 @@ def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list
         fmt(o) if o else (batch.get("error") or err_of("submit") or "not run"), ">= 50,000",
         verdict(None if o is None else o >= TARGETS["submit_batch_per_s"]),
         fmt(pq_b), fmt(pr_b), ratio(o, pq_b), ratio(o, pr_b), ce, cf)
+
+    hey = sub.get("hey") or {}
+    if hey.get("error"):
+        add(f"submit, hey -c {args.hey_concurrency}", hey["error"])
+    elif hey:
+        fl, ou = hey.get("floor") or {}, hey.get("ours") or {}
+        add(f"submit, hey -c {hey['concurrency']}: bare hypercorn floor, requests/s",
+            fl.get("error", "")[:70] or fmt(fl.get("per_s")))
+        add(f"submit, hey -c {hey['concurrency']}: POST /api/jobs jobs/s (p50 / p99 ms)",
+            ou.get("error", "")[:70] or f"{fmt(ou.get('per_s'))} ({fmt(ou.get('p50_ms'), 2)} / "
+                                         f"{fmt(ou.get('p99_ms'), 2)})")
+        if ou.get("server_cpu_ms_per_request") is not None:
+            add("  coordinator CPU ms per single submit (hey)", fmt(ou["server_cpu_ms_per_request"], 3))
 
     # latency
     lat = res.get("latency") or {}
@@ -986,6 +1262,12 @@ def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list
                 verdict(r <= TARGETS["scale_ratio"]))
     else:
         add("claim/list latency at scale", err_of("scale") or "not run", "<= 2x", "n/a")
+    pr_ = res.get("prune") or {}
+    if pr_.get("claim_without"):
+        add(f"claim p99 ms, without -> while pruning {human(pr_['rows'])} finished jobs "
+            f"({pr_['workers']} workers busy)",
+            f"{pr_['claim_without']['p99_ms']:.2f} -> {fmt(pr_['claim_while_pruning'].get('p99_ms'), 2)}"
+            f" ({fmt(pr_.get('p99_ratio'), 2)}x; prune {pr_['prune_s']} s)")
 
     # memory
     idle = lat.get("idle_memory") or {}
@@ -1057,6 +1339,125 @@ def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list
     return rows, notes
 
 
+GOAL_HEADERS = ["issue 14 goal", "measured", "compared with (same run)", "ratio", "target",
+                "result"]
+
+
+def build_goals(res: dict[str, Any], args: argparse.Namespace) -> list[list[str]]:
+    """Issue 14's goals: [goal, measured, what it is compared with, ratio, target,
+    PASS/FAIL/n/a]. Every ratio is to a figure of the same run, or to the goal's
+    absolute bound when it has one."""
+    W, S = args.workers, args.slots
+    peers = res.get("peers") or {}
+    pgq = peers.get("pgqueuer") if not (peers.get("pgqueuer") or {}).get("error") else None
+    pro = peers.get("procrastinate") if not (peers.get("procrastinate") or {}).get("error") else None
+    rows: list[list[str]] = []
+
+    def goal(name: str, ours: float | None, basis: float | None, basis_text: str, op: str,
+             bound: float, unit: str = "", nd: int = 0, why: str = "",
+             target: str = "") -> None:
+        """ours/basis compared with ``bound`` by ``op`` (<= >= <); ``target`` the bound
+        as the goal states it (default: the ratio)."""
+        target = target or f"{op} {bound:g}x"
+        if ours is None or not basis:
+            rows.append([name, fmt(ours, nd) + unit if ours is not None else (why or "not run"),
+                         basis_text if basis else (why or "-"), "-", target, "n/a"])
+            return
+        r = ours / basis
+        ok = r <= bound if op == "<=" else (r >= bound if op == ">=" else r < bound)
+        rows.append([name, fmt(ours, nd) + unit, basis_text, f"{r:.2f}x", target, verdict(ok)])
+
+    def absolute(name: str, ours: float | None, op: str, limit: float, unit: str,
+                 nd: int = 0, why: str = "") -> None:
+        """A goal with an absolute bound: the ratio is ours / the bound."""
+        goal(name, ours, limit, "the bound", op, 1.0, unit, nd, why,
+             target=f"{op} {limit:,g}{unit}")
+
+    # 1. PostgreSQL CPU per job
+    cpu = (res.get("cpu") or {}).get(f"noop_inline {W}x50") or {}
+    pg = (cpu.get("cpu_ms_per_job") or {}).get("pg backends")
+    absolute(f"1. PostgreSQL CPU per noop job (noop_inline {W}x50, fastpath method)", pg, "<=",
+             0.06, " ms", 3)
+    # 2. e2e
+    e2e = res.get("e2e") or {}
+
+    def best(keys: list[str]) -> tuple[float | None, str]:
+        got = [((e2e.get(k) or {}).get("jobs_per_s"), k) for k in keys]
+        got = [(v, k) for v, k in got if v]
+        return max(got) if got else (None, "")
+    inline, inline_cell = best([f"inline {W}x{x}" for x in INLINE_SLOTS])
+    procs, procs_cell = best([f"{W}x{S}", f"1x{S}"])
+    pq_best, pq_cell = peer_e2e_best(pgq)
+    pr_best, pr_cell = peer_e2e_best(pro)
+    why_pq = "n/a (pgqueuer not run)" if pq_best is None else ""
+    why_pr = "n/a (procrastinate not run)" if pr_best is None else ""
+    goal(f"2. e2e inline handlers, best cell ({inline_cell.removeprefix('inline ') or '-'}) "
+         "vs pgqueuer's best", inline, pq_best, f"{fmt(pq_best)} ({pq_cell})", ">=", 1.2,
+         why=why_pq)
+    goal(f"2. e2e job processes, best cell ({procs_cell or '-'}) vs pgqueuer's best", procs,
+         pq_best, f"{fmt(pq_best)} ({pq_cell})", ">=", 0.8, why=why_pq)
+    goal("2. e2e inline handlers, best cell vs procrastinate's best", inline, pr_best,
+         f"{fmt(pr_best)} ({pr_cell})", ">=", 10, why=why_pr)
+    goal("2. e2e job processes, best cell vs procrastinate's best", procs, pr_best,
+         f"{fmt(pr_best)} ({pr_cell})", ">=", 10, why=why_pr)
+    # 3. single submits
+    sub = res.get("submit") or {}
+    hey = sub.get("hey") or {}
+    fl, ou = hey.get("floor") or {}, hey.get("ours") or {}
+    why = hey.get("error") or fl.get("error") or ou.get("error") or ""
+    c = hey.get("concurrency", args.hey_concurrency)
+    goal(f"3. single submits, hey -c {c}: POST /api/jobs vs bare hypercorn", ou.get("per_s"),
+         fl.get("per_s"), f"{fmt(fl.get('per_s'))}/s (bench/bare_asgi.py)", ">=", 0.7, "/s",
+         why=why[:60])
+    absolute(f"3. coordinator CPU per single submit (hey -c {c})",
+             ou.get("server_cpu_ms_per_request"), "<=", 0.5, " ms", 3,
+             why=(hey.get("error") or ou.get("error") or "")[:60])
+    seq = (sub.get("sequential") or {}).get("jobs_per_s")
+    absolute("3. single submits, 1 client, 1 request at a time", seq, ">=", 1000.0, "/s")
+    # 4. batched submits
+    batch = (sub.get("batch") or {}).get("jobs_per_s")
+    pq_b = ((pgq or {}).get("enqueue") or {}).get("batch", {}).get("jobs_per_s")
+    goal(f"4. batched submits ({args.batch_size}/request) vs pgqueuer's batch enqueue", batch,
+         pq_b, f"{fmt(pq_b)}/s", ">=", 1.2, "/s", why=why_pq)
+    # 5. latency
+    lat = res.get("latency") or {}
+    st = lat.get("submit_to_started_at") or {}
+    absolute("5. pickup p50, submit -> claim", st.get("p50_ms"), "<=", 2.5, " ms", 2)
+    absolute("5. pickup p99, submit -> claim", st.get("p99_ms"), "<=", 10.0, " ms", 2)
+    body = (lat.get("submit_to_body_start") or {}).get("p50_ms")
+    pq_l = ((pgq or {}).get("latency") or {}).get("p50_ms")
+    goal("5. submit -> job body start p50 vs pgqueuer's", body, pq_l, f"{fmt(pq_l, 2)} ms", "<",
+         1.0, " ms", 2, why=why_pq)
+    # 6. scale
+    sc = res.get("scale") or {}
+    if sc.get("sizes"):
+        small, big = int(sc["small"]), int(sc["big"])
+        sizes = f"{human(small)} -> {human(big)}"
+        if (small, big) != (10_000, 5_000_000):
+            sizes += ", goal at 10k -> 5M"
+        for key, name in (("claim", "claim"), ("list", "list take=50"),
+                          ("list_succeeded", "list status=Succeeded take=50")):
+            a_ = sc["sizes"][str(small)][key]["p50_ms"]
+            b_ = sc["sizes"][str(big)][key]["p50_ms"]
+            goal(f"6. {name} median at {human(big)} rows vs {human(small)} ({sizes})", b_, a_,
+                 f"{a_:.2f} ms at {human(small)}", "<=", 1.5, " ms", 2)
+    else:
+        goal("6. claim and list latency at 5M rows vs 10k", None, None, "", "<=", 1.5,
+             why="error (see notes)" if "scale" in (res.get("errors") or {}) else "not run")
+    pr_ = res.get("prune") or {}
+    if pr_.get("claim_without"):
+        at = "" if pr_["rows"] == 1_000_000 else ", goal at 1M"
+        goal(f"6. claim p99 while pruning {human(pr_['rows'])} finished jobs ({pr_['workers']} "
+             f"workers running noop jobs{at}) vs without", pr_["claim_while_pruning"].get("p99_ms"),
+             pr_["claim_without"]["p99_ms"], f"{pr_['claim_without']['p99_ms']:.2f} ms without",
+             "<=", 2.0, " ms", 2)
+    else:
+        goal("6. claim p99 while pruning 1M finished jobs vs without", None, None, "", "<=", 2.0,
+             why=pr_.get("skipped") or ("error (see notes)" if "prune" in (res.get("errors") or {})
+                                        else "not run"))
+    return rows
+
+
 def peer_err(peers: dict[str, Any], system: str) -> str:
     doc = peers.get(system)
     if doc is None:
@@ -1078,11 +1479,11 @@ HEADERS = ["figure", "scheduler-core", "target", "result", "pgqueuer", "procrast
            "ours/pgqueuer", "ours/procrastinate", "PG ceiling (pgbench)", "of ceiling"]
 
 
-def render(rows: list[list[str]], markdown: bool) -> str:
-    w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+def render(rows: list[list[str]], markdown: bool, headers: list[str] = HEADERS) -> str:
+    w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     if markdown:
-        out = ["| " + " | ".join(HEADERS) + " |",
-               "|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADERS))) + "|"]
+        out = ["| " + " | ".join(headers) + " |",
+               "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
         for r in rows:
             cells = [c.replace("|", "/") for c in r]
             if cells[0].startswith("  "):  # a sub-row: Markdown would eat the indent
@@ -1090,7 +1491,7 @@ def render(rows: list[list[str]], markdown: bool) -> str:
             out.append("| " + " | ".join(cells) + " |")
         return "\n".join(out)
     line = "  ".join
-    out = [line(h.ljust(w[i]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(HEADERS)),
+    out = [line(h.ljust(w[i]) if i == 0 else h.rjust(w[i]) for i, h in enumerate(headers)),
            line("-" * x for x in w)]
     out += [line(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
             for r in rows]
@@ -1105,7 +1506,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="See bench/README.md for what each figure means.")
     p.add_argument("--quick", action="store_true",
-                   help="CI sizes (about 2 minutes): 2,000 e2e jobs, 10k/100k rows, peers --quick")
+                   help="CI sizes (about 3 minutes): 2,000 e2e jobs, 10k/100k rows, peers --quick")
     p.add_argument("--dsn", default=None,
                    help=f"PostgreSQL URL to create the benchmark databases on (default: "
                         f"DATABASE_URL, else {DEFAULT_DSN} if it answers, else an embedded one)")
@@ -1120,9 +1521,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-clients", type=int, default=2)
     p.add_argument("--latency-samples", type=int, help="(500; quick 100)")
     p.add_argument("--latency-gap", type=float, default=0.02, help="pause between samples, s")
-    p.add_argument("--scale-rows", help="row counts, comma-separated (10000,1000000; quick "
+    p.add_argument("--scale-rows", help="row counts, comma-separated (10000,5000000; quick "
                                         "10000,100000)")
     p.add_argument("--scale-samples", type=int, default=200)
+    p.add_argument("--prune-rows", type=int,
+                   help="finished jobs the prune cell deletes (1,000,000; quick 100,000)")
+    p.add_argument("--prune-samples", type=int, default=300,
+                   help="claims measured without pruning (as many as fit while pruning)")
+    p.add_argument("--inline-jobs", type=int,
+                   help="jobs of the noop_inline e2e cells (default --jobs, at least 10,000)")
+    p.add_argument("--cpu-jobs", type=int, help="jobs of the CPU-per-job cells (20,000; quick 5,000)")
+    p.add_argument("--hey-requests", type=int, help="requests per hey cell (10,000; quick 2,000)")
+    p.add_argument("--hey-concurrency", type=int, default=32)
     p.add_argument("--only", default=",".join(PHASES), help=f"subset of {','.join(PHASES)}")
     p.add_argument("--skip", default="", help="phases to leave out")
     p.add_argument("--peers", default=",".join(PEERS), help="peer systems (default both)")
@@ -1143,8 +1553,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.submit_jobs = a.submit_jobs or (1000 if q else 5000)
     a.batch_jobs = a.batch_jobs or (10000 if q else 100000)
     a.latency_samples = a.latency_samples or (100 if q else 500)
-    a.scale_rows = [int(x) for x in (a.scale_rows or ("10000,100000" if q else "10000,1000000")
+    a.scale_rows = [int(x) for x in (a.scale_rows or ("10000,100000" if q else "10000,5000000")
                                      ).split(",")]
+    a.prune_rows = a.prune_rows or (100_000 if q else 1_000_000)
+    a.cpu_jobs = a.cpu_jobs or (5000 if q else 20000)
+    # inline handlers work 2,000 jobs off in well under a second: the second worker's
+    # start-up would be most of the span
+    a.inline_jobs = a.inline_jobs or max(a.jobs, 10000)
+    a.hey_requests = a.hey_requests or (2000 if q else 10000)
     a.pgbench_duration = a.pgbench_duration or (3 if q else 10)
     a.pgbench_clients = a.pgbench_clients or ("16" if q else "4,16")
     a.pgbench_scenarios = a.pgbench_scenarios or (
@@ -1178,11 +1594,17 @@ def resolve_dsn(a: argparse.Namespace) -> str | None:
 def report(path: str, markdown: bool) -> int:
     res = json.loads(Path(path).read_text())
     args = argparse.Namespace(**res["config"])
+    for name, default in (("hey_concurrency", 32), ("cpu_jobs", None), ("prune_rows", None),
+                          ("inline_jobs", None)):
+        if not hasattr(args, name):  # a result file of an older run.py
+            setattr(args, name, default)
     rows, notes = build_rows(res, args)
     print(header(res))
     print(render(rows, markdown=markdown))
     for n in notes:
         print(f"note: {n}")
+    print()
+    print(render(build_goals(res, args), markdown=markdown, headers=GOAL_HEADERS))
     return 0
 
 
@@ -1219,14 +1641,24 @@ def main(argv: list[str] | None = None) -> int:
         log(f"PostgreSQL: {run.server.kind} {res['server'].get('server_version')} "
             f"(max_connections {res['server'].get('max_connections')}); logs in {run.procs.log_dir}")
         steps: list[tuple[str, str, Callable[[], Any]]] = []
+        W, S = args.workers, args.slots
         if "e2e" in args.only:
-            steps.append(("e2e", f"{args.workers}x{args.slots}",
-                          lambda: run.e2e(args.workers, args.slots, args.jobs)))
-            if args.workers != 1:
-                steps.append(("e2e", f"1x{args.slots}", lambda: run.e2e(1, args.slots, args.jobs)))
+            steps.append(("e2e", f"{W}x{S}", lambda: run.e2e(W, S, args.jobs)))
+            if W != 1:
+                steps.append(("e2e", f"1x{S}", lambda: run.e2e(1, S, args.jobs)))
+            for slots in INLINE_SLOTS:
+                steps.append(("e2e", f"inline {W}x{slots}",
+                              lambda slots=slots: run.e2e(W, slots, args.inline_jobs,
+                                                          "noop_inline")))
+            steps.append(("cpu", f"noop_inline {W}x50",
+                          lambda: run.e2e_cpu(W, 50, args.cpu_jobs, "noop_inline")))
+            steps.append(("cpu", f"noop {W}x{S}", lambda: run.e2e_cpu(W, S, args.cpu_jobs, "noop")))
         for name, fn in (("submit", run.submit), ("latency", run.latency), ("scale", run.scale),
-                         ("peers", run.peers), ("pgbench", run.pgbench), ("http", run.http_adapter)):
-            if name in args.only:
+                         ("prune", run.prune), ("peers", run.peers), ("pgbench", run.pgbench),
+                         ("http", run.http_adapter)):
+            if name == "prune" and "scale" in args.only:  # part of the scale phase
+                steps.append((name, "", fn))
+            elif name in args.only:
                 steps.append((name, "", fn))
         for name, sub, fn in steps:
             t = time.monotonic()
@@ -1262,8 +1694,11 @@ def main(argv: list[str] | None = None) -> int:
     res["seconds"] = round(time.monotonic() - started, 1)
     res["machine"]["loadavg_at_end"] = bl.loadavg()
     rows, notes = build_rows(res, args)
+    goals = build_goals(res, args)
     res["table"] = {"headers": HEADERS, "rows": rows, "notes": notes,
                     "markdown": render(rows, markdown=True)}
+    res["goals"] = {"headers": GOAL_HEADERS, "rows": goals,
+                    "markdown": render(goals, markdown=True, headers=GOAL_HEADERS)}
     out = Path(args.out) if args.out else RESULTS / f"{run.stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, default=str))
@@ -1274,6 +1709,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {n}")
     print("ratios are ours / theirs (for latencies lower is better); the ceiling is the best "
           "pgbench cell of the same run")
+    print()
+    print(render(goals, markdown=False, headers=GOAL_HEADERS))
     print(f"results: {out}")
     if res["errors"] or interrupted:
         print(f"logs of the processes: {run.procs.log_dir}")
@@ -1282,7 +1719,7 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     ours = [k for k in res["errors"]
-            if k.split()[0] in ("setup", "e2e", "submit", "latency", "scale")]
+            if k.split()[0] in ("setup", "e2e", "cpu", "submit", "latency", "scale", "prune")]
     return 1 if ours else 0
 
 
