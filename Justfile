@@ -65,6 +65,6 @@ coordinator *ARGS: venv
 worker *ARGS: venv
     {{bin}}/scheduler worker {{ARGS}}
 
-# Benchmarks against fresh databases, with the peers (bench/README.md). --quick: about 2 minutes.
+# Benchmarks against fresh databases, with the peers (bench/README.md). --quick: about 3 minutes.
 bench *ARGS: venv
     {{bin}}/python bench/run.py {{ARGS}}
