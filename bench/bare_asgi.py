@@ -16,9 +16,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import hypercorn.config
 import hypercorn.trio
 import trio
+
+from scheduler_core.web.app import hypercorn_config
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -51,13 +52,7 @@ async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
 
 
 async def serve(host: str, port: int) -> None:
-    cfg = hypercorn.config.Config()  # as web/app.py's serve
-    cfg.bind = [f"{host}:{port}"]
-    cfg.accesslog = None
-    cfg.errorlog = None
-    cfg.graceful_timeout = 1.0
-    cfg.keep_alive_timeout = 75.0
-    cfg.loglevel = "WARNING"
+    cfg = hypercorn_config(host, port)  # exactly as the coordinator serves
     await hypercorn.trio.serve(app, cfg)  # type: ignore[arg-type]
 
 

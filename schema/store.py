@@ -98,6 +98,21 @@ def schedule_out(row: dict[str, Any]) -> wire.ScheduleOut:
     return wire.ScheduleOut(type=row["job_type"], **{f: row[f] for f in _SCHEDULE_FIELDS})
 
 
+def _first_of_each_key(jobs: Sequence[NewJob]) -> tuple[dict[str, int], list[int]]:
+    """``(first, fresh)``: each idempotency key's first job (key -> index), and the
+    indexes of the jobs an INSERT must send (keyless ones and each key's first), in the
+    order given. Later jobs with a key already seen get the first one's job."""
+    first: dict[str, int] = {}
+    fresh: list[int] = []
+    for i, job in enumerate(jobs):
+        key = job.idempotency_key
+        if key is None or key not in first:
+            if key is not None:
+                first[key] = i
+            fresh.append(i)
+    return first, fresh
+
+
 def _insert_jobs_params(sent: Sequence[NewJob], ids: Sequence[uuid.UUID]) -> dict[str, Any]:
     """The parallel arrays of the ``insert_jobs`` statement."""
     return {
@@ -265,14 +280,7 @@ class Store:
         wins and later ones with the same key get the same job (``created=False``).
         Schedules' fire jobs (``schedule_id``) are not accepted here.
         """
-        first: dict[str, int] = {}  # idempotency key -> index of its first job
-        fresh: list[int] = []  # indexes of the jobs sent to the INSERT
-        for i, job in enumerate(jobs):
-            key = job.idempotency_key
-            if key is None or key not in first:
-                if key is not None:
-                    first[key] = i
-                fresh.append(i)
+        first, fresh = _first_of_each_key(jobs)
         ids = uuid7_many(len(fresh))
         sent = [jobs[i] for i in fresh]
         params = _insert_jobs_params(sent, ids)
@@ -328,14 +336,7 @@ class Store:
         coordinators) that share keys take their unique-index locks in one order and
         cannot deadlock; the ids still follow the order given.
         """
-        first: dict[str, int] = {}  # idempotency key -> index of its first job
-        fresh: list[int] = []  # indexes of the jobs sent to the INSERT, in order given
-        for i, job in enumerate(jobs):
-            key = job.idempotency_key
-            if key is None or key not in first:
-                if key is not None:
-                    first[key] = i
-                fresh.append(i)
+        first, fresh = _first_of_each_key(jobs)
         id_of = dict(zip(fresh, uuid7_many(len(fresh)), strict=True))
         order = sorted(fresh, key=lambda i: (jobs[i].idempotency_key is not None,
                                              jobs[i].idempotency_key or ""))

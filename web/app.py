@@ -111,9 +111,8 @@ def create_app(ctx: AppContext) -> QuartTrio:
     return app
 
 
-async def serve(app: QuartTrio, host: str, port: int, *,
-                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``app`` until cancelled; ``task_status.started`` gets the bound URLs."""
+def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
+    """How the coordinator's hypercorn serves (bench/bare_asgi.py's floor uses it too)."""
     cfg = hypercorn.config.Config()
     cfg.bind = [f"{host}:{port}"]
     cfg.accesslog = None
@@ -121,6 +120,13 @@ async def serve(app: QuartTrio, host: str, port: int, *,
     cfg.graceful_timeout = 1.0
     cfg.keep_alive_timeout = 75.0
     cfg.loglevel = "WARNING"
+    return cfg
+
+
+async def serve(app: QuartTrio, host: str, port: int, *,
+                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` until cancelled; ``task_status.started`` gets the bound URLs."""
+    cfg = hypercorn_config(host, port)
     never = trio.Event()
 
     async def shutdown_trigger() -> None:
