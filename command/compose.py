@@ -53,7 +53,6 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
     """The coordinator tree: listener, lease_reaper, cron_expander, pruner, web
     (started in that order)."""
     from scheduler_core.actors.coordinator import cron_expander, lease_reaper, listener, pruner
-    from scheduler_core.actors.coordinator.claim_gate import ClaimGate
     from scheduler_core.handlers import REGISTRY
     from scheduler_core.schema.retention_store import RetentionStore
     from scheduler_core.schema.schedule_store import ScheduleStore
@@ -77,10 +76,9 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
         schedules = ScheduleStore(pool)
         stats = StatsStore(pool)
         schedules_bell = Doorbell()
-        claims = ClaimGate(store, doorbell, max_wait=config.claim_wait_seconds)
         app = create_app(AppContext(store=store, registry=REGISTRY, config=config,
                                     doorbell=doorbell, schedules=schedules,
-                                    stats=stats, claims=claims))
+                                    stats=stats))
         tree = Supervisor("coordinator", [
             ChildSpec("listener", partial(listener.run, dsn, doorbell,
                                           schedules=schedules_bell, echoes=echoes)),

@@ -15,6 +15,7 @@ Every write the page makes goes through the public API (cancel, retry, pause, ..
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,7 +29,16 @@ from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import ApiError
 
 STATIC = Path(__file__).parent / "static"
-_JAVASCRIPT = "text/javascript; charset=utf-8"
+_JAVASCRIPT = "text/javascript"
+
+
+def media_type(name: str) -> str:
+    """The type a page file is served (and documented) with. The scripts are JavaScript
+    modules, which a browser runs only with a JavaScript type: that one is fixed here,
+    not left to the host's mime.types."""
+    if name.endswith(".js"):
+        return _JAVASCRIPT
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 blueprint = Blueprint("dashboard", __name__)
@@ -49,16 +59,13 @@ _encoder = msgspec.json.Encoder()
 async def static_file(filename: str) -> Response:
     """One of the page's files. A name the file system cannot even look up (longer
     than NAME_MAX) is a 404 like any other missing file, not the OSError Quart lets
-    through (a 500).
-
-    The scripts are JavaScript modules, which a browser runs only when served with a
-    JavaScript type: that type is set here, not left to the host's mime.types."""
+    through (a 500). Scripts get :func:`media_type`'s JavaScript type."""
     try:
         response = await send_from_directory(STATIC, filename)
     except OSError:
         raise NotFound() from None
     if filename.endswith(".js"):
-        response.content_type = _JAVASCRIPT
+        response.content_type = f"{_JAVASCRIPT}; charset=utf-8"
     return response
 
 

@@ -118,9 +118,6 @@ class BatchHistogram(Collector):
                     series.buckets[i] += n
             series.sum += total
 
-    def observe(self, labels: tuple[str, ...], value: float) -> None:
-        self.observe_many(labels, (value,))
-
     def describe(self) -> Iterable[Metric]:
         return [HistogramMetricFamily(self.name, self.documentation,
                                       labels=list(self.labelnames))]

@@ -98,8 +98,10 @@ class LoginForm(msgspec.Struct, kw_only=True):
 
 class DashboardMeta(msgspec.Struct, rename="camel", kw_only=True):
     types: list[str]
-    statuses: list[str]
-    terminal: list[str]
+    statuses: list[str]  # display order
+    terminal: list[str]  # by name (the first key; kept)
+    terminal_statuses: list[str]  # display order
+    active_statuses: list[str]
 
 
 # -- the route table's vocabulary ---------------------------------------------------------

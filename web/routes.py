@@ -19,9 +19,7 @@ URL map, the roles the hook applies and the document against each other.
 
 from __future__ import annotations
 
-import mimetypes
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 from quart import Blueprint, Quart
 
@@ -58,7 +56,6 @@ from scheduler_core.web.openapi import (
     Route,
 )
 
-_STATIC = Path(__file__).parent / "static"
 _SUBMITTED = OneOf((wire.JobOut, wire.ScheduleOut))
 
 ROUTES: tuple[Route, ...] = (
@@ -187,9 +184,8 @@ ROUTES: tuple[Route, ...] = (
           {200: Media(("text/html",), "The page")}),
     Route("get", "/dashboard/static/<path:filename>", "public", dashboard.static_file,
           "dashboardStatic", "The page's files", "dashboard",
-          {200: Media(tuple(sorted({mimetypes.guess_type(p.name)[0]
-                                    or "application/octet-stream"
-                                    for p in _STATIC.iterdir()})),
+          {200: Media(tuple(sorted({dashboard.media_type(p.name)
+                                    for p in dashboard.STATIC.iterdir()})),
                       "A static file")},
           (404,), params=(Param("filename", "path", {"type": "string", "minLength": 1},
                                 "The file name.", required=True),)),
@@ -242,19 +238,26 @@ ROUTE_ROLES: Mapping[tuple[str, str], Role] = {
     (route.method.upper(), route.path): route.role for route in ROUTES}
 
 
-def _register_views() -> None:
-    """Add each route to the blueprint of its view's module (once: at import)."""
-    if len(ROUTE_ROLES) != len(ROUTES):
+def check_table(routes: Sequence[Route], blueprints: Sequence[Blueprint]) -> None:
+    """Raise ValueError unless each method and rule is one entry and each view lives in
+    the module of one of ``blueprints``."""
+    if len({(r.method.upper(), r.path) for r in routes}) != len(routes):
         raise ValueError("expected one entry per method and rule in ROUTES, found a "
                          "method and rule twice")
-    blueprint_of = {blueprint.import_name: blueprint for blueprint in BLUEPRINTS}
-    for route in ROUTES:
-        blueprint = blueprint_of.get(route.view.__module__)
-        if blueprint is None:
+    modules = {blueprint.import_name for blueprint in blueprints}
+    for route in routes:
+        if route.view.__module__ not in modules:
             raise ValueError(f"expected the view of {route.method.upper()} {route.path} in a "
                              f"module of BLUEPRINTS, found it in {route.view.__module__}")
-        blueprint.add_url_rule(route.path, view_func=route.view,
-                               methods=[route.method.upper()])
+
+
+def _register_views() -> None:
+    """Add each route to the blueprint of its view's module (once: at import)."""
+    check_table(ROUTES, BLUEPRINTS)
+    blueprint_of = {blueprint.import_name: blueprint for blueprint in BLUEPRINTS}
+    for route in ROUTES:
+        blueprint_of[route.view.__module__].add_url_rule(
+            route.path, view_func=route.view, methods=[route.method.upper()])
 
 
 _register_views()

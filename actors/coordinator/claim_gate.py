@@ -5,7 +5,7 @@ It lives with the coordinator's actors, not in the route that answers
 ``POST /api/workers/claim``: it is scheduling (when to query, when to wait, what to do
 with runs claimed for a worker that hung up), and the web layer only reads the body,
 checks the worker and encodes the answer. One :class:`ClaimGate` per coordinator
-process, built by the composition root and held in the web layer's context.
+process, built with the web layer's context (web/context.py) and held there.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ and what /openapi.json documents, route for route."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -18,7 +19,7 @@ from scheduler_core.schema.store import Store
 from scheduler_core.web import auth
 from scheduler_core.web.app import AppContext, create_app
 from scheduler_core.web.openapi import ID, Route, build_document, openapi_path
-from scheduler_core.web.routes import ROUTE_ROLES, ROUTES
+from scheduler_core.web.routes import BLUEPRINTS, ROUTES, check_table
 
 AUTOMATIC = {"HEAD", "OPTIONS"}
 TOKENS = {"SCHEDULER_ADMIN_TOKEN": "admin-token-000000000000",
@@ -78,8 +79,23 @@ async def test_the_served_document_is_the_table_s(app: QuartTrio) -> None:
     assert expected == json.loads(await resp.get_data())
 
 
-def test_each_method_and_rule_is_one_entry() -> None:
-    assert len(ROUTES) == len(ROUTE_ROLES)
+def test_a_method_and_rule_listed_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        check_table((*ROUTES, ROUTES[0]), BLUEPRINTS)
+
+
+def test_a_view_outside_the_blueprints_modules_is_refused() -> None:
+    stray = dataclasses.replace(ROUTES[0], path="/api/stray", view=stray_view)
+    with pytest.raises(ValueError, match="module of BLUEPRINTS"):
+        check_table((*ROUTES, stray), BLUEPRINTS)
+
+
+def test_the_table_itself_passes_the_check() -> None:
+    check_table(ROUTES, BLUEPRINTS)
+
+
+async def stray_view() -> Response:  # a view in a module no blueprint belongs to
+    return Response("")
 
 
 @pytest.mark.parametrize(("rule", "params", "expected"), [

@@ -17,9 +17,9 @@ export const jobStatuses = { order: [], active: new Set(), terminal: new Set() }
 /* Reads the meta into `state.meta` and `jobStatuses`. */
 export async function loadMeta() {
   const meta = await api("/api/dashboard/meta");
-  const all = meta.statuses || [];
-  const terminal = new Set(meta.terminalStatuses || meta.terminal || []);
-  const active = new Set(meta.activeStatuses || all.filter((s) => !terminal.has(s)));
+  const all = meta.statuses;
+  const terminal = new Set(meta.terminalStatuses);
+  const active = new Set(meta.activeStatuses);
   jobStatuses.order = [...all.filter((s) => !terminal.has(s)), ...all.filter((s) => terminal.has(s))];
   jobStatuses.active = active;
   jobStatuses.terminal = terminal;
