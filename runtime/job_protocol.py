@@ -43,6 +43,7 @@ __all__ = [
     "FrameTooLarge",
     "Reply",
     "Request",
+    "check_result",
     "decode_reply",
     "decode_request",
     "encode_frame",
@@ -180,6 +181,24 @@ def result_refusal(raw: bytes) -> str | None:
     return None
 
 
+def _encode_result(result: object) -> tuple[bytes, str | None]:
+    """``(the result as JSON, why it may not be stored or None)``."""
+    try:
+        raw = _json.encode(result)
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        return b"", (f"TypeError: expected a JSON-able result, found "
+                     f"{type(result).__name__}: {exc}")
+    return raw, result_refusal(raw)
+
+
+def check_result(result: object) -> str | None:
+    """Why a result a job process sent may not be stored; None if it may. (It came
+    through the protocol's msgpack, so it is plain data already: not decoded again.)"""
+    if result is None:
+        return None
+    return _encode_result(result)[1]
+
+
 def normalise_result(result: object) -> tuple[object, str | None]:
     """``(the result as it will be read back, None)``, or ``(None, why it is refused)``.
 
@@ -188,12 +207,7 @@ def normalise_result(result: object) -> tuple[object, str | None]:
     """
     if result is None:
         return None, None
-    try:
-        raw = _json.encode(result)
-    except (TypeError, ValueError, msgspec.EncodeError) as exc:
-        return None, (f"TypeError: expected a JSON-able result, found "
-                      f"{type(result).__name__}: {exc}")
-    refusal = result_refusal(raw)
+    raw, refusal = _encode_result(result)
     if refusal is not None:
         return None, refusal
     return msgspec.json.decode(raw), None

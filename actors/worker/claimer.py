@@ -93,8 +93,7 @@ class Claimer:
                 lambda: state.draining or (self.wanted() > 0 and state.completing == 0))
             if state.draining:
                 return
-            want = self.wanted()
-            self.asked += want
+            want = self.reserve()
             try:
                 reply = await self.link.claim(wire.Claim(
                     worker_id=state.worker_id, max=want, wait_seconds=self.wait_seconds,

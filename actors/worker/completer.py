@@ -41,22 +41,14 @@ class Completer:
         self.state = state
         self.claimer = claimer
         self._send, self._receive = trio.open_memory_channel[wire.Completion](math.inf)
-        self._idle = trio.Event()
-        self._idle.set()
-
-    @property
-    def pending(self) -> int:
-        """Completions submitted and not yet acknowledged (or refused)."""
-        return self.state.completing
 
     def submit(self, completion: wire.Completion) -> None:
         self.state.completing += 1
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
         self._send.send_nowait(completion)
 
     async def wait_idle(self) -> None:
         """Wait until every submitted completion was acknowledged (or refused)."""
-        await self._idle.wait()
+        await self.state.wait_until(lambda: self.state.completing == 0)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -73,8 +65,7 @@ class Completer:
             await self._deliver(batch)
             state.completing -= len(batch)
             if state.completing == 0:
-                self._idle.set()
-                state.changed.ring()  # the claimer may long-poll again
+                state.changed.ring()  # the claimer may long-poll, a drain go on
 
     def _take_queued(self, batch: list[wire.Completion]) -> None:
         while len(batch) < MAX_BATCH:

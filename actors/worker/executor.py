@@ -31,6 +31,7 @@ from scheduler_core.actors.worker.worker_state import OwnedRun, StopReason, Work
 from scheduler_core.handlers import HandlerError, HandlerSpec, Registry, RunContext
 from scheduler_core.runtime.job_protocol import (
     Request,
+    check_result,
     decode_reply,
     encode_request,
     normalise_result,
@@ -162,7 +163,8 @@ class Executors:
                     if reply.ok:
                         # The child normalised it already; checked again, as the worker
                         # does not trust what a job's process sends.
-                        result, error = normalise_result(reply.result)
+                        error = check_result(reply.result)
+                        result = reply.result if error is None else None
                         outcome, permanent = ("Succeeded", False) if error is None else (
                             "Failed", True)
                     else:

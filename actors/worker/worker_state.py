@@ -74,7 +74,6 @@ class WorkerState:
         self.executing = 0  # owned runs whose body is running
         self.completing = 0  # completions submitted, not yet answered (the completer's)
         self.mean_run_seconds: float | None = None  # moving average; None: no run yet
-        self.draining = False
         self.changed = Doorbell()  # rung when a slot frees or a run is forgotten
         self.drain_started = trio.Event()
         self.registered = trio.Event()
@@ -165,8 +164,11 @@ class WorkerState:
             executor_overhead_seconds_sum=self.overhead_seconds_sum,
             executor_overhead_seconds_count=self.overhead_count)
 
+    @property
+    def draining(self) -> bool:
+        return self.drain_started.is_set()
+
     def start_draining(self) -> None:
-        self.draining = True
         self.drain_started.set()  # the claimer stops claiming at once
         self.changed.ring()
 
