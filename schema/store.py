@@ -27,7 +27,6 @@ from psycopg.types.json import Jsonb
 
 from scheduler_core.runtime.db import Pool, TrioConnection
 from scheduler_core.runtime.doorbell import EchoFilter
-from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.schema import wire
 from scheduler_core.schema.queries import q
 
@@ -113,8 +112,15 @@ def _first_of_each_key(jobs: Sequence[NewJob]) -> tuple[dict[str, int], list[int
     return first, fresh
 
 
-def _insert_jobs_params(sent: Sequence[NewJob], ids: Sequence[uuid.UUID]) -> dict[str, Any]:
-    """The parallel arrays of the ``insert_jobs`` statement."""
+def _insert_jobs_params(jobs: Sequence[NewJob], job_ids: Sequence[uuid.UUID]) -> dict[str, Any]:
+    """The parallel arrays of the ``insert_jobs`` statement, keyless jobs first, then by
+    idempotency key: so any two INSERTs (batches, groups, of one coordinator or two)
+    that share keys take their unique-index locks in one order and cannot deadlock.
+    The callers match the returned rows by id, whatever the order."""
+    pairs = sorted(zip(jobs, job_ids, strict=True),
+                   key=lambda p: (p[0].idempotency_key is not None, p[0].idempotency_key or ""))
+    sent = [j for j, _ in pairs]
+    ids = [i for _, i in pairs]
     return {
         "ids": list(ids), "types": [j.type for j in sent],
         "payloads": [msgspec.json.encode(j.payload).decode() for j in sent],
@@ -332,30 +338,25 @@ class Store:
         written. Once the INSERT has committed it never raises: a failure of the read
         of existing keys becomes the outcome of the jobs that needed it.
 
-        The rows are sent keyless first, then by idempotency key, so two groups (of two
-        coordinators) that share keys take their unique-index locks in one order and
-        cannot deadlock; the ids still follow the order given.
+        The ids follow the order given (the rows' lock order: _insert_jobs_params).
         """
         first, fresh = _first_of_each_key(jobs)
         id_of = dict(zip(fresh, uuid7_many(len(fresh)), strict=True))
-        order = sorted(fresh, key=lambda i: (jobs[i].idempotency_key is not None,
-                                             jobs[i].idempotency_key or ""))
-        params = _insert_jobs_params([jobs[i] for i in order], [id_of[i] for i in order])
+        params = _insert_jobs_params([jobs[i] for i in fresh], [id_of[i] for i in fresh])
         out: list[tuple[wire.JobOut, bool] | Exception] = []
         async with self.pool.connection() as conn:
             cur = await self._notifying(conn, "insert_jobs", params)
             by_id = {r["id"]: r for r in await cur.fetchall()}
-            missing = [jobs[i].idempotency_key for i in fresh if id_of[i] not in by_id]
-            existing: dict[str, dict[str, Any]] = {}
-            failed: Exception | None = None
-            if missing:
-                try:
-                    cur = await conn.execute(q("get_jobs_by_keys"), {"keys": missing})
-                    existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
-                except Exception as exc:  # the INSERT stands: only these jobs fail
-                    failed = exc
-                    if conn.broken or conn.closed:  # as Pool.connection says it
-                        failed = DatabaseUnavailable(f"lost the database connection: {exc}")
+        missing = [key for i in fresh if id_of[i] not in by_id
+                   and (key := jobs[i].idempotency_key) is not None]
+        existing: dict[str, dict[str, Any]] = {}
+        failed: Exception | None = None
+        if missing:
+            try:
+                existing = {r["idempotency_key"]: r
+                            for r in await self._all("get_jobs_by_keys", {"keys": missing})}
+            except Exception as exc:  # the INSERT stands: only these jobs fail
+                failed = exc
         for i, job in enumerate(jobs):
             key = job.idempotency_key
             row = by_id.get(id_of[i]) if i in id_of else None

@@ -271,3 +271,26 @@ async def test_a_submit_cancelled_while_its_group_is_written_loses_none_of_the_o
     assert 1 + 5 == count(db_dsn, "SELECT count(*) FROM jobs")  # its own job too
     assert (2, 6, 0) == (batcher.statistics().groups, batcher.statistics().jobs,
                          batcher.statistics().waiting)
+
+
+async def test_inserts_sharing_keys_in_opposite_orders_do_not_deadlock(db_dsn: str) -> None:
+    """Two batches (or a batch and a group) with the same new keys, given in opposite
+    orders, write their rows in one key order (Store's _insert_jobs_params): written in
+    the order given, each would hold a key the other waits for, and PostgreSQL would
+    abort one of them (DeadlockDetected)."""
+    async with db.open_pool(db_dsn, max_size=4) as pool:
+        store = Store(pool)
+        for round_ in range(10):
+            keys = [f"k{round_}-{i:03}" for i in range(100)]
+            answers: list[list[wire.SubmittedJob]] = []
+
+            async def batch(order: list[str], answers: list[list[wire.SubmittedJob]]) -> None:
+                answers.append(await store.submit_many(
+                    [noop(idempotency_key=k) for k in order]))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(batch, keys, answers)
+                nursery.start_soon(batch, keys[::-1], answers)
+            assert [100, 100] == [len(a) for a in answers]
+            assert 100 == sum(j.created for a in answers for j in a)
+    assert 1000 == count(db_dsn, "SELECT count(*) FROM jobs")
