@@ -132,7 +132,6 @@ def load_handlers(config: Config) -> list[str]:
 
     Error handling: raises ``handlers.PluginError`` naming what could not be loaded.
     """
-    import os
     import sys
 
     from scheduler_core.handlers import REGISTRY
@@ -146,14 +145,13 @@ def load_handlers(config: Config) -> list[str]:
     return loaded
 
 
-async def run_until_signalled(main: Callable[..., Awaitable[object]], *,
-                              on_first_signal: Callable[[], None] | None = None) -> None:
-    """Run ``main(task_status=...)``; the first SIGTERM/SIGINT calls ``on_first_signal``
-    (default: cancel ``main``), a second one cancels at once (command/signals.py)."""
+async def run_until_signalled(main: Callable[..., Awaitable[object]]) -> None:
+    """Run ``main(task_status=...)``; the first SIGTERM/SIGINT cancels it (a graceful
+    stop), a second one at once (command/signals.py)."""
     with signals.open_shutdown_signals() as received:
         async with trio.open_nursery() as nursery:
             cancel = nursery.cancel_scope.cancel
             nursery.start_soon(partial(signals.handle_two_signals, received, log,
-                                       on_first=on_first_signal or cancel, on_second=cancel))
+                                       on_first=cancel, on_second=cancel))
             await main()
             nursery.cancel_scope.cancel()

@@ -30,6 +30,8 @@ from collections.abc import Callable
 
 import trio
 
+from scheduler_core.runtime import backoff
+
 __all__ = ["AuthThrottle", "lockout_seconds", "retry_after_header"]
 
 
@@ -38,7 +40,7 @@ def lockout_seconds(failures: int, *, free: int, base: float, cap: float) -> flo
     (0 below ``free``): ``min(cap, base * 2 ** (failures - free))``."""
     if free <= 0 or failures < free:
         return 0.0
-    return float(min(cap, base * 2.0 ** min(failures - free, 64)))
+    return backoff.delay(failures - free, base=base, cap=cap)
 
 
 class _Entry:

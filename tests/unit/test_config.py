@@ -17,12 +17,6 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert Config() == load_config({})
 
 
-def test_every_setting_default_is_the_config_default() -> None:
-    defaults = Config()
-    assert {s.env: getattr(defaults, s.field) for s in SETTINGS} == {
-        s.env: s.default for s in SETTINGS}
-
-
 def test_every_setting_parses_as_the_type_of_its_default() -> None:
     assert {} == {s.env: (s.kind, type(s.default)) for s in SETTINGS
                   if type(s.default) is not s.kind}
