@@ -7,6 +7,7 @@ until a deadline and fails loudly with what it last saw.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -53,10 +54,10 @@ def wait_until(check: Callable[[], T], *, timeout: float = 10.0, interval: float
         time.sleep(interval)
 
 
-def record_figures(name: str, figures: Mapping[str, Any]) -> Path:
+def record_figures(name: str, figures: Mapping[str, Any], *, under: str = "figures") -> Path:
     """Write a test's measured figures (throughput, lags, ...) to
-    test-output/figures/<name>.json: tests do not print, and they assert no speed."""
-    folder = OUTPUT / "figures"
+    test-output/<under>/<name>.json: tests do not print, and they assert no speed."""
+    folder = OUTPUT / under
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     path.write_text(json.dumps(dict(figures), indent=2, default=str) + "\n")
@@ -209,6 +210,19 @@ def query(dsn: str, sql: str, *params: Any) -> list[dict[str, Any]]:
     """Rows of ``sql`` (``%s`` placeholders filled from ``params``) as dicts."""
     with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as conn:
         return conn.execute(sql.encode(), params).fetchall()
+
+
+def scalar(dsn: str, sql: str, *params: Any) -> Any:
+    """The one value of ``sql``'s one row."""
+    [row] = query(dsn, sql, *params)
+    [value] = row.values()
+    return value
+
+
+def db_now(dsn: str) -> dt.datetime:
+    """The database's clock (the one runs and jobs are stamped with)."""
+    now: dt.datetime = scalar(dsn, "SELECT clock_timestamp()")
+    return now
 
 
 def job_row(dsn: str, job_id: str) -> dict[str, Any]:

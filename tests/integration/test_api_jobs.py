@@ -17,7 +17,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.support import Coordinator, submit
+from tests.support import Coordinator, scalar, submit
 
 JOB_FIELDS = {
     "id", "type", "payload", "status", "queue", "priority", "runAt", "attempts",
@@ -29,12 +29,6 @@ JOB_FIELDS = {
 
 # -- fixtures and helpers ----------------------------------------------------------------
 
-
-def scalar(dsn: str, sql: str, *params: object) -> Any:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(sql.encode(), params).fetchone()
-        assert row is not None
-        return row[0]
 
 
 def execute(dsn: str, sql: str, *params: object) -> None:

@@ -12,21 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
-import psycopg
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import Coordinator
+from tests.support import Coordinator, scalar
 
 CLIENTS = 32
 
-
-def scalar(dsn: str, sql: str, *params: object) -> Any:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(sql.encode(), params).fetchone()
-        assert row is not None
-        return row[0]
 
 
 def new_queue() -> str:

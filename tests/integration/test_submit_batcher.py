@@ -23,6 +23,7 @@ from scheduler_core.runtime import db
 from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.schema import wire
 from scheduler_core.schema.store import NewJob, Store
+from tests.support import scalar
 
 Outcome = tuple[wire.JobOut, bool] | BaseException
 
@@ -48,12 +49,6 @@ async def held_key(dsn: str, key: str) -> AsyncIterator[None]:
     finally:
         await conn.close()
 
-
-def count(dsn: str, sql: str, *params: object) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute(sql.encode(), params).fetchone()
-        assert row is not None
-        return int(row[0])
 
 
 def ok(outcome: Outcome) -> tuple[wire.JobOut, bool]:
@@ -120,7 +115,7 @@ async def test_submits_that_arrive_during_a_write_go_in_one_group(db_dsn: str) -
     assert all(new for _, new in jobs)
     assert [{"i": i} for i in range(50)] == [job.payload for job, _ in jobs]
     assert 50 == len({job.id for job, _ in jobs})
-    assert 51 == count(db_dsn, "SELECT count(*) FROM jobs")
+    assert 51 == scalar(db_dsn, "SELECT count(*) FROM jobs")
 
 
 async def test_a_group_is_at_most_max_group_jobs(db_dsn: str) -> None:
@@ -132,7 +127,7 @@ async def test_a_group_is_at_most_max_group_jobs(db_dsn: str) -> None:
                 start(noop(), i)
     stats = batcher.statistics()
     assert (1 + 3, 11, 4) == (stats.groups, stats.jobs, stats.largest)  # 1, 4, 4, 2
-    assert 11 == count(db_dsn, "SELECT count(*) FROM jobs")
+    assert 11 == scalar(db_dsn, "SELECT count(*) FROM jobs")
 
 
 async def test_one_new_key_in_one_group_makes_one_job_the_others_get_it(db_dsn: str) -> None:
@@ -145,7 +140,7 @@ async def test_one_new_key_in_one_group_makes_one_job_the_others_get_it(db_dsn: 
     results = [ok(outcomes[i]) for i in range(10)]
     assert [False] * 9 + [True] == sorted(new for _, new in results)
     assert 1 == len({job.id for job, _ in results})
-    assert 1 == count(db_dsn, "SELECT count(*) FROM jobs WHERE idempotency_key = %s", key)
+    assert 1 == scalar(db_dsn, "SELECT count(*) FROM jobs WHERE idempotency_key = %s", key)
 
 
 async def test_a_key_that_exists_already_gets_the_existing_job(db_dsn: str) -> None:
@@ -171,7 +166,7 @@ async def test_a_job_the_database_refuses_fails_alone(db_dsn: str) -> None:
     assert isinstance(outcomes[2], psycopg.errors.CheckViolation)
     assert created(outcomes, 0, 1, 3, 4)
     assert 1 == batcher.statistics().split
-    assert 1 + 4 == count(db_dsn, "SELECT count(*) FROM jobs")
+    assert 1 + 4 == scalar(db_dsn, "SELECT count(*) FROM jobs")
 
 
 async def backend_waiting_on_a_lock(dsn: str) -> int:
@@ -217,7 +212,7 @@ async def test_a_database_error_fails_its_group_and_only_its_group(db_dsn: str) 
     assert all(isinstance(outcomes[i], DatabaseUnavailable) for i in range(3))
     assert new
     assert (3, 5) == (batcher.statistics().groups, batcher.statistics().jobs)
-    assert 2 == count(db_dsn, "SELECT count(*) FROM jobs")
+    assert 2 == scalar(db_dsn, "SELECT count(*) FROM jobs")
 
 
 async def test_a_submit_cancelled_while_queued_is_not_written(db_dsn: str) -> None:
@@ -240,8 +235,8 @@ async def test_a_submit_cancelled_while_queued_is_not_written(db_dsn: str) -> No
                 scope.cancel()
     assert scope.cancelled_caught
     assert created(outcomes, -1, 0, 1)
-    assert 0 == count(db_dsn, "SELECT count(*) FROM jobs WHERE idempotency_key = %s", gone)
-    assert 3 == count(db_dsn, "SELECT count(*) FROM jobs")
+    assert 0 == scalar(db_dsn, "SELECT count(*) FROM jobs WHERE idempotency_key = %s", gone)
+    assert 3 == scalar(db_dsn, "SELECT count(*) FROM jobs")
     assert (2, 3, 0) == (batcher.statistics().groups, batcher.statistics().jobs,
                          batcher.statistics().waiting)
 
@@ -268,7 +263,7 @@ async def test_a_submit_cancelled_while_its_group_is_written_loses_none_of_the_o
                 await trio.testing.wait_all_tasks_blocked()
                 assert 1 == batcher.statistics().groups  # its write still in flight
     assert created(outcomes, *range(5))
-    assert 1 + 5 == count(db_dsn, "SELECT count(*) FROM jobs")  # its own job too
+    assert 1 + 5 == scalar(db_dsn, "SELECT count(*) FROM jobs")  # its own job too
     assert (2, 6, 0) == (batcher.statistics().groups, batcher.statistics().jobs,
                          batcher.statistics().waiting)
 
@@ -293,4 +288,4 @@ async def test_inserts_sharing_keys_in_opposite_orders_do_not_deadlock(db_dsn: s
                 nursery.start_soon(batch, keys[::-1], answers)
             assert [100, 100] == [len(a) for a in answers]
             assert 100 == sum(j.created for a in answers for j in a)
-    assert 1000 == count(db_dsn, "SELECT count(*) FROM jobs")
+    assert 1000 == scalar(db_dsn, "SELECT count(*) FROM jobs")

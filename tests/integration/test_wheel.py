@@ -79,14 +79,12 @@ class Installed(NamedTuple):
     python: Path
     scheduler: Path
     workdir: Path  # empty, outside the checkout: the commands run here
-    checkout_built: bool  # whether building left a build/ folder in the checkout
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     tmp = tmp_path_factory.mktemp("wheel")
     assert ROOT not in tmp.parents
-    had_build = (ROOT / "build").exists()
     source = copy_sources(tmp / "src")
     dist = tmp / "dist"
     built = run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(source)],
@@ -102,14 +100,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     assert 0 == pip.returncode, pip.stderr[-3000:]
     workdir = tmp / "work"
     workdir.mkdir()
-    return Installed(wheel, venv, python, venv / "bin" / "scheduler", workdir,
-                     checkout_built=not had_build and (ROOT / "build").exists())
-
-
-def test_building_the_wheel_leaves_no_build_folder_in_the_checkout(
-    installed: Installed,
-) -> None:
-    assert not installed.checkout_built
+    return Installed(wheel, venv, python, venv / "bin" / "scheduler", workdir)
 
 
 def test_the_wheel_holds_only_scheduler_core(installed: Installed) -> None:

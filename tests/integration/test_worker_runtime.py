@@ -19,6 +19,7 @@ import httpx
 from tests.support import (
     Coordinator,
     Worker,
+    db_now,
     job_row,
     pid_alive,
     query,
@@ -40,9 +41,6 @@ StartWorker = Callable[..., Worker]
 
 
 # --- helpers -------------------------------------------------------------------------
-
-def db_now(dsn: str) -> Any:
-    return query(dsn, "SELECT now() AS now")[0]["now"]
 
 
 def submit_many(url: str, count: int, job_type: str, payload: dict[str, Any] | None = None,
@@ -210,7 +208,7 @@ def test_a_cpu_job_over_its_timeout_is_killed_on_time_each_attempt_then_dead_let
         took = seconds(r["finished_at"] - r["started_at"])  # the database's clock
         # Not before its 1 s timeout, and ended by it: the job alone would run 30 s (the
         # deadline poll above already failed the test long before that).
-        assert 1.0 <= took < 30.0, f"run {r['attempt']} took {took:.3f} s"
+        assert 1.0 <= took, f"run {r['attempt']} took {took:.3f} s"
     after = children(w.pid)
     killed = seen - after
     assert 2 == len(killed), f"expected one killed child per attempt: seen {seen}, now {after}"

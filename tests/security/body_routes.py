@@ -17,7 +17,8 @@ from typing import Any
 
 from scheduler_core.web.openapi import JSON, openapi_path
 from scheduler_core.web.routes import ROUTES
-from tests.support import OUTPUT, Coordinator, Proc, running_coordinator
+from tests import support
+from tests.support import Coordinator, Proc, running_coordinator
 
 ADMIN = "sec-admin-" + "a" * 24
 READ = "sec-read-" + "r" * 24
@@ -27,7 +28,6 @@ TOKENS = {"SCHEDULER_ADMIN_TOKEN": ADMIN, "SCHEDULER_READ_TOKEN": READ,
 TOKEN_OF_ROLE = {"admin": ADMIN, "read": READ, "worker": WORKER, "public": None}
 # The values path parameters get: a well-formed id (no such job) and a queue name.
 PATH_VALUES = {"id": str(uuid.UUID(int=1)), "name": "default"}
-SECURITY_OUTPUT = OUTPUT / "security"
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,5 @@ def log_events(proc: Proc, name: str) -> list[dict[str, Any]]:
 
 
 def record_figures(name: str, figures: dict[str, Any]) -> Path:
-    """Write a test's measured figures to test-output/security/<name>.json."""
-    SECURITY_OUTPUT.mkdir(parents=True, exist_ok=True)
-    path = SECURITY_OUTPUT / f"{name}.json"
-    path.write_text(json.dumps(figures, indent=2) + "\n")
-    return path
+    """A security test's measured figures, to test-output/security/<name>.json."""
+    return support.record_figures(name, figures, under="security")
