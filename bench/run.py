@@ -935,7 +935,7 @@ class ScaleTarget:
         self.conn = c.connect()
         self.conn.execute(self.insert_due, (100,))
         self.conn.execute("VACUUM ANALYZE jobs")
-        self.conn.execute("VACUUM ANALYZE job_runs")
+        self.conn.execute("VACUUM ANALYZE run_history")
         total = self.conn.execute("SELECT count(*) FROM jobs").fetchone()
         size = self.conn.execute("SELECT pg_size_pretty(pg_total_relation_size('jobs'))").fetchone()
         self.info = {"rows": total[0] if total else None, "jobs_table_size": size[0] if size else None,
@@ -1014,7 +1014,7 @@ def bulk_history(c: Cluster, rows: int, chunk: int = 200_000) -> None:
                             + (i::float8 / %(rows)s::float8) * interval '6 days' - interval '1 hour' AS ts
                   FROM generate_series(%(lo)s::int, %(hi)s::int) AS i) s
             RETURNING id, status, started_at, finished_at, last_error)
-        INSERT INTO job_runs (id, job_id, attempt, worker_id, lease_token, lease_expires_at,
+        INSERT INTO run_history (id, job_id, attempt, worker_id, lease_token, lease_expires_at,
                               started_at, finished_at, outcome, error)
         SELECT gen_random_uuid(), id, 1, 'bench-history', gen_random_uuid(),
                started_at + interval '30 s', started_at, finished_at,

@@ -500,7 +500,16 @@ class Store:
                 # of a limited queue ended: claims held back by its limit may go on.
                 # (A duplicate changed nothing: it rings nothing.)
                 await self._notifying(conn, "notify_jobs")
-        by_run = {r["run_id"]: r for r in rows}
+            by_run = {r["run_id"]: r for r in rows}
+            unmatched = [c for c in items if by_run[c.run_id]["job_id"] is None]
+            if unmatched:
+                # Runs another batch ended while this one waited for their jobs' locks
+                # are past the statement's snapshot; a fresh one sees their history.
+                cur = await conn.execute(q("repeated_runs"), {
+                    "worker_id": worker_id, "run_ids": [c.run_id for c in unmatched],
+                    "tokens": [c.lease_token for c in unmatched],
+                    "outcomes": [c.outcome for c in unmatched]})
+                by_run.update((r["run_id"], r) for r in await cur.fetchall())
         return [CompletedRun(**by_run[c.run_id]) for c in items]
 
     async def reap_expired(self, limit: int = 500) -> list[ReapedRun]:

@@ -1,5 +1,5 @@
 -- Retention: deleting finished jobs past their age, in bounded batches.
--- Their job_runs go with them (ON DELETE CASCADE).
+-- Their runs' history goes with them, in the same statement.
 
 -- name: prune_finished_jobs
 -- One batch: delete up to %(batch)s jobs in one of %(statuses)s that finished more
@@ -7,13 +7,18 @@
 -- rows another transaction holds (a retry, another coordinator's pruner) are left for
 -- the next pass, so pruning never waits on and never blocks the hot path. A range scan
 -- of the jobs_finished_at index (finished_at, status).
-DELETE FROM jobs
-WHERE id IN (
-    SELECT id FROM jobs
-    WHERE finished_at IS NOT NULL
-      AND finished_at < now() - make_interval(secs => %(older_than_seconds)s::float8)
-      AND status = ANY(%(statuses)s::text[])
-    ORDER BY finished_at
-    LIMIT %(batch)s
-    FOR UPDATE SKIP LOCKED)
-RETURNING id;
+WITH pruned AS (
+    DELETE FROM jobs
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE finished_at IS NOT NULL
+          AND finished_at < now() - make_interval(secs => %(older_than_seconds)s::float8)
+          AND status = ANY(%(statuses)s::text[])
+        ORDER BY finished_at
+        LIMIT %(batch)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id
+), runs AS (
+    DELETE FROM run_history WHERE job_id IN (SELECT id FROM pruned)
+)
+SELECT id FROM pruned;

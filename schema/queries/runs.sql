@@ -14,10 +14,11 @@ FROM scheduler_claim(%(worker_id)s::text, %(queues)s::text[], %(limit)s::integer
 
 -- name: complete_runs
 -- A batch of outcomes of %(worker_id)s's runs. Each item counts only if its run is
--- that worker's, still live and the job's current run (fencing), or repeats exactly how its run already ended (same
--- token, same outcome: a resend whose first answer was lost) - then it changes
--- nothing and comes back with duplicate true. The rest come back with job_id NULL
--- (409 to the caller). A Released run gives its attempt back (docs/decisions/0004).
+-- that worker's, still live and the job's current run (fencing: the job row holds the
+-- live run's id, token and worker); a counted run is written to run_history, once, as
+-- it ended. The rest come back with job_id NULL: Store.complete then asks
+-- repeated_runs which of them are resends, else they are fenced off (409). A Released
+-- run gives its attempt back (docs/decisions/0004).
 -- Retry delay: full jitter, jitter * min(cap, base * 2^(attempt-1)), jitter in [0, 1)
 -- drawn by the caller (Store.complete).
 -- %(items)s is one JSON array of [run_id, token, outcome, error, result, jitter,
@@ -29,32 +30,35 @@ WITH input AS (
            (e.v->>5)::float8 AS jitter, (e.v->>6)::bool AS permanent
     FROM jsonb_array_elements(%(items)s::jsonb) AS e(v)
 ), locked AS (
-    -- Lock the runs in id order first: a lease renewal (renew_leases) or another batch
-    -- touching the same runs locks them in the same order, so they queue, never
+    -- Lock the jobs in id order first: a lease renewal (renew_leases) or another batch
+    -- touching the same jobs locks them in the same order, so they queue, never
     -- deadlock. A locked row is read as it is once locked, not as the statement's
-    -- snapshot had it: a run that a concurrent batch finished while this one waited
-    -- shows finished here (what `repeated` needs).
-    SELECT r.id, r.job_id, r.lease_token, r.finished_at, r.outcome FROM job_runs r
-    WHERE r.id IN (SELECT run_id FROM input) AND r.worker_id = %(worker_id)s
-    ORDER BY r.id
+    -- snapshot had it, and the conditions are checked again on that version: a run
+    -- that a concurrent batch ended while this one waited is not live here.
+    SELECT j.id, j.current_run_id, j.lease_token, j.attempts, j.max_attempts,
+           j.cancel_requested, j.started_at, j.lease_expires_at
+    FROM jobs j
+    WHERE j.current_run_id = ANY(ARRAY(SELECT run_id FROM input)) AND j.status = 'Running'
+      AND j.worker_id = %(worker_id)s
+    ORDER BY j.id
     FOR UPDATE
-), runs AS (
-    UPDATE job_runs r SET finished_at = now(), outcome = i.outcome, error = i.error
-    FROM input i, jobs j, locked l
-    WHERE r.id = i.run_id AND r.id = l.id AND r.lease_token = i.token
-      AND r.finished_at IS NULL
-      AND j.id = r.job_id AND j.current_run_id = r.id AND j.status = 'Running'
-    RETURNING r.id, r.job_id, i.outcome, i.error, i.result, i.jitter, i.permanent
 ), decided AS (
-    SELECT runs.*, j.attempts, j.max_attempts,
+    SELECT l.id AS job_id, l.attempts, l.max_attempts, l.started_at, l.lease_expires_at,
+        i.run_id, i.token, i.outcome, i.error, i.result, i.jitter,
         CASE
-            WHEN runs.outcome = 'Succeeded' THEN 'Succeeded'
-            WHEN runs.outcome = 'Cancelled' OR j.cancel_requested THEN 'Cancelled'
-            WHEN runs.outcome = 'Released' THEN 'Pending'
-            WHEN runs.permanent OR j.attempts >= j.max_attempts THEN 'DeadLetter'
+            WHEN i.outcome = 'Succeeded' THEN 'Succeeded'
+            WHEN i.outcome = 'Cancelled' OR l.cancel_requested THEN 'Cancelled'
+            WHEN i.outcome = 'Released' THEN 'Pending'
+            WHEN i.permanent OR l.attempts >= l.max_attempts THEN 'DeadLetter'
             ELSE 'Failed'
         END AS next_status
-    FROM runs JOIN jobs j ON j.id = runs.job_id
+    FROM locked l JOIN input i ON i.run_id = l.current_run_id AND i.token = l.lease_token
+), history AS (
+    INSERT INTO run_history (id, job_id, attempt, worker_id, lease_token,
+                             lease_expires_at, started_at, finished_at, outcome, error)
+    SELECT d.run_id, d.job_id, d.attempts, %(worker_id)s, d.token, d.lease_expires_at,
+           d.started_at, now(), d.outcome, d.error
+    FROM decided d
 ), updated AS (
     UPDATE jobs j SET
         status = d.next_status,
@@ -72,69 +76,76 @@ WITH input AS (
         result = CASE WHEN d.next_status = 'Succeeded' THEN d.result ELSE j.result END,
         last_error = CASE WHEN d.outcome = 'Succeeded' THEN j.last_error ELSE d.error END,
         current_run_id = NULL,
+        worker_id = NULL,
+        lease_token = NULL,
+        lease_expires_at = NULL,
         updated_at = now()
     FROM decided d
     WHERE j.id = d.job_id
-    RETURNING j.id, j.status, j.type, j.queue, j.attempts, d.id AS run_id, d.outcome
-), repeated AS (
-    -- Resent completions: the run already ended, before this statement or while it
-    -- waited for the lock (`locked` reads past the snapshot), with this very token
-    -- and outcome. Nothing is written; the job is reported as this statement's
-    -- snapshot has it (in the rare race with the first sending, still Running).
-    SELECT l.id AS run_id, l.outcome, j.id, j.status, j.type, j.queue, j.attempts
-    FROM locked l JOIN jobs j ON j.id = l.job_id
-    WHERE l.finished_at IS NOT NULL
-      AND EXISTS (SELECT 1 FROM input i WHERE i.run_id = l.id AND i.token = l.lease_token
-                                           AND i.outcome = l.outcome)
+    RETURNING j.id, j.status, j.type, j.queue, j.attempts, d.run_id, d.outcome
 )
-SELECT i.run_id, COALESCE(u.id, p.id) AS job_id, COALESCE(u.status, p.status) AS status,
-       COALESCE(u.type, p.type) AS type, COALESCE(u.queue, p.queue) AS queue,
-       COALESCE(u.attempts, p.attempts) AS attempts, COALESCE(u.outcome, p.outcome) AS outcome,
-       p.run_id IS NOT NULL AS duplicate,
+SELECT i.run_id, u.id AS job_id, u.status, u.type, u.queue, u.attempts, u.outcome,
+       false AS duplicate,
        -- A slot of a limited queue came free: claims waiting on the limit should look.
        u.queue IN (SELECT name FROM queues WHERE concurrency_limit IS NOT NULL) AS limited
-FROM input i LEFT JOIN updated u ON u.run_id = i.run_id
-LEFT JOIN repeated p ON p.run_id = i.run_id AND p.outcome = i.outcome;
+FROM input i LEFT JOIN updated u ON u.run_id = i.run_id;
+
+-- name: repeated_runs
+-- Items of a completion batch that complete_runs did not count: those that repeat
+-- exactly how their run already ended (same worker, token and outcome: a resend whose
+-- first answer was lost) change nothing and come back with duplicate true. In its own
+-- statement, so its snapshot also sees a run that a concurrent batch ended while
+-- complete_runs waited for the job's lock.
+SELECT h.id AS run_id, j.id AS job_id, j.status, j.type, j.queue, j.attempts, h.outcome,
+       true AS duplicate, NULL::boolean AS limited
+FROM run_history h
+JOIN unnest(%(run_ids)s::uuid[], %(tokens)s::uuid[], %(outcomes)s::text[])
+     AS t(run_id, token, outcome)
+  ON h.id = t.run_id AND h.lease_token = t.token AND h.outcome = t.outcome
+JOIN jobs j ON j.id = h.job_id
+WHERE h.id = ANY(%(run_ids)s::uuid[]) AND h.worker_id = %(worker_id)s;
 
 -- name: renew_leases
 -- Extends the leases of the listed live runs of %(worker_id)s (matching token only;
 -- another worker's runs are never renewed, whatever it sends) and says, for
 -- each renewed run, whether its job has been asked to cancel. Runs not returned are
--- lost to their worker (reaped, or completed elsewhere): it must drop them.
+-- lost to their worker (reaped, or completed elsewhere): it must drop them. Only the
+-- lease column changes, which no index holds: the update can be HOT.
 WITH locked AS (
-    -- Same lock order as complete_runs (by id), so the two never deadlock.
-    SELECT r.id FROM job_runs r
-    WHERE r.id = ANY(%(run_ids)s::uuid[]) AND r.worker_id = %(worker_id)s
-    ORDER BY r.id
+    -- Same lock order as complete_runs (by job id), so the two never deadlock.
+    SELECT j.id FROM jobs j
+    WHERE j.current_run_id = ANY(%(run_ids)s::uuid[]) AND j.status = 'Running'
+      AND j.worker_id = %(worker_id)s
+    ORDER BY j.id
     FOR UPDATE
-), renewed AS (
-    UPDATE job_runs r SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-    FROM unnest(%(run_ids)s::uuid[], %(tokens)s::uuid[]) AS t(run_id, token), locked l
-    WHERE r.id = t.run_id AND r.id = l.id AND r.lease_token = t.token
-      AND r.finished_at IS NULL
-    RETURNING r.id, r.job_id, r.lease_expires_at
 )
-SELECT renewed.id AS run_id, renewed.lease_expires_at, j.cancel_requested
-FROM renewed JOIN jobs j ON j.id = renewed.job_id;
+UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM unnest(%(run_ids)s::uuid[], %(tokens)s::uuid[]) AS t(run_id, token), locked l
+WHERE j.id = l.id AND j.current_run_id = t.run_id AND j.lease_token = t.token
+  AND j.status = 'Running' AND j.worker_id = %(worker_id)s
+RETURNING j.current_run_id AS run_id, j.lease_expires_at, j.cancel_requested;
 
 -- name: reap_expired
--- Runs whose lease expired (database clock) end as LeaseExpired; their jobs go back
--- to Pending at once, or DeadLetter when out of attempts. SKIP LOCKED makes it safe
--- for several coordinators to reap at once.
+-- Runs whose lease expired (database clock) end as LeaseExpired (written to
+-- run_history); their jobs go back to Pending at once, or DeadLetter when out of
+-- attempts. SKIP LOCKED makes it safe for several coordinators to reap at once. The
+-- Running jobs are few (at most the workers' slots and prefetch): read through
+-- jobs_live_run, their leases filtered.
 WITH expired AS (
-    SELECT r.id FROM job_runs r
-    WHERE r.finished_at IS NULL AND r.lease_expires_at < now()
-    ORDER BY r.lease_expires_at
+    SELECT j.id, j.current_run_id, j.attempts, j.worker_id, j.lease_token,
+           j.lease_expires_at, j.started_at,
+           'lease expired: worker ' || j.worker_id || ' stopped renewing it' AS error
+    FROM jobs j
+    WHERE j.status = 'Running' AND j.lease_expires_at < now()
+    ORDER BY j.lease_expires_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-), runs AS (
-    UPDATE job_runs r SET
-        finished_at = now(),
-        outcome = 'LeaseExpired',
-        error = 'lease expired: worker ' || r.worker_id || ' stopped renewing it'
+), history AS (
+    INSERT INTO run_history (id, job_id, attempt, worker_id, lease_token,
+                             lease_expires_at, started_at, finished_at, outcome, error)
+    SELECT e.current_run_id, e.id, e.attempts, e.worker_id, e.lease_token,
+           e.lease_expires_at, e.started_at, now(), 'LeaseExpired', e.error
     FROM expired e
-    WHERE r.id = e.id
-    RETURNING r.id, r.job_id, r.error, r.worker_id
 )
 UPDATE jobs j SET
     status = CASE WHEN j.cancel_requested THEN 'Cancelled'
@@ -143,10 +154,13 @@ UPDATE jobs j SET
     run_at = now(),
     finished_at = CASE WHEN j.cancel_requested OR j.attempts >= j.max_attempts
                        THEN now() END,
-    last_error = runs.error,
+    last_error = e.error,
     current_run_id = NULL,
+    worker_id = NULL,
+    lease_token = NULL,
+    lease_expires_at = NULL,
     updated_at = now()
-FROM runs
-WHERE j.id = runs.job_id AND j.current_run_id = runs.id AND j.status = 'Running'
-RETURNING j.id AS job_id, j.status, j.attempts, j.type, j.queue, runs.id AS run_id,
-          runs.worker_id;
+FROM expired e
+WHERE j.id = e.id
+RETURNING j.id AS job_id, j.status, j.attempts, j.type, j.queue, e.current_run_id AS run_id,
+          e.worker_id;

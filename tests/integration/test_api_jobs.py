@@ -136,9 +136,9 @@ def test_get_by_id_includes_the_runs_as_an_empty_list(http: httpx.Client) -> Non
 def test_get_by_id_lists_the_runs_of_the_job(http: httpx.Client, module_dsn: str) -> None:
     job = submit(http)
     run_id = uuid.uuid4()
-    execute(module_dsn, "INSERT INTO job_runs (id, job_id, attempt, worker_id, lease_token, "
-            "lease_expires_at) VALUES (%s, %s, 1, 'w-1', gen_random_uuid(), now())",
-            run_id, job["id"])
+    execute(module_dsn, "INSERT INTO run_history (id, job_id, attempt, worker_id, lease_token, "
+            "lease_expires_at, finished_at, outcome) VALUES (%s, %s, 1, 'w-1', "
+            "gen_random_uuid(), now(), now(), 'Failed')", run_id, job["id"])
     runs = http.get(f"/api/jobs/{job['id']}").json()["runs"]
     assert [(str(run_id), 1, "w-1")] == [(r["id"], r["attempt"], r["workerId"]) for r in runs]
 

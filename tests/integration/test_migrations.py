@@ -13,7 +13,7 @@ from scheduler_core.schema.migrate import _LOCK_KEY as MIGRATION_LOCK_KEY
 from scheduler_core.schema.migrate import available
 from tests.support import ROOT, free_port, wait_until
 
-TABLES = {"jobs", "job_runs", "schedules", "workers", "schema_migrations"}
+TABLES = {"jobs", "run_history", "job_runs", "schedules", "workers", "schema_migrations"}
 
 
 def migrate_process(dsn: str) -> subprocess.Popen[str]:
@@ -47,8 +47,10 @@ def versions(dsn: str) -> list[int]:
 
 
 def tables(dsn: str) -> set[str]:
+    """The tables, and the views (every run, live or ended: job_runs)."""
     return {str(r[0]) for r in query(
-        dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' UNION ALL "
+             "SELECT viewname FROM pg_views WHERE schemaname = 'public'")}
 
 
 def test_migrate_on_an_empty_database_applies_every_migration(empty_database: str) -> None:

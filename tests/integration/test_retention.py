@@ -34,8 +34,8 @@ def insert_job(dsn: str, status: str, *, finished_days_ago: float | None,
              "finished": finished_days_ago})
         for attempt in range(1, runs + 1):
             conn.execute(
-                """INSERT INTO job_runs (id, job_id, attempt, worker_id, lease_token,
-                                         lease_expires_at, finished_at, outcome)
+                """INSERT INTO run_history (id, job_id, attempt, worker_id, lease_token,
+                                            lease_expires_at, finished_at, outcome)
                    VALUES (%s, %s, %s, 'w-1', %s, now(), now(), 'Failed')""",
                 (uuid.uuid4(), job_id, attempt, uuid.uuid4()))
     return job_id

@@ -39,6 +39,7 @@ EXPECTED: dict[str, list[str]] = {
     "migrations/0001_initial.sql": ["JOB_STATUSES", "WAITING", "DUE_LATER"],
     "migrations/0002_schedules.sql": ["ACTIVE", "ACTIVE", "TERMINAL"],
     "migrations/0006_queues.sql": ["WAITING"],
+    "migrations/0009_leases_in_jobs.sql": ["WAITING"],
 }
 
 _LIST = re.compile(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)|ARRAY\[([^\]]*)\]", re.IGNORECASE)
