@@ -1,5 +1,5 @@
 -- 0009: the lease lives in the job's row; a run's history row is written once, when
--- the run ends (docs/decisions/0017-leases-in-jobs.md).
+-- the run ends (docs/decisions/0018-leases-in-jobs.md).
 -- Every statement is idempotent, so re-running the file changes nothing.
 --
 -- Before: a claim inserted a job_runs row (heap, three indexes and a foreign-key
