@@ -112,23 +112,32 @@ def _first_of_each_key(jobs: Sequence[NewJob]) -> tuple[dict[str, int], list[int
     return first, fresh
 
 
+class _InsertRow(msgspec.Struct):
+    """One job of the ``insert_jobs`` statement's JSON array."""
+
+    ord: int
+    id: uuid.UUID
+    type: str
+    payload: dict[str, Any]
+    queue: str
+    priority: int
+    run_at: dt.datetime | None
+    max_attempts: int
+    timeout_seconds: int
+    idempotency_key: str | None
+
+
 def _insert_jobs_params(jobs: Sequence[NewJob], job_ids: Sequence[uuid.UUID]) -> dict[str, Any]:
-    """The parallel arrays of the ``insert_jobs`` statement, keyless jobs first, then by
-    idempotency key: so any two INSERTs (batches, groups, of one coordinator or two)
-    that share keys take their unique-index locks in one order and cannot deadlock.
-    The callers match the returned rows by id, whatever the order."""
+    """The ``insert_jobs`` statement's one parameter, a JSON array of the jobs: keyless
+    jobs first, then by idempotency key, so any two INSERTs (batches, groups, of one
+    coordinator or two) that share keys take their unique-index locks in one order and
+    cannot deadlock. The callers match the returned rows by id, whatever the order."""
     pairs = sorted(zip(jobs, job_ids, strict=True),
                    key=lambda p: (p[0].idempotency_key is not None, p[0].idempotency_key or ""))
-    sent = [j for j, _ in pairs]
-    ids = [i for _, i in pairs]
-    return {
-        "ids": list(ids), "types": [j.type for j in sent],
-        "payloads": [msgspec.json.encode(j.payload).decode() for j in sent],
-        "queues": [j.queue for j in sent], "priorities": [j.priority for j in sent],
-        "run_ats": [j.run_at for j in sent],
-        "max_attempts": [j.max_attempts for j in sent],
-        "timeouts": [j.timeout_seconds for j in sent],
-        "keys": [j.idempotency_key for j in sent]}
+    rows = [_InsertRow(n, id_, j.type, j.payload, j.queue, j.priority, j.run_at,
+                       j.max_attempts, j.timeout_seconds, j.idempotency_key)
+            for n, (j, id_) in enumerate(pairs)]
+    return {"jobs": _json.encode(rows).decode()}
 
 
 class NewJob(msgspec.Struct, kw_only=True):

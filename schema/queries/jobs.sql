@@ -14,23 +14,26 @@ ON CONFLICT DO NOTHING
 RETURNING *;
 
 -- name: insert_jobs
--- A batch of new jobs in one statement (the arrays are parallel, one element per job,
--- in request order). Jobs whose idempotency key already exists are not inserted and
--- not returned; the caller reads them with get_jobs_by_keys.
+-- A batch of new jobs in one statement: %(jobs)s is one JSON array of the jobs, each
+-- an object with its position ``ord`` (one text parameter, parsed by PostgreSQL: for
+-- 1,000 jobs a fraction of the cost of nine parallel arrays dumped element by element).
+-- Jobs whose idempotency key already exists are not inserted and not returned; the
+-- caller reads them with get_jobs_by_keys. It returns what the API answers (JobOut's
+-- fields), not the lease columns.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                   timeout_seconds, idempotency_key)
 SELECT t.id, t.type, t.payload,
        CASE WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
        t.queue, t.priority, COALESCE(t.run_at, now()), t.max_attempts, t.timeout_seconds,
        t.idempotency_key
-FROM unnest(%(ids)s::uuid[], %(types)s::text[], %(payloads)s::jsonb[], %(queues)s::text[],
-            %(priorities)s::int[], %(run_ats)s::timestamptz[], %(max_attempts)s::int[],
-            %(timeouts)s::int[], %(keys)s::text[])
-     WITH ORDINALITY AS t(id, type, payload, queue, priority, run_at, max_attempts,
-                          timeout_seconds, idempotency_key, ord)
+FROM jsonb_to_recordset(%(jobs)s::jsonb)
+     AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
+          run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text)
 ORDER BY t.ord
 ON CONFLICT DO NOTHING
-RETURNING *;
+RETURNING id, type, payload, status, queue, priority, run_at, attempts, max_attempts,
+          timeout_seconds, idempotency_key, schedule_id, fire_time, cancel_requested,
+          last_error, result, retry_reason, created_at, updated_at, started_at, finished_at;
 
 -- name: get_jobs_by_keys
 SELECT * FROM jobs WHERE idempotency_key = ANY(%(keys)s::text[]);
