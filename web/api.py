@@ -17,7 +17,7 @@ from scheduler_core.handlers import HandlerError, PayloadError, UnknownHandler
 from scheduler_core.runtime import clock, cron
 from scheduler_core.schema import wire
 from scheduler_core.schema.store import NewJob, NewSchedule
-from scheduler_core.web.context import context, json_response
+from scheduler_core.web.context import AppContext, context, json_response
 from scheduler_core.web.errors import ApiError, new_error_id
 from scheduler_core.web.inputs import (
     check_payload_size,
@@ -38,9 +38,10 @@ JOBS_SUBMITTED = prometheus_client.Counter(
     "scheduler_jobs_submitted_total", "Jobs created through the API", ["type"])
 
 
-def _validate_payload(job_type: str, payload: dict[str, Any] | None) -> dict[str, Any]:
-    registry = context(current_app).registry
-    check_payload_size(payload)
+def _validate_payload(ctx: AppContext, job_type: str,
+                      payload: dict[str, Any] | None) -> dict[str, Any]:
+    registry = ctx.registry
+    check_payload_size(payload, ctx.config.max_payload_bytes)
     try:
         registry.get(job_type)
     except UnknownHandler:
@@ -56,8 +57,9 @@ def _validate_payload(job_type: str, payload: dict[str, Any] | None) -> dict[str
     return payload if payload is not None else {}
 
 
-def _defaults(job_type: str, body: wire.SubmitJob) -> tuple[int, int, str, int]:
-    spec = context(current_app).registry.get(job_type)
+def _defaults(ctx: AppContext, job_type: str,
+              body: wire.SubmitJob) -> tuple[int, int, str, int]:
+    spec = ctx.registry.get(job_type)
     max_attempts = body.max_attempts or spec.max_attempts or DEFAULT_MAX_ATTEMPTS
     timeout = body.timeout_seconds or spec.timeout_seconds or DEFAULT_TIMEOUT_SECONDS
     queue = body.queue or spec.queue or "default"
@@ -80,8 +82,8 @@ def _new_job(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
 async def submit_job() -> Response:
     body: wire.SubmitJob = await read_body(wire.SubmitJob)
     ctx = context(current_app)
-    payload = _validate_payload(body.type, body.payload)
-    max_attempts, timeout, queue, priority = _defaults(body.type, body)
+    payload = _validate_payload(ctx, body.type, body.payload)
+    max_attempts, timeout, queue, priority = _defaults(ctx, body.type, body)
     if body.cron is not None:
         return await _submit_schedule(body, payload, max_attempts, timeout, queue, priority)
     job, created = await ctx.submits.submit(  # written with the submits in flight
@@ -110,8 +112,8 @@ async def submit_batch() -> Response:
                 raise ApiError(400, "validation_error",
                                "cron is not allowed in a batch; create schedules one at a "
                                "time with POST /api/jobs", "cron")
-            payload = _validate_payload(item.type, item.payload)
-            max_attempts, timeout, queue, priority = _defaults(item.type, item)
+            payload = _validate_payload(ctx, item.type, item.payload)
+            max_attempts, timeout, queue, priority = _defaults(ctx, item.type, item)
             jobs.append(_new_job(item, payload, max_attempts, timeout, queue, priority))
         except ApiError as exc:
             where = exc.body.field

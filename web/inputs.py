@@ -146,9 +146,9 @@ def parse_run_at(value: str) -> dt.datetime:
                        "runAt") from None
 
 
-def check_payload_size(payload: Any, field: str = "payload") -> None:
-    """413 naming ``field`` when ``payload``, as JSON, is over SCHEDULER_MAX_PAYLOAD_BYTES."""
-    limit = context(current_app).config.max_payload_bytes
+def check_payload_size(payload: Any, limit: int, field: str = "payload") -> None:
+    """413 naming ``field`` when ``payload``, as JSON, is over ``limit`` bytes
+    (SCHEDULER_MAX_PAYLOAD_BYTES)."""
     size = len(msgspec.json.encode(payload))
     if size > limit:
         raise ApiError(413, "payload_too_large",
