@@ -49,10 +49,10 @@ def explain(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any],
 
 def round_trip(conn: psycopg.Connection[Any], n: int, *, measure: bool,
                plans: bool) -> dict[str, dict[str, float]]:
-    params = {"ids": [uuid.uuid4() for _ in range(n)], "types": ["noop"] * n,
-              "payloads": ["{}"] * n, "queues": ["default"] * n, "priorities": [0] * n,
-              "run_ats": [None] * n, "max_attempts": [3] * n, "timeouts": [300] * n,
-              "keys": [None] * n}
+    params = {"jobs": json.dumps([
+        {"ord": i, "id": str(uuid.uuid4()), "type": "noop", "payload": {}, "queue": "default",
+         "priority": 0, "run_at": None, "max_attempts": 3, "timeout_seconds": 300,
+         "idempotency_key": None} for i in range(n)])}
     claim = {"worker_id": WORKER, "queues": ["default"], "limit": n, "lease_seconds": 30.0}
     out: dict[str, dict[str, float]] = {}
     if measure:
