@@ -26,6 +26,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from scheduler_core.schema.queries import q
+from scheduler_core.schema.store import NewJob, insert_jobs_params, uuid7_many
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 WORKER = "bench-wal"
@@ -49,10 +50,8 @@ def explain(conn: psycopg.Connection[Any], sql: str, params: dict[str, Any],
 
 def round_trip(conn: psycopg.Connection[Any], n: int, *, measure: bool,
                plans: bool) -> dict[str, dict[str, float]]:
-    params = {"jobs": json.dumps([
-        {"ord": i, "id": str(uuid.uuid4()), "type": "noop", "payload": {}, "queue": "default",
-         "priority": 0, "run_at": None, "max_attempts": 3, "timeout_seconds": 300,
-         "idempotency_key": None} for i in range(n)])}
+    params = insert_jobs_params([NewJob(type="noop", payload={}) for _ in range(n)],
+                                uuid7_many(n))  # what the coordinator sends
     claim = {"worker_id": WORKER, "queues": ["default"], "limit": n, "lease_seconds": 30.0}
     out: dict[str, dict[str, float]] = {}
     if measure:

@@ -127,7 +127,7 @@ class _InsertRow(msgspec.Struct):
     idempotency_key: str | None
 
 
-def _insert_jobs_params(jobs: Sequence[NewJob], job_ids: Sequence[uuid.UUID]) -> dict[str, Any]:
+def insert_jobs_params(jobs: Sequence[NewJob], job_ids: Sequence[uuid.UUID]) -> dict[str, Any]:
     """The ``insert_jobs`` statement's one parameter, a JSON array of the jobs: keyless
     jobs first, then by idempotency key, so any two INSERTs (batches, groups, of one
     coordinator or two) that share keys take their unique-index locks in one order and
@@ -298,7 +298,7 @@ class Store:
         first, fresh = _first_of_each_key(jobs)
         ids = uuid7_many(len(fresh))
         sent = [jobs[i] for i in fresh]
-        params = _insert_jobs_params(sent, ids)
+        params = insert_jobs_params(sent, ids)
         async with self.pool.connection() as conn:
             cur = await self._notifying(conn, "insert_jobs", params)
             inserted = await cur.fetchall()
@@ -347,11 +347,11 @@ class Store:
         written. Once the INSERT has committed it never raises: a failure of the read
         of existing keys becomes the outcome of the jobs that needed it.
 
-        The ids follow the order given (the rows' lock order: _insert_jobs_params).
+        The ids follow the order given (the rows' lock order: insert_jobs_params).
         """
         first, fresh = _first_of_each_key(jobs)
         id_of = dict(zip(fresh, uuid7_many(len(fresh)), strict=True))
-        params = _insert_jobs_params([jobs[i] for i in fresh], [id_of[i] for i in fresh])
+        params = insert_jobs_params([jobs[i] for i in fresh], [id_of[i] for i in fresh])
         out: list[tuple[wire.JobOut, bool] | Exception] = []
         async with self.pool.connection() as conn:
             cur = await self._notifying(conn, "insert_jobs", params)

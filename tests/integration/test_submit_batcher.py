@@ -270,7 +270,7 @@ async def test_a_submit_cancelled_while_its_group_is_written_loses_none_of_the_o
 
 async def test_inserts_sharing_keys_in_opposite_orders_do_not_deadlock(db_dsn: str) -> None:
     """Two batches (or a batch and a group) with the same new keys, given in opposite
-    orders, write their rows in one key order (Store's _insert_jobs_params): written in
+    orders, write their rows in one key order (Store's insert_jobs_params): written in
     the order given, each would hold a key the other waits for, and PostgreSQL would
     abort one of them (DeadlockDetected)."""
     async with db.open_pool(db_dsn, max_size=4) as pool:
