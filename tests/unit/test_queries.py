@@ -7,6 +7,7 @@ from importlib import resources
 
 import pytest
 
+from scheduler_core.schema import wire
 from scheduler_core.schema.queries import QUERIES, UnknownQuery, parse, q
 
 SAMPLE = """\
@@ -84,3 +85,11 @@ def test_shipped_queries_bind_parameters_by_name_only() -> None:
 def test_an_unknown_query_name_raises_unknown_query() -> None:
     with pytest.raises(UnknownQuery):
         q("no_such_query")
+
+
+def test_insert_jobs_returns_exactly_the_fields_of_a_job_answer() -> None:
+    # insert_jobs lists its RETURNING columns by hand (no lease columns to decode); the
+    # store builds JobOut from them, so a field added to JobOut must be added there.
+    returning = q("insert_jobs").rsplit("RETURNING", 1)[1]
+    columns = [c.strip() for c in returning.split(",")]
+    assert columns == [f for f in wire.JobOut.__struct_fields__ if f != "runs"]
