@@ -119,3 +119,31 @@ def test_a_key_from_a_single_submission_is_honoured_by_a_batch(
     assert 200 == resp.status_code
     assert [(single["id"], False)] == [(i["id"], i["created"]) for i in resp.json()["items"]]
     assert 1 == count_jobs(db_dsn)
+
+
+def test_odd_values_are_stored_as_sent_through_the_statements_json_parameter(
+        db_dsn: str, coordinator: Coordinator) -> None:
+    # insert_jobs carries a batch as one JSON document (jsonb_to_recordset): quoting,
+    # escapes, non-ASCII text, zoned times and range edges must come back unchanged.
+    odd = "\x01\x1f\u2028 é 😀 \"q\" \\ </script> %(jobs)s ' ;--"
+    jobs: list[dict[str, Any]] = [
+        {"type": "fail", "payload": {"message": odd}, "idempotencyKey": odd},
+        {"type": "fail", "payload": {"message": "later"},
+         "runAt": "2030-01-01T00:00:00.123456+05:00", "priority": -100,
+         "maxAttempts": 100, "timeoutSeconds": 86400, "queue": "a.b-c_d"},
+    ]
+
+    resp = post_batch(coordinator, jobs)
+
+    assert 201 == resp.status_code, resp.text
+    first, second = resp.json()["items"]
+    assert (odd, odd) == (first["payload"]["message"], first["idempotencyKey"])
+    assert ("Scheduled", "2029-12-31T19:00:00.123456Z", -100, 100, 86400, "a.b-c_d") == (
+        second["status"], second["runAt"], second["priority"], second["maxAttempts"],
+        second["timeoutSeconds"], second["queue"])
+    with psycopg.connect(db_dsn) as conn:
+        row = conn.execute("SELECT payload->>'message', idempotency_key FROM jobs "
+                           "WHERE id = %s", (first["id"],)).fetchone()
+    assert (odd, odd) == row
+    again = post_batch(coordinator, [jobs[0]])  # the key is found again, byte for byte
+    assert (200, first["id"]) == (again.status_code, again.json()["items"][0]["id"])
