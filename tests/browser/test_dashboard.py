@@ -73,6 +73,34 @@ def test_every_module_loads_as_javascript_and_every_view_renders(
     assert [] == dashboard.errors
 
 
+def test_an_answer_that_comes_after_its_view_was_left_does_not_replace_the_next_view(
+        shared_dashboard: Dashboard) -> None:
+    """The overview asks for its snapshot when entered before the event stream brought
+    one; a user (or a test) who moves on before the answer comes must keep the view
+    moved to (CI saw the overview land over the jobs view)."""
+    dashboard = shared_dashboard
+    page = dashboard.page
+    held: dict[str, Any] = {}
+    # The stream and the overview's request are held: the overview must ask, and its
+    # answer comes when the test says.
+    page.route("**/api/dashboard/events", lambda route: held.setdefault("events", route))
+    page.route("**/api/dashboard/overview", lambda route: held.setdefault("overview", route))
+    page.goto(f"{dashboard.url}/#/")
+    # Each evaluate lets Playwright run its route handlers (sync API: handlers run
+    # inside Playwright's calls).
+    wait_until(lambda: page.evaluate("1") and "overview" in held, what="the overview's request")
+    page.evaluate("route => { location.hash = route; }", "#/jobs")
+    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+    with page.expect_response("**/api/dashboard/overview") as answer:
+        held["overview"].fulfill(response=held["overview"].fetch())
+    answer.value.finished()
+    # Two turns of the page's task queue: the fetch's .json() and .then() have run.
+    page.evaluate("() => new Promise(r => setTimeout(() => setTimeout(r)))")
+    expect(page.get_by_role("heading", name="Jobs", exact=True)).to_be_visible()
+    expect(page.get_by_role("heading", name="Overview", exact=True)).to_have_count(0)
+    assert [] == dashboard.errors
+
+
 def test_the_status_cards_and_filter_show_the_servers_statuses_unfinished_first(
         shared_dashboard: Dashboard) -> None:
     dashboard = shared_dashboard

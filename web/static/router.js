@@ -25,17 +25,20 @@ export function parseRoute() {
   return { name: "overview", params };
 }
 
-/* Shows the view of the current hash (again, if it is the one shown). */
+/* Shows the view of the current hash (again, if it is the one shown). Each view gets
+ * an element of its own: a view that was left may still have a request in flight, and
+ * what it renders when the answer comes lands in its own element, now detached, not over
+ * the view that replaced it. */
 export function navigate() {
   const route = parseRoute();
   if (state.view && state.view.leave) state.view.leave();
-  const main = document.getElementById("view");
-  main.replaceChildren();
+  const root = document.createElement("div");
+  document.getElementById("view").replaceChildren(root);
   for (const a of document.querySelectorAll("[data-nav]")) {
     a.classList.toggle("active", a.dataset.nav === SECTIONS[route.name]);
   }
   const View = views[route.name];
-  state.view = new View(main, route);
+  state.view = new View(root, route);
   state.view.enter();
 }
 
