@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any
 
 from scheduler_core.runtime.config import Config, bind_refusal, is_loopback_host, load_config
-from scheduler_core.runtime.errors import RuntimeCoreError
+from scheduler_core.runtime.errors import ConfigError, RuntimeCoreError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,6 +113,26 @@ HANDLERS_HELP = ("comma-separated modules (or module:function) registering more 
                  "(default: SCHEDULER_HANDLERS)")
 
 
+QUEUES_HELP = ("comma-separated queues the workers take jobs from; * takes every queue, "
+               "including ones created later")
+
+
+def queue_list(text: str) -> list[str]:
+    """The queues of a --queues or SCHEDULER_QUEUES value; ConfigError naming the first
+    that is not a queue name (nor *)."""
+    from scheduler_core.schema.wire import QUEUE_NAME
+
+    names = [q.strip() for q in text.split(",") if q.strip()]
+    if not names:
+        raise ConfigError(f"--queues (SCHEDULER_QUEUES) names no queue: {text!r}")
+    for name in names:
+        if name != "*" and not QUEUE_NAME.fullmatch(name):
+            raise ConfigError("--queues (SCHEDULER_QUEUES) must be comma-separated queue "
+                              "names (1 to 64 letters, digits, _ . or -) or *, found "
+                              f"{name[:80]!r}")
+    return list(dict.fromkeys(names))
+
+
 NO_AUTH_HELP = ("bind a non-loopback address with no token configured: anyone who "
                 "reaches it can do everything (default: SCHEDULER_ALLOW_NO_AUTH)")
 
@@ -127,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host")
     up.add_argument("--port", type=_positive_int)
     up.add_argument("--handlers", help=HANDLERS_HELP)
+    up.add_argument("--queues", help=QUEUES_HELP + " (default: SCHEDULER_QUEUES, else *)")
     up.add_argument("--insecure-no-auth", action="store_true", help=NO_AUTH_HELP)
 
     co = sub.add_parser("coordinator", help="serve the API and run the coordinator actors")
@@ -141,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--coordinator-url")
     wk.add_argument("--drain-timeout", type=_non_negative_float)
     wk.add_argument("--worker-id")
-    wk.add_argument("--queues", help="comma-separated queues to take jobs from (default: default)")
+    wk.add_argument("--queues", help=QUEUES_HELP + " (default: SCHEDULER_QUEUES, else default)")
     wk.add_argument("--handlers", help=HANDLERS_HELP)
 
     sub.add_parser("migrate", help="apply pending database migrations")
@@ -225,7 +246,7 @@ def _config(args: argparse.Namespace) -> Config:
     for arg, field in (("host", "host"), ("port", "port"), ("workers", "workers"),
                        ("slots", "worker_slots"), ("coordinator_url", "coordinator_url"),
                        ("drain_timeout", "drain_timeout_seconds"), ("worker_id", "worker_id"),
-                       ("handlers", "handlers"),
+                       ("handlers", "handlers"), ("queues", "queues"),
                        ("succeeded_days", "retention_succeeded_days"),
                        ("deadletter_days", "retention_deadletter_days"),
                        ("batch", "prune_batch")):
@@ -330,11 +351,11 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
         if args.command == "worker":
             from scheduler_core.command import worker_main
 
-            queues = [q for q in (args.queues or "default").split(",") if q]
-            return worker_main.main(config, queues)
+            return worker_main.main(config, queue_list(config.queues or "default"))
         if args.command == "up":
             from scheduler_core.command import up
 
+            queue_list(config.queues or "*")  # a bad list stops here, before anything starts
             return up.main(config)
     except psycopg.OperationalError as exc:
         print(f"scheduler: cannot use PostgreSQL: {str(exc).strip()}", file=sys.stderr)

@@ -106,6 +106,9 @@ async def run_up(config: Config, dsn: str) -> None:
         {**os.environ, "SCHEDULER_HANDLERS": config.handlers}, coordinator_url=worker_url,
         worker_token=next(iter(config.worker_tokens), ""),
         job_env_names=config.job_env_names)
+    # The workers of `up` serve every queue unless told otherwise: a job submitted to a
+    # queue of its own must not wait forever under the one-command set-up.
+    worker_env["SCHEDULER_QUEUES"] = config.queues or "*"
     probe_token = config.client_token or next(iter(config.read_tokens), "")
     probe_headers = {"Authorization": f"Bearer {probe_token}"} if probe_token else {}
     applied = await compose.migrate(dsn)
@@ -147,7 +150,7 @@ async def run_up(config: Config, dsn: str) -> None:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(tree.run)
                     print(f"scheduler-core is up: API and dashboard at {url}  "
-                          f"(workers: {config.workers}; Ctrl-C stops)", flush=True)
+                          f"(workers: {config.workers}, queues: {config.queues or '*'}; Ctrl-C stops)", flush=True)
             outer.cancel_scope.cancel()
 
 

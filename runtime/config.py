@@ -121,6 +121,10 @@ SETTINGS: tuple[Setting, ...] = (
             "about 50 ms at the recent run times (none for long jobs). Queued jobs are "
             "handed back at once on a drain. 0: claim only for free slots."),
     Setting("SCHEDULER_WORKERS", "workers", int, "Worker processes `scheduler up` starts."),
+    Setting("SCHEDULER_QUEUES", "queues", str,
+            "Comma-separated queues a worker takes jobs from; * is every queue, including "
+            "ones created later. Empty: `scheduler worker` takes default, the workers of "
+            "`scheduler up` take *."),
     Setting("SCHEDULER_DRAIN_TIMEOUT_SECONDS", "drain_timeout_seconds", float,
             "On SIGTERM, how long a worker lets running jobs finish before handing them back."),
     Setting("SCHEDULER_KILL_GRACE_SECONDS", "kill_grace_seconds", float,
@@ -227,6 +231,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     worker_slots: int = 0
     worker_prefetch: int = 64
     workers: int = 2
+    queues: str = ""
     drain_timeout_seconds: float = 30.0
     kill_grace_seconds: float = 0.2
     worker_data_dir: str = ".scheduler/worker-data"

@@ -1,4 +1,5 @@
-"""The queue store: a queue's pause state and cluster-wide concurrency limit.
+"""The queue store: a queue's pause state, cluster-wide concurrency limit and rate
+limits.
 
 Queues need no definition: a job names its queue, and a queue without settings is
 active and unlimited. Settings live in the ``queues`` table (migration 0006), where
@@ -20,9 +21,25 @@ WAITING_CAP = 10_000
 MAX_QUEUES = 1000
 
 
+def rate_limits_out(stored: list[dict[str, Any]] | None) -> list[wire.RateLimit] | None:
+    """The windows as the API shows them, from ``queues.rate_limits``."""
+    if not stored:
+        return None
+    return [wire.RateLimit(limit=w["limit"], per=w["per"], burst=w["burst"]) for w in stored]
+
+
+def rate_limits_in(limits: list[wire.RateLimit] | None) -> str | None:
+    """``queues.rate_limits`` for these windows (what the claim reads: perMs)."""
+    if not limits:
+        return None
+    return msgspec.json.encode([{"limit": w.limit, "per": w.per, "perMs": w.per_ms,
+                                 "burst": w.burst} for w in limits]).decode()
+
+
 def queue_out(row: dict[str, Any]) -> wire.QueueOut:
     return wire.QueueOut(
         name=row["name"], paused=row["paused"], concurrency_limit=row["concurrency_limit"],
+        rate_limits=rate_limits_out(row["rate_limits"]),
         running=row["running"], waiting=min(row["waiting"], WAITING_CAP),
         waiting_capped=row["waiting"] > WAITING_CAP, updated_at=row["updated_at"])
 
@@ -49,8 +66,12 @@ class QueueStore:
         """Apply the fields of ``change`` that are set; the queue as it is now."""
         set_limit = change.concurrency_limit is not msgspec.UNSET
         paused = None if change.paused is msgspec.UNSET else change.paused
+        rates = change.rate_limits
+        set_rates = not isinstance(rates, msgspec.UnsetType)
         async with self.pool.connection() as conn:
             await conn.execute(q("set_queue"), {
                 "name": name, "set_limit": set_limit,
-                "limit": change.concurrency_limit if set_limit else None, "paused": paused})
+                "limit": change.concurrency_limit if set_limit else None, "paused": paused,
+                "set_rates": set_rates,
+                "rates": None if isinstance(rates, msgspec.UnsetType) else rate_limits_in(rates)})
         return await self.get(name)

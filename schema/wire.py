@@ -57,6 +57,11 @@ QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$(?!\n)"
 QUEUE_NAME = re.compile(QUEUE_NAME_PATTERN)
 QueueName = Annotated[str, Meta(pattern=QUEUE_NAME_PATTERN,
                                 description="letters, digits, _ . - ; 1 to 64 characters")]
+# What a worker asks to claim from: a queue name, or * for every queue (including ones
+# created after it started).
+QUEUE_SELECTOR_PATTERN = r"^(\*|[A-Za-z0-9_.\-]{1,64})$(?!\n)"
+QueueSelector = Annotated[str, Meta(pattern=QUEUE_SELECTOR_PATTERN,
+                                    description="a queue name, or * for every queue")]
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200)]
 MaxAttempts = Annotated[int, Meta(ge=1, le=100)]
 TimeoutSeconds = Annotated[int, Meta(ge=1, le=86400)]
@@ -241,7 +246,7 @@ class Claim(msgspec.Struct, **_IN):
     worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
     max: Annotated[int, Meta(ge=1, le=1000)]
     wait_seconds: Annotated[float, Meta(ge=0, le=60)] = 0.0
-    queues: list[QueueName] = msgspec.field(default_factory=lambda: ["default"])
+    queues: list[QueueSelector] = msgspec.field(default_factory=lambda: ["default"])
 
 
 class ClaimedJob(msgspec.Struct, **_OUT):
@@ -280,7 +285,7 @@ class Complete(msgspec.Struct, **_IN):
     worker_id: Annotated[str, Meta(min_length=1, max_length=200)]
     completions: Annotated[list[Completion], Meta(min_length=1, max_length=1000)]
     claim: Annotated[int, Meta(ge=0, le=1000)] = 0
-    queues: list[QueueName] = msgspec.field(default_factory=lambda: ["default"])
+    queues: list[QueueSelector] = msgspec.field(default_factory=lambda: ["default"])
 
 
 class CompletionResult(msgspec.Struct, **_OUT):
@@ -304,13 +309,55 @@ class CompleteReply(msgspec.Struct, **_OUT):
 
 ConcurrencyLimit = Annotated[int, Meta(ge=1, le=100000)]
 
+# A rate window's length: a whole number and a unit, ms, s, m (minutes), h or d;
+# 1ms to 1d (checked by rate_limit_problem, which names the field).
+RATE_PER_PATTERN = r"^[1-9][0-9]{0,9}(ms|s|m|h|d)$(?!\n)"
+RATE_PER = re.compile(RATE_PER_PATTERN)
+_RATE_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+RATE_PER_MAX_MS = 86_400_000
+RATE_WINDOWS_MAX = 8
+RateCount = Annotated[int, Meta(ge=1, le=1_000_000_000)]
+
+
+class RateLimit(msgspec.Struct, **_IN):
+    """One window of a queue's rate limit: at most ``limit`` job starts in any
+    ``per`` (sliding, not calendar-aligned), across the whole cluster. ``burst`` is how
+    many may start at once (default 1: evenly spaced); the sustained rate is then
+    ``limit - burst + 1`` per ``per`` (docs/decisions/0019-rate-limits.md)."""
+
+    limit: RateCount
+    per: Annotated[str, Meta(pattern=RATE_PER_PATTERN,
+                             description="a whole number and ms, s, m, h or d; 1ms to 1d")]
+    burst: RateCount = 1
+
+    @property
+    def per_ms(self) -> int:
+        m = RATE_PER.fullmatch(self.per)
+        assert m is not None  # the pattern held at decoding
+        return int(self.per[:m.start(1)]) * _RATE_UNIT_MS[m.group(1)]
+
+
+def rate_limit_problem(limits: list[RateLimit]) -> tuple[str, str] | None:
+    """The first field of ``limits`` that is out of range and what is wrong with it;
+    None when every window is valid."""
+    for i, w in enumerate(limits):
+        if w.per_ms > RATE_PER_MAX_MS:
+            return f"rateLimits[{i}].per", f"expected at most 1d, found {w.per}"
+        if w.burst > w.limit:
+            return (f"rateLimits[{i}].burst",
+                    f"expected at most the window's limit ({w.limit}), found {w.burst}")
+    return None
+
 
 class UpdateQueue(msgspec.Struct, **_IN):
     """``PATCH /api/queues/{name}``: only the fields given change. ``concurrencyLimit``
-    null removes the limit."""
+    null removes the limit; ``rateLimits`` null (or []) removes every window, and a
+    new list replaces the old one (its buckets start full)."""
 
     concurrency_limit: ConcurrencyLimit | msgspec.UnsetType | None = msgspec.UNSET
     paused: bool | msgspec.UnsetType = msgspec.UNSET
+    rate_limits: (Annotated[list[RateLimit], Meta(max_length=RATE_WINDOWS_MAX)]
+                  | msgspec.UnsetType | None) = msgspec.UNSET
 
 
 class QueueOut(msgspec.Struct, **_OUT):
@@ -321,6 +368,7 @@ class QueueOut(msgspec.Struct, **_OUT):
     name: str
     paused: bool
     concurrency_limit: int | None
+    rate_limits: list[RateLimit] | None
     running: int
     waiting: int
     waiting_capped: bool

@@ -6,13 +6,16 @@ limit. A bad queue name is a 400 naming ``name``.
     GET    /api/queues                  queues with settings, waiting or running jobs
                                         (the first 1000 by name; waiting counted to 10,000)
     GET    /api/queues/{name}           one queue (any valid name answers)
-    PATCH  /api/queues/{name}           {"concurrencyLimit": n | null, "paused": bool}
+    PATCH  /api/queues/{name}           {"concurrencyLimit": n | null, "paused": bool,
+                                         "rateLimits": [{"limit", "per", "burst"}] | null}
     POST   /api/queues/{name}/pause     no new claims; running jobs finish
     POST   /api/queues/{name}/resume    claims again
 
 A paused queue still accepts jobs; they wait. A concurrency limit caps how many of the
 queue's jobs are Running at once across every worker and coordinator (claims of a
-limited queue take a row lock on its settings, so the cap holds under any race).
+limited queue take a row lock on its settings, so the cap holds under any race). Rate
+limits (up to 8 windows, each "at most limit starts in any per") hold the same way:
+the claim that takes jobs moves the windows' state in the statement that takes them.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ async def get_queue(name: str) -> Response:
 async def update_queue(name: str) -> Response:
     name = parse_name(name)
     change: wire.UpdateQueue = await read_body(wire.UpdateQueue)
+    if change.rate_limits:
+        problem = wire.rate_limit_problem(change.rate_limits)
+        if problem is not None:
+            raise ApiError(400, "validation_error", problem[1], problem[0])
     return json_response(await context(current_app).queues.update(name, change))
 
 

@@ -99,6 +99,18 @@ WHERE id IN (
 RETURNING id;
 
 -- name: next_due_in
--- Seconds until the earliest waiting job falls due (NULL: none waiting).
-SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))::float8 AS seconds
-FROM jobs WHERE status IN ('Scheduled', 'Failed');
+-- Seconds until a claim may find something it cannot take now (NULL: nothing waits):
+-- the earliest waiting job falls due, or a rate-limited queue with due jobs lets the
+-- next one start (no ring says so: a bucket fills by the clock).
+SELECT LEAST(
+    (SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))
+     FROM jobs WHERE status IN ('Scheduled', 'Failed')),
+    (SELECT min(scheduler_rate_ready_at(q.rate_limits, q.rate_tat)
+                - scheduler_epoch_ps(now())) / 1000000000000
+     FROM queues q
+     WHERE q.rate_limits IS NOT NULL AND NOT q.paused
+       AND scheduler_rate_ready_at(q.rate_limits, q.rate_tat) > scheduler_epoch_ps(now())
+       AND EXISTS (SELECT 1 FROM jobs j
+                   WHERE j.status IN ('Pending', 'Scheduled', 'Failed')
+                     AND j.queue = q.name AND j.run_at <= now()))
+)::float8 AS seconds;

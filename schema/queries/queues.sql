@@ -2,14 +2,19 @@
 
 -- name: set_queue
 -- Create or change a queue's settings. %(set_limit)s false keeps the current limit
--- (NULL for a new row); %(paused)s NULL keeps the current pause state.
-INSERT INTO queues AS q (name, concurrency_limit, paused)
+-- (NULL for a new row); %(paused)s NULL keeps the current pause state;
+-- %(set_rates)s false keeps the rate windows, true replaces them with %(rates)s
+-- (NULL: none) and starts their buckets full (rate_tat NULL).
+INSERT INTO queues AS q (name, concurrency_limit, paused, rate_limits)
 VALUES (%(name)s, CASE WHEN %(set_limit)s THEN %(limit)s::integer END,
-        coalesce(%(paused)s::boolean, false))
+        coalesce(%(paused)s::boolean, false),
+        CASE WHEN %(set_rates)s THEN %(rates)s::jsonb END)
 ON CONFLICT (name) DO UPDATE SET
     concurrency_limit = CASE WHEN %(set_limit)s THEN EXCLUDED.concurrency_limit
                              ELSE q.concurrency_limit END,
     paused = coalesce(%(paused)s::boolean, q.paused),
+    rate_limits = CASE WHEN %(set_rates)s THEN EXCLUDED.rate_limits ELSE q.rate_limits END,
+    rate_tat = CASE WHEN %(set_rates)s THEN NULL ELSE q.rate_tat END,
     updated_at = now()
 RETURNING name;
 
@@ -35,7 +40,8 @@ LIMIT %(limit)s;
 -- name: queue_details
 -- Settings and load of each queue in %(names)s, by name (a queue never configured:
 -- not paused, no limit, updated_at NULL). The waiting count stops at %(cap)s.
-SELECT n.name, coalesce(q.paused, false) AS paused, q.concurrency_limit, q.updated_at,
+SELECT n.name, coalesce(q.paused, false) AS paused, q.concurrency_limit, q.rate_limits,
+       q.updated_at,
        (SELECT count(*) FROM jobs r WHERE r.status = 'Running' AND r.queue = n.name)
            AS running,
        (SELECT count(*) FROM (

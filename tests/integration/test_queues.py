@@ -79,7 +79,8 @@ def test_a_queue_never_configured_is_active_and_unlimited(http: httpx.Client) ->
     name = new_queue()
     resp = http.get(f"/api/queues/{name}")
     assert 200 == resp.status_code, resp.text
-    assert {"name": name, "paused": False, "concurrencyLimit": None, "running": 0,
+    assert {"name": name, "paused": False, "concurrencyLimit": None, "rateLimits": None,
+            "running": 0,
             "waiting": 0, "waitingCapped": False, "updatedAt": None} == resp.json()
 
 

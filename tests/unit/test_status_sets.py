@@ -28,7 +28,7 @@ EXPECTED: dict[str, list[str]] = {
     "queries/jobs.sql:cancel_job": ["ACTIVE"],
     "queries/jobs.sql:retry_job": ["RETRYABLE"],
     "queries/jobs.sql:promote_due": ["DUE_LATER"],
-    "queries/jobs.sql:next_due_in": ["DUE_LATER"],
+    "queries/jobs.sql:next_due_in": ["DUE_LATER", "WAITING"],
     "queries/queues.sql:queue_names": ["WAITING", "WAITING"],
     "queries/queues.sql:queue_details": ["WAITING"],
     "queries/runs.sql:complete_runs": ["TERMINAL"],
@@ -40,6 +40,7 @@ EXPECTED: dict[str, list[str]] = {
     "migrations/0002_schedules.sql": ["ACTIVE", "ACTIVE", "TERMINAL"],
     "migrations/0006_queues.sql": ["WAITING"],
     "migrations/0009_leases_in_jobs.sql": ["WAITING"],
+    "migrations/0010_rate_limits.sql": ["WAITING", "WAITING", "WAITING"],
 }
 
 _LIST = re.compile(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)|ARRAY\[([^\]]*)\]", re.IGNORECASE)
