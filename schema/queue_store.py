@@ -9,6 +9,7 @@ trigger, so long-polling claims look again at once.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import msgspec
@@ -37,11 +38,28 @@ def rate_limits_in(limits: list[wire.RateLimit] | None) -> str | None:
 
 
 def queue_out(row: dict[str, Any]) -> wire.QueueOut:
+    rates = rate_limits_out(row["rate_limits"])
+    limits: list[wire.LimitUse] = []
+    if row["concurrency_limit"] is not None:
+        limits.append(wire.LimitUse(kind="concurrency", limit=row["concurrency_limit"],
+                                    used=row["running"]))
+    for w, (used, until) in zip(rates or [], row["rate_use"] or [], strict=False):
+        limits.append(wire.LimitUse(
+            kind="rate", limit=w.limit, per=w.per, used=used,
+            until=None if until is None else dt.datetime.fromisoformat(until)))
+    waiting = min(row["waiting"], WAITING_CAP)
     return wire.QueueOut(
         name=row["name"], paused=row["paused"], concurrency_limit=row["concurrency_limit"],
-        rate_limits=rate_limits_out(row["rate_limits"]),
-        running=row["running"], waiting=min(row["waiting"], WAITING_CAP),
-        waiting_capped=row["waiting"] > WAITING_CAP, updated_at=row["updated_at"])
+        rate_limits=rates,
+        running=row["running"], waiting=waiting,
+        waiting_capped=row["waiting"] > WAITING_CAP, updated_at=row["updated_at"],
+        key_concurrency_limit=row["key_concurrency_limit"],
+        key_rate_limits=rate_limits_out(row["key_rate_limits"]),
+        limits=limits,
+        top_keys=[wire.KeyLoad(key=k["key"], waiting=k["waiting"], running=k["running"])
+                  for k in row["top_keys"] or []],
+        workers=row["workers"],
+        warning="no_worker" if waiting > 0 and row["workers"] == 0 else None)
 
 
 class QueueStore:
@@ -68,10 +86,21 @@ class QueueStore:
         paused = None if change.paused is msgspec.UNSET else change.paused
         rates = change.rate_limits
         set_rates = not isinstance(rates, msgspec.UnsetType)
-        async with self.pool.connection() as conn:
+        key_limit = change.key_concurrency_limit
+        set_key_limit = key_limit is not msgspec.UNSET
+        key_rates = change.key_rate_limits
+        set_key_rates = not isinstance(key_rates, msgspec.UnsetType)
+        async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(q("set_queue"), {
                 "name": name, "set_limit": set_limit,
                 "limit": change.concurrency_limit if set_limit else None, "paused": paused,
                 "set_rates": set_rates,
-                "rates": None if isinstance(rates, msgspec.UnsetType) else rate_limits_in(rates)})
+                "rates": None if isinstance(rates, msgspec.UnsetType) else rate_limits_in(rates),
+                "set_key_limit": set_key_limit,
+                "key_limit": None if isinstance(key_limit, msgspec.UnsetType) else key_limit,
+                "set_key_rates": set_key_rates,
+                "key_rates": (None if isinstance(key_rates, msgspec.UnsetType)
+                              else rate_limits_in(key_rates))})
+            if set_key_rates:
+                await conn.execute(q("reset_key_rates"), {"name": name})
         return await self.get(name)

@@ -81,7 +81,7 @@ def uuid7_many(n: int) -> list[uuid.UUID]:
 
 _json = msgspec.json.Encoder()
 
-_JOB_FIELDS = tuple(f for f in wire.JobOut.__struct_fields__ if f != "runs")
+_JOB_FIELDS = tuple(f for f in wire.JobOut.__struct_fields__ if f not in ("runs", "waiting"))
 _RUN_FIELDS = wire.RunOut.__struct_fields__
 _SCHEDULE_FIELDS = tuple(f for f in wire.ScheduleOut.__struct_fields__ if f not in ("kind", "type"))
 
@@ -125,17 +125,22 @@ class _InsertRow(msgspec.Struct):
     max_attempts: int
     timeout_seconds: int
     idempotency_key: str | None
+    concurrency_key: str | None
 
 
 def insert_jobs_params(jobs: Sequence[NewJob], job_ids: Sequence[uuid.UUID]) -> dict[str, Any]:
-    """The ``insert_jobs`` statement's one parameter, a JSON array of the jobs: keyless
-    jobs first, then by idempotency key, so any two INSERTs (batches, groups, of one
-    coordinator or two) that share keys take their unique-index locks in one order and
-    cannot deadlock. The callers match the returned rows by id, whatever the order."""
+    """The ``insert_jobs`` statement's one parameter, a JSON array of the jobs, in lock
+    order: by concurrency key (none first; a keyed job's insert locks its key's
+    ``job_keys`` row), then by idempotency key (none first; its unique-index entry), so
+    any two INSERTs (batches, groups, of one coordinator or two) that share keys take
+    their locks in one order and cannot deadlock. The callers match the returned rows by
+    id, whatever the order."""
     pairs = sorted(zip(jobs, job_ids, strict=True),
-                   key=lambda p: (p[0].idempotency_key is not None, p[0].idempotency_key or ""))
+                   key=lambda p: (p[0].concurrency_key is not None, p[0].concurrency_key or "",
+                                  p[0].idempotency_key is not None, p[0].idempotency_key or ""))
     rows = [_InsertRow(n, id_, j.type, j.payload, j.queue, j.priority, j.run_at,
-                       j.max_attempts, j.timeout_seconds, j.idempotency_key)
+                       j.max_attempts, j.timeout_seconds, j.idempotency_key,
+                       j.concurrency_key)
             for n, (j, id_) in enumerate(pairs)]
     return {"jobs": _json.encode(rows).decode()}
 
@@ -153,6 +158,7 @@ class NewJob(msgspec.Struct, kw_only=True):
     idempotency_key: str | None = None
     schedule_id: uuid.UUID | None = None
     fire_time: dt.datetime | None = None
+    concurrency_key: str | None = None
 
 
 class NewSchedule(msgspec.Struct, kw_only=True):
@@ -273,7 +279,7 @@ class Store:
             "priority": job.priority, "run_at": job.run_at,
             "max_attempts": job.max_attempts, "timeout_seconds": job.timeout_seconds,
             "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
-            "fire_time": job.fire_time,
+            "fire_time": job.fire_time, "concurrency_key": job.concurrency_key,
         }
         async with self.pool.connection() as conn:
             cur = await self._notifying(conn, "insert_job", params)
@@ -392,10 +398,19 @@ class Store:
             if row is None:
                 raise NotFound(f"no job with id {job_id}")
             runs = None
+            waiting = None
             if with_runs:
                 cur = await conn.execute(q("list_runs"), {"job_id": job_id})
                 runs = await cur.fetchall()
-        return job_out(row, runs)
+                if row["status"] in wire.WAITING:
+                    cur = await conn.execute(q("job_waiting"), {"id": job_id})
+                    why = await cur.fetchone()
+                    if why is not None:
+                        waiting = wire.WaitingReason(**{k: v for k, v in why.items()
+                                                        if v is not None})
+        job = job_out(row, runs)
+        job.waiting = waiting
+        return job
 
     async def list_jobs(self, *, status: str | None = None, type: str | None = None,
                         queue: str | None = None, before: uuid.UUID | None = None,
@@ -443,7 +458,8 @@ class Store:
         (the hash of the secret the caller sent, if any) is not its current one."""
         row = await self._one("register_worker", {
             "id": w.worker_id, "hostname": w.hostname, "pid": w.pid,
-            "capacity": w.capacity, "secret_hash": secret_hash, "presented": presented})
+            "capacity": w.capacity, "secret_hash": secret_hash, "presented": presented,
+            "queues": w.queues})
         return row is not None
 
     async def worker_secret_hash(self, worker_id: str) -> bytes | None:
@@ -494,7 +510,8 @@ class Store:
         resend whose answer was lost), which changed nothing."""
         rand = random.random
         encoded = _json.encode([
-            (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent)
+            (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent,
+             c.retry_after)
             for c in items])
         params = {"items": encoded.decode(), "worker_id": worker_id,
                   "base": self.retry_base_seconds, "cap": self.retry_cap_seconds}

@@ -48,7 +48,10 @@ DUE_LATER: tuple[JobStatus, ...] = (_S.SCHEDULED, _S.FAILED)
 # What ``POST /api/jobs/{id}/retry`` applies to.
 RETRYABLE: tuple[JobStatus, ...] = (_S.DEAD_LETTER, _S.CANCELLED, _S.FAILED)
 
-RunOutcome = Literal["Succeeded", "Failed", "TimedOut", "Cancelled", "Released"]
+# RateLimited: the handler was told to slow down (RateLimited / ctx.backoff): the job
+# waits again without spending the attempt and its bucket is held for retryAfter.
+RunOutcome = Literal["Succeeded", "Failed", "TimedOut", "Cancelled", "Released",
+                     "RateLimited"]
 
 # A queue name: the one rule, for the API's bodies and paths, the CLI and the OpenAPI.
 # ("(?!\n)": msgspec searches the pattern, and a bare "$" also matches before a final
@@ -63,6 +66,9 @@ QUEUE_SELECTOR_PATTERN = r"^(\*|[A-Za-z0-9_.\-]{1,64})$(?!\n)"
 QueueSelector = Annotated[str, Meta(pattern=QUEUE_SELECTOR_PATTERN,
                                     description="a queue name, or * for every queue")]
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=200)]
+# A job's flow-control key (a tenant, a customer): its queue's per-key limits and the
+# fair share between keys apply to it (docs/decisions/0020-keys-and-fairness.md).
+ConcurrencyKey = Annotated[str, Meta(min_length=1, max_length=200)]
 MaxAttempts = Annotated[int, Meta(ge=1, le=100)]
 TimeoutSeconds = Annotated[int, Meta(ge=1, le=86400)]
 Priority = Annotated[int, Meta(ge=-100, le=100)]
@@ -87,6 +93,7 @@ class SubmitJob(msgspec.Struct, **_IN):
     priority: Priority | None = None
     misfire_policy: Literal["skip", "once", "all"] | None = None
     overlap_policy: Literal["allow", "skip", "queue"] | None = None
+    concurrency_key: ConcurrencyKey | None = None
 
 
 MAX_BATCH_JOBS = 1000
@@ -114,6 +121,24 @@ class RunOut(msgspec.Struct, **_OUT):
     error: str | None
 
 
+WaitingReasonName = Literal["scheduled", "queue_paused", "queue_concurrency", "queue_rate",
+                            "key_concurrency", "key_rate", "retry_backoff", "depends_on",
+                            "no_worker", "ready"]
+
+
+class WaitingReason(msgspec.Struct, omit_defaults=True, **_OUT):
+    """Why a waiting job has not started: the first that holds of, in order,
+    ``scheduled`` / ``retry_backoff`` (until ``until``), ``queue_paused``,
+    ``queue_concurrency`` / ``key_concurrency`` (``running`` of ``limit``),
+    ``queue_rate`` / ``key_rate`` (until ``until``), ``no_worker`` (no live worker
+    takes jobs from its queue); ``ready``: nothing holds it, the next claim may take it."""
+
+    reason: WaitingReasonName
+    until: dt.datetime | None = None
+    running: int | None = None
+    limit: int | None = None
+
+
 class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):
     id: uuid.UUID
     type: str
@@ -136,6 +161,8 @@ class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):
     updated_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    concurrency_key: str | None = None
+    waiting: WaitingReason | None = None  # only when the job is waiting (one job's GET)
     runs: list[RunOut] | None = None
 
 
@@ -190,6 +217,9 @@ class RegisterWorker(msgspec.Struct, **_IN):
     hostname: Annotated[str, Meta(max_length=255)]
     pid: Annotated[int, Meta(ge=0, le=2**31 - 1)]  # the workers.pid column is an integer
     capacity: Annotated[int, Meta(ge=1, le=10000)]
+    # What it claims from (shown per queue: a queue with waiting jobs and no live worker
+    # taking from it is flagged no_worker); an older worker sends none.
+    queues: Annotated[list[QueueSelector], Meta(max_length=1000)] | None = None
 
 
 class RegisteredWorker(msgspec.Struct, **_OUT):
@@ -275,6 +305,9 @@ class Completion(msgspec.Struct, **_IN):
     result: Any = None
     permanent: bool = False
     duration_seconds: Annotated[float, Meta(ge=0)] | None = None  # the body, as timed
+    # With outcome RateLimited: how long the job's bucket (its key's, else its queue's)
+    # takes no starts.
+    retry_after: Annotated[float, Meta(ge=0, le=86400)] | None = None
 
 
 class Complete(msgspec.Struct, **_IN):
@@ -337,14 +370,15 @@ class RateLimit(msgspec.Struct, **_IN):
         return int(self.per[:m.start(1)]) * _RATE_UNIT_MS[m.group(1)]
 
 
-def rate_limit_problem(limits: list[RateLimit]) -> tuple[str, str] | None:
-    """The first field of ``limits`` that is out of range and what is wrong with it;
-    None when every window is valid."""
+def rate_limit_problem(limits: list[RateLimit], field: str = "rateLimits"
+                       ) -> tuple[str, str] | None:
+    """The first field of ``limits`` (the body's ``field``) that is out of range and
+    what is wrong with it; None when every window is valid."""
     for i, w in enumerate(limits):
         if w.per_ms > RATE_PER_MAX_MS:
-            return f"rateLimits[{i}].per", f"expected at most 1d, found {w.per}"
+            return f"{field}[{i}].per", f"expected at most 1d, found {w.per}"
         if w.burst > w.limit:
-            return (f"rateLimits[{i}].burst",
+            return (f"{field}[{i}].burst",
                     f"expected at most the window's limit ({w.limit}), found {w.burst}")
     return None
 
@@ -358,6 +392,27 @@ class UpdateQueue(msgspec.Struct, **_IN):
     paused: bool | msgspec.UnsetType = msgspec.UNSET
     rate_limits: (Annotated[list[RateLimit], Meta(max_length=RATE_WINDOWS_MAX)]
                   | msgspec.UnsetType | None) = msgspec.UNSET
+    key_concurrency_limit: ConcurrencyLimit | msgspec.UnsetType | None = msgspec.UNSET
+    key_rate_limits: (Annotated[list[RateLimit], Meta(max_length=RATE_WINDOWS_MAX)]
+                      | msgspec.UnsetType | None) = msgspec.UNSET
+
+
+class LimitUse(msgspec.Struct, omit_defaults=True, **_OUT):
+    """One limit of a queue and how much of it is in use now: ``concurrency`` (``used``
+    running of ``limit``) or one ``rate`` window (``used``: starts its bucket counts in
+    the window now, ``until``: when the next start is allowed, if not now)."""
+
+    kind: Literal["concurrency", "rate"]
+    limit: int
+    used: int
+    per: str | None = None
+    until: dt.datetime | None = None
+
+
+class KeyLoad(msgspec.Struct, **_OUT):
+    key: str
+    waiting: int
+    running: int
 
 
 class QueueOut(msgspec.Struct, **_OUT):
@@ -373,6 +428,12 @@ class QueueOut(msgspec.Struct, **_OUT):
     waiting: int
     waiting_capped: bool
     updated_at: dt.datetime | None
+    key_concurrency_limit: int | None = None
+    key_rate_limits: list[RateLimit] | None = None
+    limits: list[LimitUse] = msgspec.field(default_factory=list)
+    top_keys: list[KeyLoad] = msgspec.field(default_factory=list)  # by waiting, up to 10
+    workers: int = 0  # live (Active) workers that take jobs from this queue
+    warning: Literal["no_worker"] | None = None  # waiting jobs, and no live worker serves it
 
 
 class QueuePage(msgspec.Struct, **_OUT):

@@ -76,7 +76,7 @@ def _new_job(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
     run_at = parse_run_at(body.run_at) if body.run_at is not None else None
     return NewJob(type=body.type, payload=payload, queue=queue, priority=priority,
                   run_at=run_at, max_attempts=max_attempts, timeout_seconds=timeout,
-                  idempotency_key=body.idempotency_key)
+                  idempotency_key=body.idempotency_key, concurrency_key=body.concurrency_key)
 
 
 async def submit_job() -> Response:
@@ -132,6 +132,9 @@ async def submit_batch() -> Response:
 async def _submit_schedule(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
                            timeout_seconds: int, queue: str, priority: int) -> Response:
     assert body.cron is not None
+    if body.concurrency_key is not None:
+        raise ApiError(400, "validation_error",
+                       "concurrencyKey applies to jobs, not to schedules", "concurrencyKey")
     if body.run_at is not None:
         raise ApiError(400, "validation_error", "runAt cannot be combined with cron", "runAt")
     tz = body.timezone or "UTC"

@@ -7,7 +7,9 @@ limit. A bad queue name is a 400 naming ``name``.
                                         (the first 1000 by name; waiting counted to 10,000)
     GET    /api/queues/{name}           one queue (any valid name answers)
     PATCH  /api/queues/{name}           {"concurrencyLimit": n | null, "paused": bool,
-                                         "rateLimits": [{"limit", "per", "burst"}] | null}
+                                         "rateLimits": [{"limit", "per", "burst"}] | null,
+                                         "keyConcurrencyLimit": n | null,
+                                         "keyRateLimits": [...] | null}
     POST   /api/queues/{name}/pause     no new claims; running jobs finish
     POST   /api/queues/{name}/resume    claims again
 
@@ -16,6 +18,8 @@ queue's jobs are Running at once across every worker and coordinator (claims of 
 limited queue take a row lock on its settings, so the cap holds under any race). Rate
 limits (up to 8 windows, each "at most limit starts in any per") hold the same way:
 the claim that takes jobs moves the windows' state in the statement that takes them.
+Per-key limits apply to each concurrency key of the queue's jobs on its own
+(docs/decisions/0020-keys-and-fairness.md).
 """
 
 from __future__ import annotations
@@ -51,10 +55,12 @@ async def get_queue(name: str) -> Response:
 async def update_queue(name: str) -> Response:
     name = parse_name(name)
     change: wire.UpdateQueue = await read_body(wire.UpdateQueue)
-    if change.rate_limits:
-        problem = wire.rate_limit_problem(change.rate_limits)
-        if problem is not None:
-            raise ApiError(400, "validation_error", problem[1], problem[0])
+    for field, windows in (("rateLimits", change.rate_limits),
+                           ("keyRateLimits", change.key_rate_limits)):
+        if isinstance(windows, list) and windows:
+            problem = wire.rate_limit_problem(windows, field)
+            if problem is not None:
+                raise ApiError(400, "validation_error", problem[1], problem[0])
     return json_response(await context(current_app).queues.update(name, change))
 
 

@@ -4,12 +4,12 @@
 -- name: insert_job
 -- A new job; with a known idempotency key nothing is inserted and no row returned.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
-                  timeout_seconds, idempotency_key, schedule_id, fire_time)
+                  timeout_seconds, idempotency_key, schedule_id, fire_time, concurrency_key)
 VALUES (%(id)s, %(type)s, %(payload)s,
         CASE WHEN COALESCE(%(run_at)s::timestamptz, now()) <= now()
              THEN 'Pending' ELSE 'Scheduled' END,
         %(queue)s, %(priority)s, COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout_seconds)s,
-        %(idempotency_key)s, %(schedule_id)s, %(fire_time)s)
+        %(idempotency_key)s, %(schedule_id)s, %(fire_time)s, %(concurrency_key)s)
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -21,19 +21,21 @@ RETURNING *;
 -- caller reads them with get_jobs_by_keys. It returns what the API answers (JobOut's
 -- fields), not the lease columns.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
-                  timeout_seconds, idempotency_key)
+                  timeout_seconds, idempotency_key, concurrency_key)
 SELECT t.id, t.type, t.payload,
        CASE WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
        t.queue, t.priority, COALESCE(t.run_at, now()), t.max_attempts, t.timeout_seconds,
-       t.idempotency_key
+       t.idempotency_key, t.concurrency_key
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
-          run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text)
+          run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text,
+          concurrency_key text)
 ORDER BY t.ord
 ON CONFLICT DO NOTHING
 RETURNING id, type, payload, status, queue, priority, run_at, attempts, max_attempts,
           timeout_seconds, idempotency_key, schedule_id, fire_time, cancel_requested,
-          last_error, result, retry_reason, created_at, updated_at, started_at, finished_at;
+          last_error, result, retry_reason, created_at, updated_at, started_at, finished_at,
+          concurrency_key;
 
 -- name: get_jobs_by_keys
 SELECT * FROM jobs WHERE idempotency_key = ANY(%(keys)s::text[]);
@@ -100,8 +102,10 @@ RETURNING id;
 
 -- name: next_due_in
 -- Seconds until a claim may find something it cannot take now (NULL: nothing waits):
--- the earliest waiting job falls due, or a rate-limited queue with due jobs lets the
--- next one start (no ring says so: a bucket fills by the clock).
+-- the earliest waiting job falls due, a rate-limited queue with due jobs lets the
+-- next one start, a held queue's hold ends, or a key with waiting jobs may start one
+-- again (its rate windows or hold, or its next due job). No ring says so: a bucket
+-- fills by the clock.
 SELECT LEAST(
     (SELECT EXTRACT(EPOCH FROM (min(run_at) - now()))
      FROM jobs WHERE status IN ('Scheduled', 'Failed')),
@@ -112,5 +116,65 @@ SELECT LEAST(
        AND scheduler_rate_ready_at(q.rate_limits, q.rate_tat) > scheduler_epoch_ps(now())
        AND EXISTS (SELECT 1 FROM jobs j
                    WHERE j.status IN ('Pending', 'Scheduled', 'Failed')
-                     AND j.queue = q.name AND j.run_at <= now()))
+                     AND j.queue = q.name AND j.run_at <= now())),
+    (SELECT EXTRACT(EPOCH FROM (min(q.held_until) - now()))
+     FROM queues q WHERE q.held_until > now()),
+    (SELECT EXTRACT(EPOCH FROM (min(GREATEST(k.due_at, k.rate_ready)) - now()))
+     FROM job_keys k
+     WHERE k.waiting > 0 AND GREATEST(k.due_at, k.rate_ready) > now())
 )::float8 AS seconds;
+
+-- name: job_waiting
+-- Why waiting job %(id)s has not started (wire.WaitingReason): the first that holds,
+-- in the order the claim applies them; no row when the job is not waiting. A worker
+-- that registered without saying its queues (an older one) counts as serving all.
+WITH j AS (
+    SELECT j.queue, j.status, j.run_at, j.concurrency_key FROM jobs j
+    WHERE j.id = %(id)s AND j.status IN ('Pending', 'Scheduled', 'Failed')
+), q AS (
+    SELECT j.*, q.paused, q.held_until, q.concurrency_limit, q.key_concurrency_limit,
+           CASE WHEN q.rate_limits IS NOT NULL THEN scheduler_ps_time(
+               scheduler_rate_ready_at(q.rate_limits, q.rate_tat)) END AS rate_ready,
+           k.rate_ready AS key_rate_ready,
+           (SELECT count(*) FROM jobs r WHERE r.status = 'Running' AND r.queue = j.queue)
+               AS running,
+           (SELECT count(*) FROM jobs r WHERE r.status = 'Running' AND r.queue = j.queue
+              AND r.concurrency_key = j.concurrency_key) AS key_running,
+           EXISTS (SELECT 1 FROM workers w WHERE w.state = 'Active'
+                   AND (w.queues IS NULL OR j.queue = ANY(w.queues)
+                        OR '*' = ANY(w.queues))) AS served
+    FROM j LEFT JOIN queues q ON q.name = j.queue
+    LEFT JOIN job_keys k ON k.queue = j.queue AND k.key = j.concurrency_key
+)
+SELECT CASE
+           WHEN run_at > now() AND status = 'Failed' THEN 'retry_backoff'
+           WHEN run_at > now() THEN 'scheduled'
+           WHEN paused THEN 'queue_paused'
+           WHEN concurrency_limit IS NOT NULL AND running >= concurrency_limit
+               THEN 'queue_concurrency'
+           WHEN held_until > now() OR rate_ready > now() THEN 'queue_rate'
+           WHEN key_concurrency_limit IS NOT NULL AND key_running >= key_concurrency_limit
+               THEN 'key_concurrency'
+           WHEN key_rate_ready > now() THEN 'key_rate'
+           WHEN NOT served THEN 'no_worker'
+           ELSE 'ready'
+       END AS reason,
+       CASE
+           WHEN run_at > now() THEN run_at
+           WHEN paused THEN NULL
+           WHEN concurrency_limit IS NOT NULL AND running >= concurrency_limit THEN NULL
+           WHEN held_until > now() OR rate_ready > now()
+               THEN GREATEST(held_until, rate_ready)
+           WHEN key_concurrency_limit IS NOT NULL AND key_running >= key_concurrency_limit
+               THEN NULL
+           WHEN key_rate_ready > now() THEN key_rate_ready
+       END AS until,
+       CASE WHEN concurrency_limit IS NOT NULL AND running >= concurrency_limit
+            THEN running
+            WHEN key_concurrency_limit IS NOT NULL AND key_running >= key_concurrency_limit
+            THEN key_running END AS running,
+       CASE WHEN concurrency_limit IS NOT NULL AND running >= concurrency_limit
+            THEN concurrency_limit
+            WHEN key_concurrency_limit IS NOT NULL AND key_running >= key_concurrency_limit
+            THEN key_concurrency_limit END AS limit
+FROM q;

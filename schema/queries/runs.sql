@@ -22,12 +22,16 @@ FROM scheduler_claim(%(worker_id)s::text, %(queues)s::text[], %(limit)s::integer
 -- Retry delay: full jitter, jitter * min(cap, base * 2^(attempt-1)), jitter in [0, 1)
 -- drawn by the caller (Store.complete).
 -- %(items)s is one JSON array of [run_id, token, outcome, error, result, jitter,
--- permanent] arrays: one parameter parsed by PostgreSQL, instead of seven arrays that
--- the driver would adapt element by element.
+-- permanent, retry_after] arrays: one parameter parsed by PostgreSQL, instead of eight
+-- arrays that the driver would adapt element by element.
+-- A RateLimited run gives its attempt back like a Released one, and holds its job's
+-- bucket for retry_after seconds: its key's (job_keys.rate_ready) when it has a
+-- concurrency key, else its queue's (queues.held_until).
 WITH input AS (
     SELECT (e.v->>0)::uuid AS run_id, (e.v->>1)::uuid AS token, e.v->>2 AS outcome,
            e.v->>3 AS error, NULLIF(e.v->4, 'null'::jsonb) AS result,
-           (e.v->>5)::float8 AS jitter, (e.v->>6)::bool AS permanent
+           (e.v->>5)::float8 AS jitter, (e.v->>6)::bool AS permanent,
+           coalesce((e.v->>7)::float8, 0) AS retry_after
     FROM jsonb_array_elements(%(items)s::jsonb) AS e(v)
 ), locked AS (
     -- Lock the jobs in id order first: a lease renewal (renew_leases) or another batch
@@ -36,7 +40,7 @@ WITH input AS (
     -- snapshot had it, and the conditions are checked again on that version: a run
     -- that a concurrent batch ended while this one waited is not live here.
     SELECT j.id, j.current_run_id, j.lease_token, j.attempts, j.max_attempts,
-           j.cancel_requested, j.started_at, j.lease_expires_at
+           j.cancel_requested, j.started_at, j.lease_expires_at, j.queue, j.concurrency_key
     FROM jobs j
     WHERE j.current_run_id = ANY(ARRAY(SELECT run_id FROM input)) AND j.status = 'Running'
       AND j.worker_id = %(worker_id)s
@@ -44,11 +48,12 @@ WITH input AS (
     FOR UPDATE
 ), decided AS (
     SELECT l.id AS job_id, l.attempts, l.max_attempts, l.started_at, l.lease_expires_at,
-        i.run_id, i.token, i.outcome, i.error, i.result, i.jitter,
+        l.queue, l.concurrency_key,
+        i.run_id, i.token, i.outcome, i.error, i.result, i.jitter, i.retry_after,
         CASE
             WHEN i.outcome = 'Succeeded' THEN 'Succeeded'
             WHEN i.outcome = 'Cancelled' OR l.cancel_requested THEN 'Cancelled'
-            WHEN i.outcome = 'Released' THEN 'Pending'
+            WHEN i.outcome IN ('Released', 'RateLimited') THEN 'Pending'
             WHEN i.permanent OR l.attempts >= l.max_attempts THEN 'DeadLetter'
             ELSE 'Failed'
         END AS next_status
@@ -64,8 +69,8 @@ WITH input AS (
         status = d.next_status,
         -- A hand-back gives back the attempt its claim took: the body never ran to an
         -- outcome, so a release never brings the job closer to DeadLetter.
-        attempts = CASE WHEN d.outcome = 'Released' THEN GREATEST(j.attempts - 1, 0)
-                        ELSE j.attempts END,
+        attempts = CASE WHEN d.outcome IN ('Released', 'RateLimited')
+                        THEN GREATEST(j.attempts - 1, 0) ELSE j.attempts END,
         run_at = CASE
             WHEN d.next_status = 'Failed' THEN now() + make_interval(
                 secs => d.jitter * LEAST(%(cap)s, %(base)s * power(2, d.attempts - 1)))
@@ -83,11 +88,27 @@ WITH input AS (
     FROM decided d
     WHERE j.id = d.job_id
     RETURNING j.id, j.status, j.type, j.queue, j.attempts, d.run_id, d.outcome
+), held_keys AS (
+    UPDATE job_keys k
+    SET rate_ready = GREATEST(k.rate_ready, now() + make_interval(secs => h.retry_after))
+    FROM (SELECT d.queue, d.concurrency_key, max(d.retry_after) AS retry_after
+          FROM decided d WHERE d.outcome = 'RateLimited' AND d.concurrency_key IS NOT NULL
+          GROUP BY d.queue, d.concurrency_key) h
+    WHERE k.queue = h.queue AND k.key = h.concurrency_key
+), held_queues AS (
+    INSERT INTO queues AS q (name, held_until)
+    SELECT d.queue, now() + make_interval(secs => max(d.retry_after))
+    FROM decided d WHERE d.outcome = 'RateLimited' AND d.concurrency_key IS NULL
+    GROUP BY d.queue
+    ORDER BY d.queue
+    ON CONFLICT (name) DO UPDATE
+    SET held_until = GREATEST(q.held_until, EXCLUDED.held_until)
 )
 SELECT i.run_id, u.id AS job_id, u.status, u.type, u.queue, u.attempts, u.outcome,
        false AS duplicate,
        -- A slot of a limited queue came free: claims waiting on the limit should look.
-       u.queue IN (SELECT name FROM queues WHERE concurrency_limit IS NOT NULL) AS limited
+       u.queue IN (SELECT name FROM queues WHERE concurrency_limit IS NOT NULL
+                   OR key_concurrency_limit IS NOT NULL) AS limited
 FROM input i LEFT JOIN updated u ON u.run_id = i.run_id;
 
 -- name: repeated_runs

@@ -39,14 +39,15 @@ LIMIT %(limit)s;
 -- the claim index (queue, priority DESC, run_at) by skip scans: one probe per distinct
 -- queue, then one per distinct priority in it (the first entry of each (queue,
 -- priority) group is its oldest). The cost grows with queues x priorities in use,
--- not with the backlog.
+-- not with the backlog. Keyed jobs (concurrency keys) are read through job_keys.
 WITH RECURSIVE queues AS (
     (SELECT queue FROM jobs
-     WHERE status IN ('Pending', 'Scheduled', 'Failed')
+     WHERE status IN ('Pending', 'Scheduled', 'Failed') AND concurrency_key IS NULL
      ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT j.queue FROM jobs j
             WHERE j.status IN ('Pending', 'Scheduled', 'Failed') AND j.queue > q.queue
+              AND j.concurrency_key IS NULL
             ORDER BY j.queue LIMIT 1)
     FROM queues q
     WHERE q.queue IS NOT NULL
@@ -56,6 +57,7 @@ WITH RECURSIVE queues AS (
     CROSS JOIN LATERAL (
         SELECT j.priority, j.run_at FROM jobs j
         WHERE j.status IN ('Pending', 'Scheduled', 'Failed') AND j.queue = q.queue
+          AND j.concurrency_key IS NULL
         ORDER BY j.priority DESC, j.run_at LIMIT 1) f
     WHERE q.queue IS NOT NULL
     UNION ALL
@@ -64,14 +66,28 @@ WITH RECURSIVE queues AS (
     CROSS JOIN LATERAL (
         SELECT j.priority, j.run_at FROM jobs j
         WHERE j.status IN ('Pending', 'Scheduled', 'Failed') AND j.queue = g.queue
-          AND j.priority < g.priority
+          AND j.concurrency_key IS NULL AND j.priority < g.priority
+        ORDER BY j.priority DESC, j.run_at LIMIT 1) f
+), keyed AS (
+    -- Keyed jobs: the next job (in claim order) of each of a queue's 100 keys that
+    -- have waited longest for a turn.
+    SELECT k.queue, f.run_at
+    FROM (SELECT DISTINCT kq.queue FROM job_keys kq WHERE kq.waiting > 0) kq
+    CROSS JOIN LATERAL (
+        SELECT k.queue, k.key FROM job_keys k
+        WHERE k.queue = kq.queue AND k.waiting > 0
+        ORDER BY k.served_at, k.key LIMIT 100) k
+    CROSS JOIN LATERAL (
+        SELECT j.run_at FROM jobs j
+        WHERE j.status IN ('Pending', 'Scheduled', 'Failed') AND j.queue = k.queue
+          AND j.concurrency_key = k.key
         ORDER BY j.priority DESC, j.run_at LIMIT 1) f
 )
 SELECT queue,
        min(run_at) FILTER (WHERE run_at <= now()) AS oldest_due_at,
        COALESCE(EXTRACT(EPOCH FROM now() - min(run_at) FILTER (WHERE run_at <= now())),
                 0)::float8 AS lag_seconds
-FROM groups
+FROM (SELECT queue, run_at FROM groups UNION ALL SELECT queue, run_at FROM keyed) g
 GROUP BY queue
 ORDER BY queue
 LIMIT %(limit)s;

@@ -5,14 +5,15 @@
 -- secrets), takes the new secret's hash. A live worker's id (Active, Draining) is
 -- taken over only by a caller presenting its current secret (%(presented)s, the hash
 -- of what it sent, or NULL): else no row comes back (409 to the caller), unchanged.
+-- %(queues)s: what it claims from (NULL: it did not say).
 INSERT INTO workers (id, hostname, pid, capacity, running, state, started_at,
-                     last_heartbeat_at, stopped_at, secret_hash)
+                     last_heartbeat_at, stopped_at, secret_hash, queues)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(capacity)s, 0, 'Active', now(), now(), NULL,
-        %(secret_hash)s)
+        %(secret_hash)s, %(queues)s::text[])
 ON CONFLICT (id) DO UPDATE SET
     hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, capacity = EXCLUDED.capacity,
     running = 0, state = 'Active', started_at = now(), last_heartbeat_at = now(),
-    stopped_at = NULL, secret_hash = EXCLUDED.secret_hash
+    stopped_at = NULL, secret_hash = EXCLUDED.secret_hash, queues = EXCLUDED.queues
 WHERE workers.state IN ('Stopped', 'Lost') OR workers.secret_hash IS NULL
    OR workers.secret_hash = %(presented)s::bytea
 RETURNING id;

@@ -29,18 +29,20 @@ EXPECTED: dict[str, list[str]] = {
     "queries/jobs.sql:retry_job": ["RETRYABLE"],
     "queries/jobs.sql:promote_due": ["DUE_LATER"],
     "queries/jobs.sql:next_due_in": ["DUE_LATER", "WAITING"],
+    "queries/jobs.sql:job_waiting": ["WAITING"],
     "queries/queues.sql:queue_names": ["WAITING", "WAITING"],
     "queries/queues.sql:queue_details": ["WAITING"],
     "queries/runs.sql:complete_runs": ["TERMINAL"],
     "queries/schedules.sql:latest_fire_unfinished": ["TERMINAL"],
     "queries/stats.sql:stats_active_counts": ["ACTIVE"],
     "queries/stats.sql:stats_finished_counts": ["TERMINAL"],
-    "queries/stats.sql:stats_queue_lag": ["WAITING"] * 4,
+    "queries/stats.sql:stats_queue_lag": ["WAITING"] * 5,
     "migrations/0001_initial.sql": ["JOB_STATUSES", "WAITING", "DUE_LATER"],
     "migrations/0002_schedules.sql": ["ACTIVE", "ACTIVE", "TERMINAL"],
     "migrations/0006_queues.sql": ["WAITING"],
     "migrations/0009_leases_in_jobs.sql": ["WAITING"],
     "migrations/0010_rate_limits.sql": ["WAITING", "WAITING", "WAITING"],
+    "migrations/0011_keys.sql": ["WAITING"] * 14,
 }
 
 _LIST = re.compile(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)|ARRAY\[([^\]]*)\]", re.IGNORECASE)

@@ -124,3 +124,29 @@ export function dataTable(attrs, columns, rows) {
 export function panel(...children) {
   return h("section", { className: "panel" }, ...children);
 }
+
+/* "1 job" / "3 jobs": `n` (formatted) and the word for it. */
+export function plural(n, one, many = `${one}s`) {
+  return `${number(n)} ${n === 1 ? one : many}`;
+}
+
+/* When something is next allowed (a rate window's next start): "now" once it is due,
+ * else the local time of day and how soon; UTC on hover. */
+export function nextAt(iso) {
+  if (!iso) return "now";
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  const seconds = (date.getTime() - Date.now()) / 1000;
+  if (seconds <= 0) return "now";
+  return h("time", { datetime: iso, title: utcTitle(date) },
+    `${date.toLocaleTimeString()} (in ${duration(seconds)})`);
+}
+
+/* A use bar: `used` of `limit` as a <meter> (attributes only: the CSP allows no inline
+ * style), full past 90 %. */
+export function useBar(used, limit, label) {
+  const max = Math.max(1, Number(limit) || 0);
+  return h("meter", { className: "use-bar", min: "0", max: String(max), low: String(max * 0.7),
+    high: String(max * 0.9), optimum: "0", value: String(Math.min(Number(used) || 0, max)),
+    "aria-label": label, title: label });
+}

@@ -1,8 +1,10 @@
 /* One job (#/jobs/<id>): its fields, payload, result, last error and runs, with Cancel
- * and Retry (the public API's POST /api/jobs/<id>/cancel and /retry). */
+ * and Retry (the public API's POST /api/jobs/<id>/cancel and /retry); a waiting job
+ * says why it waits (its queue paused, a concurrency or rate limit of its queue or of
+ * its concurrency key, no worker for its queue, ...). */
 
 import { api } from "./api.js";
-import { badge, dataTable, duration, empty, h, json, panel, replace, shortId, toast, when } from "./dom.js";
+import { badge, dataTable, duration, empty, h, json, nextAt, panel, replace, shortId, toast, when } from "./dom.js";
 import { DetailView, fact, factsPanel } from "./detail.js";
 import { jobStatuses } from "./state.js";
 
@@ -10,6 +12,34 @@ import { jobStatuses } from "./state.js";
  * does not list them): the finished ones but Succeeded, and Failed (waiting to retry). */
 const RETRYABLE = ["DeadLetter", "Cancelled", "Failed"];
 const RETRYABLE_TEXT = `${RETRYABLE.slice(0, -1).join(", ")} or ${RETRYABLE.at(-1)}`;
+
+/* Why a waiting job has not started (the answer's `waiting`), in words; null when the
+ * answer says nothing (a job not waiting, or an older coordinator). */
+function waitingWords(job) {
+  const w = job.waiting;
+  if (!w || !w.reason) return null;
+  const queue = h("a", { href: `#/queues?queue=${encodeURIComponent(job.queue)}` }, job.queue);
+  const key = job.concurrencyKey ? h("span", { className: "mono" }, job.concurrencyKey) : "its key";
+  const of = w.running != null && w.limit != null ? `${w.running} of ${w.limit} running` : "as many running as its limit allows";
+  const due = w.until && new Date(w.until).getTime() > Date.now();
+  // Soon (a rate window's next start): the time of day and how soon; else the date.
+  const soon = due ? [" at ", nextAt(w.until)] : " now";
+  const at = w.until || job.runAt ? [" at ", when(w.until || job.runAt)] : "";
+  switch (w.reason) {
+    case "scheduled": return ["waits: scheduled to run", at];
+    case "retry_backoff": return ["waits: its next attempt, after a failure, is due", at];
+    case "queue_paused": return ["waits: queue ", queue, " is paused"];
+    case "queue_concurrency": return ["waits: queue ", queue, ` has ${of}`];
+    case "queue_rate": return ["waits: the queue's rate limit allows the next start", soon];
+    case "key_concurrency": return ["waits: key ", key, ` has ${of}`];
+    case "key_rate": return ["waits: the rate limit of key ", key, " allows the next start", soon];
+    case "depends_on": return ["waits: for the jobs it depends on to finish"];
+    case "no_worker": return ["waits: no live worker takes jobs from queue ", queue, ": start a worker with ",
+      h("code", {}, `--queues ${job.queue}`), " or ", h("code", {}, "*")];
+    case "ready": return ["ready: nothing holds it, the next claim by a worker may take it"];
+    default: return [`waits: ${w.reason}`];
+  }
+}
 
 export class JobView extends DetailView {
   constructor(root, route) {
@@ -40,6 +70,7 @@ export class JobView extends DetailView {
     const cancellable = jobStatuses.active.has(job.status) && !(job.status === "Running" && job.cancelRequested);
     const retryable = RETRYABLE.includes(job.status);
     const runs = job.runs || [];
+    const waiting = waitingWords(job);
     replace(this.root,
       this.backLink(),
       this.heading(job.id,
@@ -50,10 +81,12 @@ export class JobView extends DetailView {
           title: cancellable ? "Cancel the job (a running one is stopped by its worker)" : `A ${job.status} job cannot be cancelled` }, "Cancel"),
         h("button", { disabled: !retryable, onclick: () => this.act("retry"),
           title: retryable ? "Run it again now, with one more attempt" : `Only ${RETRYABLE_TEXT} jobs can be retried` }, "Retry")),
+      waiting ? h("p", { className: "waiting", "data-testid": "job-waiting", "data-reason": job.waiting.reason }, waiting) : null,
       h("div", { className: "grid2" },
         factsPanel("Details",
           fact("Type", job.type),
-          fact("Queue", job.queue),
+          fact("Queue", h("a", { href: `#/queues?queue=${encodeURIComponent(job.queue)}` }, job.queue)),
+          job.concurrencyKey ? fact("Concurrency key", h("span", { className: "mono", "data-testid": "concurrency-key" }, job.concurrencyKey)) : null,
           fact("Priority", job.priority),
           fact("Attempts", `${job.attempts} of ${job.maxAttempts}`),
           fact("Timeout", `${job.timeoutSeconds} s`),
