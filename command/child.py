@@ -3,7 +3,9 @@
 
 It speaks :mod:`runtime.job_protocol` on its stdin/stdout: one empty frame once it is
 ready, then one ``Reply`` per ``Request``, until end of file on stdin. A result is
-normalised (through JSON, size and depth checked) here, before it is sent.
+normalised (through JSON, size and depth checked) here, before it is sent. A handler
+that raised ``RateLimited`` (or called ``ctx.backoff``) is answered with its
+``retry_after`` and its message, not as a failure.
 
 Before anything else it asks the kernel to SIGKILL it when its parent dies
 (``PR_SET_PDEATHSIG``), so a worker killed with ``kill -9`` leaves no child running a
@@ -72,7 +74,7 @@ def die_with_parent() -> None:
 
 def handle(request: bytes, registry: Registry, data_dir: str) -> bytes:
     """Run one request and return its encoded response; never raises on a job's failure."""
-    from scheduler_core.handlers.registry import HandlerError, RunContext
+    from scheduler_core.handlers.registry import HandlerError, RateLimited, RunContext
 
     try:
         job = decode_request(request)
@@ -80,6 +82,8 @@ def handle(request: bytes, registry: Registry, data_dir: str) -> bytes:
         result = registry.run(job.type, job.payload, ctx)
     except msgspec.DecodeError as exc:
         return _failure(exc, permanent=True)
+    except RateLimited as exc:  # not a failure: the job waits retry_after seconds again
+        return encode_reply(Reply(ok=False, error=exc.reason, retry_after=exc.retry_after))
     except HandlerError as exc:
         return _failure(exc, permanent=exc.permanent)
     except Exception as exc:

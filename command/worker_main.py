@@ -46,7 +46,8 @@ async def run_worker(config: Config, queues: list[str]) -> int:
     # I/O to move off the event loop.
     data_dir = os.path.abspath(config.worker_data_dir)  # noqa: ASYNC240
     structlog.contextvars.bind_contextvars(worker_id=state.worker_id)
-    link = Link(config.coordinator_urls, token=next(iter(config.worker_tokens), None))
+    link = Link(config.coordinator_urls, token=next(iter(config.worker_tokens), None),
+                queues=queues)
     forced = False
     argv = [sys.executable, "-m", "scheduler_core.command.child", "--data-dir", config.worker_data_dir]
     if config.handler_modules:

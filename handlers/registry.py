@@ -11,23 +11,27 @@ Errors::
     HandlerError               a run failed; the job may be retried
      ├─ PayloadError           the payload does not fit the handler's Struct (``field``)
      ├─ PermanentError         a failure that retrying cannot fix: straight to DeadLetter
+     ├─ RateLimited            the remote said slow down (``retry_after`` seconds): the
+     │                         job waits again without spending its attempt
      ├─ UnknownHandler         no handler is registered under that name
      └─ PluginError            a plug-in module or entry point would not load
                                (handlers.plugins)
 
 ``HandlerError.permanent`` says whether a failure may be retried: true for
-PermanentError, PayloadError and UnknownHandler, false for HandlerError itself. Any
-other exception out of a handler is a bug in it and counts as retryable.
+PermanentError, PayloadError and UnknownHandler, false for HandlerError itself (and
+RateLimited, which is not a failure at all). Any other exception out of a handler is a
+bug in it and counts as retryable.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, NoReturn, TypeVar, cast
 
 import msgspec
 
@@ -37,6 +41,7 @@ __all__ = [
     "HandlerSpec",
     "PayloadError",
     "PermanentError",
+    "RateLimited",
     "Registry",
     "RunContext",
     "UnknownHandler",
@@ -72,6 +77,43 @@ class PermanentError(HandlerError):
     permanent = True
 
 
+MAX_RETRY_AFTER_SECONDS = 86400.0
+"""The longest a handler may ask its bucket to be held (a day), as the wire allows."""
+
+
+def clamp_retry_after(seconds: float) -> float:
+    """``seconds`` within ``[0, MAX_RETRY_AFTER_SECONDS]``; NaN and negatives are 0."""
+    seconds = float(seconds)
+    if math.isnan(seconds) or seconds <= 0:
+        return 0.0
+    return min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
+class RateLimited(HandlerError):
+    """The remote said slow down: try this job again in ``retry_after`` seconds.
+
+    Not a failure: the job goes back to waiting without spending its attempt, and its
+    bucket (its concurrency key's, else its queue's) is held for ``retry_after``
+    seconds, so no job of that key (or queue) starts meanwhile. ``retry_after`` is
+    clamped to ``[0, 86400]`` (NaN and negatives count as 0); ``message`` (the
+    remote's words, say) goes into the run's error text. :meth:`RunContext.backoff`
+    raises it.
+    """
+
+    permanent = False
+
+    def __init__(self, retry_after: float, message: str = "") -> None:
+        self.retry_after = clamp_retry_after(retry_after)
+        self.reason = message
+        super().__init__(f"retry after {seconds_text(self.retry_after)}s"
+                         + (f": {message}" if message else ""))
+
+
+def seconds_text(seconds: float) -> str:
+    """A number of seconds as a message shows it: ``30``, ``0.25`` (to the ms)."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
+
+
 class UnknownHandler(HandlerError):
     """No handler is registered under the requested name."""
 
@@ -88,6 +130,16 @@ class RunContext:
     job_id: str
     attempt: int
     data_dir: str
+
+    def backoff(self, seconds: float, message: str = "") -> NoReturn:
+        """The remote said slow down: stop this run and try the job again later.
+
+        Raises :class:`RateLimited` (``seconds`` clamped to ``[0, 86400]``): the job
+        goes back to waiting without spending its attempt, and its bucket (its
+        concurrency key's, else its queue's) is held for ``seconds``, so no job of that
+        key (or queue) starts meanwhile. ``message`` goes into the run's error text.
+        """
+        raise RateLimited(seconds, message)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ process first writes one empty frame when it is ready to serve, then answers eac
 request frame with exactly one reply frame, and exits at end of file on its stdin.
 
 Messages (msgpack): a :class:`Request` (``{"type", "payload", "jobId", "attempt"}``)
-and a :class:`Reply` (``{"ok", "result", "error", "permanent"}``).
+and a :class:`Reply` (``{"ok", "result", "error", "permanent", "retry_after"}``;
+``retry_after`` only when the handler asked to be retried later, so a reply from an
+older job process, without it, still decodes).
 
 A job's result is stored exactly as it will be read: :func:`normalise_result` passes
 it through JSON and refuses one larger than :data:`MAX_RESULT_BYTES` or nested deeper
@@ -137,12 +139,18 @@ class Reply(msgspec.Struct, omit_defaults=True):
     ``ok``: the handler returned, and ``result`` is its normalised result. Otherwise
     ``error`` says why (``"ExcType: message"``) and ``permanent`` whether a retry is
     pointless.
+
+    ``retry_after`` (with ``ok`` false): the handler was rate limited (it raised
+    ``handlers.RateLimited``, or called ``ctx.backoff``): not a failure, the job waits
+    that many seconds again; ``error`` is then the handler's message alone (may be
+    empty). Unset (None) in every other reply.
     """
 
     ok: bool
     result: Any = None
     error: str | None = None
     permanent: bool = False
+    retry_after: float | None = None
 
 
 _request_decoder = msgspec.msgpack.Decoder(Request)

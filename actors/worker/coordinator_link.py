@@ -7,6 +7,8 @@ Worker identity: :meth:`Link.register` keeps the secret the coordinator answers 
 every later request sends it as ``X-Worker-Secret`` (never logged). A coordinator
 that does not know it (its database was reset, or another registration took the id
 meanwhile) refuses with :class:`SecretRefused`; the heartbeat then registers again.
+A link made with ``queues`` (the worker's claim list, the one its claimer sends) tells
+the coordinator at each registration which queues this worker takes jobs from.
 
 Failover: a link may know several coordinators (COORDINATOR_URL lists them). It sends
 every request to the current one; when a request to it gets no answer (refused,
@@ -81,10 +83,12 @@ class _Endpoint:
 
 class Link:
     def __init__(self, base_urls: str | Sequence[str], *, timeout: float = 10.0,
-                 token: str | None = None) -> None:
+                 token: str | None = None, queues: Sequence[str] | None = None) -> None:
         """``base_urls``: one coordinator's base URL, or several to fail over between
         (in this order, starting with the first). ``token``: SCHEDULER_WORKER_TOKEN,
-        sent as ``Authorization: Bearer``."""
+        sent as ``Authorization: Bearer``. ``queues``: the queues the worker claims
+        from (names or ``*``, as its claimer sends them), sent with each registration
+        that names none itself; None sends none (as an older worker)."""
         urls = (base_urls,) if isinstance(base_urls, str) else tuple(base_urls)
         if not urls:
             raise ValueError("expected at least one coordinator URL, found none")
@@ -92,6 +96,7 @@ class Link:
         self._endpoints = tuple(_Endpoint(u, timeout=timeout, token=token) for u in urls)
         self._current = 0
         self.secret = ""  # from the last registration; sent as X-Worker-Secret
+        self.queues = list(queues) if queues is not None else None
 
     @property
     def base_url(self) -> str:
@@ -155,7 +160,10 @@ class Link:
             raise LinkError(f"{path}: unexpected reply: {exc}") from exc
 
     async def register(self, body: wire.RegisterWorker) -> wire.RegisteredWorker:
-        """Register; the secret answered is sent with every request from now on."""
+        """Register; the secret answered is sent with every request from now on. A
+        body without ``queues`` gets the link's (when it was made with some)."""
+        if body.queues is None and self.queues is not None:
+            body = msgspec.structs.replace(body, queues=list(self.queues))
         reply = await self._post("/api/workers/register", body, wire.RegisteredWorker)
         self.secret = reply.worker_secret
         return reply

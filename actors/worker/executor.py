@@ -16,6 +16,11 @@ never starts: it comes on ``WorkerState.stopped_while_queued`` and is finished a
 once, without waiting for a slot. Its outcome goes to the completer and its slot is
 freed; one canonical ``run_finished`` line is logged per run with its outcome and
 duration.
+
+A handler that raised ``RateLimited`` (or called ``ctx.backoff``), inline or in its
+job process, ends its run ``RateLimited`` with its ``retry_after`` (clamped again here:
+the worker does not trust what a job's process sends): the coordinator puts the job
+back to waiting without spending its attempt and holds its bucket that long.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import trio
 
 from scheduler_core.actors.worker.completer import Completer
 from scheduler_core.actors.worker.worker_state import OwnedRun, StopReason, WorkerState
-from scheduler_core.handlers import HandlerError, HandlerSpec, Registry, RunContext
+from scheduler_core.handlers import HandlerError, HandlerSpec, RateLimited, Registry, RunContext
+from scheduler_core.handlers.registry import clamp_retry_after, seconds_text
 from scheduler_core.runtime.job_protocol import (
     Request,
     check_result,
@@ -46,6 +52,16 @@ _STOPPED_ERRORS: dict[StopReason, str] = {
     "Released": "handed back: the worker stopped before the job finished",
     "Lost": "lease lost",
 }
+
+# What a run's body came to: (outcome, result, error, permanent, retry_after).
+_Ended = tuple[wire.RunOutcome, object, str | None, bool, float | None]
+
+
+def _rate_limited(retry_after: float, message: str | None) -> _Ended:
+    """The outcome of a run whose handler was rate limited (``retry_after`` clamped)."""
+    seconds = clamp_retry_after(retry_after)
+    error = f"rate limited: retry after {seconds_text(seconds)}s"
+    return "RateLimited", None, error + (f": {message}" if message else ""), False, seconds
 
 
 class Executors:
@@ -149,11 +165,13 @@ class Executors:
         error: str | None = None
         result: object = None
         permanent = False
+        retry_after: float | None = None
         spec = self._inline.get(job.type)
         started = trio.current_time()
         with run.scope:
             if spec is not None:
-                outcome, result, error, permanent = await self._run_inline(spec, job)
+                outcome, result, error, permanent, retry_after = await self._run_inline(
+                    spec, job)
             else:
                 request = encode_request(Request(type=job.type, payload=job.payload,
                                                  job_id=str(job.job_id), attempt=job.attempt))
@@ -167,6 +185,9 @@ class Executors:
                         result = reply.result if error is None else None
                         outcome, permanent = ("Succeeded", False) if error is None else (
                             "Failed", True)
+                    elif reply.retry_after is not None:
+                        outcome, result, error, permanent, retry_after = _rate_limited(
+                            reply.retry_after, reply.error)
                     else:
                         error, permanent = reply.error, reply.permanent
                 except CallTimeout:
@@ -180,11 +201,13 @@ class Executors:
         if run.stop_reason is not None:
             outcome = "Cancelled" if run.stop_reason == "Cancelled" else "Released"
             error = _STOPPED_ERRORS[run.stop_reason]
+            retry_after = None
+        extra = {} if retry_after is None else {"retry_after_s": retry_after}
         log.info("run_finished", actor="executor", worker_id=state.worker_id,
                  job_id=str(job.job_id), run_id=str(job.run_id), attempt=job.attempt,
                  type=job.type, queue=job.queue,
                  outcome="LeaseLost" if run.stop_reason == "Lost" else outcome,
-                 duration_s=round(duration, 6), error=error)
+                 duration_s=round(duration, 6), error=error, **extra)
         # Overhead: from the claim to the body's end, less the body (and its queueing).
         state.record_run(run_seconds=duration, child_restarts=self.pool.killed,
                          overhead_seconds=max(0.0, ended - run.claimed_at - duration))
@@ -194,10 +217,10 @@ class Executors:
             return
         self.completer.submit(wire.Completion(
             run_id=job.run_id, lease_token=job.lease_token, outcome=outcome, error=error,
-            result=result, permanent=permanent, duration_seconds=round(duration, 6)))
+            result=result, permanent=permanent, duration_seconds=round(duration, 6),
+            retry_after=retry_after))
 
-    async def _run_inline(self, spec: HandlerSpec, job: wire.ClaimedJob
-                          ) -> tuple[wire.RunOutcome, object, str | None, bool]:
+    async def _run_inline(self, spec: HandlerSpec, job: wire.ClaimedJob) -> _Ended:
         """Run an inline handler in this task: its timeout is a cancellation."""
         assert self.registry is not None
         with trio.move_on_after(job.timeout_seconds) as timer:
@@ -206,14 +229,16 @@ class Executors:
                 ctx = RunContext(job_id=str(job.job_id), attempt=job.attempt,
                                  data_dir=self.data_dir)
                 returned = await cast(Awaitable[object], spec.fn(value, ctx))
+            except RateLimited as exc:  # not a failure: the job waits again
+                return _rate_limited(exc.retry_after, exc.reason)
             except HandlerError as exc:
-                return "Failed", None, f"{type(exc).__name__}: {exc}", exc.permanent
+                return "Failed", None, f"{type(exc).__name__}: {exc}", exc.permanent, None
             except Exception as exc:  # a bug in the handler: retryable, like in a child
-                return "Failed", None, f"{type(exc).__name__}: {exc}", False
+                return "Failed", None, f"{type(exc).__name__}: {exc}", False, None
         if timer.cancelled_caught:
-            return "TimedOut", None, f"timed out after {job.timeout_seconds}s", False
+            return "TimedOut", None, f"timed out after {job.timeout_seconds}s", False, None
         # Normalised as a child does: stored exactly as it will be read.
         result, refusal = normalise_result(returned)
         if refusal is not None:
-            return "Failed", None, refusal, True
-        return "Succeeded", result, None, False
+            return "Failed", None, refusal, True, None
+        return "Succeeded", result, None, False, None
