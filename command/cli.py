@@ -9,7 +9,9 @@
                             --wait: until it finishes, exit 0 only if it Succeeded
     scheduler jobs list|show|cancel|retry
     scheduler schedules list|show|pause|resume|delete
-    scheduler queues list|show|pause|resume|limit
+    scheduler queues list|show|pause|resume|limit|set
+                            set: --limit N, --rate 10/1s (repeatable), --key-limit N,
+                            --key-rate 5/1s, each with a --no-... that removes it
 
 Bad arguments and an unreachable coordinator give a one-line message on stderr and a
 non-zero exit (2 for usage, 1 for failures). ``coordinator`` and ``up`` with no token
@@ -90,6 +92,46 @@ def _queue_limit(text: str) -> int | None:
     if value > 100_000:
         raise argparse.ArgumentTypeError(f"expected at most 100000, found {value}")
     return value
+
+
+def _concurrency_limit(text: str) -> int:
+    """A concurrency limit: 1..100000 (``--no-limit`` and the like remove one)."""
+    value = _queue_limit(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected a whole number, found {text!r}")
+    return value
+
+
+def _rate_window(text: str) -> Any:
+    """A rate window, ``LIMIT/PER[:BURST]`` (``10/1s``, ``1000/1h:50``)."""
+    from scheduler_core.client import parse_rate_limit
+
+    try:
+        return parse_rate_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+class _Windows(argparse.Action):
+    """``--rate`` / ``--key-rate``: each one more window, up to the API's 8."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        from scheduler_core.schema.wire import RATE_WINDOWS_MAX
+
+        windows = [*(getattr(namespace, self.dest) or []), values]
+        if len(windows) > RATE_WINDOWS_MAX:
+            raise argparse.ArgumentError(
+                self, f"at most {RATE_WINDOWS_MAX} windows, found {len(windows)}")
+        setattr(namespace, self.dest, windows)
+
+
+def _concurrency_key(text: str) -> str:
+    """A job's concurrency key: 1 to 200 characters, as the API takes it."""
+    if not 1 <= len(text) <= 200:
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to 200 characters, found {len(text)}")
+    return text
 
 
 def _positive_float(text: str) -> float:
@@ -185,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--timezone")
     sm.add_argument("--queue")
     sm.add_argument("--priority", type=int)
+    sm.add_argument("--concurrency-key", type=_concurrency_key, metavar="KEY",
+                    help="the job's flow-control key (a tenant, a customer; 1 to 200 "
+                    "characters): its queue's --key-limit and --key-rate apply to it")
     sm.add_argument("--json", action="store_true", help="print JSON")
     sm.add_argument("--wait", action="store_true",
                     help="wait until the job finishes (progress on stderr); exit 0 if it "
@@ -229,6 +274,28 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("limit", type=_queue_limit,
                            help="most jobs Running at once across the cluster, or none")
         c.add_argument("--json", action="store_true")
+    qset = qsub.add_parser(
+        "set", help="set or remove a queue's limits (the ones not named stay as they are)",
+        description="Set or remove a queue's limits, cluster-wide; the ones not named "
+        "stay as they are. A rate window LIMIT/PER[:BURST] is at most LIMIT starts in any "
+        "PER (a whole number and ms, s, m, h or d, up to 1d), BURST of them at once "
+        "(default 1); --rate replaces every window of the queue (up to 8). The --key-... "
+        "limits apply to the jobs of each concurrency key (submit --concurrency-key) apart.")
+    qset.add_argument("name", type=_queue_name)
+    for flag, what in (("limit", "most of the queue's jobs Running at once"),
+                       ("key-limit", "most jobs of one concurrency key Running at once")):
+        g = qset.add_mutually_exclusive_group()
+        g.add_argument(f"--{flag}", type=_concurrency_limit, metavar="N",
+                       help=f"{what} (1 to 100000)")
+        g.add_argument(f"--no-{flag}", action="store_true", help=f"remove --{flag}")
+    for flag, what in (("rate", "the queue"), ("key-rate", "each concurrency key")):
+        g = qset.add_mutually_exclusive_group()
+        g.add_argument(f"--{flag}", action=_Windows, type=_rate_window,
+                       metavar="LIMIT/PER[:BURST]",
+                       help=f"a rate window of {what}, e.g. 10/1s or 1000/1h:50; "
+                       "repeat it for more windows")
+        g.add_argument(f"--no-{flag}", action="store_true", help=f"remove every --{flag}")
+    qset.add_argument("--json", action="store_true")
     return p
 
 
@@ -329,6 +396,8 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
         if args.command == "prune":
             dsn = compose.resolve_database(config)
             result = trio.run(compose.prune, config, dsn)
+            if result.idle_keys:
+                print(f"pruned idle concurrency keys: {result.idle_keys}")
             print(f"pruned jobs: {result.deleted} (batches: {result.batches})")
             return 0
         if args.command in ("coordinator", "worker", "up"):

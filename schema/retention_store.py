@@ -43,6 +43,7 @@ class PruneResult(msgspec.Struct, kw_only=True):
     """What one pruning pass did: the size of every batch that deleted something."""
 
     batch_sizes: list[int] = msgspec.field(default_factory=list)
+    idle_keys: int = 0  # job_keys rows of keys that hold nothing any more
 
     @property
     def deleted(self) -> int:
@@ -81,4 +82,11 @@ class RetentionStore:
                     result.batch_sizes.append(deleted)
                 if deleted < batch:
                     break
+        while True:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(q("prune_idle_keys"), {"batch": batch})
+                deleted = len(await cur.fetchall())
+            result.idle_keys += deleted
+            if deleted < batch:
+                break
         return result

@@ -56,11 +56,35 @@ class QueueLag(msgspec.Struct, rename="camel", kw_only=True):
 
 
 class QueueSetting(msgspec.Struct, rename="camel", kw_only=True):
-    """A queue that is paused or has a concurrency limit (others have neither)."""
+    """A queue that is paused or limited (others are neither): its settings, each rate
+    window's fill (``"limit/per"`` -> 0..1) and the due waiting jobs each kind of limit
+    holds back now (``held``: queue_paused, queue_concurrency, queue_rate,
+    key_concurrency, key_rate; a queue-wide hold counts every due job)."""
 
     name: str
     paused: bool
     concurrency_limit: int | None
+    key_concurrency_limit: int | None = None
+    rate_fill: dict[str, float] = msgspec.field(default_factory=dict)
+    held: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+def queue_setting(row: dict[str, Any]) -> QueueSetting:
+    """A :class:`QueueSetting` from a ``stats_queue_settings`` row."""
+    due = int(row["due"])
+    held = {"queue_paused": 0, "queue_concurrency": 0, "queue_rate": 0,
+            "key_concurrency": int(row["held_key_concurrency"]),
+            "key_rate": int(row["held_key_rate"])}
+    if row["paused"]:
+        held["queue_paused"] = due
+    elif row["concurrency_limit"] is not None and row["running"] >= row["concurrency_limit"]:
+        held["queue_concurrency"] = due
+    elif row["rate_closed"]:
+        held["queue_rate"] = due
+    return QueueSetting(name=row["name"], paused=row["paused"],
+                        concurrency_limit=row["concurrency_limit"],
+                        key_concurrency_limit=row["key_concurrency_limit"],
+                        rate_fill=row["rate_fill"] or {}, held=held)
 
 
 class MinuteBucket(msgspec.Struct, rename="camel", kw_only=True):
@@ -202,7 +226,7 @@ class StatsStore:
                                lag_seconds=max(0.0, r["lag_seconds"]))
                       for r in await self._rows(conn, "stats_queue_lag",
                                                 {"limit": self.max_queues})]
-            settings = [QueueSetting(**r) for r in await self._rows(
+            settings = [queue_setting(r) for r in await self._rows(
                 conn, "stats_queue_settings", {"limit": self.max_queues})]
             if trio.current_time() - self._chart_at > self.chart_min_age or not self._chart:
                 self._chart = [MinuteBucket(**r) for r in await self._rows(

@@ -7,9 +7,8 @@ first is kept as a marker file per job in the worker's data folder.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import msgspec
+import trio
 
 from scheduler_core.handlers import REGISTRY, RateLimited, RunContext
 
@@ -22,11 +21,11 @@ class SlowDownPayload(msgspec.Struct, forbid_unknown_fields=True, rename="camel"
 @REGISTRY.handler("slow_down_once", payload=SlowDownPayload, max_attempts=1,
                   timeout_seconds=30, inline=True)
 async def slow_down_once(payload: SlowDownPayload, ctx: RunContext) -> dict[str, object]:
-    folder = Path(ctx.data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = trio.Path(ctx.data_dir)
+    await folder.mkdir(parents=True, exist_ok=True)
     marker = folder / f"slowed-{ctx.job_id}"
-    if not marker.exists():
-        marker.write_text("1")
+    if not await marker.exists():
+        await marker.write_text("1")
         if payload.use_backoff:
             ctx.backoff(payload.retry_after)
         raise RateLimited(payload.retry_after, "the remote said 429")

@@ -25,6 +25,9 @@ any coordinator shows the whole cluster::
     scheduler_jobs{status}, scheduler_jobs_estimated{status}
     scheduler_queue_lag_seconds{queue}
     scheduler_queue_paused{queue}, scheduler_queue_concurrency_limit{queue}
+    scheduler_queue_key_concurrency_limit{queue}
+    scheduler_queue_rate_bucket_fill{queue,window}   share of a rate window in use, 0..1
+    scheduler_queue_jobs_held{queue,reason}          due jobs a limit holds back now
     scheduler_workers{state}, scheduler_slots, scheduler_slots_busy
     scheduler_worker_slots{worker_id}, scheduler_worker_busy_slots{worker_id},
     scheduler_worker_heartbeat_age_seconds{worker_id},
@@ -299,12 +302,33 @@ class SnapshotCollector(Collector):
             "scheduler_queue_concurrency_limit",
             "Most of the queue's jobs Running at once, cluster-wide (limited queues only)",
             labels=["queue"])
+        key_limit = GaugeMetricFamily(
+            "scheduler_queue_key_concurrency_limit",
+            "Most jobs of one concurrency key Running at once (key-limited queues only)",
+            labels=["queue"])
+        fill = GaugeMetricFamily(
+            "scheduler_queue_rate_bucket_fill",
+            "Share of a rate window's limit its bucket holds now (1: no start allowed)",
+            labels=["queue", "window"])
+        held = GaugeMetricFamily(
+            "scheduler_queue_jobs_held",
+            "Due waiting jobs a limit holds back now, by the limit (limited queues only)",
+            labels=["queue", "reason"])
         for setting in o.queue_settings:
             paused.add_metric([setting.name], 1 if setting.paused else 0)
             if setting.concurrency_limit is not None:
                 limit.add_metric([setting.name], setting.concurrency_limit)
+            if setting.key_concurrency_limit is not None:
+                key_limit.add_metric([setting.name], setting.key_concurrency_limit)
+            for window, share in setting.rate_fill.items():
+                fill.add_metric([setting.name, window], share)
+            for reason, n in setting.held.items():
+                held.add_metric([setting.name, reason], n)
         yield paused
         yield limit
+        yield key_limit
+        yield fill
+        yield held
         states = GaugeMetricFamily("scheduler_workers", "Workers by state", labels=["state"])
         for state in ("Active", "Draining", "Lost"):
             states.add_metric([state], sum(1 for w in o.workers if w.state == state))

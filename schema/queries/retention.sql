@@ -22,3 +22,16 @@ WITH pruned AS (
     DELETE FROM run_history WHERE job_id IN (SELECT id FROM pruned)
 )
 SELECT id FROM pruned;
+
+-- name: prune_idle_keys
+-- Up to %(batch)s job_keys rows that hold nothing: no waiting job, not served for a
+-- day (every rate window is at most a day, so their buckets are full again) and no
+-- hold running. A row locked by a claim or a submit is skipped; a key deleted here
+-- comes back with its next job, by the trigger.
+DELETE FROM job_keys k
+USING (SELECT queue, key FROM job_keys
+       WHERE waiting = 0 AND served_at < now() - interval '1 day' AND rate_ready < now()
+       LIMIT %(batch)s
+       FOR UPDATE SKIP LOCKED) d
+WHERE k.queue = d.queue AND k.key = d.key AND k.waiting = 0
+RETURNING k.key;

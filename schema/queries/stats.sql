@@ -28,10 +28,44 @@ LEFT JOIN pg_stats s
 WHERE c.oid = 'jobs'::regclass;
 
 -- name: stats_queue_settings
--- The queues that are paused or limited (schema/migrations/0006_queues.sql), by name.
-SELECT name, paused, concurrency_limit FROM queues
-WHERE paused OR concurrency_limit IS NOT NULL
-ORDER BY name
+-- The queues that are paused or limited (migrations 0006, 0010, 0011), by name, with
+-- each rate window's fill (the share of its limit its bucket holds now, "limit/per"
+-- -> 0..1) and how many due waiting jobs each kind of limit holds back now (counted to
+-- 10,000 a kind; keys at their concurrency limit are found through their running jobs,
+-- so the count costs what the running jobs do).
+SELECT q.name, q.paused, q.concurrency_limit, q.key_concurrency_limit,
+       (SELECT json_object_agg((w.v->>'limit') || '/' || (w.v->>'per'),
+                   LEAST(1, GREATEST(0, ceil((coalesce(q.rate_tat[w.i], 0)
+                                              - scheduler_epoch_ps(now()))
+                                             / scheduler_rate_interval(w.v)))
+                            / (w.v->>'limit')::numeric)::float8)
+        FROM jsonb_array_elements(q.rate_limits) WITH ORDINALITY AS w(v, i)) AS rate_fill,
+       (SELECT count(*) FROM (SELECT 1 FROM jobs j
+            WHERE j.status IN ('Pending', 'Scheduled', 'Failed') AND j.queue = q.name
+              AND j.run_at <= now() AND j.concurrency_key IS NULL LIMIT 10000) d)
+       + coalesce((SELECT sum(k.waiting) FROM job_keys k
+                   WHERE k.queue = q.name AND k.waiting > 0 AND k.due_at <= now()), 0)
+           AS due,
+       (SELECT count(*) FROM jobs r WHERE r.status = 'Running' AND r.queue = q.name)
+           AS running,
+       scheduler_rate_room(coalesce(q.rate_limits, '[]'::jsonb), q.rate_tat,
+                           scheduler_epoch_ps(now())) = 0
+           OR q.held_until > now() AS rate_closed,
+       coalesce((SELECT sum(k.waiting) FROM job_keys k
+                 WHERE k.queue = q.name AND k.waiting > 0 AND k.rate_ready > now()), 0)
+           AS held_key_rate,
+       coalesce((SELECT sum(k.waiting) FROM job_keys k
+                 JOIN (SELECT r.concurrency_key, count(*) AS n FROM jobs r
+                       WHERE r.status = 'Running' AND r.queue = q.name
+                         AND r.concurrency_key IS NOT NULL
+                       GROUP BY r.concurrency_key) r ON r.concurrency_key = k.key
+                 WHERE k.queue = q.name AND r.n >= q.key_concurrency_limit), 0)
+           AS held_key_concurrency
+FROM queues q
+WHERE q.paused OR q.concurrency_limit IS NOT NULL OR q.rate_limits IS NOT NULL
+   OR q.key_concurrency_limit IS NOT NULL OR q.key_rate_limits IS NOT NULL
+   OR q.held_until > now()
+ORDER BY q.name
 LIMIT %(limit)s;
 
 -- name: stats_queue_lag

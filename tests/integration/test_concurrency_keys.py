@@ -571,3 +571,28 @@ def test_key_limits_hold_across_two_coordinators_and_three_workers_one_killed(
         assert overlap_peak([(r["started_at"], r["finished_at"]) for r in mine]) <= 2, key
     assert len(runs) > len(ids), "the killed worker's runs ran again (and were counted)"
     assert len({r["worker_id"] for r in runs}) >= 2
+
+
+# -- Prometheus ----------------------------------------------------------------------------
+
+
+def test_metrics_show_bucket_fill_and_jobs_held_by_each_limit(
+        http: httpx.Client, hand: HandWorker) -> None:
+    queue = new_queue()
+    settings(http, queue, keyConcurrencyLimit=1,
+             rateLimits=[{"limit": 4, "per": "1h", "burst": 4}])
+    submit_batch(http, keyed(queue, "a", 3))
+    submit_batch(http, keyed(queue, "b", 1))
+    assert 2 == len(hand.claim_some(50, queues=[queue]))  # one of a, one of b
+    want = {
+        f'scheduler_queue_rate_bucket_fill{{queue="{queue}",window="4/1h"}} 0.5',
+        f'scheduler_queue_jobs_held{{queue="{queue}",reason="key_concurrency"}} 2.0',
+        f'scheduler_queue_jobs_held{{queue="{queue}",reason="queue_rate"}} 0.0',
+        f'scheduler_queue_key_concurrency_limit{{queue="{queue}"}} 1.0',
+    }
+
+    def shown() -> set[str]:
+        lines = set(http.get("/metrics").text.splitlines())
+        return want - lines
+
+    wait_until(lambda: not shown(), timeout=30, what="the gauges of the queue")

@@ -160,3 +160,26 @@ def test_the_coordinator_prunes_on_its_own(
 
     wait_until(lambda: {kept} == job_ids(db_dsn), timeout=10,
                what="the coordinator's pruner to delete the old job")
+
+
+def test_prune_deletes_keys_that_hold_nothing_and_keeps_the_rest(db_dsn: str) -> None:
+    """A job_keys row goes once it has no waiting job, was last served over a day ago
+    and holds no RateLimited hold; the others stay (their counts, buckets, turns)."""
+    queue = f"prune-{uuid.uuid4().hex[:8]}"
+    rows = [  # key, waiting, served days ago, hold (rate_ready) minutes ahead
+        ("idle", 0, 2.0, None), ("recent", 0, 0.5, None), ("busy", 3, 2.0, None),
+        ("held", 0, 2.0, 30.0)]
+    with psycopg.connect(db_dsn, autocommit=True) as conn:
+        for key, waiting, days, hold in rows:
+            conn.execute(
+                "INSERT INTO job_keys (queue, key, waiting, served_at, rate_ready) "
+                "VALUES (%s, %s, %s, now() - make_interval(secs => %s), "
+                "coalesce(now() + make_interval(secs => %s), '-infinity'))",
+                (queue, key, waiting, days * 86400, None if hold is None else hold * 60))
+    done = scheduler(db_dsn, "prune")
+    assert 0 == done.returncode, done.stderr
+    assert "pruned idle concurrency keys: " in done.stdout
+    with psycopg.connect(db_dsn) as conn:
+        left = {r[0] for r in conn.execute(
+            "SELECT key FROM job_keys WHERE queue = %s", (queue,)).fetchall()}
+    assert {"recent", "busy", "held"} == left

@@ -37,6 +37,7 @@ EXPECTED: dict[str, list[str]] = {
     "queries/stats.sql:stats_active_counts": ["ACTIVE"],
     "queries/stats.sql:stats_finished_counts": ["TERMINAL"],
     "queries/stats.sql:stats_queue_lag": ["WAITING"] * 5,
+    "queries/stats.sql:stats_queue_settings": ["WAITING"],
     "migrations/0001_initial.sql": ["JOB_STATUSES", "WAITING", "DUE_LATER"],
     "migrations/0002_schedules.sql": ["ACTIVE", "ACTIVE", "TERMINAL"],
     "migrations/0006_queues.sql": ["WAITING"],
