@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-from psycopg import AsyncCursor
+from psycopg import AsyncCursor, errors
 from psycopg.types.json import Jsonb
 
 from scheduler_core.runtime.db import Pool, TrioConnection
@@ -516,7 +516,16 @@ class Store:
         params = {"items": encoded.decode(), "worker_id": worker_id,
                   "base": self.retry_base_seconds, "cap": self.retry_cap_seconds}
         async with self.pool.connection() as conn:
-            cur = await conn.execute(q("complete_runs"), params)
+            for tries_left in (2, 1, 0):
+                try:
+                    cur = await conn.execute(q("complete_runs"), params)
+                    break
+                except errors.DeadlockDetected:
+                    # Retries of keyed jobs lock their keys' rows in the statement's
+                    # order (docs/decisions/0020): the loser of a deadlock is rolled
+                    # back whole and simply runs again.
+                    if not tries_left:
+                        raise
             rows: list[dict[str, Any]] = await cur.fetchall()
             # (A completion leaves a job Pending or Failed, never Scheduled.)
             if any(not r["duplicate"] and (r["status"] in wire.WAITING or r["limited"])
