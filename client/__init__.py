@@ -10,6 +10,14 @@
 Jobs and schedules come back as the API's JSON objects (camelCase keys, as in the
 README); keyword arguments are snake_case and mapped to the camelCase fields.
 
+Flow control: ``submit(..., concurrency_key="tenant-1")`` (also in ``submit_batch``)
+puts a job under its queue's per-key limits; ``set_queue_limit`` sets a queue's
+concurrency limit, rate windows and per-key limits, each left as it is unless given::
+
+    client.set_queue_limit("emails", 20, rate_limits=["100/1s", "1000/1h:50"],
+                           key_concurrency_limit=2, key_rate_limits=["5/1s"])
+    client.set_queue_limit("emails", rate_limits=None)   # removes the windows only
+
 Both clients share everything but the I/O: each method describes its request as a
 :class:`_Call` built by the helpers below, and the class performs it, so the two
 differ only in ``await`` (docs/decisions/0006-python-client.md).
@@ -18,33 +26,40 @@ differ only in ``await`` (docs/decisions/0006-python-client.md).
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, Unpack, overload
+from typing import Any, Required, TypedDict, Unpack, overload
 from urllib.parse import quote
 
 import anyio
 import httpx
+import msgspec
 
+from scheduler_core.schema import wire
 from scheduler_core.schema.wire import TERMINAL
 
 __all__ = [
     "TERMINAL",
+    "UNSET",
     "ApiFailure",
     "AsyncClient",
+    "BatchJob",
     "Client",
     "ClientError",
     "Job",
     "JobRef",
     "Queue",
+    "RateLimitSpec",
     "Schedule",
     "SubmitOptions",
     "Submitted",
     "Unreachable",
     "WaitTimeout",
     "is_finished",
+    "parse_rate_limit",
 ]
 
 Job = dict[str, Any]
@@ -56,9 +71,16 @@ JobRef = str | uuid.UUID | Mapping[str, Any]
 OnPoll = Callable[[Job], None]
 Schedules = list[Schedule]
 Queue = dict[str, Any]
-"""A queue as the API answers it (``name``, ``paused``, ``concurrencyLimit``, ``running``,
-``waiting``...)."""
+"""A queue as the API answers it (``name``, ``paused``, ``concurrencyLimit``,
+``rateLimits``, ``keyConcurrencyLimit``, ``keyRateLimits``, ``running``, ``waiting``,
+``limits``, ``topKeys``, ``workers``, ``warning``...)."""
 Queues = list[Queue]
+RateLimitSpec = wire.RateLimit | str | Mapping[str, Any]
+"""One rate window: a :class:`~scheduler_core.schema.wire.RateLimit`, its JSON object
+(``{"limit": 10, "per": "1s", "burst": 1}``), or text ``limit/per[:burst]`` such as
+``"10/1s"`` or ``"1000/1h:50"`` (see :func:`parse_rate_limit`)."""
+RateLimits = Sequence[RateLimitSpec] | None
+"""A queue's rate windows (at most 8); None or [] removes them all."""
 
 DEFAULT_TIMEOUT = 10.0
 FIRST_POLL = 0.05
@@ -131,6 +153,69 @@ class SubmitOptions(TypedDict, total=False):
     timezone: str | None
     misfire_policy: str | None
     overlap_policy: str | None
+    concurrency_key: str | None
+    """The job's flow-control key (a tenant, a customer; 1 to 200 characters): its
+    queue's per-key limits (``key_concurrency_limit``, ``key_rate_limits``) apply to it."""
+
+
+class BatchJob(SubmitOptions, total=False):
+    """One job of ``submit_batch``: ``type``, ``payload`` and the options of ``submit``
+    (snake_case, None for "not set"; a batch takes no ``cron``)."""
+
+    type: Required[str]
+    payload: Mapping[str, Any] | None
+
+
+# -- rate windows ------------------------------------------------------------------------
+
+_RATE_TEXT = re.compile(r"([0-9]+)/([^:]*)(?::([0-9]+))?")
+_RATE_COUNT_MAX = 1_000_000_000
+
+
+def parse_rate_limit(text: str) -> wire.RateLimit:
+    """``limit/per[:burst]`` as a window: at most ``limit`` starts in any ``per`` (a
+    whole number and ms, s, m, h or d; 1ms to 1d), ``burst`` of them at once (default
+    1). ``"10/1s"``, ``"1000/1h:50"``. ValueError saying what is wrong, checked as the
+    API checks it, so a window parsed here is not refused by the coordinator."""
+    m = _RATE_TEXT.fullmatch(text)
+    if m is None:
+        raise ValueError(f"expected LIMIT/PER[:BURST] such as 10/1s or 1000/1h:50, "
+                         f"found {text[:80]!r}")
+    limit, per, burst = int(m.group(1)), m.group(2), int(m.group(3) or 1)
+    if not 1 <= limit <= _RATE_COUNT_MAX:
+        raise ValueError(f"the limit must be 1 to {_RATE_COUNT_MAX}, found {limit} "
+                         f"(in {text[:80]!r})")
+    if not wire.RATE_PER.fullmatch(per):
+        raise ValueError("the window must be a whole number and ms, s, m, h or d, "
+                         f"such as 500ms, 1s, 1h or 1d; found {per[:80]!r} (in {text[:80]!r})")
+    window = wire.RateLimit(limit=limit, per=per, burst=burst)
+    if window.per_ms > wire.RATE_PER_MAX_MS:
+        raise ValueError(f"the window must be at most 1d, found {per} (in {text[:80]!r})")
+    if not 1 <= burst <= limit:
+        raise ValueError(f"the burst must be 1 to the limit ({limit}), found {burst} "
+                         f"(in {text[:80]!r})")
+    return window
+
+
+def _window_json(window: RateLimitSpec) -> dict[str, Any]:
+    if isinstance(window, str):
+        window = parse_rate_limit(window)
+    if isinstance(window, wire.RateLimit):
+        body: dict[str, Any] = msgspec.to_builtins(window)
+        return body
+    if isinstance(window, Mapping):
+        return dict(window)
+    raise TypeError("a rate window is a RateLimit, its JSON object or text such as "
+                    f"'10/1s'; found {type(window).__name__}")
+
+
+def _windows_json(windows: RateLimits) -> list[dict[str, Any]] | None:
+    if windows is None:
+        return None
+    if isinstance(windows, (str, Mapping, wire.RateLimit)):
+        raise TypeError("rate limits are a list of windows (e.g. ['10/1s']), "
+                        f"found one {type(windows).__name__}: put it in a list")
+    return [_window_json(w) for w in windows]
 
 
 # -- the requests, without I/O -----------------------------------------------------------
@@ -161,8 +246,8 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _submit_call(type: str, payload: Mapping[str, Any] | None,
-                 options: SubmitOptions) -> _Call:
+def _job_body(type: str, payload: Mapping[str, Any] | None,
+              options: Mapping[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"type": type}
     if payload is not None:
         body["payload"] = dict(payload)
@@ -172,7 +257,24 @@ def _submit_call(type: str, payload: Mapping[str, Any] | None,
         if isinstance(value, dt.datetime):
             value = value.isoformat()
         body[_camel(name)] = value
-    return _Call("POST", "/api/jobs", json=body)
+    return body
+
+
+def _submit_call(type: str, payload: Mapping[str, Any] | None,
+                 options: SubmitOptions) -> _Call:
+    return _Call("POST", "/api/jobs", json=_job_body(type, payload, options))
+
+
+def _batch_call(jobs: Iterable[BatchJob]) -> _Call:
+    bodies = []
+    for job in jobs:
+        options = {k: v for k, v in job.items() if k not in ("type", "payload")}
+        bodies.append(_job_body(job["type"], job.get("payload"), options))
+    return _Call("POST", "/api/jobs/batch", json={"jobs": bodies})
+
+
+def _batch_items(body: dict[str, Any]) -> list[Submitted]:
+    return [Submitted(item, bool(item.get("created"))) for item in body["items"]]
 
 
 def _list_call(status: str | None, type: str | None, queue: str | None, take: int | None,
@@ -181,8 +283,24 @@ def _list_call(status: str | None, type: str | None, queue: str | None, take: in
     return _Call("GET", "/api/jobs", params={k: v for k, v in params.items() if v is not None})
 
 
-def _limit_call(name: str, limit: int | None) -> _Call:
-    return _Call("PATCH", _path("queues", name), json={"concurrencyLimit": limit})
+Unset = msgspec.UnsetType
+UNSET = msgspec.UNSET  # an argument not given: the setting stays as it is
+
+
+def _limit_call(name: str, limit: int | Unset | None, rate_limits: RateLimits | Unset,
+                key_concurrency_limit: int | Unset | None,
+                key_rate_limits: RateLimits | Unset) -> _Call:
+    """``PATCH /api/queues/{name}`` with the settings given, and only those."""
+    body: dict[str, Any] = {}
+    if not isinstance(limit, Unset):
+        body["concurrencyLimit"] = limit
+    if not isinstance(rate_limits, Unset):
+        body["rateLimits"] = _windows_json(rate_limits)
+    if not isinstance(key_concurrency_limit, Unset):
+        body["keyConcurrencyLimit"] = key_concurrency_limit
+    if not isinstance(key_rate_limits, Unset):
+        body["keyRateLimits"] = _windows_json(key_rate_limits)
+    return _Call("PATCH", _path("queues", name), json=body)
 
 
 def _decode(resp: httpx.Response) -> Any:
@@ -285,6 +403,12 @@ class Client:
             return resp.status_code, _decode(resp)
         resp = self._send(_submit_call(type, payload, options))
         return Submitted(_decode(resp), resp.status_code == 201)
+
+    def submit_batch(self, jobs: Iterable[BatchJob]) -> list[Submitted]:
+        """Submit up to 1000 jobs at once, all or none, each a :class:`BatchJob`
+        (``{"type": "noop", "payload": {...}, "concurrency_key": "t1"}``); the jobs in
+        the order given, each with ``created`` (False: its idempotency key was known)."""
+        return _batch_items(self._call(_batch_call(jobs)))
 
     def get(self, job: JobRef) -> Job:
         """The job with its runs."""
@@ -396,10 +520,26 @@ class Client:
         """Claims from the queue again (idempotent)."""
         return self._call(_Call("POST", _path("queues", name, "/resume")))
 
-    def set_queue_limit(self, name: str, limit: int | None) -> Queue:
-        """At most ``limit`` of the queue's jobs Running at once, cluster-wide; None: no
-        limit."""
-        return self._call(_limit_call(name, limit))
+    def set_queue_limit(self, name: str, limit: int | Unset | None = UNSET, *,
+                        rate_limits: RateLimits | Unset = UNSET,
+                        key_concurrency_limit: int | Unset | None = UNSET,
+                        key_rate_limits: RateLimits | Unset = UNSET) -> Queue:
+        """A queue's limits, cluster-wide; each argument not given stays as it is, and
+        None removes that limit:
+
+        - ``limit``: at most that many of the queue's jobs Running at once;
+        - ``rate_limits``: at most ``limit`` starts in any ``per``, for each window (up
+          to 8; a new list replaces the old one and its windows start full; [] or None
+          removes them): :class:`~scheduler_core.schema.wire.RateLimit` objects or text
+          such as ``"10/1s"``, ``"1000/1h:50"`` (``limit/per[:burst]``);
+        - ``key_concurrency_limit``, ``key_rate_limits``: the same, for the jobs of each
+          concurrency key (``submit(concurrency_key=...)``) apart.
+
+        Returns the queue as it is now. ValueError for a window's text that is not
+        valid (before any request); :class:`ApiFailure` (400 naming the field) for any
+        other value the API refuses."""
+        return self._call(_limit_call(name, limit, rate_limits, key_concurrency_limit,
+                                      key_rate_limits))
 
     def health(self) -> tuple[int, Any]:
         """``GET /health``: (status, body); 503 is an answer here, not an error."""
@@ -454,6 +594,10 @@ class AsyncClient:
         """Submit a job of ``type`` (with ``cron``: define a schedule)."""
         resp = await self._send(_submit_call(type, payload, options))
         return Submitted(_decode(resp), resp.status_code == 201)
+
+    async def submit_batch(self, jobs: Iterable[BatchJob]) -> list[Submitted]:
+        """As :meth:`Client.submit_batch`."""
+        return _batch_items(await self._call(_batch_call(jobs)))
 
     async def get(self, job: JobRef) -> Job:
         """The job with its runs."""
@@ -560,10 +704,13 @@ class AsyncClient:
         """Claims from the queue again (idempotent)."""
         return await self._call(_Call("POST", _path("queues", name, "/resume")))
 
-    async def set_queue_limit(self, name: str, limit: int | None) -> Queue:
-        """At most ``limit`` of the queue's jobs Running at once, cluster-wide; None: no
-        limit."""
-        return await self._call(_limit_call(name, limit))
+    async def set_queue_limit(self, name: str, limit: int | Unset | None = UNSET, *,
+                              rate_limits: RateLimits | Unset = UNSET,
+                              key_concurrency_limit: int | Unset | None = UNSET,
+                              key_rate_limits: RateLimits | Unset = UNSET) -> Queue:
+        """As :meth:`Client.set_queue_limit`."""
+        return await self._call(_limit_call(name, limit, rate_limits,
+                                            key_concurrency_limit, key_rate_limits))
 
     async def health(self) -> tuple[int, Any]:
         """``GET /health``: (status, body); 503 is an answer here, not an error."""

@@ -1,5 +1,5 @@
-"""The client half of the CLI: ``submit``, ``jobs ...`` and ``schedules ...`` over HTTP
-(client/).
+"""The client half of the CLI: ``submit``, ``jobs ...``, ``schedules ...`` and
+``queues ...`` over HTTP (client/).
 
 Output goes to stdout (a table, or JSON with ``--json``); errors are one line on
 stderr and exit 1. ``submit --wait`` shows its progress on stderr (a live status line
@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from scheduler_core.client import Client, ClientError, Job, WaitTimeout
+from scheduler_core.client import UNSET, Client, ClientError, Job, WaitTimeout
 from scheduler_core.runtime.config import Config, check_coordinator_urls
 from scheduler_core.schema.wire import JobStatus
 
@@ -48,12 +48,27 @@ def _print_job(job: dict[str, Any], as_json: bool) -> None:
                              ("TYPE", "type"), ("NEXT FIRE", "nextFireAt")]))
         return
     print(_table([job], _JOB_COLUMNS))
+    if job.get("concurrencyKey") is not None:
+        print(f"concurrency key: {job['concurrencyKey']}")
+    if job.get("waiting"):
+        print(f"waiting: {_waiting(job['waiting'])}")
     runs = job.get("runs") or []
     if runs:
         print()
         print(_table(runs, [("RUN", "id"), ("ATTEMPT", "attempt"), ("WORKER", "workerId"),
                             ("STARTED", "startedAt"), ("FINISHED", "finishedAt"),
                             ("OUTCOME", "outcome"), ("ERROR", "error")]))
+
+
+def _waiting(why: dict[str, Any]) -> str:
+    """Why a waiting job has not started, as one phrase: ``key_concurrency (2 running,
+    limit 2)``, ``queue_rate until 2030-01-01T00:00:00Z``, ``ready``."""
+    text = str(why.get("reason"))
+    if why.get("running") is not None or why.get("limit") is not None:
+        text += f" ({why.get('running')} running, limit {why.get('limit')})"
+    if why.get("until"):
+        text += f" until {why['until']}"
+    return text
 
 
 def _schedule_rows(schedules: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,7 +130,8 @@ def _submit(client: Client, args: argparse.Namespace) -> int:
     job = client.submit(args.type, args.payload, run_at=args.run_at,
                         max_attempts=args.max_attempts, timeout_seconds=args.timeout,
                         idempotency_key=args.key, cron=args.cron, timezone=args.timezone,
-                        queue=args.queue, priority=args.priority)
+                        queue=args.queue, priority=args.priority,
+                        concurrency_key=args.concurrency_key)
     if not args.json:
         print("created" if job.created else "exists (idempotency key)", flush=True)
     if not args.wait:
@@ -186,15 +202,77 @@ def _schedules(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# The flow-control columns come last and are blank when unset, so a queue without
+# them reads as it always did.
 _QUEUE_COLUMNS = [("QUEUE", "name"), ("STATE", "state"), ("LIMIT", "limit"),
-                  ("RUNNING", "running"), ("WAITING", "waiting")]
+                  ("RUNNING", "running"), ("WAITING", "waiting"), ("RATE", "rate"),
+                  ("KEY LIMIT", "keyLimit"), ("KEY RATE", "keyRate"),
+                  ("WARNING", "warning")]
+
+
+def rate_text(window: dict[str, Any]) -> str:
+    """A window as ``--rate`` takes it: ``10/1s``, ``1000/1h:50``."""
+    burst = window.get("burst", 1)
+    return f"{window['limit']}/{window['per']}" + ("" if burst == 1 else f":{burst}")
+
+
+def _rates_text(windows: list[dict[str, Any]] | None) -> str | None:
+    return ",".join(rate_text(w) for w in windows) if windows else None
 
 
 def _queue_rows(queues: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{**q, "state": "paused" if q["paused"] else "active",
              "limit": "-" if q["concurrencyLimit"] is None else q["concurrencyLimit"],
-             "waiting": f"{q['waiting']}+" if q["waitingCapped"] else q["waiting"]}
+             "waiting": f"{q['waiting']}+" if q["waitingCapped"] else q["waiting"],
+             "rate": _rates_text(q.get("rateLimits")),
+             "keyLimit": q.get("keyConcurrencyLimit"),
+             "keyRate": _rates_text(q.get("keyRateLimits"))}
             for q in queues]
+
+
+def _warning_text(queue: dict[str, Any]) -> str | None:
+    if queue.get("warning") == "no_worker":
+        return (f"no_worker: no live worker takes jobs from queue {queue['name']} and "
+                f"{queue['waiting']} job(s) wait (start a worker with --queues "
+                f"{queue['name']}, or --queues '*')")
+    if queue.get("warning"):
+        return str(queue["warning"])
+    return None
+
+
+def _print_queue(queue: dict[str, Any], as_json: bool, *, details: bool = False) -> None:
+    if as_json:
+        _print_json(queue)
+        return
+    print(_table(_queue_rows([queue]), _QUEUE_COLUMNS))
+    if not details:
+        return
+    limits = queue.get("limits") or []
+    if limits:
+        print()
+        print(_table(limits, [("LIMIT", "kind"), ("USED", "used"), ("OF", "limit"),
+                              ("PER", "per"), ("UNTIL", "until")]))
+    keys = queue.get("topKeys") or []
+    if keys:
+        print()
+        print(_table(keys, [("KEY", "key"), ("WAITING", "waiting"), ("RUNNING", "running")]))
+    print()
+    print(f"workers: {queue.get('workers', 0)}")
+    warning = _warning_text(queue)
+    if warning:
+        print(f"warning: {warning}")
+
+
+def _set_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings ``queues set`` names (the others are left out: unchanged)."""
+    settings: dict[str, Any] = {}
+    for option, name in (("limit", "limit"), ("key_limit", "key_concurrency_limit"),
+                         ("rate", "rate_limits"), ("key_rate", "key_rate_limits")):
+        if getattr(args, f"no_{option}"):
+            settings[name] = None
+        elif getattr(args, option) is not None:
+            settings[name] = getattr(args, option)
+    return settings
 
 
 def _queues(client: Client, args: argparse.Namespace) -> int:
@@ -206,18 +284,28 @@ def _queues(client: Client, args: argparse.Namespace) -> int:
         else:
             print(_table(_queue_rows(items), _QUEUE_COLUMNS))
         return 0
+    if cmd == "set":
+        settings = _set_arguments(args)
+        if not settings:
+            print("scheduler: error: queues set: nothing to set; give --limit, --rate, "
+                  "--key-limit or --key-rate (or a --no-... to remove one)", file=sys.stderr)
+            return 2
+        _print_queue(client.set_queue_limit(
+            args.name, settings.get("limit", UNSET),
+            rate_limits=settings.get("rate_limits", UNSET),
+            key_concurrency_limit=settings.get("key_concurrency_limit", UNSET),
+            key_rate_limits=settings.get("key_rate_limits", UNSET)), args.json)
+        return 0
     if cmd == "show":
-        queue = client.get_queue(args.name)
-    elif cmd == "pause":
+        _print_queue(client.get_queue(args.name), args.json, details=True)
+        return 0
+    if cmd == "pause":
         queue = client.pause_queue(args.name)
     elif cmd == "resume":
         queue = client.resume_queue(args.name)
     else:
         queue = client.set_queue_limit(args.name, args.limit)
-    if args.json:
-        _print_json(queue)
-    else:
-        print(_table(_queue_rows([queue]), _QUEUE_COLUMNS))
+    _print_queue(queue, args.json)
     return 0
 
 

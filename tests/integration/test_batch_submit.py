@@ -37,8 +37,10 @@ def test_a_thousand_jobs_in_one_call_are_created_in_request_order(
     assert 1000 == len({item["id"] for item in items})
     assert 1000 == count_jobs(db_dsn)
     one = httpx.get(f"{coordinator.url}/api/jobs/{items[500]['id']}", timeout=10).json()
+    # (One job's GET also says why a waiting job waits.)
     assert {k: v for k, v in items[500].items() if k != "created"} == \
-        {k: v for k, v in one.items() if k != "runs"}
+        {k: v for k, v in one.items() if k not in ("runs", "waiting")}
+    assert "reason" in one["waiting"]
 
 
 def test_one_bad_item_is_400_naming_it_and_nothing_is_written(

@@ -163,3 +163,120 @@ def test_progress_on_a_terminal_redraws_one_line_and_clears_it() -> None:
     assert re.fullmatch(r"\r\x1b\[K\| job j1 Pending \(attempt 0/3\) \d+\.\ds"
                         r"\r\x1b\[K/ job j1 Running \(attempt 1/3\) \d+\.\ds\r\x1b\[K",
                         out.getvalue())
+
+
+# -- flow control: queue settings and concurrency keys -----------------------------------
+
+
+def test_set_queue_limit_sends_only_the_settings_given() -> None:
+    from scheduler_core.schema.wire import RateLimit
+
+    seen, handle = recording({"name": "q"})
+    c = client(handle)
+    c.set_queue_limit("q", 4)
+    c.set_queue_limit("q", None)
+    c.set_queue_limit("q", rate_limits=["10/1s", RateLimit(limit=1000, per="1h", burst=50),
+                                        {"limit": 5, "per": "500ms"}])
+    c.set_queue_limit("q", rate_limits=None, key_concurrency_limit=2)
+    c.set_queue_limit("q", key_concurrency_limit=None, key_rate_limits=["5/1s:2"])
+    c.set_queue_limit("q", key_rate_limits=[])
+    assert [("PATCH", "/api/queues/q")] * 6 == [(r.method, r.url.path) for r in seen]
+    assert [{"concurrencyLimit": 4},
+            {"concurrencyLimit": None},
+            {"rateLimits": [{"limit": 10, "per": "1s", "burst": 1},
+                            {"limit": 1000, "per": "1h", "burst": 50},
+                            {"limit": 5, "per": "500ms"}]},
+            {"rateLimits": None, "keyConcurrencyLimit": 2},
+            {"keyConcurrencyLimit": None,
+             "keyRateLimits": [{"limit": 5, "per": "1s", "burst": 2}]},
+            {"keyRateLimits": []}] == [json.loads(r.content) for r in seen]
+
+
+async def test_the_async_set_queue_limit_sends_the_same_body() -> None:
+    seen, handle = recording({"name": "q"})
+    async with AsyncClient("http://c", transport=httpx.MockTransport(handle)) as c:
+        await c.set_queue_limit("q", 3, rate_limits=["7/1m"], key_concurrency_limit=1,
+                                key_rate_limits=None)
+    assert {"concurrencyLimit": 3, "rateLimits": [{"limit": 7, "per": "1m", "burst": 1}],
+            "keyConcurrencyLimit": 1, "keyRateLimits": None} == json.loads(seen[0].content)
+
+
+@pytest.mark.parametrize(("text", "window"), [
+    ("10/1s", (10, "1s", 1)),
+    ("1000/1h:50", (1000, "1h", 50)),
+    ("5/500ms:5", (5, "500ms", 5)),
+    ("1/1d", (1, "1d", 1)),
+    ("1000000000/86400000ms", (1_000_000_000, "86400000ms", 1)),
+    ("3/2m", (3, "2m", 1)),
+])
+def test_parse_rate_limit_reads_limit_per_and_burst(text: str,
+                                                    window: tuple[int, str, int]) -> None:
+    from scheduler_core.client import parse_rate_limit
+
+    w = parse_rate_limit(text)
+    assert window == (w.limit, w.per, w.burst)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("0/1s", "the limit must be 1 to 1000000000, found 0"),
+    ("1000000001/1s", "the limit must be 1 to 1000000000"),
+    ("10/2x", "the window must be a whole number and ms, s, m, h or d"),
+    ("10/0s", "the window must be"),
+    ("10/1.5s", "the window must be"),
+    ("10/ 1s", "the window must be"),
+    ("10/2d", "the window must be at most 1d, found 2d"),
+    ("10/86400001ms", "the window must be at most 1d"),
+    ("10/1s:11", "the burst must be 1 to the limit (10), found 11"),
+    ("10/1s:0", "the burst must be 1 to the limit (10), found 0"),
+    ("10", "expected LIMIT/PER[:BURST]"),
+    ("", "expected LIMIT/PER[:BURST]"),
+    ("-1/1s", "expected LIMIT/PER[:BURST]"),
+    ("ten/1s", "expected LIMIT/PER[:BURST]"),
+    ("10/1s:2:3", "expected LIMIT/PER[:BURST]"),
+    ("\u0661\u0660/1s", "expected LIMIT/PER[:BURST]"),  # Arabic-Indic digits: int() takes them
+])
+def test_a_bad_window_text_is_a_value_error_and_nothing_is_sent(text: str,
+                                                                 message: str) -> None:
+    seen, handle = recording({"name": "q"})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        client(handle).set_queue_limit("q", key_rate_limits=["1/1s", text])
+    assert [] == seen
+
+
+def test_a_lone_window_not_in_a_list_is_a_type_error() -> None:
+    seen, handle = recording({"name": "q"})
+    with pytest.raises(TypeError, match="put it in a list"):
+        client(handle).set_queue_limit("q", rate_limits="10/1s")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a rate window is"):
+        client(handle).set_queue_limit("q", rate_limits=[10])  # type: ignore[list-item]
+    assert [] == seen
+
+
+def test_the_cli_writes_windows_as_it_reads_them() -> None:
+    from scheduler_core.client import parse_rate_limit
+    from scheduler_core.command.client_cli import rate_text
+
+    for text in ("10/1s", "1000/1h:50", "5/500ms:5"):
+        w = parse_rate_limit(text)
+        assert text == rate_text({"limit": w.limit, "per": w.per, "burst": w.burst})
+
+
+def test_submit_sends_the_concurrency_key() -> None:
+    seen, handle = recording(status=201)
+    client(handle).submit("noop", concurrency_key="tenant-1", queue="q")
+    assert {"type": "noop", "concurrencyKey": "tenant-1", "queue": "q"} == (
+        json.loads(seen[0].content))
+
+
+def test_submit_batch_sends_each_job_as_submit_would_and_reads_created() -> None:
+    answer = {"items": [{"id": "a", "created": True}, {"id": "b", "created": False}]}
+    seen, handle = recording(answer, status=201)
+    when = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    jobs = client(handle).submit_batch([
+        {"type": "noop", "concurrency_key": "t1", "idempotency_key": "k", "priority": None},
+        {"type": "cpu", "payload": {"durationSeconds": 1}, "run_at": when}])
+    assert ("POST", "/api/jobs/batch") == (seen[0].method, seen[0].url.path)
+    assert {"jobs": [{"type": "noop", "concurrencyKey": "t1", "idempotencyKey": "k"},
+                     {"type": "cpu", "payload": {"durationSeconds": 1},
+                      "runAt": "2030-01-01T00:00:00+00:00"}]} == json.loads(seen[0].content)
+    assert [("a", True), ("b", False)] == [(j["id"], j.created) for j in jobs]
