@@ -89,7 +89,8 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT to_timestamp((p_ps / 1000000000000)::float8)
 
 -- The key's count of waiting jobs, kept by every statement that moves a keyed job into
 -- or out of Pending, Scheduled or Failed (and its due bound when one comes due
--- earlier). Row level with a WHEN clause: unkeyed jobs never run it.
+-- earlier), but the claim, which counts its own. Row level with a WHEN clause:
+-- unkeyed jobs never run it.
 CREATE OR REPLACE FUNCTION scheduler_key_count() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -123,11 +124,14 @@ DROP TRIGGER IF EXISTS jobs_key_delete ON jobs;
 CREATE TRIGGER jobs_key_insert AFTER INSERT ON jobs
     FOR EACH ROW WHEN (NEW.concurrency_key IS NOT NULL)
     EXECUTE FUNCTION scheduler_key_count();
+-- (A claim, the one move from waiting to Running, counts its keys itself, in the
+-- statement that takes the jobs: one write of each key row instead of one a job.)
 CREATE TRIGGER jobs_key_update AFTER UPDATE OF status, run_at ON jobs
     FOR EACH ROW
     WHEN (NEW.concurrency_key IS NOT NULL
-          AND ((OLD.status IN ('Pending', 'Scheduled', 'Failed'))
-                   IS DISTINCT FROM (NEW.status IN ('Pending', 'Scheduled', 'Failed'))
+          AND (((OLD.status IN ('Pending', 'Scheduled', 'Failed'))
+                    IS DISTINCT FROM (NEW.status IN ('Pending', 'Scheduled', 'Failed'))
+                AND NEW.status <> 'Running')
                OR (NEW.status IN ('Pending', 'Scheduled', 'Failed')
                    AND NEW.run_at < OLD.run_at)))
     EXECUTE FUNCTION scheduler_key_count();
@@ -336,9 +340,10 @@ BEGIN
         FROM (SELECT cl.queue, count(*)::integer AS n FROM claimed cl GROUP BY cl.queue) c
         WHERE q.name = c.queue AND q.rate_limits IS NOT NULL
     ), served AS (
-        -- Keys that started jobs go to the back of the turn and spend their windows;
-        -- keys that had room but nothing due learn when their next job is due (and
-        -- their true waiting count: it costs the same scan).
+        -- Keys that started jobs go to the back of the turn, count them out of their
+        -- waiting jobs (the trigger leaves the claim's moves to it) and spend their
+        -- windows; keys that had room but nothing due learn when their next job is
+        -- due (and their true waiting count: it costs the same scan).
         UPDATE job_keys k
         SET served_at = CASE WHEN s.n > 0 THEN v_now ELSE k.served_at END,
             rate_tat = CASE WHEN s.n > 0 AND s.key_rate_limits IS NOT NULL
@@ -356,7 +361,7 @@ BEGIN
                          WHERE w.status IN ('Pending', 'Scheduled', 'Failed')
                            AND w.queue = k.queue AND w.concurrency_key = k.key),
                          'infinity') END,
-            waiting = CASE WHEN s.n > 0 THEN k.waiting ELSE (
+            waiting = CASE WHEN s.n > 0 THEN k.waiting - s.n ELSE (
                           SELECT count(*) FROM jobs w
                           WHERE w.status IN ('Pending', 'Scheduled', 'Failed')
                             AND w.queue = k.queue AND w.concurrency_key = k.key)::integer END
