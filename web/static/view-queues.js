@@ -8,7 +8,7 @@
  * warning) may be missing (an older coordinator): the page shows what it has. */
 
 import { api } from "./api.js";
-import { badge, dataTable, empty, h, nextAt, number, panel, plural, replace, toast, useBar, when } from "./dom.js";
+import { badge, dataTable, duration, empty, h, nextAt, number, panel, plural, replace, toast, useBar, when } from "./dom.js";
 import { DetailView, fact, factsPanel } from "./detail.js";
 import { ListView } from "./list.js";
 
@@ -74,20 +74,21 @@ function warningText(q) {
 function warningBox(q, { named = false } = {}) {
   const text = warningText(q);
   if (!text) return null;
-  return h("div", { className: "warning", role: "alert", "data-testid": "queue-warning", "data-queue": q.name, "data-warning": q.warning },
+  return h("div", { className: "warning", "data-testid": "queue-warning", "data-warning-queue": q.name, "data-warning": q.warning },
     named ? [h("a", { href: queueHref(q.name) }, q.name), ": "] : null, text);
 }
 
 /* One entry of `limits` as a bar and a figure: "7 of 10 running", "rate 100/1s: 40
  * used, next at T". */
-function limitUse(l) {
+function limitUse(l, compact) {
   let text;
   if (l.kind === "concurrency") {
     text = [`${number(l.used)} of ${number(l.limit)} running`];
   } else if (l.kind === "rate") {
-    const due = l.until && new Date(l.until).getTime() > Date.now();
-    text = [`rate ${number(l.limit)}/${l.per || "?"}: ${number(l.used)} used, `,
-      due ? ["next at ", nextAt(l.until)] : "a start is allowed now"];
+    const wait = l.until ? (new Date(l.until).getTime() - Date.now()) / 1000 : 0;
+    const head = `rate ${number(l.limit)}/${l.per || "?"}: ${number(l.used)} used`;
+    if (compact) text = [head, wait > 0 ? `, next in ${duration(wait)}` : ""];
+    else text = [`${head}, `, wait > 0 ? ["next at ", nextAt(l.until)] : "a start is allowed now"];
   } else {
     text = [`${l.kind}: ${number(l.used)} of ${number(l.limit)}`];
   }
@@ -99,7 +100,7 @@ function limitUse(l) {
 function limitsUse(q, { compact = false } = {}) {
   const limits = Array.isArray(q.limits) ? q.limits : [];
   if (limits.length === 0) return compact ? none("—") : empty("No limit: every job may start as soon as a worker has a slot.");
-  return h("ul", { className: compact ? "uses compact" : "uses", "aria-label": `Limits of ${q.name} in use` }, limits.map(limitUse));
+  return h("ul", { className: compact ? "uses compact" : "uses", "aria-label": `Limits of ${q.name} in use` }, limits.map((l) => limitUse(l, compact)));
 }
 
 function limitForm(q, after) {
@@ -133,7 +134,7 @@ class QueueListView extends ListView {
     const after = () => this.load(true);
     return [
       items.map((q) => warningBox(q, { named: true })),
-      dataTable({ "data-testid": "queues" },
+      dataTable({ className: "queues", "data-testid": "queues" },
         ["Queue", "State", ["Running", "num"], ["Waiting", "num"], "Concurrency limit",
           ["Rate limits", "opt"], ["Key limits", "opt"], ["In use", "opt"], ["Workers", "num opt"], ""],
         items.map((q) => h("tr", { "data-queue": q.name },
@@ -144,7 +145,7 @@ class QueueListView extends ListView {
           h("td", { className: "num" }, waitingCount(q)),
           h("td", {}, limitForm(q, after)),
           h("td", { className: "opt", "data-testid": "rate-limits" }, rateLimitsText(q)),
-          h("td", { className: "opt", "data-testid": "key-limits" }, keyLimitsText(q)),
+          h("td", { className: "opt keys", "data-testid": "key-limits" }, keyLimitsText(q)),
           h("td", { className: "opt" }, limitsUse(q, { compact: true })),
           h("td", { className: "num opt" }, q.workers == null ? "—" : number(q.workers)),
           h("td", {}, h("div", { className: "row" }, pauseButton(q, after),
@@ -223,7 +224,7 @@ class WindowsEditor {
       h("label", { className: "field" }, "Burst",
         input("burst", { type: "number", min: "1", step: "1", className: "limit-input", placeholder: "1" }, w ? String(w.burst) : ""),
         errorSlot("")),
-      h("button", { type: "button", className: "link danger", onclick: () => {
+      h("button", { type: "button", className: "danger", onclick: () => {
         row.remove();
         this.renumber();
         this.onChange();
