@@ -11,6 +11,11 @@ Measures, each on a fresh database and with real ``scheduler coordinator`` and
            with inline handlers (noop_inline, W x 16 and W x 50), and CPU per job by
            process (PostgreSQL backends, coordinator, workers, job processes) as
            bench/fastpath.py measures it, for noop_inline W x 50 and noop W x S
+  flow     issue 15's flow control, as e2e's inline W x 50 cell (N queued first, then the
+           workers, serving the queue ``flow`` alone): a queue with no limits and jobs
+           without a key; a rate-limited queue (rateLimits and keyRateLimits that allow
+           the throughput) with jobs over 10,000 concurrency keys; the same keys in a
+           queue with keyConcurrencyLimit 2. Ratios to the unlimited cell
   submit   POST /api/jobs one job per request (C concurrent keep-alive clients, and one
            client sequentially), and POST /api/jobs/batch (1000 jobs per request) when
            the coordinator has it; ``hey -c 32`` against a bare-hypercorn app
@@ -26,7 +31,7 @@ Measures, each on a fresh database and with real ``scheduler coordinator`` and
   http     the harness's HTTP adapter against a coordinator of ours (quick sizes)
 
 Prints one table (figure, target, PASS/FAIL, peers, ratios, fraction of the ceiling), then
-issue 14's goals as PASS/FAIL with their ratios to figures of the same run, and
+issue 14's and 15's goals as PASS/FAIL with their ratios to figures of the same run, and
 writes everything to bench/results/<timestamp>.json. Targets are reported, not asserted:
 the exit status is 0 unless one of our own measurements could not be made at all.
 Every process it starts is stopped (SIGTERM, then SIGKILL) on the way out, also on
@@ -36,6 +41,7 @@ Ctrl-C or an error. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -65,10 +71,26 @@ ROOT = bl.ROOT
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PHASES = ("e2e", "submit", "latency", "scale", "peers", "pgbench", "http")
+PHASES = ("e2e", "flow", "submit", "latency", "scale", "peers", "pgbench", "http")
 PEERS = ("procrastinate", "pgqueuer")
 NOOP = {"type": "noop", "payload": {}}
 INLINE_SLOTS = (16, 50)  # the e2e cells with inline handlers (noop_inline), W x these
+FLOW_QUEUE = "flow"  # the flow phase's queue (its workers serve it alone: --queues flow)
+FLOW_SLOTS = 50  # the flow cells' shape: W workers x 50 slots, noop_inline
+# The flow phase's cells (issue 15): name -> (the queue's PATCH /api/queues body, whether
+# the jobs carry concurrency keys). Limits that allow the throughput: the cells measure
+# what the claim costs, not the limit. The queue's window needs its burst: with the
+# default (1, evenly spaced) a window lets one job start at any instant, so every claim
+# takes one job, whatever its limit (~65 jobs/s here on 2026-12-04).
+FLOW_CELLS: dict[str, tuple[dict[str, Any], bool]] = {
+    "unlimited": ({}, False),
+    "rate-limited": ({"rateLimits": [{"limit": 1_000_000, "per": "1s", "burst": 1000}],
+                      "keyRateLimits": [{"limit": 100, "per": "1s", "burst": 100}]}, True),
+    "key-concurrency": ({"keyConcurrencyLimit": 2}, True),
+    # Per-key windows only: no queue-wide window, so no queue row lock (decision 0020).
+    "key-rate-limited": ({"keyRateLimits": [{"limit": 100, "per": "1s", "burst": 100}]},
+                         True),
+}
 
 # Log events at warning level that every run has (not worth a note).
 EXPECTED_WARNINGS = {"auth_disabled"}
@@ -83,6 +105,7 @@ TARGETS = {
     "pickup_p99_ms": 10.0,
     "scale_ratio": 2.0,
     "worker_idle_rss_mb": 60.0,
+    "flow_rate_limited_per_s": 5000.0,
 }
 
 
@@ -129,9 +152,11 @@ class Cluster:
         bl.wait_for(ready, timeout=60, what=f"coordinator {self.url}/health/ready")
         return coordinator
 
-    def start_worker(self, slots: int, index: int = 0) -> bl.Proc:
+    def start_worker(self, slots: int, index: int = 0, queues: str | None = None) -> bl.Proc:
         argv = [PY, "-m", "scheduler_core.command.cli", "worker", "--slots", str(slots),
                 "--coordinator-url", self.url, "--worker-id", f"bench-{self.purpose}-{index}"]
+        if queues:
+            argv += ["--queues", queues]
         if self.handlers:
             argv += ["--handlers", self.handlers]
         env = {**self.base_env(), "DATABASE_URL": "", "COORDINATOR_URL": self.url}
@@ -175,14 +200,18 @@ def probe_batch(url: str) -> bool:
     return r.status_code not in (404, 405)
 
 
-def insert_noop_jobs(cluster: Cluster, n: int, job_type: str = "noop") -> None:
-    """N due noop jobs in one INSERT ... SELECT generate_series (time-ordered ids)."""
+def insert_noop_jobs(cluster: Cluster, n: int, job_type: str = "noop", queue: str = "default",
+                     keys: int = 0) -> None:
+    """N due noop jobs in one INSERT ... SELECT generate_series (time-ordered ids) into
+    ``queue``; with ``keys``, job g carries the concurrency key 'k' || (g % keys)."""
     with cluster.connect() as conn:
         conn.execute(("INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, "
-                      "max_attempts, timeout_seconds) "
+                      "max_attempts, timeout_seconds, concurrency_key) "
                       f"SELECT {bl.sql_uuid7('clock_timestamp()')}, %s, '{{}}'::jsonb, "
-                      "'Pending', 'default', 0, now(), 3, 300 "
-                      "FROM generate_series(1, %s::int)").encode(), (job_type, n))
+                      "'Pending', %s, 0, now(), 3, 300, "
+                      "CASE WHEN %s::int > 0 THEN 'k' || (g %% %s::int) END "
+                      "FROM generate_series(1, %s::int) AS g").encode(),
+                     (job_type, queue, keys, max(keys, 1), n))
 
 
 def submit_batches(url: str, n: int, size: int = 1000, job_type: str = "noop") -> None:
@@ -263,28 +292,59 @@ class Run:
 
     # -- e2e ---------------------------------------------------------------------------
 
-    def e2e(self, workers: int, slots: int, jobs: int, job_type: str = "noop") -> dict[str, Any]:
+    def e2e(self, workers: int, slots: int, jobs: int, job_type: str = "noop", *,
+            flow: str | None = None, keys: int = 0) -> dict[str, Any]:
+        """N jobs queued, then W workers x S slots work them off; jobs/s from the first
+        claim to the last Succeeded, both stamped by the database. With ``flow`` (a
+        FLOW_CELLS name) the jobs go to FLOW_QUEUE, set first with that cell's limits,
+        in one INSERT ... SELECT generate_series (spread over ``keys`` concurrency keys
+        when the cell is keyed), and the workers serve that queue alone."""
         label = f"{workers}x{slots}"
-        log(f"e2e {label}: {jobs} {job_type} jobs queued, then {workers} worker(s) x {slots} slots")
-        c = Cluster(self, f"e2e{'i' if job_type != 'noop' else ''}{label}")
+        what = f"flow {flow}" if flow else "e2e"
+        log(f"{what} {label}: {jobs} {job_type} jobs queued, then {workers} worker(s) x "
+            f"{slots} slots")
+        purpose = (f"flow{flow.split('-')[0]}" if flow
+                   else f"e2e{'i' if job_type != 'noop' else ''}{label}")
+        c = Cluster(self, purpose)
+        extra: dict[str, Any] = {}
         try:
             coord = c.start_coordinator()
-            self.batch_endpoint = probe_batch(c.url)
-            if self.batch_endpoint:
-                submit_batches(c.url, jobs, job_type=job_type)
-                how = "POST /api/jobs/batch, 1000 per request"
+            if flow is not None:
+                settings, keyed = FLOW_CELLS[flow]
+                keys = keys if keyed else 0
+                if settings:
+                    r = httpx.patch(f"{c.url}/api/queues/{FLOW_QUEUE}", json=settings, timeout=10)
+                    if r.status_code != 200:
+                        raise RuntimeError(f"PATCH /api/queues/{FLOW_QUEUE} -> {r.status_code}: "
+                                           f"{r.text[:300]}")
+                insert_noop_jobs(c, jobs, job_type=job_type, queue=FLOW_QUEUE, keys=keys)
+                how = "one SQL INSERT ... SELECT generate_series"
+                row = c.scalar("SELECT json_build_array(count(*), coalesce(sum(waiting), 0)) "
+                               "FROM job_keys WHERE queue = %s", (FLOW_QUEUE,))
+                if keys and row != [min(keys, jobs), jobs]:
+                    raise RuntimeError(f"expected {min(keys, jobs)} keys with {jobs} waiting "
+                                       f"jobs in job_keys, found [keys, waiting] = {row}")
+                extra = {"queue": FLOW_QUEUE, "settings": settings,
+                         "keys": min(keys, jobs) if keys else 0}
             else:
-                insert_noop_jobs(c, jobs, job_type=job_type)
-                how = "one SQL INSERT ... SELECT generate_series (no batch endpoint)"
+                self.batch_endpoint = probe_batch(c.url)
+                if self.batch_endpoint:
+                    submit_batches(c.url, jobs, job_type=job_type)
+                    how = "POST /api/jobs/batch, 1000 per request"
+                else:
+                    insert_noop_jobs(c, jobs, job_type=job_type)
+                    how = "one SQL INSERT ... SELECT generate_series (no batch endpoint)"
             queued = c.scalar("SELECT count(*) FROM jobs WHERE status = 'Pending'")
             if queued != jobs:
                 raise RuntimeError(f"expected {jobs} Pending jobs, found {queued}")
             with c.connect() as conn:
                 conn.execute("ANALYZE jobs")
+                if flow is not None:
+                    conn.execute("ANALYZE job_keys")
             coord_idle = bl.memory_snapshot(coord.pid)
             t_spawn = time.time()
             for i in range(workers):
-                c.start_worker(slots, i)
+                c.start_worker(slots, i, queues=FLOW_QUEUE if flow is not None else None)
             samples: list[dict[str, Any]] = []
             deadline = time.monotonic() + 60 + jobs / 100
             done = failed = 0
@@ -316,6 +376,16 @@ class Run:
                            (SELECT count(*) FROM job_runs),
                            (SELECT count(*) FROM jobs WHERE attempts > 1)""").fetchone()
                 assert row is not None
+                if flow is not None:
+                    # one claim = one (worker, started_at): the claim stamps its jobs alike
+                    claims = conn.execute(
+                        "SELECT count(*) FROM (SELECT DISTINCT worker_id, started_at "
+                        "FROM job_runs) c").fetchone()
+                    assert claims is not None
+                    extra["claims"] = claims[0]
+                    extra["jobs_per_claim"] = round(row[3] / claims[0], 1) if claims[0] else None
+                    extra["job_keys_waiting_after"] = conn.execute(
+                        "SELECT coalesce(sum(waiting), 0) FROM job_keys").fetchone()[0]  # type: ignore[index]
             first_claim, last_done, first_worker, runs, retried = (
                 float(row[0]), float(row[1]), float(row[2]), row[3], row[4])
             span = last_done - first_claim
@@ -326,7 +396,7 @@ class Run:
             peak_children = [max(s["workers"][i]["children_rss_total_mb"] for s in loaded)
                              for i in range(workers)]
             out = {
-                "workers": workers, "slots": slots, "jobs": jobs, "job_type": job_type,
+                "workers": workers, "slots": slots, "jobs": jobs, "job_type": job_type, **extra,
                 "succeeded": done,
                 "failed": failed, "runs": runs, "retried_jobs": retried, "queued_with": how,
                 "first_claim_to_last_succeeded_s": round(span, 3),
@@ -341,8 +411,10 @@ class Run:
                            "samples": len(samples),
                            "last_sample": samples[-1]},
             }
-            log(f"e2e {label}: {done}/{jobs} Succeeded in {span:.2f} s = {out['jobs_per_s']} jobs/s "
-                f"(runs {runs}, retried {retried}); peak RSS coordinator {peak_coord} MB, "
+            per_claim = (f", {extra['claims']} claims, {extra['jobs_per_claim']} jobs per claim"
+                         if "claims" in extra else "")
+            log(f"{what} {label}: {done}/{jobs} Succeeded in {span:.2f} s = {out['jobs_per_s']} jobs/s "
+                f"(runs {runs}, retried {retried}{per_claim}); peak RSS coordinator {peak_coord} MB, "
                 f"workers {peak_workers} MB (+ children {peak_children} MB)")
             return out
         finally:
@@ -1180,6 +1252,32 @@ def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list
         add(f"e2e noop_inline jobs/s (inline handler), {W}x{slots}{queued}",
             fmt(v) if cell else (err_of("e2e") or "not run"), "", "", fmt(pq1), fmt(pr1),
             ratio(v, pq1), ratio(v, pr1), ce, cf)
+    # flow control (issue 15)
+    flow = res.get("flow") or {}
+    if flow or "flow" in getattr(args, "only", []) or err_of("flow"):
+        base = (flow.get("unlimited") or {}).get("jobs_per_s")
+        for name, fig in flow_figures(args):
+            cell = flow.get(name) or {}
+            v = cell.get("jobs_per_s")
+            ce, cf = ceiling(v, "cycle_batch", "drain_batch")
+            if not cell:
+                shown = err_of_flow(res, name) or "not run"
+            elif name == "unlimited" or not base:
+                shown = fmt(v)
+            else:
+                shown = f"{fmt(v)} ({ratio(v, base)} unlimited)"
+            bound, passed = "", ""
+            if name in ("rate-limited", "key-rate-limited"):
+                bound = f">= {TARGETS['flow_rate_limited_per_s']:,.0f}"
+                passed = verdict(None if v is None else v >= TARGETS["flow_rate_limited_per_s"])
+            add(fig, shown, bound, passed, ceil=ce, frac=cf)
+            if cell.get("claims"):
+                add(f"  {name}: claims, jobs per claim", f"{cell['claims']:,}, "
+                    f"{fmt(cell.get('jobs_per_claim'), 1)}")
+        inline = (e2e.get(f"inline {W}x{FLOW_SLOTS}") or {}).get("jobs_per_s")
+        if base and inline:
+            add(f"  flow unlimited vs e2e noop_inline {W}x{FLOW_SLOTS} (same run)",
+                f"{fmt(base)} vs {fmt(inline)} ({ratio(base, inline)})")
     for key, cell in (res.get("cpu") or {}).items():
         m = cell.get("cpu_ms_per_job") or {}
         add(f"CPU ms/job {key} ({fmt(cell.get('jobs_per_s'))}/s): PG / coord / workers / "
@@ -1339,7 +1437,32 @@ def build_rows(res: dict[str, Any], args: argparse.Namespace) -> tuple[list[list
     return rows, notes
 
 
-GOAL_HEADERS = ["issue 14 goal", "measured", "compared with (same run)", "ratio", "target",
+def flow_figures(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """The flow cells and their rows' names, in the order they run."""
+    W = args.workers
+    jobs = getattr(args, "flow_jobs", None)
+    keys = getattr(args, "flow_keys", None) or 10000
+    keys_used = human(min(keys, jobs) if jobs else keys)
+    queued = f", {jobs:,} queued" if jobs else ""
+    shape = f"noop_inline {W}x{FLOW_SLOTS}{queued}"
+    return [
+        ("unlimited", f"flow: unlimited queue (no key), jobs/s, {shape}"),
+        ("rate-limited", f"flow: rate-limited queue, {keys_used} keys (rateLimits 1M/1s burst "
+                         f"1k, keyRateLimits 100/1s burst 100), jobs/s, {shape}"),
+        ("key-concurrency", f"flow: key-concurrency-limited queue, {keys_used} keys "
+                            f"(keyConcurrencyLimit 2), jobs/s, {shape}"),
+        ("key-rate-limited", f"flow: per-key rate-limited queue, {keys_used} keys "
+                             f"(keyRateLimits 100/1s burst 100, no queue window), jobs/s, "
+                             f"{shape}"),
+    ]
+
+
+def err_of_flow(res: dict[str, Any], name: str) -> str | None:
+    e = (res.get("errors") or {}).get(f"flow {name}")
+    return f"error: {e.splitlines()[0][:60]}" if e else None
+
+
+GOAL_HEADERS = ["goal", "measured", "compared with (same run)", "ratio", "target",
                 "result"]
 
 
@@ -1455,6 +1578,32 @@ def build_goals(res: dict[str, Any], args: argparse.Namespace) -> list[list[str]
         goal("6. claim p99 while pruning 1M finished jobs vs without", None, None, "", "<=", 2.0,
              why=pr_.get("skipped") or ("error (see notes)" if "prune" in (res.get("errors") or {})
                                         else "not run"))
+    # issue 15: flow control
+    flow = res.get("flow") or {}
+    if flow or "flow" in getattr(args, "only", []) or any(
+            k.split()[0] == "flow" for k in res.get("errors") or {}):
+        rl = flow.get("rate-limited") or {}
+        keys = rl.get("keys") or getattr(args, "flow_keys", None) or 10000
+        absolute(f"flow: rate-limited queue, {human(keys)} keys (limits that allow it), jobs/s",
+                 rl.get("jobs_per_s"), ">=", TARGETS["flow_rate_limited_per_s"], "/s",
+                 why=err_of_flow(res, "rate-limited") or "")
+        krl = flow.get("key-rate-limited") or {}
+        if krl or err_of_flow(res, "key-rate-limited"):
+            absolute(f"flow: per-key rate-limited queue, {human(keys)} keys (no queue window), "
+                     "jobs/s", krl.get("jobs_per_s"), ">=", TARGETS["flow_rate_limited_per_s"],
+                     "/s", why=err_of_flow(res, "key-rate-limited") or "")
+        un = (flow.get("unlimited") or {}).get("jobs_per_s")
+        cell = (res.get("e2e") or {}).get(f"inline {W}x{FLOW_SLOTS}") or {}
+        inline = cell.get("jobs_per_s")
+        name = f"flow: unlimited queue vs the e2e noop_inline {W}x{FLOW_SLOTS} cell (same run)"
+        if un and inline:
+            rows.append([name, f"{fmt(un)}/s", f"{fmt(inline)}/s ({cell.get('jobs', 0):,} queued)",
+                         f"{un / inline:.2f}x", "~1x (a reading)", "-"])
+        else:
+            rows.append([name, f"{fmt(un)}/s" if un else (err_of_flow(res, "unlimited")
+                                                          or "not run"),
+                         f"{fmt(inline)}/s" if inline else "e2e not run", "-", "~1x (a reading)",
+                         "n/a"])
     return rows
 
 
@@ -1531,6 +1680,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inline-jobs", type=int,
                    help="jobs of the noop_inline e2e cells (default --jobs, at least 10,000)")
     p.add_argument("--cpu-jobs", type=int, help="jobs of the CPU-per-job cells (20,000; quick 5,000)")
+    p.add_argument("--flow-jobs", type=int,
+                   help="jobs of each flow cell (20,000; quick 10,000: one per key)")
+    p.add_argument("--flow-keys", type=int, default=10000,
+                   help="concurrency keys of the keyed flow cells (default 10,000)")
     p.add_argument("--hey-requests", type=int, help="requests per hey cell (10,000; quick 2,000)")
     p.add_argument("--hey-concurrency", type=int, default=32)
     p.add_argument("--only", default=",".join(PHASES), help=f"subset of {','.join(PHASES)}")
@@ -1560,6 +1713,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # inline handlers work 2,000 jobs off in well under a second: the second worker's
     # start-up would be most of the span
     a.inline_jobs = a.inline_jobs or max(a.jobs, 10000)
+    # quick: one job per key of 10,000 (fewer jobs would leave keys without one), and
+    # the inline cells' count, so the unlimited cell is their shape
+    a.flow_jobs = a.flow_jobs or (10000 if q else 20000)
     a.hey_requests = a.hey_requests or (2000 if q else 10000)
     a.pgbench_duration = a.pgbench_duration or (3 if q else 10)
     a.pgbench_clients = a.pgbench_clients or ("16" if q else "4,16")
@@ -1595,7 +1751,7 @@ def report(path: str, markdown: bool) -> int:
     res = json.loads(Path(path).read_text())
     args = argparse.Namespace(**res["config"])
     for name, default in (("hey_concurrency", 32), ("cpu_jobs", None), ("prune_rows", None),
-                          ("inline_jobs", None)):
+                          ("inline_jobs", None), ("flow_jobs", None), ("flow_keys", 10000)):
         if not hasattr(args, name):  # a result file of an older run.py
             setattr(args, name, default)
     rows, notes = build_rows(res, args)
@@ -1653,6 +1809,11 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(("cpu", f"noop_inline {W}x50",
                           lambda: run.e2e_cpu(W, 50, args.cpu_jobs, "noop_inline")))
             steps.append(("cpu", f"noop {W}x{S}", lambda: run.e2e_cpu(W, S, args.cpu_jobs, "noop")))
+        if "flow" in args.only:
+            for cell in FLOW_CELLS:
+                steps.append(("flow", cell, functools.partial(
+                    run.e2e, W, FLOW_SLOTS, args.flow_jobs, "noop_inline", flow=cell,
+                    keys=args.flow_keys)))
         for name, fn in (("submit", run.submit), ("latency", run.latency), ("scale", run.scale),
                          ("prune", run.prune), ("peers", run.peers), ("pgbench", run.pgbench),
                          ("http", run.http_adapter)):
@@ -1719,7 +1880,8 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     ours = [k for k in res["errors"]
-            if k.split()[0] in ("setup", "e2e", "cpu", "submit", "latency", "scale", "prune")]
+            if k.split()[0] in ("setup", "e2e", "cpu", "flow", "submit", "latency", "scale",
+                                "prune")]
     return 1 if ours else 0
 
 

@@ -105,3 +105,52 @@ def test_scale_goal_names_the_sizes_used() -> None:
     prune = row(table, "6. claim p99 while pruning 100k")
     assert "goal at 1M" in prune[0]
     assert prune[3:] == ["2.50x", "<= 2x", "FAIL"]
+
+
+def flow_res(rate_limited: float, unlimited: float = 6000.0) -> dict[str, Any]:
+    cell = {"workers": 2, "slots": 50, "jobs": 10000, "claims": 140, "jobs_per_claim": 71.4}
+    return {"errors": {},
+            "e2e": {"inline 2x50": {"jobs_per_s": 6400.0, "jobs": 10000}},
+            "flow": {"unlimited": {**cell, "keys": 0, "jobs_per_s": unlimited},
+                     "rate-limited": {**cell, "keys": 10000, "jobs_per_s": rate_limited},
+                     "key-concurrency": {**cell, "keys": 10000, "jobs_per_s": 4500.0}}}
+
+
+def test_flow_is_a_phase_of_quick_runs_and_can_be_left_out() -> None:
+    quick = run.parse_args(["--quick"])
+    assert "flow" in quick.only
+    assert (quick.flow_jobs, quick.flow_keys) == (10000, 10000)
+    assert run.parse_args([]).flow_jobs == 20000
+    assert "flow" not in run.parse_args(["--quick", "--skip", "flow"]).only
+    assert run.parse_args(["--only", "flow"]).only == ["flow"]
+
+
+def test_flow_cells_allow_the_throughput() -> None:
+    # a window's burst is how many may start at once: without one each claim takes 1 job
+    rate = run.FLOW_CELLS["rate-limited"][0]
+    assert all(w.get("burst", 1) >= 100 for w in rate["rateLimits"] + rate["keyRateLimits"])
+    assert run.FLOW_CELLS["unlimited"] == ({}, False)
+    assert run.FLOW_CELLS["key-concurrency"] == ({"keyConcurrencyLimit": 2}, True)
+
+
+def test_flow_rows_show_ratios_to_the_unlimited_cell() -> None:
+    args = run.parse_args(["--quick"])
+    rows = {r[0]: r for r in run.build_rows(flow_res(5400.0), args)[0]}
+    assert row(rows, "flow: unlimited queue")[1] == "6,000"
+    rate = row(rows, "flow: rate-limited queue, 10k keys")
+    assert rate[1:4] == ["5,400 (0.90x unlimited)", ">= 5,000", "PASS"]
+    assert row(rows, "flow: key-concurrency-limited")[1] == "4,500 (0.75x unlimited)"
+    assert row(rows, "  flow unlimited vs e2e noop_inline 2x50")[1] == "6,000 vs 6,400 (0.94x)"
+    assert row(rows, "  rate-limited: claims")[1] == "140, 71.4"
+
+
+def test_flow_goals() -> None:
+    table = goals(flow_res(4000.0))
+    assert row(table, "flow: rate-limited queue, 10k keys")[3:] == ["0.80x", ">= 5,000/s", "FAIL"]
+    assert row(table, "flow: unlimited queue vs the e2e")[1:4] == [
+        "6,000/s", "6,400/s (10,000 queued)", "0.94x"]
+    assert row(goals(flow_res(5000.0)), "flow: rate-limited")[5] == "PASS"
+    missing = goals({"errors": {"flow rate-limited": "Timeout: 600 of 10000 jobs not finished"}})
+    assert row(missing, "flow: rate-limited")[1].startswith("error: Timeout")
+    assert row(missing, "flow: rate-limited")[5] == "n/a"
+    assert row(missing, "flow: unlimited queue vs")[5] == "n/a"
