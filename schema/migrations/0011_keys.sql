@@ -260,7 +260,7 @@ BEGIN
         LEFT JOIN queues q ON q.name = s.queue
         WHERE q.paused IS NOT TRUE AND (q.held_until IS NULL OR q.held_until <= v_now)
     ), keys AS (
-        SELECT k.queue, k.key, k.served_at, c.key_rate_limits,
+        SELECT k.queue, k.key, k.served_at, k.rate_tat, c.key_rate_limits,
                LEAST(
                    -- a fair share of the queue's room between the keys found
                    ceil(c.cap::numeric / count(*) OVER (PARTITION BY k.queue))::integer,
@@ -346,29 +346,30 @@ BEGIN
         -- due (and their true waiting count: it costs the same scan).
         UPDATE job_keys k
         SET served_at = CASE WHEN s.n > 0 THEN v_now ELSE k.served_at END,
-            rate_tat = CASE WHEN s.n > 0 AND s.key_rate_limits IS NOT NULL
-                            THEN scheduler_rate_spend(s.key_rate_limits, k.rate_tat,
-                                                      v_now_ps, s.n)
-                            ELSE k.rate_tat END,
-            rate_ready = CASE WHEN s.n > 0 AND s.key_rate_limits IS NOT NULL
-                              THEN GREATEST(k.rate_ready, scheduler_ps_time(
-                                  scheduler_rate_ready_at(s.key_rate_limits,
-                                      scheduler_rate_spend(s.key_rate_limits, k.rate_tat,
-                                                           v_now_ps, s.n))))
-                              ELSE k.rate_ready END,
-            due_at = CASE WHEN s.n > 0 THEN k.due_at ELSE coalesce((
-                         SELECT min(w.run_at) FROM jobs w
-                         WHERE w.status IN ('Pending', 'Scheduled', 'Failed')
-                           AND w.queue = k.queue AND w.concurrency_key = k.key),
-                         'infinity') END,
-            waiting = CASE WHEN s.n > 0 THEN k.waiting - s.n ELSE (
-                          SELECT count(*) FROM jobs w
-                          WHERE w.status IN ('Pending', 'Scheduled', 'Failed')
-                            AND w.queue = k.queue AND w.concurrency_key = k.key)::integer END
-        FROM (SELECT kk.queue, kk.key, kk.key_rate_limits,
-                     (SELECT count(*) FROM claimed cl
-                      WHERE cl.queue = kk.queue AND cl.concurrency_key = kk.key)::integer AS n
-              FROM keys kk WHERE kk.room > 0) s
+            rate_tat = coalesce(s.tat, k.rate_tat),
+            rate_ready = CASE WHEN s.tat IS NULL THEN k.rate_ready
+                              ELSE GREATEST(k.rate_ready, scheduler_ps_time(
+                                  scheduler_rate_ready_at(s.key_rate_limits, s.tat))) END,
+            due_at = CASE WHEN s.n > 0 THEN k.due_at ELSE coalesce(s.next_due, 'infinity') END,
+            waiting = CASE WHEN s.n > 0 THEN k.waiting - s.n ELSE s.still_waiting END
+        FROM (SELECT t.queue, t.key, t.key_rate_limits, t.n,
+                     CASE WHEN t.n > 0 AND t.key_rate_limits IS NOT NULL
+                          THEN scheduler_rate_spend(t.key_rate_limits, t.rate_tat,
+                                                    v_now_ps, t.n) END AS tat,
+                     w.next_due, w.still_waiting
+              FROM (SELECT kk.queue, kk.key, kk.key_rate_limits, kk.rate_tat,
+                           coalesce(c.n, 0)::integer AS n
+                    FROM keys kk
+                    LEFT JOIN (SELECT cl.queue, cl.concurrency_key, count(*) AS n
+                               FROM claimed cl GROUP BY cl.queue, cl.concurrency_key) c
+                      ON c.queue = kk.queue AND c.concurrency_key = kk.key
+                    WHERE kk.room > 0) t
+              -- Only for a key that took nothing (one scan of its waiting jobs).
+              LEFT JOIN LATERAL (
+                  SELECT min(w.run_at) AS next_due, count(*)::integer AS still_waiting
+                  FROM jobs w
+                  WHERE t.n = 0 AND w.status IN ('Pending', 'Scheduled', 'Failed')
+                    AND w.queue = t.queue AND w.concurrency_key = t.key) w ON true) s
         WHERE k.queue = s.queue AND k.key = s.key
     )
     SELECT cl.id, cl.type, cl.payload, cl.queue, cl.timeout_seconds, cl.max_attempts,
