@@ -8,20 +8,17 @@ The commands are read from README.md, so the test follows the document.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import shlex
 import shutil
-import subprocess
 import uuid
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.integration.test_concurrency_keys import overlap_peak
 from tests.integration.test_rate_limits import most_in_any_window
-from tests.integration.test_seed_readme import README_BASE
+from tests.integration.test_seed_readme import run_curl
 from tests.support import ROOT, Coordinator, Worker, query, submit_batch, wait_until
 
 README = ROOT / "README.md"
@@ -34,15 +31,6 @@ def flow_curls() -> list[list[str]]:
     section = text.split("### Flow control", 1)[1].split("\n### ", 1)[0]
     [block] = re.findall(r"```bash\n(.*?)```", section, re.S)
     return [shlex.split(line) for line in block.splitlines() if line.startswith("curl ")]
-
-
-def run_curl(argv: list[str], api: Coordinator) -> tuple[int, Any]:
-    args = [a.replace(README_BASE, api.url) for a in argv]
-    done = subprocess.run([args[0], "-sS", "--max-time", "10", "-w", "\n%{http_code}",
-                           *args[1:]], capture_output=True, text=True, timeout=20, check=False)
-    assert 0 == done.returncode, done.stderr
-    body, status = done.stdout.rsplit("\n", 1)
-    return int(status), json.loads(body)
 
 
 def test_the_flow_control_example_does_what_the_readme_says(
