@@ -73,6 +73,16 @@ def keys_of(jobs: Sequence[dict[str, Any]], module_dsn: str) -> list[str | None]
     return [by_id[j["jobId"]] for j in jobs]
 
 
+def wait_succeeded(dsn: str, ids: Sequence[str], *, timeout: float, what: str) -> None:
+    """Poll until every job of ``ids`` is Succeeded (a deadline, no sleeps)."""
+    def done() -> bool:
+        rows = query(dsn, "SELECT count(*) AS n FROM jobs WHERE id = ANY(%s) AND "
+                     "status = 'Succeeded'", [uuid.UUID(i) for i in ids])
+        return bool(rows[0]["n"] == len(ids))
+
+    wait_until(done, timeout=timeout, what=what)
+
+
 # -- the API -------------------------------------------------------------------------------
 
 
@@ -414,12 +424,7 @@ def test_a_rate_limited_run_holds_its_key_and_keeps_its_attempt(
         [other] = submit_batch(http, keyed(queue, "b", 1))
         ids = [slowed, same, other]
 
-        def done() -> bool:
-            rows = query(module_dsn, "SELECT count(*) AS n FROM jobs WHERE id = ANY(%s) AND "
-                         "status = 'Succeeded'", [uuid.UUID(i) for i in ids])
-            return bool(rows[0]["n"] == 3)
-
-        wait_until(done, timeout=60, what="the three jobs succeeded")
+        wait_succeeded(module_dsn, ids, timeout=60, what="the three jobs succeeded")
     finally:
         worker.stop()
     runs = runs_by_job(module_dsn, ids)
@@ -447,12 +452,7 @@ def test_a_rate_limited_unkeyed_run_holds_its_queue(
         w = why(http, after)
         assert "queue_rate" == w["reason"] or "ready" == w["reason"], w  # (hold may end)
 
-        def done() -> bool:
-            rows = query(module_dsn, "SELECT count(*) AS n FROM jobs WHERE id = ANY(%s) AND "
-                         "status = 'Succeeded'", [uuid.UUID(slowed), uuid.UUID(after)])
-            return bool(rows[0]["n"] == 2)
-
-        wait_until(done, timeout=60, what="both succeeded")
+        wait_succeeded(module_dsn, [slowed, after], timeout=60, what="both succeeded")
     finally:
         worker.stop()
     runs = runs_by_job(module_dsn, [slowed, after])
@@ -552,12 +552,7 @@ def test_key_limits_hold_across_two_coordinators_and_three_workers_one_killed(
         [victim] = [w for w in workers if w.pid == row["pid"]]
         victim.signal(9)
 
-        def done() -> bool:
-            rows = query(module_dsn, "SELECT count(*) AS n FROM jobs WHERE id = ANY(%s) "
-                         "AND status = 'Succeeded'", [uuid.UUID(i) for i in ids])
-            return bool(rows[0]["n"] == len(ids))
-
-        wait_until(done, timeout=180, what="all 32 jobs succeeded")
+        wait_succeeded(module_dsn, ids, timeout=180, what="all 32 jobs succeeded")
     finally:
         for p in [*workers, *coordinators]:
             p.stop()

@@ -16,10 +16,10 @@ import uuid
 import httpx
 import pytest
 
-from tests.integration.test_concurrency_keys import overlap_peak
+from tests.integration.test_concurrency_keys import overlap_peak, wait_succeeded
 from tests.integration.test_rate_limits import most_in_any_window
 from tests.integration.test_seed_readme import run_curl
-from tests.support import ROOT, Coordinator, Worker, query, submit_batch, wait_until
+from tests.support import ROOT, Coordinator, Worker, query, submit_batch
 
 README = ROOT / "README.md"
 
@@ -50,12 +50,7 @@ def test_the_flow_control_example_does_what_the_readme_says(
          "concurrencyKey": f"customer:{40 + i % 3}"} for i in range(23)])]
     worker = Worker(api.url, slots=8, extra=["--queues", "partner"])
     try:
-        def done() -> bool:
-            rows = query(module_dsn, "SELECT count(*) AS n FROM jobs WHERE id = ANY(%s) "
-                         "AND status = 'Succeeded'", [uuid.UUID(i) for i in ids])
-            return bool(rows[0]["n"] == len(ids))
-
-        wait_until(done, timeout=90, what="the example's jobs succeeded")
+        wait_succeeded(module_dsn, ids, timeout=90, what="the example's jobs succeeded")
     finally:
         worker.stop()
     status, shown = run_curl(show, api)
