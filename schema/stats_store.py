@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import uuid
 from collections import deque
 from typing import Any
 
@@ -71,20 +72,39 @@ class QueueSetting(msgspec.Struct, rename="camel", kw_only=True):
 
 def queue_setting(row: dict[str, Any]) -> QueueSetting:
     """A :class:`QueueSetting` from a ``stats_queue_settings`` row."""
-    due = int(row["due"])
     held = {"queue_paused": 0, "queue_concurrency": 0, "queue_rate": 0,
             "key_concurrency": int(row["held_key_concurrency"]),
             "key_rate": int(row["held_key_rate"])}
-    if row["paused"]:
-        held["queue_paused"] = due
-    elif row["concurrency_limit"] is not None and row["running"] >= row["concurrency_limit"]:
-        held["queue_concurrency"] = due
-    elif row["rate_closed"]:
-        held["queue_rate"] = due
+    reason = queue_hold(row)
+    if reason is not None:
+        held[reason] = int(row["due"])
     return QueueSetting(name=row["name"], paused=row["paused"],
                         concurrency_limit=row["concurrency_limit"],
                         key_concurrency_limit=row["key_concurrency_limit"],
                         rate_fill=row["rate_fill"] or {}, held=held)
+
+
+def queue_hold(row: dict[str, Any]) -> str | None:
+    """The queue-wide limit that holds every due job of a ``stats_queue_settings`` row
+    back now (the first of paused, concurrency, rate), or None."""
+    if row["paused"]:
+        return "queue_paused"
+    if row["concurrency_limit"] is not None and row["running"] >= row["concurrency_limit"]:
+        return "queue_concurrency"
+    if row["rate_closed"]:
+        return "queue_rate"
+    return None
+
+
+def held_ids(row: dict[str, Any]) -> dict[str, set[uuid.UUID]]:
+    """The ids of the due jobs each kind of limit holds back now (a queue-wide hold
+    holds them all, so the keys' own limits are not read then), from a
+    ``stats_queue_settings`` row."""
+    reason = queue_hold(row)
+    if reason is not None:
+        return {reason: set(row["due_ids"] or ())}
+    return {"key_concurrency": set(row["key_concurrency_ids"] or ()),
+            "key_rate": set(row["key_rate_ids"] or ())}
 
 
 class MinuteBucket(msgspec.Struct, rename="camel", kw_only=True):
@@ -133,6 +153,9 @@ class StatsStatistics(msgspec.Struct, frozen=True, kw_only=True):
     skipped: int  # times a caller got an older snapshot because the budget was spent
     last_refresh_seconds: float
     snapshot_age_seconds: float | None
+    # (queue, reason) -> due jobs a limit held back, each counted once per due time by
+    # the first snapshot that found it held (StatsStore.delayed).
+    delayed: dict[tuple[str, str], int] = msgspec.field(default_factory=dict)
 
 
 def estimate_counts(reltuples: float, vals: list[str] | None,
@@ -171,6 +194,11 @@ class StatsStore:
         self._spent: deque[tuple[float, float]] = deque()  # (started, cost) in the window
         self._refreshes = 0
         self._skipped = 0
+        # The counter of delayed jobs: (queue, reason) -> jobs, and the database time
+        # up to which due jobs were looked at (None before the first snapshot: the
+        # counter starts at 0 then, whatever is held already).
+        self.delayed: dict[tuple[str, str], int] = {}
+        self._held: dict[tuple[str, str], set[uuid.UUID]] = {}
 
     # --- the snapshot --------------------------------------------------------------
 
@@ -226,8 +254,9 @@ class StatsStore:
                                lag_seconds=max(0.0, r["lag_seconds"]))
                       for r in await self._rows(conn, "stats_queue_lag",
                                                 {"limit": self.max_queues})]
-            settings = [queue_setting(r) for r in await self._rows(
-                conn, "stats_queue_settings", {"limit": self.max_queues})]
+            rows = await self._rows(conn, "stats_queue_settings", {"limit": self.max_queues})
+            settings = [queue_setting(r) for r in rows]
+            self._count_delayed(rows)
             if trio.current_time() - self._chart_at > self.chart_min_age or not self._chart:
                 self._chart = [MinuteBucket(**r) for r in await self._rows(
                     conn, "stats_throughput", {"minutes": self.chart_minutes})]
@@ -248,6 +277,19 @@ class StatsStore:
         self._spent.append((started, cost))
         self._refreshes += 1
         return snapshot
+
+    def _count_delayed(self, rows: list[dict[str, Any]]) -> None:
+        """Add to :attr:`delayed` the jobs this snapshot finds held that the one before
+        did not (by kind of limit), and remember what is held now."""
+        held: dict[tuple[str, str], set[uuid.UUID]] = {}
+        for row in rows:
+            for reason, ids in held_ids(row).items():
+                if ids:
+                    held[(row["name"], reason)] = ids
+        for where, ids in held.items():
+            self.delayed[where] = (self.delayed.get(where, 0)
+                                   + len(ids - self._held.get(where, set())))
+        self._held = held
 
     async def _counts(self, conn: TrioConnection) -> tuple[dict[str, int], list[str]]:
         counts = {r["status"]: r["n"] for r in await self._rows(conn, "stats_active_counts", {})}
@@ -284,7 +326,8 @@ class StatsStore:
             refreshes=self._refreshes, skipped=self._skipped,
             last_refresh_seconds=self._last_cost,
             snapshot_age_seconds=None if self._overview is None
-            else trio.current_time() - self._at)
+            else trio.current_time() - self._at,
+            delayed=dict(self.delayed))
 
     # --- single reads --------------------------------------------------------------
 

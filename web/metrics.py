@@ -28,6 +28,8 @@ any coordinator shows the whole cluster::
     scheduler_queue_key_concurrency_limit{queue}
     scheduler_queue_rate_bucket_fill{queue,window}   share of a rate window in use, 0..1
     scheduler_queue_jobs_held{queue,reason}          due jobs a limit holds back now
+    scheduler_queue_jobs_delayed_total{queue,reason} due jobs a limit held back (counted
+                                                     once per due time, at a snapshot)
     scheduler_workers{state}, scheduler_slots, scheduler_slots_busy
     scheduler_worker_slots{worker_id}, scheduler_worker_busy_slots{worker_id},
     scheduler_worker_heartbeat_age_seconds{worker_id},
@@ -40,6 +42,8 @@ any coordinator shows the whole cluster::
 
 Counters count what this coordinator saw: behind a load balancer, sum them over the
 coordinators. Snapshot gauges are the same on every coordinator: take one (``max``).
+So is scheduler_queue_jobs_delayed_total, a counter of the snapshots: every
+coordinator counts the cluster's delayed jobs (take ``max``, not ``sum``).
 """
 
 from __future__ import annotations
@@ -269,6 +273,14 @@ class SnapshotCollector(Collector):
                 "scheduler_stats_refreshes_skipped",
                 "Times an older snapshot was served because reading a new one would "
                 "have exceeded the time budget", value=self.stats.skipped)
+            delayed = CounterMetricFamily(
+                "scheduler_queue_jobs_delayed",
+                "Due jobs a limit held back, by the limit: each counted once per due time, "
+                "by the first stats snapshot that found it held (cluster-wide: take max)",
+                labels=["queue", "reason"])
+            for (queue, reason), n in sorted(self.stats.delayed.items()):
+                delayed.add_metric([queue, reason], n)
+            yield delayed
             if self.stats.snapshot_age_seconds is not None:
                 yield GaugeMetricFamily(
                     "scheduler_stats_snapshot_age_seconds",

@@ -32,7 +32,41 @@ WHERE c.oid = 'jobs'::regclass;
 -- each rate window's fill (the share of its limit its bucket holds now, "limit/per"
 -- -> 0..1) and how many due waiting jobs each kind of limit holds back now (counted to
 -- 10,000 a kind; keys at their concurrency limit are found through their running jobs,
--- so the count costs what the running jobs do).
+-- so the count costs what the running jobs do). And, where a limit holds jobs back, the
+-- ids of those jobs (the first 1,000 a kind, read through the claim indexes), for the
+-- counter of delayed jobs: a job held at a snapshot and not at the one before was
+-- delayed (schema/stats_store.py).
+SELECT s.*,
+       CASE WHEN s.paused OR s.rate_closed
+                 OR (s.concurrency_limit IS NOT NULL AND s.running >= s.concurrency_limit)
+            THEN ARRAY((SELECT j.id FROM jobs j
+                        WHERE j.status IN ('Pending', 'Scheduled', 'Failed')
+                          AND j.queue = s.name AND j.concurrency_key IS NULL
+                          AND j.run_at <= now() LIMIT 1000)
+                       UNION ALL
+                       (SELECT j.id FROM jobs j
+                        WHERE j.status IN ('Pending', 'Scheduled', 'Failed')
+                          AND j.queue = s.name AND j.concurrency_key IS NOT NULL
+                          AND j.run_at <= now() LIMIT 1000)) END AS due_ids,
+       CASE WHEN s.held_key_rate > 0
+            THEN ARRAY(SELECT j.id FROM job_keys k
+                       JOIN jobs j ON j.queue = k.queue AND j.concurrency_key = k.key
+                       WHERE k.queue = s.name AND k.waiting > 0 AND k.rate_ready > now()
+                         AND j.status IN ('Pending', 'Scheduled', 'Failed')
+                         AND j.run_at <= now()
+                       LIMIT 1000) END AS key_rate_ids,
+       CASE WHEN s.held_key_concurrency > 0
+            THEN ARRAY(SELECT j.id FROM jobs j
+                       JOIN (SELECT r.concurrency_key, count(*) AS n FROM jobs r
+                             WHERE r.status = 'Running' AND r.queue = s.name
+                               AND r.concurrency_key IS NOT NULL
+                             GROUP BY r.concurrency_key) r
+                         ON r.concurrency_key = j.concurrency_key
+                       WHERE j.status IN ('Pending', 'Scheduled', 'Failed')
+                         AND j.queue = s.name AND j.concurrency_key IS NOT NULL
+                         AND r.n >= s.key_concurrency_limit AND j.run_at <= now()
+                       LIMIT 1000) END AS key_concurrency_ids
+FROM (
 SELECT q.name, q.paused, q.concurrency_limit, q.key_concurrency_limit,
        (SELECT json_object_agg((w.v->>'limit') || '/' || (w.v->>'per'),
                    LEAST(1, GREATEST(0, ceil((coalesce(q.rate_tat[w.i], 0)
@@ -66,7 +100,7 @@ WHERE q.paused OR q.concurrency_limit IS NOT NULL OR q.rate_limits IS NOT NULL
    OR q.key_concurrency_limit IS NOT NULL OR q.key_rate_limits IS NOT NULL
    OR q.held_until > now()
 ORDER BY q.name
-LIMIT %(limit)s;
+LIMIT %(limit)s) s;
 
 -- name: stats_queue_lag
 -- Per queue, the run_at of its oldest due waiting job (NULL: nothing due), read from

@@ -592,3 +592,48 @@ def test_metrics_show_bucket_fill_and_jobs_held_by_each_limit(
         return want - lines
 
     wait_until(lambda: not shown(), timeout=30, what="the gauges of the queue")
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample of a /metrics page (None: not shown)."""
+    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+                   if labels else "")
+    for line in text.splitlines():
+        if line.startswith(want + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def test_the_delayed_counter_counts_each_held_job_once_by_its_limit(
+        http: httpx.Client, hand: HandWorker) -> None:
+    """scheduler_queue_jobs_delayed_total: a job a limit holds back is counted once
+    (not again by every snapshot while it waits), under the limit that holds it."""
+    queue = new_queue()
+    settings(http, queue, keyConcurrencyLimit=1)
+    submit_batch(http, keyed(queue, "a", 3))
+    [run] = hand.claim_some(50, queues=[queue])  # a is at its limit: 2 held
+
+    def scrape() -> str:
+        hand.heartbeat(run["runId"], run["leaseToken"])  # the run stays live meanwhile
+        return http.get("/metrics").text
+
+    def delayed(reason: str) -> float | None:
+        return metric(scrape(), "scheduler_queue_jobs_delayed_total",
+                      queue=queue, reason=reason)
+
+    wait_until(lambda: delayed("key_concurrency") == 2.0, timeout=30,
+               what="the 2 held jobs counted")
+    # More snapshots while the same two wait: still 2.
+    refreshes = metric(scrape(), "scheduler_stats_refreshes_total")
+    assert refreshes is not None
+    wait_until(lambda: (metric(scrape(), "scheduler_stats_refreshes_total") or 0)
+               >= refreshes + 2, timeout=30, what="two more snapshots")
+    assert 2.0 == delayed("key_concurrency")
+    # A new job of the key is one more; pausing the queue holds all three by the pause.
+    submit_batch(http, keyed(queue, "a", 1))
+    wait_until(lambda: delayed("key_concurrency") == 3.0, timeout=30,
+               what="the third held job counted")
+    settings(http, queue, paused=True)
+    wait_until(lambda: delayed("queue_paused") == 3.0, timeout=30,
+               what="the paused queue's 3 due jobs counted")
+    assert 3.0 == delayed("key_concurrency")

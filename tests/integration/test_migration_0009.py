@@ -108,7 +108,8 @@ def test_an_old_database_with_live_leases_migrates_and_carries_on(empty_database
 
     done = run_migrate(dsn)
     # 0009 and what came after it.
-    assert (0, "applied migrations: [9, 10, 11]") == (done.returncode, done.stdout.strip()), \
+    after = [m.version for m in available() if m.version >= 9]
+    assert (0, f"applied migrations: {after}") == (done.returncode, done.stdout.strip()), \
         done.stderr
 
     # Every job and run is there as it was; the live ones are the jobs' leases now.

@@ -231,6 +231,30 @@ def test_a_queue_without_windows_keeps_no_rate_state(
         module_dsn, "SELECT rate_limits, rate_tat FROM queues WHERE name = %s", queue)
 
 
+
+def test_the_claims_arrays_follow_the_windows_as_they_change(
+        http: httpx.Client, module_dsn: str) -> None:
+    """Migration 0012: the claim reads each window's interval and slack from arrays a
+    trigger derives from the setting; every change of the windows re-derives them."""
+    queue = new_queue()
+    sql = ("SELECT rate_step, rate_slack, key_rate_step, key_rate_slack FROM queues "
+           "WHERE name = %s")
+    r = http.patch(f"/api/queues/{queue}", json={
+        "rateLimits": [{"limit": 10, "per": "1s"}, {"limit": 1000, "per": "1h", "burst": 50}],
+        "keyRateLimits": [{"limit": 4, "per": "2s", "burst": 2}]})
+    assert 200 == r.status_code, r.text
+    ps = 10**12
+    hour_step = -(-3600 * ps // 951)  # ceil(1 h / (1000 - 50 + 1))
+    assert [{"rate_step": [ps // 10, hour_step], "rate_slack": [0, 49 * hour_step],
+             "key_rate_step": [-(-2 * ps // 3)], "key_rate_slack": [-(-2 * ps // 3)]}] == [
+        {k: None if v is None else [int(x) for x in v] for k, v in row.items()}
+        for row in query(module_dsn, sql, queue)]
+    r = http.patch(f"/api/queues/{queue}", json={"rateLimits": None, "keyRateLimits": None})
+    assert 200 == r.status_code, r.text
+    assert [{"rate_step": None, "rate_slack": None, "key_rate_step": None,
+             "key_rate_slack": None}] == query(module_dsn, sql, queue)
+
+
 # -- exactness with real processes -----------------------------------------------------------
 
 

@@ -37,13 +37,14 @@ EXPECTED: dict[str, list[str]] = {
     "queries/stats.sql:stats_active_counts": ["ACTIVE"],
     "queries/stats.sql:stats_finished_counts": ["TERMINAL"],
     "queries/stats.sql:stats_queue_lag": ["WAITING"] * 5,
-    "queries/stats.sql:stats_queue_settings": ["WAITING"],
+    "queries/stats.sql:stats_queue_settings": ["WAITING"] * 5,
     "migrations/0001_initial.sql": ["JOB_STATUSES", "WAITING", "DUE_LATER"],
     "migrations/0002_schedules.sql": ["ACTIVE", "ACTIVE", "TERMINAL"],
     "migrations/0006_queues.sql": ["WAITING"],
     "migrations/0009_leases_in_jobs.sql": ["WAITING"],
     "migrations/0010_rate_limits.sql": ["WAITING", "WAITING", "WAITING"],
     "migrations/0011_keys.sql": ["WAITING"] * 13,
+    "migrations/0012_rate_steps.sql": ["WAITING"] * 5,
 }
 
 _LIST = re.compile(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)|ARRAY\[([^\]]*)\]", re.IGNORECASE)
