@@ -91,6 +91,11 @@ class QueueStore:
         key_rates = change.key_rate_limits
         set_key_rates = not isinstance(key_rates, msgspec.UnsetType)
         async with self.pool.connection() as conn, conn.transaction():
+            # Keys before the queue's row: the order a claim locks them in (it takes
+            # its keys, then the limited queues' rows: migration 0012), so the two
+            # cannot deadlock.
+            if set_key_rates:
+                await conn.execute(q("reset_key_rates"), {"name": name})
             await conn.execute(q("set_queue"), {
                 "name": name, "set_limit": set_limit,
                 "limit": change.concurrency_limit if set_limit else None, "paused": paused,
@@ -101,6 +106,4 @@ class QueueStore:
                 "set_key_rates": set_key_rates,
                 "key_rates": (None if isinstance(key_rates, msgspec.UnsetType)
                               else rate_limits_in(key_rates))})
-            if set_key_rates:
-                await conn.execute(q("reset_key_rates"), {"name": name})
         return await self.get(name)

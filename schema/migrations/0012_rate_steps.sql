@@ -51,7 +51,15 @@ CREATE TRIGGER queues_rate_arrays
 UPDATE queues SET rate_limits = rate_limits, key_rate_limits = key_rate_limits
 WHERE rate_limits IS NOT NULL OR key_rate_limits IS NOT NULL;
 
--- The claim: as in 0011, its rate arithmetic over the arrays.
+-- The claim: as in 0011, with two changes.
+-- * Its rate arithmetic is done over the arrays, in its own plan.
+-- * A limited queue's row is locked late: the claim first locks its keys (as before),
+--   then picks and locks its candidate jobs, capped by the queue's room as an unlocked
+--   snapshot sees it; only then does it lock the limited queues' rows, and in a fresh
+--   snapshot it computes their exact room and takes no more than that of the
+--   candidates. What the lock serialises is the last statement alone (before, the
+--   whole claim: rate-limited claims of two workers could not overlap). The jobs it
+--   locked but does not take go back at its commit, as before.
 CREATE OR REPLACE FUNCTION scheduler_claim(
     p_worker_id text, p_queues text[], p_limit integer, p_lease_seconds float8)
 RETURNS TABLE (id uuid, type text, payload jsonb, queue text, timeout_seconds integer,
@@ -65,6 +73,15 @@ DECLARE
     v_queues text[];
     v_kq text[];
     v_kk text[];
+    -- the served keys (room > 0), and the candidate jobs with their turn order
+    v_sq text[];
+    v_sk text[];
+    c_id uuid[];
+    c_queue text[];
+    c_key text[];
+    c_n bigint[];
+    c_turn bigint[];
+    c_queues text[];
 BEGIN
     -- A draining (or stopped, or unknown) worker gets nothing, and locks nothing.
     IF NOT EXISTS (SELECT 1 FROM workers w WHERE w.id = p_worker_id AND w.state = 'Active')
@@ -102,11 +119,6 @@ BEGIN
     ELSE
         v_queues := p_queues;
     END IF;
-    PERFORM 1 FROM queues q
-    WHERE q.name = ANY(v_queues) AND NOT q.paused
-      AND (q.concurrency_limit IS NOT NULL OR q.rate_limits IS NOT NULL)
-    ORDER BY q.name
-    FOR UPDATE;
     -- The keys that may start a job now, locked; a key another claim holds is skipped.
     -- (Its running count here is this statement's snapshot's: only a hint that spares
     -- full keys a turn. The exact count is taken below, after the locks.)
@@ -127,11 +139,12 @@ BEGIN
         LIMIT p_limit
         FOR UPDATE OF k SKIP LOCKED
     ) k;
-    -- The claim's time is now, after any wait for the lock: now() is when the
-    -- transaction began, before a slot this claim sees freed was freed.
+    -- The candidates, in a fresh snapshot that sees every claim that held those keys
+    -- before: each key's room (its concurrency limit less its running jobs, its
+    -- windows' room, a fair share of the queue's room) caps what is taken from it, in
+    -- priority order within the key; the queue's room here is the unlocked estimate.
     v_now := clock_timestamp();
     v_now_ps := scheduler_epoch_ps(v_now);
-    RETURN QUERY
     WITH caps AS (
         SELECT s.queue, q.key_concurrency_limit, q.key_rate_step, q.key_rate_slack,
                LEAST(p_limit,
@@ -142,17 +155,16 @@ BEGIN
                      END,
                      CASE WHEN q.rate_step IS NULL THEN p_limit
                           ELSE (SELECT coalesce(min(LEAST(2147483647, GREATEST(0, floor(
-                                    (v_now_ps + w.slack - GREATEST(coalesce(w.tat, 0), v_now_ps))
-                                    / w.step) + 1))), 2147483647)::integer
-                                FROM unnest(q.rate_step, q.rate_slack, q.rate_tat)
-                                     AS w(step, slack, tat)
-                                WHERE w.step IS NOT NULL)
+                                (v_now_ps + w.slack - GREATEST(coalesce(w.tat, 0), v_now_ps))
+                                / w.step) + 1))), 2147483647)::integer
+                            FROM unnest(q.rate_step, q.rate_slack, q.rate_tat) AS w(step, slack, tat)
+                            WHERE w.step IS NOT NULL)
                      END) AS cap
         FROM (SELECT DISTINCT u.queue FROM unnest(v_queues) AS u(queue)) s
         LEFT JOIN queues q ON q.name = s.queue
         WHERE q.paused IS NOT TRUE AND (q.held_until IS NULL OR q.held_until <= v_now)
     ), keys AS (
-        SELECT k.queue, k.key, k.served_at, k.rate_tat, c.key_rate_step, c.key_rate_slack,
+        SELECT k.queue, k.key, k.served_at,
                LEAST(
                    -- a fair share of the queue's room between the keys found
                    ceil(c.cap::numeric / count(*) OVER (PARTITION BY k.queue))::integer,
@@ -164,16 +176,17 @@ BEGIN
                    END,
                    CASE WHEN c.key_rate_step IS NULL THEN p_limit
                         ELSE (SELECT coalesce(min(LEAST(2147483647, GREATEST(0, floor(
-                                  (v_now_ps + w.slack - GREATEST(coalesce(w.tat, 0), v_now_ps))
-                                  / w.step) + 1))), 2147483647)::integer
-                              FROM unnest(c.key_rate_step, c.key_rate_slack, k.rate_tat)
-                                   AS w(step, slack, tat)
-                              WHERE w.step IS NOT NULL)
+                                (v_now_ps + w.slack - GREATEST(coalesce(w.tat, 0), v_now_ps))
+                                / w.step) + 1))), 2147483647)::integer
+                            FROM unnest(c.key_rate_step, c.key_rate_slack, k.rate_tat) AS w(step, slack, tat)
+                            WHERE w.step IS NOT NULL)
                    END) AS room
         FROM unnest(v_kq, v_kk) AS lk(queue, key)
         JOIN job_keys k ON k.queue = lk.queue AND k.key = lk.key
         JOIN caps c ON c.queue = lk.queue
         WHERE c.cap > 0 AND k.rate_ready <= v_now
+    ), served AS (
+        SELECT array_agg(kk.queue) AS q, array_agg(kk.key) AS k FROM keys kk WHERE kk.room > 0
     ), keyed AS (
         SELECT j.id, kk.queue, kk.key, j.n,
                dense_rank() OVER (PARTITION BY kk.queue ORDER BY kk.served_at, kk.key) AS turn
@@ -202,6 +215,47 @@ BEGIN
                 LIMIT c.cap
                 FOR UPDATE SKIP LOCKED) jj
         ) j
+    ), candidates AS (
+        SELECT * FROM keyed UNION ALL SELECT * FROM plain
+    )
+    SELECT (SELECT sv.q FROM served sv), (SELECT sv.k FROM served sv),
+           array_agg(a.id), array_agg(a.queue), array_agg(a.key), array_agg(a.n),
+           array_agg(a.turn), array_agg(DISTINCT a.queue)
+    INTO v_sq, v_sk, c_id, c_queue, c_key, c_n, c_turn, c_queues
+    FROM candidates a;
+    IF v_sq IS NULL AND c_id IS NULL THEN
+        RETURN;
+    END IF;
+    -- The limited queues among the candidates', locked (in name order); then the
+    -- claim's time is now, after any wait for the lock.
+    PERFORM 1 FROM queues q
+    WHERE q.name = ANY(c_queues) AND NOT q.paused
+      AND (q.concurrency_limit IS NOT NULL OR q.rate_step IS NOT NULL)
+    ORDER BY q.name
+    FOR UPDATE;
+    v_now := clock_timestamp();
+    v_now_ps := scheduler_epoch_ps(v_now);
+    RETURN QUERY
+    WITH caps AS (
+        -- the exact room, in this statement's snapshot (taken after the lock)
+        SELECT s.queue,
+               LEAST(p_limit,
+                     CASE WHEN q.concurrency_limit IS NULL THEN p_limit
+                          ELSE GREATEST(0, q.concurrency_limit - (
+                              SELECT count(*) FROM jobs r
+                              WHERE r.status = 'Running' AND r.queue = s.queue)::integer)
+                     END,
+                     CASE WHEN q.rate_step IS NULL THEN p_limit
+                          ELSE (SELECT coalesce(min(LEAST(2147483647, GREATEST(0, floor(
+                                    (v_now_ps + w.slack - GREATEST(coalesce(w.tat, 0), v_now_ps))
+                                    / w.step) + 1))), 2147483647)::integer
+                                FROM unnest(q.rate_step, q.rate_slack, q.rate_tat)
+                                     AS w(step, slack, tat)
+                                WHERE w.step IS NOT NULL)
+                     END) AS cap
+        FROM unnest(c_queues) AS s(queue)
+        LEFT JOIN queues q ON q.name = s.queue
+        WHERE q.paused IS NOT TRUE AND (q.held_until IS NULL OR q.held_until <= v_now)
     ), ranked AS (
         -- Turns: every key's n-th job (keys in turn order), then the n-th unkeyed job,
         -- before anyone's n+1-th; the queue's room, then the claim's, cut the line.
@@ -209,7 +263,7 @@ BEGIN
                row_number() OVER (PARTITION BY a.queue
                                   ORDER BY a.n, a.key IS NULL, a.turn) AS place,
                row_number() OVER (ORDER BY a.n, a.queue, a.key IS NULL, a.turn) AS line
-        FROM (SELECT * FROM keyed UNION ALL SELECT * FROM plain) a
+        FROM unnest(c_id, c_queue, c_key, c_n, c_turn) AS a(id, queue, key, n, turn)
     ), picked AS (
         SELECT r.id, r.queue, r.key
         FROM ranked r JOIN caps c ON c.queue = r.queue
@@ -252,13 +306,14 @@ BEGIN
             due_at = CASE WHEN s.n > 0 THEN k.due_at ELSE coalesce(s.next_due, 'infinity') END,
             waiting = CASE WHEN s.n > 0 THEN k.waiting - s.n ELSE s.still_waiting END
         FROM (SELECT t.queue, t.key, t.n, sp.tat, sp.ready_ps, w.next_due, w.still_waiting
-              FROM (SELECT kk.queue, kk.key, kk.key_rate_step, kk.key_rate_slack, kk.rate_tat,
+              FROM (SELECT sk.queue, sk.key, q.key_rate_step, q.key_rate_slack, kr.rate_tat,
                            coalesce(c.n, 0)::integer AS n
-                    FROM keys kk
+                    FROM unnest(v_sq, v_sk) AS sk(queue, key)
+                    JOIN job_keys kr ON kr.queue = sk.queue AND kr.key = sk.key
+                    LEFT JOIN queues q ON q.name = sk.queue
                     LEFT JOIN (SELECT cl.queue, cl.concurrency_key, count(*) AS n
                                FROM claimed cl GROUP BY cl.queue, cl.concurrency_key) c
-                      ON c.queue = kk.queue AND c.concurrency_key = kk.key
-                    WHERE kk.room > 0) t
+                      ON c.queue = sk.queue AND c.concurrency_key = sk.key) t
               -- A key that started jobs spends its windows: their new TATs, and when
               -- they let the next job start (the latest TAT less its window's slack).
               LEFT JOIN LATERAL (

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import trio
 
@@ -283,6 +284,50 @@ def test_a_limit_holds_when_many_claims_race(
     finally:
         for w in workers:
             w.close()
+
+
+@pytest.mark.parametrize("settings", [
+    {"concurrencyLimit": 3},
+    {"rateLimits": [{"limit": 3, "per": "1h", "burst": 3}]},
+], ids=["concurrency", "rate"])
+def test_claims_waiting_at_the_queues_lock_keep_only_the_exact_room(
+        api: Coordinator, http: httpx.Client, module_dsn: str,
+        settings: dict[str, Any]) -> None:
+    """Migration 0012: a claim picks and locks its jobs on the queue's room as an
+    unlocked read sees it, and only then locks the queue's row and takes what the
+    exact room allows. Two claims held at that lock both picked 3: the second takes
+    none, and the jobs it had picked wait on untouched (status, attempts, no run)."""
+    queue = new_queue()
+    assert 200 == http.patch(f"/api/queues/{queue}", json=settings).status_code
+    ids = submit_batch(http, noops(queue, 10))
+    workers = [HandWorker(api.url).register(capacity=10) for _ in range(2)]
+    got: list[list[dict[str, Any]]] = []
+    blocker = psycopg.connect(module_dsn)
+    try:
+        blocker.execute("SELECT 1 FROM queues WHERE name = %s FOR UPDATE", (queue,))
+        threads = [threading.Thread(target=lambda w=w: got.append(claim(w, queue, 5)))
+                   for w in workers]
+        for t in threads:
+            t.start()
+        wait_until(lambda: 2 == query(
+            module_dsn, "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type "
+            "= 'Lock' AND query LIKE %s", "%scheduler_claim%")[0]["n"],
+            timeout=30, what="both claims waiting at the queue's lock")
+        blocker.commit()
+        for t in threads:
+            t.join(30)
+    finally:
+        blocker.close()
+        for w in workers:
+            w.close()
+    assert sorted([0, 3]) == sorted(len(g) for g in got)
+    rows = query(module_dsn, "SELECT status, attempts, current_run_id, worker_id, "
+                 "lease_token, lease_expires_at, started_at FROM jobs WHERE id = ANY(%s)",
+                 [uuid.UUID(i) for i in ids])
+    assert 3 == sum(1 for r in rows if r["status"] == "Running")
+    assert 7 * [{"status": "Pending", "attempts": 0, "current_run_id": None,
+                 "worker_id": None, "lease_token": None, "lease_expires_at": None,
+                 "started_at": None}] == [r for r in rows if r["status"] != "Running"]
 
 
 def check_the_limit_held(http: httpx.Client, dsn: str, queue: str,
