@@ -39,6 +39,25 @@ class NotFound(StoreError):
     pass
 
 
+class UnknownParent(StoreError):
+    """A dependsOn entry named no job: item ``item`` of the submission, its entry
+    ``position``."""
+
+    def __init__(self, item: int, position: int, job_id: uuid.UUID) -> None:
+        super().__init__(f"no job with id {job_id}")
+        self.item = item
+        self.position = position
+
+
+class TooDeep(StoreError):
+    """Item ``item`` would sit deeper than wire.MAX_DEPTH parents down."""
+
+    def __init__(self, item: int, depth: int) -> None:
+        super().__init__(f"the job would be {depth} levels deep; at most "
+                         f"{wire.MAX_DEPTH} are allowed")
+        self.item = item
+
+
 class Conflict(StoreError):
     def __init__(self, message: str, current: Any = None, field: str | None = None) -> None:
         super().__init__(message)
@@ -81,7 +100,8 @@ def uuid7_many(n: int) -> list[uuid.UUID]:
 
 _json = msgspec.json.Encoder()
 
-_JOB_FIELDS = tuple(f for f in wire.JobOut.__struct_fields__ if f not in ("runs", "waiting"))
+_JOB_FIELDS = tuple(f for f in wire.JobOut.__struct_fields__
+                    if f not in ("runs", "waiting", "depends_on", "dependents"))
 _RUN_FIELDS = wire.RunOut.__struct_fields__
 _SCHEDULE_FIELDS = tuple(f for f in wire.ScheduleOut.__struct_fields__ if f not in ("kind", "type"))
 
@@ -91,6 +111,10 @@ def job_out(row: dict[str, Any], runs: Sequence[dict[str, Any]] | None = None) -
     if runs is not None:
         job.runs = [wire.RunOut(**{f: r[f] for f in _RUN_FIELDS}) for r in runs]
     return job
+
+
+def _submitted(row: dict[str, Any], created: bool) -> wire.SubmittedJob:
+    return wire.SubmittedJob(**{f: row[f] for f in _JOB_FIELDS}, created=created)
 
 
 def schedule_out(row: dict[str, Any]) -> wire.ScheduleOut:
@@ -159,6 +183,40 @@ class NewJob(msgspec.Struct, kw_only=True):
     schedule_id: uuid.UUID | None = None
     fire_time: dt.datetime | None = None
     concurrency_key: str | None = None
+    parents: list[Parent] | None = None  # dependsOn (submit_dependent)
+
+
+class Parent(msgspec.Struct, frozen=True, kw_only=True):
+    """One dependsOn entry, resolved by the web layer: an existing job (``job_id``) or
+    an earlier job of the same submission (``item``, its index)."""
+
+    job_id: uuid.UUID | None = None
+    item: int | None = None
+    on_failure: str = "cancel"
+
+
+class _DependentRow(msgspec.Struct):
+    """One job of the ``insert_dependent_jobs`` statement's JSON array."""
+
+    ord: int
+    id: uuid.UUID
+    type: str
+    payload: dict[str, Any]
+    queue: str
+    priority: int
+    run_at: dt.datetime | None
+    max_attempts: int
+    timeout_seconds: int
+    idempotency_key: str | None
+    concurrency_key: str | None
+    status: str | None
+    deps_open: int | None
+    dep_depth: int | None
+    has_dependents: bool
+    last_error: str | None
+
+
+_ENDED_BADLY = (wire.JobStatus.DEAD_LETTER, wire.JobStatus.CANCELLED)
 
 
 class NewSchedule(msgspec.Struct, kw_only=True):
@@ -399,10 +457,22 @@ class Store:
                 raise NotFound(f"no job with id {job_id}")
             runs = None
             waiting = None
+            parents: list[dict[str, Any]] = []
+            children: list[dict[str, Any]] = []
             if with_runs:
                 cur = await conn.execute(q("list_runs"), {"job_id": job_id})
                 runs = await cur.fetchall()
-                if row["status"] in wire.WAITING:
+                if row["dep_depth"] is not None:
+                    cur = await conn.execute(q("job_parents"), {"id": job_id})
+                    parents = await cur.fetchall()
+                if row["has_dependents"]:
+                    cur = await conn.execute(q("job_children"), {"id": job_id})
+                    children = await cur.fetchall()
+                if row["status"] == wire.JobStatus.WAITING:
+                    waiting = wire.WaitingReason(
+                        reason="depends_on",
+                        parents=[p["parent"] for p in parents if p["open"]][:100])
+                elif row["status"] in wire.WAITING:
                     cur = await conn.execute(q("job_waiting"), {"id": job_id})
                     why = await cur.fetchone()
                     if why is not None:
@@ -410,6 +480,10 @@ class Store:
                                                         if v is not None})
         job = job_out(row, runs)
         job.waiting = waiting
+        if parents:
+            job.depends_on = [p["parent"] for p in parents]
+        if children:
+            job.dependents = [c["child"] for c in children]
         return job
 
     async def list_jobs(self, *, status: str | None = None, type: str | None = None,
@@ -422,6 +496,105 @@ class Store:
         items = [job_out(r) for r in rows[:take]]
         return wire.JobPage(items=items,
                             next_cursor=str(items[-1].id) if more and items else None)
+
+    async def submit_dependent(self, jobs: Sequence[NewJob]) -> list[wire.SubmittedJob]:
+        """Insert jobs of which some depend on others (``NewJob.parents``), in one
+        transaction, all or nothing; one item per job, in order, each with ``created``.
+
+        The existing parents are locked (lock_parents) so that none ends unseen while
+        this runs; each job then starts Waiting (some parent not done), Cancelled (a
+        parent ended DeadLetter or Cancelled and its policy is cancel: the reason names
+        it) or as any new job does, and its edges are written. A job whose idempotency
+        key exists already is that job (``created=False``: its own parents stay as they
+        were). Raises UnknownParent or TooDeep (nothing written)."""
+        external = sorted({p.job_id for j in jobs for p in j.parents or ()
+                           if p.job_id is not None})
+        keys = sorted({j.idempotency_key for j in jobs if j.idempotency_key is not None})
+        new_ids = uuid7_many(len(jobs))
+        async with self.pool.connection() as conn, conn.transaction():
+            found: dict[uuid.UUID, dict[str, Any]] = {}
+            if external:
+                cur = await conn.execute(q("lock_parents"), {"ids": external})
+                found = {r["id"]: r for r in await cur.fetchall()}
+            existing: dict[str, dict[str, Any]] = {}
+            if keys:
+                cur = await conn.execute(q("lock_jobs_by_keys"), {"keys": keys})
+                existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
+            # (id, status, depth) of each item, for the items after it
+            state: list[tuple[uuid.UUID, str, int]] = []
+            rows: list[_DependentRow] = []
+            edges: list[tuple[uuid.UUID, uuid.UUID, str, bool]] = []
+            referenced = {p.item for j in jobs for p in j.parents or () if p.item is not None}
+            first_of_key: dict[str, int] = {}
+            for i, job in enumerate(jobs):
+                key = job.idempotency_key
+                if key is not None and key in existing:
+                    row = existing[key]
+                    state.append((row["id"], row["status"], row["dep_depth"] or 0))
+                    continue
+                if key is not None and key in first_of_key:
+                    state.append(state[first_of_key[key]])
+                    continue
+                if key is not None:
+                    first_of_key[key] = i
+                depth, still_open, cancelled_by = 0, 0, None
+                for pos, parent in enumerate(job.parents or ()):
+                    if parent.item is not None:
+                        pid, pstatus, pdepth = state[parent.item]
+                    else:
+                        assert parent.job_id is not None
+                        prow = found.get(parent.job_id)
+                        if prow is None:
+                            raise UnknownParent(i, pos, parent.job_id)
+                        pid, pstatus, pdepth = (parent.job_id, prow["status"],
+                                                prow["dep_depth"] or 0)
+                    depth = max(depth, pdepth + 1)
+                    is_open = pstatus != wire.JobStatus.SUCCEEDED
+                    if pstatus in _ENDED_BADLY:
+                        if parent.on_failure == "cancel" and cancelled_by is None:
+                            cancelled_by = f"parent {pid} ended {pstatus}"
+                        is_open = parent.on_failure == "wait"
+                    still_open += is_open
+                    edges.append((pid, new_ids[i], parent.on_failure, is_open))
+                if depth > wire.MAX_DEPTH:
+                    raise TooDeep(i, depth)
+                status: str | None = None
+                if cancelled_by is not None:
+                    status = wire.JobStatus.CANCELLED
+                elif still_open:
+                    status = wire.JobStatus.WAITING
+                state.append((new_ids[i], status or wire.JobStatus.PENDING, depth))
+                rows.append(_DependentRow(
+                    len(rows), new_ids[i], job.type, job.payload, job.queue, job.priority,
+                    job.run_at, job.max_attempts, job.timeout_seconds, key,
+                    job.concurrency_key, status, still_open if job.parents else None,
+                    depth or None, i in referenced, cancelled_by))
+            # Lock order as insert_jobs_params: by concurrency key, then idempotency key.
+            rows.sort(key=lambda r: (r.concurrency_key is not None, r.concurrency_key or "",
+                                     r.idempotency_key is not None, r.idempotency_key or ""))
+            inserted: dict[uuid.UUID, dict[str, Any]] = {}
+            if rows:
+                cur = await self._notifying(conn, "insert_dependent_jobs",
+                                            {"jobs": _json.encode(rows).decode()})
+                inserted = {r["id"]: r for r in await cur.fetchall()}
+                if len(inserted) != len(rows):
+                    raise Conflict("a job of this submission was created by another "
+                                   "request meanwhile (same idempotency key); send it again")
+            if edges:
+                await conn.execute(q("insert_job_deps"), {
+                    "parents": [e[0] for e in edges], "children": [e[1] for e in edges],
+                    "policies": [e[2] for e in edges], "open": [e[3] for e in edges]})
+            out: list[wire.SubmittedJob] = []
+            for i in range(len(jobs)):
+                jid = state[i][0]
+                if jid in inserted and jid == new_ids[i]:
+                    out.append(_submitted(inserted[jid], True))
+                else:
+                    cur = await conn.execute(q("get_job"), {"id": jid})
+                    got = await cur.fetchone()
+                    assert got is not None
+                    out.append(_submitted(got, False))
+        return out
 
     async def cancel(self, job_id: uuid.UUID) -> wire.JobOut:
         row = await self._one("cancel_job", {"id": job_id})

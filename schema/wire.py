@@ -25,6 +25,7 @@ class JobStatus(enum.StrEnum):
     literal) and tests/unit/test_status_sets.py checks every one against these.
     """
 
+    WAITING = "Waiting"  # for its parents (dependsOn): not the WAITING set below
     SCHEDULED = "Scheduled"
     PENDING = "Pending"
     RUNNING = "Running"
@@ -40,8 +41,12 @@ JOB_STATUSES: tuple[JobStatus, ...] = tuple(JobStatus)  # every status, in displ
 TERMINAL: frozenset[JobStatus] = frozenset({_S.SUCCEEDED, _S.DEAD_LETTER, _S.CANCELLED})
 # Not finished: in flight or awaiting a run or a retry (counted exactly on the dashboard;
 # what a cancel applies to; what counts as a schedule's overlapping run).
-ACTIVE: tuple[JobStatus, ...] = (_S.SCHEDULED, _S.PENDING, _S.RUNNING, _S.FAILED)
-# Awaiting a run, now or later: a queue's waiting count, the claim index.
+ACTIVE: tuple[JobStatus, ...] = (_S.WAITING, _S.SCHEDULED, _S.PENDING, _S.RUNNING, _S.FAILED)
+# ACTIVE before migration 0013 added Waiting (the literals of the older migrations).
+ACTIVE_BEFORE_WAITING: tuple[JobStatus, ...] = (_S.SCHEDULED, _S.PENDING, _S.RUNNING,
+                                                _S.FAILED)
+# Awaiting a run, now or later: a queue's waiting count, the claim index. (Not
+# Waiting: a job waiting for its parents is in no claim index.)
 WAITING: tuple[JobStatus, ...] = (_S.PENDING, _S.SCHEDULED, _S.FAILED)
 # Due at ``run_at``: promoted to Pending when it comes.
 DUE_LATER: tuple[JobStatus, ...] = (_S.SCHEDULED, _S.FAILED)
@@ -78,6 +83,24 @@ _IN = {"rename": "camel", "forbid_unknown_fields": True, "kw_only": True}
 _OUT = {"rename": "camel", "kw_only": True}
 
 
+MAX_PARENTS = 10_000
+MAX_DEPTH = 1000
+# A batch item's name for the items after it (dependsOn), never a job id's shape.
+REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ParentFailurePolicy = Literal["cancel", "run", "wait"]
+
+
+class Dependency(msgspec.Struct, **_IN):
+    """A parent with its own failure policy: ``{"job": id | index | ref,
+    "onParentFailure": "run"}``."""
+
+    job: str | int
+    on_parent_failure: ParentFailurePolicy | None = None
+
+
+DependencyRef = str | int | Dependency
+
+
 class SubmitJob(msgspec.Struct, **_IN):
     """``POST /api/jobs``. With ``cron`` it defines a schedule instead of one job."""
 
@@ -94,6 +117,13 @@ class SubmitJob(msgspec.Struct, **_IN):
     misfire_policy: Literal["skip", "once", "all"] | None = None
     overlap_policy: Literal["allow", "skip", "queue"] | None = None
     concurrency_key: ConcurrencyKey | None = None
+    # Jobs this one waits for (docs/decisions/0021-dependencies.md): job ids, or in a
+    # batch an earlier item's index or ``ref``; each either bare or with its own
+    # ``onParentFailure``.
+    depends_on: Annotated[list[DependencyRef], Meta(min_length=1,
+                                                    max_length=MAX_PARENTS)] | None = None
+    on_parent_failure: ParentFailurePolicy | None = None
+    ref: Annotated[str, Meta(pattern=REF_PATTERN, max_length=100)] | None = None
 
 
 MAX_BATCH_JOBS = 1000
@@ -137,6 +167,7 @@ class WaitingReason(msgspec.Struct, omit_defaults=True, **_OUT):
     until: dt.datetime | None = None
     running: int | None = None
     limit: int | None = None
+    parents: list[uuid.UUID] | None = None  # depends_on: the parents not done (first 100)
 
 
 class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):
@@ -164,6 +195,9 @@ class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):
     concurrency_key: str | None = None
     waiting: WaitingReason | None = None  # only when the job is waiting (one job's GET)
     runs: list[RunOut] | None = None
+    # One job's GET: the jobs it depends on and those that depend on it (first 1,000).
+    depends_on: list[uuid.UUID] | None = None
+    dependents: list[uuid.UUID] | None = None
 
 
 class SubmittedJob(JobOut, omit_defaults=True, rename="camel", kw_only=True):

@@ -6,6 +6,7 @@ validation happens completely before anything is written.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import prometheus_client
@@ -16,7 +17,7 @@ from quart import Blueprint, Response, current_app
 from scheduler_core.handlers import HandlerError, PayloadError, UnknownHandler
 from scheduler_core.runtime import clock, cron
 from scheduler_core.schema import wire
-from scheduler_core.schema.store import NewJob, NewSchedule
+from scheduler_core.schema.store import NewJob, NewSchedule, Parent, TooDeep, UnknownParent
 from scheduler_core.web.context import AppContext, context, json_response
 from scheduler_core.web.errors import ApiError, new_error_id
 from scheduler_core.web.inputs import (
@@ -79,15 +80,92 @@ def _new_job(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
                   idempotency_key=body.idempotency_key, concurrency_key=body.concurrency_key)
 
 
+def _parents(body: wire.SubmitJob, index: int | None,
+             refs: dict[str, int]) -> list[Parent] | None:
+    """``body.dependsOn`` resolved: job ids, and in a batch (``index``: the item's
+    position) earlier items by index or ``ref``. An entry naming the item itself or a
+    later one is refused (that is how a cycle would be spelled)."""
+    if body.depends_on is None:
+        if body.on_parent_failure is not None:
+            raise ApiError(400, "validation_error",
+                           "onParentFailure applies only with dependsOn", "onParentFailure")
+        return None
+    default = body.on_parent_failure or "cancel"
+    out = []
+    for pos, entry in enumerate(body.depends_on):
+        field = f"dependsOn[{pos}]"
+        policy = default
+        if isinstance(entry, wire.Dependency):
+            policy = entry.on_parent_failure or default
+            target: str | int = entry.job
+            field += ".job"
+        else:
+            target = entry
+        if isinstance(target, int):
+            if index is None:
+                raise ApiError(400, "validation_error",
+                               "an index names an item of a batch (POST /api/jobs/batch); "
+                               f"a single job depends on job ids, found {target}", field)
+            if not 0 <= target < index:
+                raise ApiError(400, "validation_error",
+                               f"a job may depend on earlier items of its batch only (0.."
+                               f"{index - 1}), found {target}: that would be a cycle or a "
+                               "forward reference", field)
+            out.append(Parent(item=target, on_failure=policy))
+            continue
+        if index is not None and target in refs:
+            if refs[target] >= index:
+                raise ApiError(400, "validation_error",
+                               f"a job may depend on earlier items of its batch only; "
+                               f"{target!r} is item {refs[target]}: that would be a cycle "
+                               "or a forward reference", field)
+            out.append(Parent(item=refs[target], on_failure=policy))
+            continue
+        try:
+            job_id = uuid.UUID(target)
+        except ValueError:
+            what = "a job id or the ref of an earlier item" if index is not None else "a job id"
+            raise ApiError(400, "validation_error",
+                           f"expected {what}, found {target[:100]!r}", field) from None
+        out.append(Parent(job_id=job_id, on_failure=policy))
+    return out
+
+
+def _unknown_parent(exc: UnknownParent, jobs_prefix: bool) -> ApiError:
+    where = f"jobs[{exc.item}]." if jobs_prefix else ""
+    return ApiError(400, "unknown_parent", str(exc), f"{where}dependsOn[{exc.position}]")
+
+
+def _too_deep(exc: TooDeep, jobs_prefix: bool) -> ApiError:
+    where = f"jobs[{exc.item}]." if jobs_prefix else ""
+    return ApiError(400, "validation_error", str(exc), f"{where}dependsOn")
+
+
 async def submit_job() -> Response:
     body: wire.SubmitJob = await read_body(wire.SubmitJob)
     ctx = context(current_app)
     payload = _validate_payload(ctx, body.type, body.payload)
     max_attempts, timeout, queue, priority = _defaults(ctx, body.type, body)
+    if body.ref is not None:
+        raise ApiError(400, "validation_error",
+                       "ref names an item of a batch for the items after it "
+                       "(POST /api/jobs/batch)", "ref")
     if body.cron is not None:
         return await _submit_schedule(body, payload, max_attempts, timeout, queue, priority)
-    job, created = await ctx.submits.submit(  # written with the submits in flight
-        _new_job(body, payload, max_attempts, timeout, queue, priority))
+    new = _new_job(body, payload, max_attempts, timeout, queue, priority)
+    new.parents = _parents(body, None, {})
+    if new.parents is not None:
+        try:
+            [item] = await ctx.store.submit_dependent([new])
+        except UnknownParent as exc:
+            raise _unknown_parent(exc, False) from None
+        except TooDeep as exc:
+            raise _too_deep(exc, False) from None
+        if item.created:
+            JOBS_SUBMITTED.labels(body.type).inc()
+        return json_response(item, 201 if item.created else 200,
+                             {"Location": f"/api/jobs/{item.id}"})
+    job, created = await ctx.submits.submit(new)  # written with the submits in flight
     if created:
         JOBS_SUBMITTED.labels(body.type).inc()
     return json_response(job, 201 if created else 200,
@@ -106,6 +184,8 @@ async def submit_batch() -> Response:
     body: wire.SubmitBatch = await read_body(wire.SubmitBatch)
     ctx = context(current_app)
     jobs = []
+    refs: dict[str, int] = {}  # ref -> item
+    edges = 0
     for i, item in enumerate(body.jobs):
         try:
             if item.cron is not None:
@@ -114,12 +194,33 @@ async def submit_batch() -> Response:
                                "time with POST /api/jobs", "cron")
             payload = _validate_payload(ctx, item.type, item.payload)
             max_attempts, timeout, queue, priority = _defaults(ctx, item.type, item)
-            jobs.append(_new_job(item, payload, max_attempts, timeout, queue, priority))
+            new = _new_job(item, payload, max_attempts, timeout, queue, priority)
+            new.parents = _parents(item, i, refs)
+            edges += len(new.parents or ())
+            if edges > wire.MAX_PARENTS:
+                raise ApiError(400, "validation_error",
+                               f"a batch may name at most {wire.MAX_PARENTS:,} parents in "
+                               "all (dependsOn entries)", "dependsOn")
+            if item.ref is not None:
+                if item.ref in refs:
+                    raise ApiError(400, "validation_error",
+                                   f"ref {item.ref!r} is item {refs[item.ref]}'s already",
+                                   "ref")
+                refs[item.ref] = i
+            jobs.append(new)
         except ApiError as exc:
             where = exc.body.field
             exc.body.field = f"jobs[{i}].{where}" if where else f"jobs[{i}]"
             raise
-    items = await ctx.store.submit_many(jobs)
+    if any(j.parents for j in jobs):
+        try:
+            items = await ctx.store.submit_dependent(jobs)
+        except UnknownParent as exc:
+            raise _unknown_parent(exc, True) from None
+        except TooDeep as exc:
+            raise _too_deep(exc, True) from None
+    else:
+        items = await ctx.store.submit_many(jobs)
     created: dict[str, int] = {}
     for job in items:
         if job.created:
@@ -132,6 +233,10 @@ async def submit_batch() -> Response:
 async def _submit_schedule(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
                            timeout_seconds: int, queue: str, priority: int) -> Response:
     assert body.cron is not None
+    if body.depends_on is not None or body.on_parent_failure is not None:
+        raise ApiError(400, "validation_error",
+                       "dependsOn applies to jobs, not to schedules",
+                       "dependsOn" if body.depends_on is not None else "onParentFailure")
     if body.concurrency_key is not None:
         raise ApiError(400, "validation_error",
                        "concurrencyKey applies to jobs, not to schedules", "concurrencyKey")

@@ -61,27 +61,39 @@ LIMIT %(limit)s;
 SELECT * FROM job_runs WHERE job_id = %(job_id)s ORDER BY attempt, started_at;
 
 -- name: cancel_job
--- Waiting jobs are Cancelled at once; a Running one is flagged for its worker.
+-- Jobs not running are Cancelled at once (and, by the trigger jobs_deps_settle, the
+-- jobs that depend on them, as their policies say); a Running one is flagged for its
+-- worker.
 UPDATE jobs SET
     status = CASE WHEN status = 'Running' THEN status ELSE 'Cancelled' END,
     cancel_requested = true,
     finished_at = CASE WHEN status = 'Running' THEN finished_at ELSE now() END,
     updated_at = now()
-WHERE id = %(id)s AND status IN ('Scheduled', 'Pending', 'Failed', 'Running')
+WHERE id = %(id)s AND status IN ('Waiting', 'Scheduled', 'Pending', 'Failed', 'Running')
 RETURNING *;
 
 -- name: retry_job
 -- DeadLetter, Cancelled or Failed become Pending now, with one more attempt allowed.
-UPDATE jobs SET
-    status = 'Pending',
-    run_at = now(),
-    retry_reason = %(reason)s,
-    cancel_requested = false,
-    finished_at = NULL,
-    max_attempts = GREATEST(max_attempts, LEAST(100, attempts + 1)),
-    updated_at = now()
-WHERE id = %(id)s AND status IN ('DeadLetter', 'Cancelled', 'Failed')
-RETURNING *;
+-- A job retried by hand waits for no parent any more (a child Cancelled with its
+-- parent runs when retried): its open edges close. Jobs waiting on it with
+-- onParentFailure "wait" are released when it then succeeds.
+WITH job AS (
+    UPDATE jobs SET
+        status = 'Pending',
+        run_at = now(),
+        retry_reason = %(reason)s,
+        cancel_requested = false,
+        finished_at = NULL,
+        max_attempts = GREATEST(max_attempts, LEAST(100, attempts + 1)),
+        deps_open = NULL,
+        updated_at = now()
+    WHERE id = %(id)s AND status IN ('DeadLetter', 'Cancelled', 'Failed')
+    RETURNING *
+), closed AS (
+    UPDATE job_deps d SET open = false
+    FROM job WHERE d.child = job.id AND d.open
+)
+SELECT * FROM job;
 
 -- name: notify_jobs
 -- Wake the long-polling claims (inserts do this through a trigger). The payload names
@@ -178,3 +190,67 @@ SELECT CASE
             WHEN key_concurrency_limit IS NOT NULL AND key_running >= key_concurrency_limit
             THEN key_concurrency_limit END AS limit
 FROM q;
+
+-- name: lock_parents
+-- The existing parents of jobs being submitted with dependsOn, locked in id order (two
+-- submissions sharing parents cannot deadlock) and marked as having dependents, so a
+-- parent ending after this commits settles them (jobs_deps_settle), and one that ended
+-- before is seen ended here: the lock waits for a completion in flight.
+WITH l AS (
+    SELECT id FROM jobs WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR NO KEY UPDATE
+)
+UPDATE jobs j SET has_dependents = true
+FROM l
+WHERE j.id = l.id
+RETURNING j.id, j.status, j.dep_depth;
+
+-- name: lock_jobs_by_keys
+-- Existing jobs with these idempotency keys (a dependent submission maps its items to
+-- them), locked as parents are.
+SELECT id, idempotency_key, status, dep_depth FROM jobs
+WHERE idempotency_key = ANY(%(keys)s::text[])
+ORDER BY id
+FOR NO KEY UPDATE;
+
+-- name: insert_dependent_jobs
+-- New jobs of a submission with dependsOn (migration 0013): as insert_jobs, with the
+-- status each was given (Waiting for open parents; Cancelled, naming the parent, when
+-- one had ended DeadLetter or Cancelled under the cancel policy), its open parents'
+-- count, its depth and whether later items depend on it.
+INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
+                  timeout_seconds, idempotency_key, concurrency_key, deps_open, dep_depth,
+                  has_dependents, last_error, finished_at)
+SELECT t.id, t.type, t.payload,
+       CASE WHEN t.status IS NOT NULL THEN t.status
+            WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
+       t.queue, t.priority, COALESCE(t.run_at, now()), t.max_attempts, t.timeout_seconds,
+       t.idempotency_key, t.concurrency_key, t.deps_open, t.dep_depth,
+       COALESCE(t.has_dependents, false), t.last_error,
+       CASE WHEN t.status = 'Cancelled' THEN now() END
+FROM jsonb_to_recordset(%(jobs)s::jsonb)
+     AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
+          run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text,
+          concurrency_key text, status text, deps_open int, dep_depth int,
+          has_dependents boolean, last_error text)
+ORDER BY t.ord
+ON CONFLICT DO NOTHING
+RETURNING id, type, payload, status, queue, priority, run_at, attempts, max_attempts,
+          timeout_seconds, idempotency_key, schedule_id, fire_time, cancel_requested,
+          last_error, result, retry_reason, created_at, updated_at, started_at, finished_at,
+          concurrency_key;
+
+-- name: insert_job_deps
+-- The edges of a dependent submission: open while the parent has not ended (or ended
+-- DeadLetter or Cancelled under the wait policy).
+INSERT INTO job_deps (parent, child, on_failure, open)
+SELECT * FROM unnest(%(parents)s::uuid[], %(children)s::uuid[], %(policies)s::text[],
+                     %(open)s::boolean[])
+ON CONFLICT DO NOTHING;
+
+-- name: job_parents
+-- A job's parents, whether each is still open, oldest first (first 1,000).
+SELECT d.parent, d.open FROM job_deps d WHERE d.child = %(id)s ORDER BY d.parent LIMIT 1000;
+
+-- name: job_children
+-- The jobs that depend on a job, oldest first (first 1,000).
+SELECT d.child FROM job_deps d WHERE d.parent = %(id)s ORDER BY d.child LIMIT 1000;

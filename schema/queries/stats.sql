@@ -7,7 +7,7 @@
 -- status's entries in jobs_status_id, so it costs what is waiting or running, however
 -- many finished jobs the table holds.
 SELECT s.status, (SELECT count(*) FROM jobs j WHERE j.status = s.status) AS n
-FROM unnest(ARRAY['Scheduled', 'Pending', 'Running', 'Failed']) AS s(status);
+FROM unnest(ARRAY['Waiting', 'Scheduled', 'Pending', 'Running', 'Failed']) AS s(status);
 
 -- name: stats_finished_counts
 -- Exact counts of the terminal statuses: run only while the table is small.

@@ -24,8 +24,8 @@ async def meta() -> Any:
 
 
 async def test_meta_lists_every_status_in_display_order() -> None:
-    assert ["Scheduled", "Pending", "Running", "Succeeded", "Failed", "DeadLetter",
-            "Cancelled"] == (await meta())["statuses"]
+    assert ["Waiting", "Scheduled", "Pending", "Running", "Succeeded", "Failed",
+            "DeadLetter", "Cancelled"] == (await meta())["statuses"]
 
 
 async def test_meta_lists_the_terminal_statuses_in_display_order() -> None:
@@ -35,7 +35,8 @@ async def test_meta_lists_the_terminal_statuses_in_display_order() -> None:
 
 
 async def test_meta_lists_the_active_statuses() -> None:
-    assert ["Scheduled", "Pending", "Running", "Failed"] == (await meta())["activeStatuses"]
+    assert ["Waiting", "Scheduled", "Pending", "Running", "Failed"] == (
+        await meta())["activeStatuses"]
 
 
 async def test_meta_lists_the_registered_job_types() -> None:

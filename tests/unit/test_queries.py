@@ -90,6 +90,8 @@ def test_an_unknown_query_name_raises_unknown_query() -> None:
 def test_insert_jobs_returns_exactly_the_fields_of_a_job_answer() -> None:
     # insert_jobs lists its RETURNING columns by hand (no lease columns to decode); the
     # store builds JobOut from them, so a field added to JobOut must be added there.
-    returning = q("insert_jobs").rsplit("RETURNING", 1)[1]
-    columns = [c.strip() for c in returning.split(",")]
-    assert columns == [f for f in wire.JobOut.__struct_fields__ if f not in ("runs", "waiting")]
+    for name in ("insert_jobs", "insert_dependent_jobs"):
+        returning = q(name).rsplit("RETURNING", 1)[1]
+        columns = [c.strip() for c in returning.split(",")]
+        assert columns == [f for f in wire.JobOut.__struct_fields__
+                           if f not in ("runs", "waiting", "depends_on", "dependents")], name

@@ -18,6 +18,9 @@ NAMED_SETS: dict[str, frozenset[str]] = {
     "JOB_STATUSES": frozenset(wire.JOB_STATUSES),
     "TERMINAL": frozenset(wire.TERMINAL),
     "ACTIVE": frozenset(wire.ACTIVE),
+    # The older migrations' literals, before 0013 added Waiting.
+    "JOB_STATUSES_BEFORE_WAITING": frozenset(wire.JOB_STATUSES) - {JobStatus.WAITING},
+    "ACTIVE_BEFORE_WAITING": frozenset(wire.ACTIVE_BEFORE_WAITING),
     "WAITING": frozenset(wire.WAITING),
     "DUE_LATER": frozenset(wire.DUE_LATER),
     "RETRYABLE": frozenset(wire.RETRYABLE),
@@ -38,13 +41,15 @@ EXPECTED: dict[str, list[str]] = {
     "queries/stats.sql:stats_finished_counts": ["TERMINAL"],
     "queries/stats.sql:stats_queue_lag": ["WAITING"] * 5,
     "queries/stats.sql:stats_queue_settings": ["WAITING"] * 5,
-    "migrations/0001_initial.sql": ["JOB_STATUSES", "WAITING", "DUE_LATER"],
-    "migrations/0002_schedules.sql": ["ACTIVE", "ACTIVE", "TERMINAL"],
+    "migrations/0001_initial.sql": ["JOB_STATUSES_BEFORE_WAITING", "WAITING", "DUE_LATER"],
+    "migrations/0002_schedules.sql": ["ACTIVE_BEFORE_WAITING", "ACTIVE_BEFORE_WAITING",
+                                      "TERMINAL"],
     "migrations/0006_queues.sql": ["WAITING"],
     "migrations/0009_leases_in_jobs.sql": ["WAITING"],
     "migrations/0010_rate_limits.sql": ["WAITING", "WAITING", "WAITING"],
     "migrations/0011_keys.sql": ["WAITING"] * 13,
     "migrations/0012_rate_steps.sql": ["WAITING"] * 5,
+    "migrations/0013_dependencies.sql": ["JOB_STATUSES", "TERMINAL"],
 }
 
 _LIST = re.compile(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)|ARRAY\[([^\]]*)\]", re.IGNORECASE)
@@ -107,5 +112,5 @@ def test_the_retention_rules_cover_the_terminal_statuses_once_each() -> None:
 
 def test_a_status_is_its_string() -> None:
     assert "DeadLetter" == JobStatus.DEAD_LETTER
-    assert ["Scheduled", "Pending", "Running", "Succeeded", "Failed", "DeadLetter",
-            "Cancelled"] == [str(s) for s in wire.JOB_STATUSES]
+    assert ["Waiting", "Scheduled", "Pending", "Running", "Succeeded", "Failed",
+            "DeadLetter", "Cancelled"] == [str(s) for s in wire.JOB_STATUSES]

@@ -33,12 +33,24 @@ function waitingWords(job) {
     case "queue_rate": return ["waits: the queue's rate limit allows the next start", soon];
     case "key_concurrency": return ["waits: key ", key, ` has ${of}`];
     case "key_rate": return ["waits: the rate limit of key ", key, " allows the next start", soon];
-    case "depends_on": return ["waits: for the jobs it depends on to finish"];
+    case "depends_on": return ["waits: for ", String((w.parents || []).length),
+      (w.parents || []).length === 1 ? " job it depends on to succeed: " : " jobs it depends on to succeed: ",
+      ...jobLinks(w.parents || [], "waiting-parent")];
     case "no_worker": return ["waits: no live worker takes jobs from queue ", queue, ": start a worker with ",
       h("code", {}, `--queues ${job.queue}`), " or ", h("code", {}, "*")];
     case "ready": return ["ready: nothing holds it, the next claim by a worker may take it"];
     default: return [`waits: ${w.reason}`];
   }
+}
+
+// Links to jobs (parents, children), by short id, separated by spaces.
+function jobLinks(ids, testid) {
+  const out = [];
+  ids.forEach((id, i) => {
+    if (i) out.push(" ");
+    out.push(h("a", { href: `#/jobs/${id}`, className: "mono", "data-testid": testid }, shortId(id)));
+  });
+  return out;
 }
 
 export class JobView extends DetailView {
@@ -98,7 +110,9 @@ export class JobView extends DetailView {
           job.idempotencyKey ? fact("Idempotency key", h("span", { className: "mono" }, job.idempotencyKey)) : null,
           job.scheduleId ? fact("Schedule", h("a", { href: `#/schedules/${job.scheduleId}`, className: "mono" }, shortId(job.scheduleId))) : null,
           job.fireTime ? fact("Fire time", when(job.fireTime)) : null,
-          job.retryReason ? fact("Retry reason", job.retryReason) : null),
+          job.retryReason ? fact("Retry reason", job.retryReason) : null,
+          job.dependsOn ? fact("Depends on", h("span", { "data-testid": "parents" }, ...jobLinks(job.dependsOn, "parent"))) : null,
+          job.dependents ? fact("Dependents", h("span", { "data-testid": "children" }, ...jobLinks(job.dependents, "child"))) : null),
         panel(
           h("h2", {}, "Payload"), json(job.payload),
           h("h2", {}, "Result"),
