@@ -29,7 +29,7 @@ import functools
 import inspect
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn, TypeVar, cast
 
@@ -125,11 +125,14 @@ class RunContext:
     """What a handler knows about the run it serves.
 
     ``data_dir`` is the worker's data folder, the only place ``file_write`` may write.
+    ``parent_results``: the results of the jobs this one depended on (``dependsOn``),
+    by parent job id, those that returned one, about 64 KB of them at most.
     """
 
     job_id: str
     attempt: int
     data_dir: str
+    parent_results: Mapping[str, Any] = field(default_factory=dict)
 
     def backoff(self, seconds: float, message: str = "") -> NoReturn:
         """The remote said slow down: stop this run and try the job again later.

@@ -124,13 +124,14 @@ def write_frame(stream: BinaryIO, payload: bytes) -> None:
 # -- messages -----------------------------------------------------------------------------
 
 
-class Request(msgspec.Struct, rename="camel"):
+class Request(msgspec.Struct, rename="camel", omit_defaults=True):
     """One job for a job process to run."""
 
     type: str
     payload: Any = None
     job_id: str = ""
     attempt: int = 1
+    parent_results: dict[str, Any] | None = None
 
 
 class Reply(msgspec.Struct, omit_defaults=True):

@@ -672,7 +672,8 @@ class Store:
             job_id=r["id"], run_id=r["run_id"], lease_token=r["lease_token"],
             lease_expires_at=r["lease_expires_at"], type=r["type"], payload=r["payload"],
             queue=r["queue"], attempt=r["attempt"], max_attempts=r["max_attempts"],
-            timeout_seconds=r["timeout_seconds"], run_at=r["run_at"]) for r in rows]
+            timeout_seconds=r["timeout_seconds"], run_at=r["run_at"],
+            parent_results=r["parent_results"]) for r in rows]
 
     async def complete(self, items: Sequence[wire.Completion], *,
                        worker_id: str) -> list[CompletedRun]:

@@ -313,7 +313,7 @@ class Claim(msgspec.Struct, **_IN):
     queues: list[QueueSelector] = msgspec.field(default_factory=lambda: ["default"])
 
 
-class ClaimedJob(msgspec.Struct, **_OUT):
+class ClaimedJob(msgspec.Struct, omit_defaults=True, **_OUT):
     job_id: uuid.UUID
     run_id: uuid.UUID
     lease_token: uuid.UUID
@@ -325,6 +325,9 @@ class ClaimedJob(msgspec.Struct, **_OUT):
     max_attempts: int
     timeout_seconds: int
     run_at: dt.datetime | None = None  # when it fell due: queue wait = claim - run_at
+    # The results of the parents it depended on (dependsOn), by parent id: about 64 KB
+    # at most (RunContext.parent_results).
+    parent_results: dict[str, Any] | None = None
 
 
 class ClaimReply(msgspec.Struct, **_OUT):

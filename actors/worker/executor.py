@@ -174,7 +174,8 @@ class Executors:
                     spec, job)
             else:
                 request = encode_request(Request(type=job.type, payload=job.payload,
-                                                 job_id=str(job.job_id), attempt=job.attempt))
+                                                 job_id=str(job.job_id), attempt=job.attempt,
+                                                 parent_results=job.parent_results))
                 try:
                     raw = await self.pool.call(request, timeout=job.timeout_seconds)
                     reply = decode_reply(raw)
@@ -227,7 +228,8 @@ class Executors:
             try:
                 value = self.registry.validate(job.type, job.payload)
                 ctx = RunContext(job_id=str(job.job_id), attempt=job.attempt,
-                                 data_dir=self.data_dir)
+                                 data_dir=self.data_dir,
+                                 parent_results=job.parent_results or {})
                 returned = await cast(Awaitable[object], spec.fn(value, ctx))
             except RateLimited as exc:  # not a failure: the job waits again
                 return _rate_limited(exc.retry_after, exc.reason)

@@ -5,12 +5,22 @@
 -- name: claim_jobs
 -- Up to %(limit)s due jobs of the worker's queues, each marked Running with a new run;
 -- paused queues are skipped and per-queue concurrency limits hold across the cluster.
--- The statement lives in schema/migrations/0006_queues.sql (scheduler_claim): a limit
+-- The statement lives in the migrations (scheduler_claim, last in 0012): a limit
 -- needs a lock and then a fresh snapshot, which one plain statement cannot have.
-SELECT id, type, payload, queue, timeout_seconds, max_attempts, run_at, attempt, run_id,
-       lease_token, lease_expires_at
+-- With each job, its parents' results (migration 0013; NULL for a job without parents:
+-- one probe of an index that has no entry for it), by parent id, up to 64 KB of them
+-- as JSON text (parents in id order; those past the bound are left out).
+SELECT c.id, c.type, c.payload, c.queue, c.timeout_seconds, c.max_attempts, c.run_at,
+       c.attempt, c.run_id, c.lease_token, c.lease_expires_at,
+       (SELECT jsonb_object_agg(x.parent::text, x.result)
+        FROM (SELECT d.parent, p.result,
+                     sum(octet_length(p.result::text)) OVER (ORDER BY d.parent) AS upto
+              FROM job_deps d JOIN jobs p ON p.id = d.parent
+              WHERE d.child = c.id AND p.status = 'Succeeded'
+                AND p.result IS NOT NULL) x
+        WHERE x.upto <= 65536) AS parent_results
 FROM scheduler_claim(%(worker_id)s::text, %(queues)s::text[], %(limit)s::integer,
-                     %(lease_seconds)s::float8);
+                     %(lease_seconds)s::float8) c;
 
 -- name: complete_runs
 -- A batch of outcomes of %(worker_id)s's runs. Each item counts only if its run is

@@ -28,12 +28,13 @@ from tests.support import (
 
 FAST = {"SCHEDULER_HEARTBEAT_SECONDS": "0.2", "SCHEDULER_LEASE_SECONDS": "2",
         "SCHEDULER_REAP_INTERVAL_SECONDS": "0.5", "SCHEDULER_WORKER_LOST_SECONDS": "2"}
+HANDLERS = {"SCHEDULER_HANDLERS": "tests.dep_handlers"}
 
 
 @pytest.fixture(scope="module")
 def api(module_dsn: str) -> Iterator[Coordinator]:
     with running_coordinator(module_dsn, env={"SCHEDULER_CLAIM_WAIT_SECONDS": "5",
-                                              **FAST}) as c:
+                                              **FAST, **HANDLERS}) as c:
         yield c
 
 
@@ -174,6 +175,29 @@ def test_a_dependent_job_with_a_known_idempotency_key_is_the_existing_job(
     assert [first["id"]] == job(http, child["id"])["dependsOn"]
     assert 1 == len(query(module_dsn, "SELECT 1 FROM job_deps WHERE child = %s",
                           uuid.UUID(first["id"])))
+
+
+@pytest.mark.parametrize("gather", ["gather", "gather_inline"])
+def test_a_child_gets_its_parents_results_in_its_context(
+        api: Coordinator, http: httpx.Client, module_dsn: str, gather: str) -> None:
+    queue = new_queue()
+    # Three results of 30,000 characters: the first two fit in 64 KB, the third not.
+    ids = submit_batch(http, [
+        *({"type": "emit", "payload": {"value": c * 30_000}, "queue": queue} for c in "ab"),
+        {"type": "emit", "payload": {"value": "c" * 30_000}, "queue": queue},
+        {"type": "emit", "payload": {"value": 4}, "queue": queue},
+        {"type": gather, "queue": queue, "dependsOn": [0, 1, 2]},
+        {"type": gather, "queue": queue, "dependsOn": [3]},
+    ])
+    worker = Worker(api.url, slots=2, env={**FAST, **HANDLERS}, extra=["--queues", queue])
+    try:
+        wait_until(lambda: [status(http, i) for i in ids[4:]] == ["Succeeded"] * 2,
+                   timeout=60, what="the children ran")
+    finally:
+        worker.stop()
+    assert {ids[0]: {"value": "a" * 30_000}, ids[1]: {"value": "b" * 30_000}} == job(
+        http, ids[4])["result"]["parents"]
+    assert {ids[3]: {"value": 4}} == job(http, ids[5])["result"]["parents"]
 
 
 # -- failure policies --------------------------------------------------------------------
