@@ -117,6 +117,14 @@ def _submitted(row: dict[str, Any], created: bool) -> wire.SubmittedJob:
     return wire.SubmittedJob(**{f: row[f] for f in _JOB_FIELDS}, created=created)
 
 
+def _workflow_out(row: dict[str, Any]) -> wire.WorkflowOut:
+    ended = row["status"] != "Running"
+    return wire.WorkflowOut(
+        id=row["id"], name=row["name"], status=row["status"], created_at=row["created_at"],
+        finished_at=row["finished_at"] if ended else None, counts=row["counts"] or {},
+        failed_steps=list(row["failed"] or ()))
+
+
 def schedule_out(row: dict[str, Any]) -> wire.ScheduleOut:
     return wire.ScheduleOut(type=row["job_type"], **{f: row[f] for f in _SCHEDULE_FIELDS})
 
@@ -184,6 +192,8 @@ class NewJob(msgspec.Struct, kw_only=True):
     fire_time: dt.datetime | None = None
     concurrency_key: str | None = None
     parents: list[Parent] | None = None  # dependsOn (submit_dependent)
+    workflow_id: uuid.UUID | None = None  # a workflow's step (create_workflow)
+    step: str | None = None
 
 
 class Parent(msgspec.Struct, frozen=True, kw_only=True):
@@ -214,6 +224,8 @@ class _DependentRow(msgspec.Struct):
     dep_depth: int | None
     has_dependents: bool
     last_error: str | None
+    workflow_id: uuid.UUID | None
+    step: str | None
 
 
 _ENDED_BADLY = (wire.JobStatus.DEAD_LETTER, wire.JobStatus.CANCELLED)
@@ -497,7 +509,15 @@ class Store:
         return wire.JobPage(items=items,
                             next_cursor=str(items[-1].id) if more and items else None)
 
-    async def submit_dependent(self, jobs: Sequence[NewJob]) -> list[wire.SubmittedJob]:
+    async def create_workflow(self, workflow_id: uuid.UUID, name: str,
+                              steps: Sequence[NewJob]) -> list[wire.SubmittedJob]:
+        """The workflow row and its steps (in an order where parents come first, each
+        with ``workflow_id`` and ``step``), in one transaction: see submit_dependent."""
+        return await self.submit_dependent(steps, workflow=(workflow_id, name))
+
+    async def submit_dependent(self, jobs: Sequence[NewJob], *,
+                               workflow: tuple[uuid.UUID, str] | None = None
+                               ) -> list[wire.SubmittedJob]:
         """Insert jobs of which some depend on others (``NewJob.parents``), in one
         transaction, all or nothing; one item per job, in order, each with ``created``.
 
@@ -512,6 +532,9 @@ class Store:
         keys = sorted({j.idempotency_key for j in jobs if j.idempotency_key is not None})
         new_ids = uuid7_many(len(jobs))
         async with self.pool.connection() as conn, conn.transaction():
+            if workflow is not None:
+                await conn.execute(q("insert_workflow"), {
+                    "id": workflow[0], "name": workflow[1], "steps": len(jobs)})
             found: dict[uuid.UUID, dict[str, Any]] = {}
             if external:
                 cur = await conn.execute(q("lock_parents"), {"ids": external})
@@ -568,7 +591,7 @@ class Store:
                     len(rows), new_ids[i], job.type, job.payload, job.queue, job.priority,
                     job.run_at, job.max_attempts, job.timeout_seconds, key,
                     job.concurrency_key, status, still_open if job.parents else None,
-                    depth or None, i in referenced, cancelled_by))
+                    depth or None, i in referenced, cancelled_by, job.workflow_id, job.step))
             # Lock order as insert_jobs_params: by concurrency key, then idempotency key.
             rows.sort(key=lambda r: (r.concurrency_key is not None, r.concurrency_key or "",
                                      r.idempotency_key is not None, r.idempotency_key or ""))
@@ -595,6 +618,39 @@ class Store:
                     assert got is not None
                     out.append(_submitted(got, False))
         return out
+
+    async def get_workflow(self, workflow_id: uuid.UUID) -> wire.WorkflowOut:
+        """One workflow with its steps; NotFound when there is none."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("list_workflows"), {
+                "before": None, "id": workflow_id, "status": None, "limit": 1})
+            row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"no workflow with id {workflow_id}")
+            cur = await conn.execute(q("workflow_steps"), {"id": workflow_id})
+            steps = await cur.fetchall()
+        out = _workflow_out(row)
+        out.steps = [wire.WorkflowStepOut(
+            name=s["step"], job_id=s["id"], type=s["type"], status=s["status"],
+            attempts=s["attempts"], depends_on=list(s["depends_on"] or ()),
+            started_at=s["started_at"], finished_at=s["finished_at"], result=s["result"],
+            last_error=s["last_error"]) for s in steps]
+        return out
+
+    async def list_workflows(self, *, status: str | None, before: uuid.UUID | None,
+                             take: int) -> wire.WorkflowPage:
+        rows = await self._all("list_workflows", {
+            "before": before, "id": None, "status": status, "limit": take + 1})
+        more = len(rows) > take
+        items = [_workflow_out(r) for r in rows[:take]]
+        return wire.WorkflowPage(items=items,
+                                 next_cursor=str(items[-1].id) if more and items else None)
+
+    async def cancel_workflow(self, workflow_id: uuid.UUID) -> wire.WorkflowOut:
+        """Cancel every step not finished (Running ones by their workers)."""
+        await self.get_workflow(workflow_id)  # NotFound
+        await self._all("cancel_workflow", {"id": workflow_id})
+        return await self.get_workflow(workflow_id)
 
     async def cancel(self, job_id: uuid.UUID) -> wire.JobOut:
         row = await self._one("cancel_job", {"id": job_id})

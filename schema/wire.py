@@ -216,6 +216,58 @@ class JobPage(msgspec.Struct, **_OUT):
     next_cursor: str | None
 
 
+MAX_WORKFLOW_STEPS = 10_000
+WorkflowStatus = Literal["Running", "Succeeded", "Failed"]
+
+
+class SubmitWorkflow(msgspec.Struct, **_IN):
+    """``POST /api/workflows``: named steps, each a job as ``POST /api/jobs`` takes it
+    (without ``cron`` and ``ref``), whose ``dependsOn`` names other steps."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    # (Step names are checked against REF_PATTERN by the route, so the 400 names them.)
+    steps: Annotated[dict[str, SubmitJob], Meta(min_length=1, max_length=MAX_WORKFLOW_STEPS)]
+
+
+class WorkflowCreated(msgspec.Struct, **_OUT):
+    id: uuid.UUID
+    name: str
+    steps: dict[str, uuid.UUID]  # step -> its job's id
+
+
+class WorkflowStepOut(msgspec.Struct, omit_defaults=True, **_OUT):
+    name: str
+    job_id: uuid.UUID
+    type: str
+    status: str
+    attempts: int
+    depends_on: list[str]
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    result: Any = None
+    last_error: str | None = None
+
+
+class WorkflowOut(msgspec.Struct, omit_defaults=True, **_OUT):
+    """A workflow: ``Running`` while a step is in an active status (Waiting included),
+    ``Succeeded`` when every step did, else ``Failed`` with ``failedSteps`` (those that
+    ended DeadLetter, or were Cancelled other than by a failed parent)."""
+
+    id: uuid.UUID
+    name: str
+    status: WorkflowStatus
+    created_at: dt.datetime
+    counts: dict[str, int]  # steps by status
+    failed_steps: list[str]
+    finished_at: dt.datetime | None = None
+    steps: list[WorkflowStepOut] | None = None  # one workflow's GET
+
+
+class WorkflowPage(msgspec.Struct, **_OUT):
+    items: list[WorkflowOut]
+    next_cursor: str | None
+
+
 class ScheduleOut(msgspec.Struct, **_OUT):
     id: uuid.UUID
     idempotency_key: str | None

@@ -37,6 +37,7 @@ from scheduler_core.web import (
     queues_api,
     schedules_api,
     worker_api,
+    workflows_api,
 )
 from scheduler_core.web.auth import Role
 from scheduler_core.web.openapi import (
@@ -117,6 +118,28 @@ ROUTES: tuple[Route, ...] = (
     Route("delete", "/api/schedules/<schedule_id>", "admin", schedules_api.delete_schedule,
           "deleteSchedule", "Delete (softly) a schedule", "schedules",
           {200: wire.ScheduleOut}, (400, 404, *DB), params=(ID,)),
+    # workflows
+    Route("post", "/api/workflows", "admin", workflows_api.create_workflow,
+          "createWorkflow", "Create a workflow: named steps and every job, at once",
+          "workflows", {201: wire.WorkflowCreated}, (400, 413, *DB),
+          body=wire.SubmitWorkflow,
+          description="Each step a job as `POST /api/jobs` takes it (no `cron`, no `ref`), "
+                      "its `dependsOn` naming other steps; errors name the step "
+                      "(`steps.load.dependsOn[0]`)."),
+    Route("get", "/api/workflows", "read", workflows_api.list_workflows,
+          "listWorkflows", "List workflows, newest first (keyset paging)", "workflows",
+          {200: wire.WorkflowPage}, (400, *DB), params=(
+              Param("status", "query", {"enum": ["Running", "Succeeded", "Failed"]},
+                    "Only this status."),
+              TAKE_JOBS,
+              Param("cursor", "query", UUID, "`nextCursor` of the previous page."))),
+    Route("get", "/api/workflows/<workflow_id>", "read", workflows_api.get_workflow,
+          "getWorkflow", "A workflow: its steps, their statuses, timings and results",
+          "workflows", {200: wire.WorkflowOut}, (400, 404, *DB), params=(ID,)),
+    Route("post", "/api/workflows/<workflow_id>/cancel", "admin",
+          workflows_api.cancel_workflow,
+          "cancelWorkflow", "Cancel every step not finished", "workflows",
+          {200: wire.WorkflowOut}, (400, 404, *DB), params=(ID,)),
     # queues
     Route("get", "/api/queues", "read", queues_api.list_queues,
           "listQueues", "Queues with settings, waiting or running jobs", "queues",
@@ -231,6 +254,7 @@ ROUTES: tuple[Route, ...] = (
 # Registered on an app in this order (observability's request timer runs first).
 BLUEPRINTS: tuple[Blueprint, ...] = (
     api.blueprint, schedules_api.blueprint, queues_api.blueprint, worker_api.blueprint,
+    workflows_api.blueprint,
     observability.blueprint, dashboard.blueprint, openapi.blueprint, auth.blueprint)
 
 # (METHOD, rule) -> the role web/auth.py's hook requires.

@@ -219,19 +219,19 @@ FOR NO KEY UPDATE;
 -- count, its depth and whether later items depend on it.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                   timeout_seconds, idempotency_key, concurrency_key, deps_open, dep_depth,
-                  has_dependents, last_error, finished_at)
+                  has_dependents, last_error, finished_at, workflow_id, step)
 SELECT t.id, t.type, t.payload,
        CASE WHEN t.status IS NOT NULL THEN t.status
             WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
        t.queue, t.priority, COALESCE(t.run_at, now()), t.max_attempts, t.timeout_seconds,
        t.idempotency_key, t.concurrency_key, t.deps_open, t.dep_depth,
        COALESCE(t.has_dependents, false), t.last_error,
-       CASE WHEN t.status = 'Cancelled' THEN now() END
+       CASE WHEN t.status = 'Cancelled' THEN now() END, t.workflow_id, t.step
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
           run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text,
           concurrency_key text, status text, deps_open int, dep_depth int,
-          has_dependents boolean, last_error text)
+          has_dependents boolean, last_error text, workflow_id uuid, step text)
 ORDER BY t.ord
 ON CONFLICT DO NOTHING
 RETURNING id, type, payload, status, queue, priority, run_at, attempts, max_attempts,
@@ -254,3 +254,65 @@ SELECT d.parent, d.open FROM job_deps d WHERE d.child = %(id)s ORDER BY d.parent
 -- name: job_children
 -- The jobs that depend on a job, oldest first (first 1,000).
 SELECT d.child FROM job_deps d WHERE d.parent = %(id)s ORDER BY d.child LIMIT 1000;
+
+-- name: insert_workflow
+INSERT INTO workflows (id, name, steps) VALUES (%(id)s, %(name)s, %(steps)s);
+
+-- name: get_workflow
+SELECT * FROM workflows WHERE id = %(id)s;
+
+-- name: workflow_steps
+-- A workflow's steps, with the steps each depends on (by name), in step name order.
+SELECT j.step, j.id, j.type, j.status, j.attempts, j.started_at, j.finished_at,
+       j.result, j.last_error,
+       ARRAY(SELECT p.step FROM job_deps d JOIN jobs p ON p.id = d.parent
+             WHERE d.child = j.id ORDER BY p.step) AS depends_on
+FROM jobs j
+WHERE j.workflow_id = %(id)s
+ORDER BY j.step;
+
+-- name: list_workflows
+-- Newest first, keyset-paged on the time-ordered id, each with its steps' counts by
+-- status (read through jobs_workflow), its failed steps and when its last step ended;
+-- %(status)s (NULL: any) filters on the status those give. The filter is applied to
+-- the workflows read in id order, so a rare status costs a longer walk.
+SELECT * FROM (
+    SELECT w.id, w.name, w.created_at, s.counts, s.failed, s.finished_at,
+           CASE WHEN s.active > 0 THEN 'Running'
+                WHEN s.succeeded = w.steps THEN 'Succeeded' ELSE 'Failed' END AS status
+    FROM workflows w
+    CROSS JOIN LATERAL (
+        SELECT jsonb_object_agg(c.status, c.n) AS counts,
+               coalesce(sum(c.n) FILTER (WHERE c.status IN
+                   ('Waiting', 'Scheduled', 'Pending', 'Running', 'Failed')), 0) AS active,
+               coalesce(sum(c.n) FILTER (WHERE c.status = 'Succeeded'), 0) AS succeeded,
+               (SELECT array_agg(f.step ORDER BY f.step) FROM jobs f
+                WHERE f.workflow_id = w.id AND (f.status = 'DeadLetter'
+                      OR (f.status = 'Cancelled'
+                          AND NOT starts_with(coalesce(f.last_error, ''), 'parent '))))
+                   AS failed,
+               (SELECT max(f.finished_at) FROM jobs f WHERE f.workflow_id = w.id)
+                   AS finished_at
+        FROM (SELECT j.status, count(*)::integer AS n FROM jobs j
+              WHERE j.workflow_id = w.id GROUP BY j.status) c
+    ) s
+    WHERE (%(before)s::uuid IS NULL OR w.id < %(before)s)
+      AND (%(id)s::uuid IS NULL OR w.id = %(id)s)
+    ORDER BY w.id DESC
+) x
+WHERE %(status)s::text IS NULL OR x.status = %(status)s
+LIMIT %(limit)s;
+
+-- name: cancel_workflow
+-- Every step not finished: Cancelled at once, or flagged for its worker when Running
+-- (as cancel_job, step by step).
+UPDATE jobs SET
+    status = CASE WHEN status = 'Running' THEN status ELSE 'Cancelled' END,
+    cancel_requested = true,
+    finished_at = CASE WHEN status = 'Running' THEN finished_at ELSE now() END,
+    last_error = CASE WHEN status = 'Running' THEN last_error
+                      ELSE 'the workflow was cancelled' END,
+    updated_at = now()
+WHERE workflow_id = %(id)s
+  AND status IN ('Waiting', 'Scheduled', 'Pending', 'Failed', 'Running')
+RETURNING id;

@@ -8,12 +8,13 @@
 -- The statement lives in the migrations (scheduler_claim, last in 0012): a limit
 -- needs a lock and then a fresh snapshot, which one plain statement cannot have.
 -- With each job, its parents' results (migration 0013; NULL for a job without parents:
--- one probe of an index that has no entry for it), by parent id, up to 64 KB of them
+-- one probe of an index that has no entry for it), by parent step name in a workflow,
+-- else parent id, up to 64 KB of them
 -- as JSON text (parents in id order; those past the bound are left out).
 SELECT c.id, c.type, c.payload, c.queue, c.timeout_seconds, c.max_attempts, c.run_at,
        c.attempt, c.run_id, c.lease_token, c.lease_expires_at,
-       (SELECT jsonb_object_agg(x.parent::text, x.result)
-        FROM (SELECT d.parent, p.result,
+       (SELECT jsonb_object_agg(x.name, x.result)
+        FROM (SELECT d.parent, coalesce(p.step, d.parent::text) AS name, p.result,
                      sum(octet_length(p.result::text)) OVER (ORDER BY d.parent) AS upto
               FROM job_deps d JOIN jobs p ON p.id = d.parent
               WHERE d.child = c.id AND p.status = 'Succeeded'

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="needs the 
 
 def the_curl() -> list[str]:
     section = README.read_text().split("### Jobs that depend on jobs", 1)[1].split("\n### ", 1)[0]
-    [block] = re.findall(r"```bash\n(.*?)```", section, re.S)
+    block = re.findall(r"```bash\n(.*?)```", section, re.S)[0]  # the first: the batch
     [line] = [shlex.split(line) for line in block.splitlines() if line.startswith("curl ")]
     return line
 

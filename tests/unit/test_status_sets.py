@@ -29,6 +29,8 @@ NAMED_SETS: dict[str, frozenset[str]] = {
 # Where the SQL lists statuses, and the set each list must equal, in order of appearance.
 EXPECTED: dict[str, list[str]] = {
     "queries/jobs.sql:cancel_job": ["ACTIVE"],
+    "queries/jobs.sql:cancel_workflow": ["ACTIVE"],
+    "queries/jobs.sql:list_workflows": ["ACTIVE"],
     "queries/jobs.sql:retry_job": ["RETRYABLE"],
     "queries/jobs.sql:promote_due": ["DUE_LATER"],
     "queries/jobs.sql:next_due_in": ["DUE_LATER", "WAITING"],
