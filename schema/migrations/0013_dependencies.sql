@@ -52,11 +52,20 @@ CREATE INDEX IF NOT EXISTS job_deps_child ON job_deps (child, parent);
 CREATE OR REPLACE FUNCTION scheduler_deps_close(p_parents uuid[], p_policy text)
 RETURNS integer
 LANGUAGE sql VOLATILE AS $$
-    WITH e AS (
+    -- On success (p_policy NULL) the edges are not written: a Succeeded parent never
+    -- ends again (it cannot be retried or cancelled), so its edges stay "open" in the
+    -- table and readers take a Succeeded parent as done (job_parents). A failure's
+    -- edges are closed, so a retry of the parent does not settle them twice.
+    WITH closed AS (
         UPDATE job_deps d SET open = false
-        WHERE d.parent = ANY(p_parents) AND d.open
-          AND (p_policy IS NULL OR d.on_failure = p_policy)
+        WHERE p_policy IS NOT NULL AND d.parent = ANY(p_parents) AND d.open
+          AND d.on_failure = p_policy
         RETURNING d.child
+    ), e AS (
+        SELECT closed.child FROM closed
+        UNION ALL
+        SELECT d.child FROM job_deps d
+        WHERE p_policy IS NULL AND d.parent = ANY(p_parents) AND d.open
     ), c AS (
         SELECT e.child, count(*)::integer AS n FROM e GROUP BY e.child
     ), u AS (

@@ -248,8 +248,13 @@ SELECT * FROM unnest(%(parents)s::uuid[], %(children)s::uuid[], %(policies)s::te
 ON CONFLICT DO NOTHING;
 
 -- name: job_parents
--- A job's parents, whether each is still open, oldest first (first 1,000).
-SELECT d.parent, d.open FROM job_deps d WHERE d.child = %(id)s ORDER BY d.parent LIMIT 1000;
+-- A job's parents, whether each is still open, oldest first (first 1,000). A parent
+-- that Succeeded is done: its edges are not rewritten then (scheduler_deps_close).
+SELECT d.parent, d.open AND p.status <> 'Succeeded' AS open
+FROM job_deps d JOIN jobs p ON p.id = d.parent
+WHERE d.child = %(id)s
+ORDER BY d.parent
+LIMIT 1000;
 
 -- name: job_children
 -- The jobs that depend on a job, oldest first (first 1,000).
