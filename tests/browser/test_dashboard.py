@@ -108,8 +108,8 @@ def test_the_status_cards_and_filter_show_the_servers_statuses_unfinished_first(
     terminal = set(meta["terminalStatuses"])
     expected = ([s for s in meta["statuses"] if s not in terminal]
                 + [s for s in meta["statuses"] if s in terminal])
-    assert ["Scheduled", "Pending", "Running", "Failed", "Succeeded", "DeadLetter",
-            "Cancelled"] == expected  # the order the dashboard always showed
+    assert ["Waiting", "Scheduled", "Pending", "Running", "Failed", "Succeeded",
+            "DeadLetter", "Cancelled"] == expected  # Waiting (dependsOn) first
     page = dashboard.open("#/")
     cards = page.get_by_role("region", name="Jobs by status").get_by_role("link")
     expect(cards).to_have_count(len(expected))
