@@ -205,20 +205,10 @@ class Parent(msgspec.Struct, frozen=True, kw_only=True):
     on_failure: str = "cancel"
 
 
-class _DependentRow(msgspec.Struct):
-    """One job of the ``insert_dependent_jobs`` statement's JSON array."""
+class _DependentRow(_InsertRow):
+    """One job of the ``insert_dependent_jobs`` statement's JSON array: an insert_jobs
+    row and what a dependent submission decides about it."""
 
-    ord: int
-    id: uuid.UUID
-    type: str
-    payload: dict[str, Any]
-    queue: str
-    priority: int
-    run_at: dt.datetime | None
-    max_attempts: int
-    timeout_seconds: int
-    idempotency_key: str | None
-    concurrency_key: str | None
     status: str | None
     deps_open: int | None
     dep_depth: int | None

@@ -7,28 +7,18 @@ a real worker process where handlers must run; waits are polls with deadlines.""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.integration import test_dependencies as deps
 from tests.integration.test_dependencies import FAST, HANDLERS, run_one
-from tests.support import Coordinator, HandWorker, Worker, query, running_coordinator, wait_until
+from tests.support import Coordinator, HandWorker, Worker, query, wait_until
 
-
-@pytest.fixture(scope="module")
-def api(module_dsn: str) -> Iterator[Coordinator]:
-    with running_coordinator(module_dsn, env={"SCHEDULER_CLAIM_WAIT_SECONDS": "5",
-                                              **FAST, **HANDLERS}) as c:
-        yield c
-
-
-@pytest.fixture
-def hand(api: Coordinator) -> Iterator[HandWorker]:
-    w = HandWorker(api.url).register(capacity=50)
-    yield w
-    w.close()
+# The same coordinator (with the dependency tests' handlers) and hand worker fixtures.
+api = deps.api
+hand = deps.hand
 
 
 def new_queue() -> str:
