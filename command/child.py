@@ -79,7 +79,9 @@ def handle(request: bytes, registry: Registry, data_dir: str) -> bytes:
     try:
         job = decode_request(request)
         ctx = RunContext(job_id=job.job_id, attempt=job.attempt, data_dir=data_dir,
-                         parent_results=job.parent_results or {})
+                         parent_results=job.parent_results or {},
+                         parent_ids=job.parent_ids or (),
+                         parent_counts=job.parent_counts or {})
         result = registry.run(job.type, job.payload, ctx)
     except msgspec.DecodeError as exc:
         return _failure(exc, permanent=True)

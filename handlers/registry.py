@@ -29,7 +29,7 @@ import functools
 import inspect
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NoReturn, TypeVar, cast
 
@@ -126,13 +126,17 @@ class RunContext:
 
     ``data_dir`` is the worker's data folder, the only place ``file_write`` may write.
     ``parent_results``: the results of the jobs this one depended on (``dependsOn``),
-    by parent job id, those that returned one, about 64 KB of them at most.
+    by step name in a workflow, else by parent job id, those that returned one, 64 KB
+    of them at most; ``parent_ids`` and ``parent_counts`` (by status) name them all.
     """
 
     job_id: str
     attempt: int
     data_dir: str
     parent_results: Mapping[str, Any] = field(default_factory=dict)
+    # The parents' ids, and how many ended in each status: a batch callback's members.
+    parent_ids: Sequence[str] = ()
+    parent_counts: Mapping[str, int] = field(default_factory=dict)
 
     def backoff(self, seconds: float, message: str = "") -> NoReturn:
         """The remote said slow down: stop this run and try the job again later.

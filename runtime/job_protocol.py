@@ -132,6 +132,8 @@ class Request(msgspec.Struct, rename="camel", omit_defaults=True):
     job_id: str = ""
     attempt: int = 1
     parent_results: dict[str, Any] | None = None
+    parent_ids: list[str] | None = None
+    parent_counts: dict[str, int] | None = None
 
 
 class Reply(msgspec.Struct, omit_defaults=True):

@@ -113,6 +113,17 @@ def job_out(row: dict[str, Any], runs: Sequence[dict[str, Any]] | None = None) -
     return job
 
 
+def _parents_of(parents: dict[str, Any] | None) -> dict[str, Any]:
+    """A claimed job's parents (claim_jobs' ``parents``) as ClaimedJob's fields."""
+    if parents is None:
+        return {}
+    counts: dict[str, int] = {}
+    for status in parents["statuses"]:
+        counts[status] = counts.get(status, 0) + 1
+    return {"parent_results": parents["results"], "parent_ids": parents["ids"],
+            "parent_counts": counts}
+
+
 def _submitted(row: dict[str, Any], created: bool) -> wire.SubmittedJob:
     return wire.SubmittedJob(**{f: row[f] for f in _JOB_FIELDS}, created=created)
 
@@ -194,6 +205,7 @@ class NewJob(msgspec.Struct, kw_only=True):
     parents: list[Parent] | None = None  # dependsOn (submit_dependent)
     workflow_id: uuid.UUID | None = None  # a workflow's step (create_workflow)
     step: str | None = None
+    run_if: str | None = None  # "any_failed": a batch's onFailure callback
 
 
 class Parent(msgspec.Struct, frozen=True, kw_only=True):
@@ -216,6 +228,8 @@ class _DependentRow(_InsertRow):
     last_error: str | None
     workflow_id: uuid.UUID | None
     step: str | None
+    deps_failed: int | None
+    run_if: str | None
 
 
 _ENDED_BADLY = (wire.JobStatus.DEAD_LETTER, wire.JobStatus.CANCELLED)
@@ -550,7 +564,7 @@ class Store:
                     continue
                 if key is not None:
                     first_of_key[key] = i
-                depth, still_open, cancelled_by = 0, 0, None
+                depth, still_open, failed, cancelled_by = 0, 0, 0, None
                 for pos, parent in enumerate(job.parents or ()):
                     if parent.item is not None:
                         pid, pstatus, pdepth = state[parent.item]
@@ -567,11 +581,14 @@ class Store:
                         if parent.on_failure == "cancel" and cancelled_by is None:
                             cancelled_by = f"parent {pid} ended {pstatus}"
                         is_open = parent.on_failure == "wait"
+                        failed += parent.on_failure == "run"
                     still_open += is_open
                     edges.append((pid, new_ids[i], parent.on_failure, is_open))
                 if depth > wire.MAX_DEPTH:
                     raise TooDeep(i, depth)
                 status: str | None = None
+                if job.run_if == "any_failed" and not still_open and not failed:
+                    cancelled_by = "every member of its batch succeeded: no onFailure"
                 if cancelled_by is not None:
                     status = wire.JobStatus.CANCELLED
                 elif still_open:
@@ -581,7 +598,8 @@ class Store:
                     len(rows), new_ids[i], job.type, job.payload, job.queue, job.priority,
                     job.run_at, job.max_attempts, job.timeout_seconds, key,
                     job.concurrency_key, status, still_open if job.parents else None,
-                    depth or None, i in referenced, cancelled_by, job.workflow_id, job.step))
+                    depth or None, i in referenced, cancelled_by, job.workflow_id, job.step,
+                    failed or None, job.run_if))
             # Lock order as insert_jobs_params: by concurrency key, then idempotency key.
             rows.sort(key=lambda r: (r.concurrency_key is not None, r.concurrency_key or "",
                                      r.idempotency_key is not None, r.idempotency_key or ""))
@@ -719,7 +737,7 @@ class Store:
             lease_expires_at=r["lease_expires_at"], type=r["type"], payload=r["payload"],
             queue=r["queue"], attempt=r["attempt"], max_attempts=r["max_attempts"],
             timeout_seconds=r["timeout_seconds"], run_at=r["run_at"],
-            parent_results=r["parent_results"]) for r in rows]
+            **_parents_of(r["parents"])) for r in rows]
 
     async def complete(self, items: Sequence[wire.Completion], *,
                        worker_id: str) -> list[CompletedRun]:

@@ -129,11 +129,22 @@ class SubmitJob(msgspec.Struct, **_IN):
 MAX_BATCH_JOBS = 1000
 
 
+class BatchCallbacks(msgspec.Struct, **_IN):
+    """Jobs a batch runs once its last member has ended: ``onFinish`` whatever the
+    members' outcomes, ``onSuccess`` only if every one Succeeded, ``onFailure`` only if
+    one did not. Each sees the members in ``ctx.parent_ids`` / ``ctx.parent_counts``."""
+
+    on_finish: SubmitJob | None = None
+    on_success: SubmitJob | None = None
+    on_failure: SubmitJob | None = None
+
+
 class SubmitBatch(msgspec.Struct, **_IN):
     """``POST /api/jobs/batch``: up to 1000 jobs, each as ``POST /api/jobs`` takes it
-    (without ``cron``); all are written or none."""
+    (without ``cron``); all are written or none. ``batch``: its callbacks."""
 
     jobs: Annotated[list[SubmitJob], Meta(min_length=1, max_length=MAX_BATCH_JOBS)]
+    batch: BatchCallbacks | None = None
 
 
 class RetryJob(msgspec.Struct, **_IN):
@@ -207,8 +218,9 @@ class SubmittedJob(JobOut, omit_defaults=True, rename="camel", kw_only=True):
     created: bool
 
 
-class SubmittedBatch(msgspec.Struct, **_OUT):
+class SubmittedBatch(msgspec.Struct, omit_defaults=True, **_OUT):
     items: list[SubmittedJob]
+    callbacks: dict[str, SubmittedJob] | None = None  # "onFinish" -> its job
 
 
 class JobPage(msgspec.Struct, **_OUT):
@@ -380,6 +392,9 @@ class ClaimedJob(msgspec.Struct, omit_defaults=True, **_OUT):
     # The results of the parents it depended on (dependsOn), by parent id: about 64 KB
     # at most (RunContext.parent_results).
     parent_results: dict[str, Any] | None = None
+    # Its parents' ids and how many ended in each status (a batch callback's members).
+    parent_ids: list[str] | None = None
+    parent_counts: dict[str, int] | None = None
 
 
 class ClaimReply(msgspec.Struct, **_OUT):

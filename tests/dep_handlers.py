@@ -1,6 +1,7 @@
 """Job types for the dependency tests, loaded with ``--handlers tests.dep_handlers``.
 
-``emit``: returns ``{"value": payload.value}``. ``gather`` (in a job process) and
+``emit``: returns ``{"value": payload.value}``. ``report``: a batch callback's members
+(``ctx.parent_ids``, ``ctx.parent_counts``). ``gather`` (in a job process) and
 ``gather_inline`` (in the worker): return the ``ctx.parent_results`` they were given.
 """
 
@@ -34,3 +35,9 @@ def gather(payload: NoPayload, ctx: RunContext) -> dict[str, Any]:
 @REGISTRY.handler("gather_inline", payload=NoPayload, inline=True)
 async def gather_inline(payload: NoPayload, ctx: RunContext) -> dict[str, Any]:
     return {"parents": dict(ctx.parent_results)}
+
+
+@REGISTRY.handler("report", payload=NoPayload, inline=True)
+async def report(payload: NoPayload, ctx: RunContext) -> dict[str, Any]:
+    """A batch callback's view of its members."""
+    return {"ids": list(ctx.parent_ids), "counts": dict(ctx.parent_counts)}

@@ -212,13 +212,22 @@ async def submit_batch() -> Response:
             where = exc.body.field
             exc.body.field = f"jobs[{i}].{where}" if where else f"jobs[{i}]"
             raise
-    if any(j.parents for j in jobs):
+    callbacks = _callbacks(ctx, body, len(jobs))
+    callback_items: dict[str, wire.SubmittedJob] | None = None
+    if callbacks or any(j.parents for j in jobs):
         try:
-            items = await ctx.store.submit_dependent(jobs)
+            items = await ctx.store.submit_dependent(jobs + [job for _, job in callbacks])
         except UnknownParent as exc:
             raise _unknown_parent(exc, True) from None
         except TooDeep as exc:
             raise _too_deep(exc, True) from None
+        if callbacks:
+            callback_items = dict(zip([name for name, _ in callbacks], items[len(jobs):],
+                                      strict=True))
+            items = items[:len(jobs)]
+            for job in callback_items.values():
+                if job.created:
+                    JOBS_SUBMITTED.labels(job.type).inc()
     else:
         items = await ctx.store.submit_many(jobs)
     created: dict[str, int] = {}
@@ -227,7 +236,51 @@ async def submit_batch() -> Response:
             created[job.type] = created.get(job.type, 0) + 1
     for job_type, n in created.items():
         JOBS_SUBMITTED.labels(job_type).inc(n)
-    return json_response(wire.SubmittedBatch(items=items), 201 if created else 200)
+    return json_response(wire.SubmittedBatch(items=items, callbacks=callback_items),
+                         201 if created or callback_items else 200)
+
+
+# A batch's callbacks: (its name in the answer, the policy of its edges to the
+# members, its release condition).
+_CALLBACKS = (("onFinish", "run", None), ("onSuccess", "cancel", None),
+              ("onFailure", "run", "any_failed"))
+
+
+def _callbacks(ctx: AppContext, body: wire.SubmitBatch,
+               members: int) -> list[tuple[str, NewJob]]:
+    """The batch's callback jobs, each depending on every member (docs/decisions/0021:
+    released once the last member has ended, exactly once, by the same trigger)."""
+    if body.batch is None:
+        return []
+    out = []
+    for name, policy, run_if in _CALLBACKS:
+        attr = {"onFinish": "on_finish", "onSuccess": "on_success",
+                "onFailure": "on_failure"}[name]
+        item: wire.SubmitJob | None = getattr(body.batch, attr)
+        if item is None:
+            continue
+        try:
+            for field, value in (("cron", item.cron), ("dependsOn", item.depends_on),
+                                 ("ref", item.ref),
+                                 ("onParentFailure", item.on_parent_failure)):
+                if value is not None:
+                    raise ApiError(400, "validation_error",
+                                   f"a batch callback takes no {field}: it depends on every "
+                                   "member of the batch", field)
+            payload = _validate_payload(ctx, item.type, item.payload)
+            max_attempts, timeout, queue, priority = _defaults(ctx, item.type, item)
+            job = _new_job(item, payload, max_attempts, timeout, queue, priority)
+        except ApiError as exc:
+            where = exc.body.field
+            exc.body.field = f"batch.{name}.{where}" if where else f"batch.{name}"
+            raise
+        job.parents = [Parent(item=i, on_failure=policy) for i in range(members)]
+        job.run_if = run_if
+        out.append((name, job))
+    if not out:
+        raise ApiError(400, "validation_error",
+                       "batch takes at least one of onFinish, onSuccess, onFailure", "batch")
+    return out
 
 
 async def _submit_schedule(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,

@@ -175,7 +175,9 @@ class Executors:
             else:
                 request = encode_request(Request(type=job.type, payload=job.payload,
                                                  job_id=str(job.job_id), attempt=job.attempt,
-                                                 parent_results=job.parent_results))
+                                                 parent_results=job.parent_results,
+                                                 parent_ids=job.parent_ids,
+                                                 parent_counts=job.parent_counts))
                 try:
                     raw = await self.pool.call(request, timeout=job.timeout_seconds)
                     reply = decode_reply(raw)
@@ -229,7 +231,9 @@ class Executors:
                 value = self.registry.validate(job.type, job.payload)
                 ctx = RunContext(job_id=str(job.job_id), attempt=job.attempt,
                                  data_dir=self.data_dir,
-                                 parent_results=job.parent_results or {})
+                                 parent_results=job.parent_results or {},
+                                 parent_ids=job.parent_ids or (),
+                                 parent_counts=job.parent_counts or {})
                 returned = await cast(Awaitable[object], spec.fn(value, ctx))
             except RateLimited as exc:  # not a failure: the job waits again
                 return _rate_limited(exc.retry_after, exc.reason)

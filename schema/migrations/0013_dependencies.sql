@@ -35,6 +35,12 @@ $$;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS deps_open integer;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS dep_depth integer;
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS has_dependents boolean NOT NULL DEFAULT false;
+-- Parents that ended DeadLetter or Cancelled and counted as done (policy run), and for a
+-- batch's onFailure callback ('any_failed') the condition of its release: released
+-- with nothing failed, it is Cancelled instead.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS deps_failed integer;
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS run_if text
+    CHECK (run_if IS NULL OR run_if = 'any_failed');
 
 -- The edges, kept after they are done (the job page shows parents and children).
 CREATE TABLE IF NOT EXISTS job_deps (
@@ -71,10 +77,27 @@ LANGUAGE sql VOLATILE AS $$
     ), u AS (
         -- (Decided on the row as updated: a concurrent end of another parent of the
         -- same child is seen here once its transaction commits.)
+        -- A batch's onFailure callback released with no failed member is Cancelled.
         UPDATE jobs j SET
             deps_open = GREATEST(j.deps_open - c.n, 0),
+            deps_failed = coalesce(j.deps_failed, 0)
+                          + CASE WHEN p_policy IS NULL THEN 0 ELSE c.n END,
             status = CASE WHEN j.status <> 'Waiting' OR j.deps_open - c.n > 0 THEN j.status
+                          WHEN j.run_if = 'any_failed' AND coalesce(j.deps_failed, 0)
+                               + CASE WHEN p_policy IS NULL THEN 0 ELSE c.n END = 0
+                              THEN 'Cancelled'
                           WHEN j.run_at > now() THEN 'Scheduled' ELSE 'Pending' END,
+            finished_at = CASE WHEN j.status = 'Waiting' AND j.deps_open - c.n <= 0
+                                    AND j.run_if = 'any_failed'
+                                    AND coalesce(j.deps_failed, 0)
+                                        + CASE WHEN p_policy IS NULL THEN 0 ELSE c.n END = 0
+                               THEN now() ELSE j.finished_at END,
+            last_error = CASE WHEN j.status = 'Waiting' AND j.deps_open - c.n <= 0
+                                   AND j.run_if = 'any_failed'
+                                   AND coalesce(j.deps_failed, 0)
+                                       + CASE WHEN p_policy IS NULL THEN 0 ELSE c.n END = 0
+                              THEN 'every member of its batch succeeded: no onFailure'
+                              ELSE j.last_error END,
             run_at = CASE WHEN j.status = 'Waiting' AND j.deps_open - c.n <= 0
                           THEN GREATEST(j.run_at, now()) ELSE j.run_at END,
             updated_at = now()

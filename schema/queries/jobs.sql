@@ -219,19 +219,22 @@ FOR NO KEY UPDATE;
 -- count, its depth and whether later items depend on it.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                   timeout_seconds, idempotency_key, concurrency_key, deps_open, dep_depth,
-                  has_dependents, last_error, finished_at, workflow_id, step)
+                  has_dependents, last_error, finished_at, workflow_id, step, deps_failed,
+                  run_if)
 SELECT t.id, t.type, t.payload,
        CASE WHEN t.status IS NOT NULL THEN t.status
             WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
        t.queue, t.priority, COALESCE(t.run_at, now()), t.max_attempts, t.timeout_seconds,
        t.idempotency_key, t.concurrency_key, t.deps_open, t.dep_depth,
        COALESCE(t.has_dependents, false), t.last_error,
-       CASE WHEN t.status = 'Cancelled' THEN now() END, t.workflow_id, t.step
+       CASE WHEN t.status = 'Cancelled' THEN now() END, t.workflow_id, t.step,
+       t.deps_failed, t.run_if
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
           run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text,
           concurrency_key text, status text, deps_open int, dep_depth int,
-          has_dependents boolean, last_error text, workflow_id uuid, step text)
+          has_dependents boolean, last_error text, workflow_id uuid, step text,
+          deps_failed int, run_if text)
 ORDER BY t.ord
 ON CONFLICT DO NOTHING
 RETURNING id, type, payload, status, queue, priority, run_at, attempts, max_attempts,

@@ -7,19 +7,24 @@
 -- paused queues are skipped and per-queue concurrency limits hold across the cluster.
 -- The statement lives in the migrations (scheduler_claim, last in 0012): a limit
 -- needs a lock and then a fresh snapshot, which one plain statement cannot have.
--- With each job, its parents' results (migration 0013; NULL for a job without parents:
--- one probe of an index that has no entry for it), by parent step name in a workflow,
--- else parent id, up to 64 KB of them
--- as JSON text (parents in id order; those past the bound are left out).
+-- With each job that has parents (migration 0013; NULL for one without: one probe of
+-- an index that has no entry for it), its parents: their ids and statuses in id order,
+-- and the results of those that Succeeded with one, by step name in a workflow, else
+-- by id, up to 64 KB of them as JSON text (those past the bound are left out).
 SELECT c.id, c.type, c.payload, c.queue, c.timeout_seconds, c.max_attempts, c.run_at,
        c.attempt, c.run_id, c.lease_token, c.lease_expires_at,
-       (SELECT jsonb_object_agg(x.name, x.result)
+       (SELECT CASE WHEN count(*) > 0 THEN jsonb_build_object(
+                   'results', coalesce(jsonb_object_agg(x.name, x.result)
+                                       FILTER (WHERE x.upto <= 65536 AND x.shown), '{}'),
+                   'ids', jsonb_agg(x.parent ORDER BY x.parent),
+                   'statuses', jsonb_agg(x.status ORDER BY x.parent)) END
         FROM (SELECT d.parent, coalesce(p.step, d.parent::text) AS name, p.result,
-                     sum(octet_length(p.result::text)) OVER (ORDER BY d.parent) AS upto
+                     p.status, p.status = 'Succeeded' AND p.result IS NOT NULL AS shown,
+                     sum(CASE WHEN p.status = 'Succeeded' AND p.result IS NOT NULL
+                              THEN octet_length(p.result::text) ELSE 0 END)
+                         OVER (ORDER BY d.parent) AS upto
               FROM job_deps d JOIN jobs p ON p.id = d.parent
-              WHERE d.child = c.id AND p.status = 'Succeeded'
-                AND p.result IS NOT NULL) x
-        WHERE x.upto <= 65536) AS parent_results
+              WHERE d.child = c.id) x) AS parents
 FROM scheduler_claim(%(worker_id)s::text, %(queues)s::text[], %(limit)s::integer,
                      %(lease_seconds)s::float8) c;
 
