@@ -141,6 +141,20 @@ def _too_deep(exc: TooDeep, jobs_prefix: bool) -> ApiError:
     return ApiError(400, "validation_error", str(exc), f"{where}dependsOn")
 
 
+def job_of(ctx: AppContext, item: wire.SubmitJob, where: str) -> NewJob:
+    """The job a batch item, a callback or a workflow step describes, validated as
+    ``POST /api/jobs`` validates one; an error's field is prefixed with ``where``
+    (``jobs[3]``, ``batch.onFinish``, ``steps.load``)."""
+    try:
+        payload = _validate_payload(ctx, item.type, item.payload)
+        max_attempts, timeout, queue, priority = _defaults(ctx, item.type, item)
+        return _new_job(item, payload, max_attempts, timeout, queue, priority)
+    except ApiError as exc:
+        field = exc.body.field
+        exc.body.field = f"{where}.{field}" if field else where
+        raise
+
+
 async def submit_job() -> Response:
     body: wire.SubmitJob = await read_body(wire.SubmitJob)
     ctx = context(current_app)
@@ -259,21 +273,13 @@ def _callbacks(ctx: AppContext, body: wire.SubmitBatch,
         item: wire.SubmitJob | None = getattr(body.batch, attr)
         if item is None:
             continue
-        try:
-            for field, value in (("cron", item.cron), ("dependsOn", item.depends_on),
-                                 ("ref", item.ref),
-                                 ("onParentFailure", item.on_parent_failure)):
-                if value is not None:
-                    raise ApiError(400, "validation_error",
-                                   f"a batch callback takes no {field}: it depends on every "
-                                   "member of the batch", field)
-            payload = _validate_payload(ctx, item.type, item.payload)
-            max_attempts, timeout, queue, priority = _defaults(ctx, item.type, item)
-            job = _new_job(item, payload, max_attempts, timeout, queue, priority)
-        except ApiError as exc:
-            where = exc.body.field
-            exc.body.field = f"batch.{name}.{where}" if where else f"batch.{name}"
-            raise
+        for field, value in (("cron", item.cron), ("dependsOn", item.depends_on),
+                             ("ref", item.ref), ("onParentFailure", item.on_parent_failure)):
+            if value is not None:
+                raise ApiError(400, "validation_error",
+                               f"a batch callback takes no {field}: it depends on every "
+                               "member of the batch", f"batch.{name}.{field}")
+        job = job_of(ctx, item, f"batch.{name}")
         job.parents = [Parent(item=i, on_failure=policy) for i in range(members)]
         job.run_if = run_if
         out.append((name, job))

@@ -20,7 +20,7 @@ from quart import Blueprint, Response, current_app
 
 from scheduler_core.schema import wire
 from scheduler_core.schema.store import NewJob, Parent, TooDeep, uuid7
-from scheduler_core.web.api import _defaults, _new_job, _validate_payload
+from scheduler_core.web.api import job_of
 from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import ApiError
 from scheduler_core.web.inputs import parse_id, parse_take, query_args, read_body
@@ -103,15 +103,7 @@ async def create_workflow() -> Response:
     workflow_id = uuid7()
     jobs: list[NewJob] = []
     for name in order:
-        step = body.steps[name]
-        try:
-            payload = _validate_payload(ctx, step.type, step.payload)
-            max_attempts, timeout, queue, priority = _defaults(ctx, step.type, step)
-            job = _new_job(step, payload, max_attempts, timeout, queue, priority)
-        except ApiError as exc:
-            where = exc.body.field
-            exc.body.field = f"steps.{name}.{where}" if where else f"steps.{name}"
-            raise
+        job = job_of(ctx, body.steps[name], f"steps.{name}")
         job.parents = [Parent(item=index[p], on_failure=policy) for p, policy in edges[name]]
         job.workflow_id, job.step = workflow_id, name
         jobs.append(job)
