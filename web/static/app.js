@@ -10,7 +10,8 @@
  *   list.js     the base of the list pages; detail.js that of the one-thing pages
  *   view-*.js   one module per view
  *
- * Live data re-reads the jobs list, a job and the schedules when a snapshot arrives.
+ * Live data re-reads the jobs list, a job, the schedules and the workflows when a
+ * snapshot arrives.
  * Every write goes through the public API. The modules sit side by side in web/static/
  * (no sub-folder): the wheel ships `static/*` and the API document lists those files.
  */
@@ -25,10 +26,13 @@ import { OverviewView } from "./view-overview.js";
 import { QueuesView } from "./view-queues.js";
 import { ScheduleView } from "./view-schedule.js";
 import { SchedulesView } from "./view-schedules.js";
+import { WorkflowView } from "./view-workflow.js";
+import { WorkflowsView } from "./view-workflows.js";
 
 const VIEWS = {
   overview: OverviewView, jobs: JobsView, job: JobView,
   schedules: SchedulesView, schedule: ScheduleView, queues: QueuesView,
+  workflows: WorkflowsView, workflow: WorkflowView,
 };
 
 const logout = document.getElementById("logout");

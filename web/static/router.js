@@ -1,5 +1,5 @@
 /* Hash routes: #/ overview, #/jobs?status=&type=&queue=, #/jobs/<id>, #/queues,
- * #/schedules, #/schedules/<id>. A route names a view (a class the entry module
+ * #/schedules, #/schedules/<id>, #/workflows?status=, #/workflows/<id>. A route names a view (a class the entry module
  * passes to `start`); the current one is left, the new one entered. */
 
 import { state } from "./state.js";
@@ -7,7 +7,7 @@ import { state } from "./state.js";
 /* The navigation link (data-nav) each view lights up. */
 const SECTIONS = {
   overview: "overview", jobs: "jobs", job: "jobs", schedules: "schedules",
-  schedule: "schedules", queues: "queues",
+  schedule: "schedules", queues: "queues", workflows: "workflows", workflow: "workflows",
 };
 
 let views = {};
@@ -22,6 +22,8 @@ export function parseRoute() {
   if (parts[0] === "schedules" && parts[1]) return { name: "schedule", id: decodeURIComponent(parts[1]), params };
   if (parts[0] === "schedules") return { name: "schedules", params };
   if (parts[0] === "queues") return { name: "queues", params };
+  if (parts[0] === "workflows" && parts[1]) return { name: "workflow", id: decodeURIComponent(parts[1]), params };
+  if (parts[0] === "workflows") return { name: "workflows", params };
   return { name: "overview", params };
 }
 
