@@ -156,6 +156,14 @@ class SubmitOptions(TypedDict, total=False):
     concurrency_key: str | None
     """The job's flow-control key (a tenant, a customer; 1 to 200 characters): its
     queue's per-key limits (``key_concurrency_limit``, ``key_rate_limits``) apply to it."""
+    depends_on: Sequence[str | int | Mapping[str, Any]] | None
+    """Jobs this one waits for (job ids; in a batch also an earlier item's index or
+    ``ref``; ``{"job": ..., "onParentFailure": "run"}`` for a policy of its own)."""
+    on_parent_failure: str | None
+    """When a parent ends DeadLetter or Cancelled: ``cancel`` (the default), ``run`` or
+    ``wait``."""
+    ref: str | None
+    """A batch item's name, for the items after it (``depends_on``)."""
 
 
 class BatchJob(SubmitOptions, total=False):

@@ -200,6 +200,24 @@ def test_a_child_gets_its_parents_results_in_its_context(
     assert {ids[3]: {"value": 4}} == job(http, ids[5])["result"]["parents"]
 
 
+def test_the_python_client_submits_dependents(
+        api: Coordinator, http: httpx.Client, hand: HandWorker) -> None:
+    from scheduler_core.client import Client
+
+    queue = new_queue()
+    with Client(api.url) as client:
+        parent = client.submit("noop", queue=queue)
+        child = client.submit("noop", queue=queue, depends_on=[parent["id"]],
+                              on_parent_failure="wait")
+        batch = client.submit_batch([
+            {"type": "noop", "queue": queue, "ref": "first"},
+            {"type": "noop", "queue": queue, "depends_on": ["first", parent["id"]]}])
+    assert ("Waiting", "Waiting") == (child["status"], batch[1]["status"])
+    assert sorted([parent["id"], batch[0]["id"]]) == job(http, batch[1]["id"])["dependsOn"]
+    run_one(hand, queue)  # the parent (the oldest)
+    assert "Pending" == status(http, child["id"])
+
+
 # -- failure policies --------------------------------------------------------------------
 
 
