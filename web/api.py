@@ -6,7 +6,9 @@ validation happens completely before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import prometheus_client
@@ -141,18 +143,25 @@ def _too_deep(exc: TooDeep, jobs_prefix: bool) -> ApiError:
     return ApiError(400, "validation_error", str(exc), f"{where}dependsOn")
 
 
-def job_of(ctx: AppContext, item: wire.SubmitJob, where: str) -> NewJob:
-    """The job a batch item, a callback or a workflow step describes, validated as
-    ``POST /api/jobs`` validates one; an error's field is prefixed with ``where``
-    (``jobs[3]``, ``batch.onFinish``, ``steps.load``)."""
+@contextlib.contextmanager
+def fields_under(where: str) -> Iterator[None]:
+    """Prefix the field of an ApiError raised in the block with ``where`` (``jobs[3]``,
+    ``batch.onFinish``, ``steps.load``)."""
     try:
-        payload = _validate_payload(ctx, item.type, item.payload)
-        max_attempts, timeout, queue, priority = _defaults(ctx, item.type, item)
-        return _new_job(item, payload, max_attempts, timeout, queue, priority)
+        yield
     except ApiError as exc:
         field = exc.body.field
         exc.body.field = f"{where}.{field}" if field else where
         raise
+
+
+def job_of(ctx: AppContext, item: wire.SubmitJob, where: str) -> NewJob:
+    """The job a batch item, a callback or a workflow step describes, validated as
+    ``POST /api/jobs`` validates one; an error's field is prefixed with ``where``."""
+    with fields_under(where):
+        payload = _validate_payload(ctx, item.type, item.payload)
+        max_attempts, timeout, queue, priority = _defaults(ctx, item.type, item)
+        return _new_job(item, payload, max_attempts, timeout, queue, priority)
 
 
 async def submit_job() -> Response:
@@ -201,14 +210,13 @@ async def submit_batch() -> Response:
     refs: dict[str, int] = {}  # ref -> item
     edges = 0
     for i, item in enumerate(body.jobs):
-        try:
+        with fields_under(f"jobs[{i}]"):
             if item.cron is not None:
                 raise ApiError(400, "validation_error",
                                "cron is not allowed in a batch; create schedules one at a "
                                "time with POST /api/jobs", "cron")
-            payload = _validate_payload(ctx, item.type, item.payload)
-            max_attempts, timeout, queue, priority = _defaults(ctx, item.type, item)
-            new = _new_job(item, payload, max_attempts, timeout, queue, priority)
+        new = job_of(ctx, item, f"jobs[{i}]")
+        with fields_under(f"jobs[{i}]"):
             new.parents = _parents(item, i, refs)
             edges += len(new.parents or ())
             if edges > wire.MAX_PARENTS:
@@ -221,11 +229,7 @@ async def submit_batch() -> Response:
                                    f"ref {item.ref!r} is item {refs[item.ref]}'s already",
                                    "ref")
                 refs[item.ref] = i
-            jobs.append(new)
-        except ApiError as exc:
-            where = exc.body.field
-            exc.body.field = f"jobs[{i}].{where}" if where else f"jobs[{i}]"
-            raise
+        jobs.append(new)
     callbacks = _callbacks(ctx, body, len(jobs))
     callback_items: dict[str, wire.SubmittedJob] | None = None
     if callbacks or any(j.parents for j in jobs):
