@@ -656,7 +656,8 @@ class Store:
 
     async def cancel_workflow(self, workflow_id: uuid.UUID) -> wire.WorkflowOut:
         """Cancel every step not finished (Running ones by their workers)."""
-        await self.get_workflow(workflow_id)  # NotFound
+        if await self._one("get_workflow", {"id": workflow_id}) is None:
+            raise NotFound(f"no workflow with id {workflow_id}")
         await self._all("cancel_workflow", {"id": workflow_id})
         return await self.get_workflow(workflow_id)
 

@@ -155,6 +155,7 @@ def test_cancelling_a_workflow_cancels_every_step_not_finished(
 
 def test_unknown_and_malformed_workflow_ids_and_statuses(http: httpx.Client) -> None:
     assert 404 == http.get(f"/api/workflows/{uuid.uuid4()}").status_code
+    assert 404 == http.post(f"/api/workflows/{uuid.uuid4()}/cancel").status_code
     assert (400, "id") == (http.get("/api/workflows/nope").status_code,
                            http.get("/api/workflows/nope").json()["field"])
     resp = http.get("/api/workflows", params={"status": "Pending"})
