@@ -71,7 +71,7 @@ ROOT = bl.ROOT
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PHASES = ("e2e", "flow", "submit", "latency", "scale", "peers", "pgbench", "http")
+PHASES = ("e2e", "flow", "fanout", "submit", "latency", "scale", "peers", "pgbench", "http")
 PEERS = ("procrastinate", "pgqueuer")
 NOOP = {"type": "noop", "payload": {}}
 INLINE_SLOTS = (16, 50)  # the e2e cells with inline handlers (noop_inline), W x these
@@ -106,7 +106,9 @@ TARGETS = {
     "scale_ratio": 2.0,
     "worker_idle_rss_mb": 60.0,
     "flow_rate_limited_per_s": 5000.0,
+    "fanout_completion_p99_ms": 50.0,
 }
+FANOUT_CHILDREN = 10_000  # issue 16: one parent, 10,000 children
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -575,6 +577,87 @@ class Run:
         return out
 
     # -- latency -----------------------------------------------------------------------
+
+    # -- fan-out (issue 16) -----------------------------------------------------------
+
+    def fanout(self) -> dict[str, Any]:
+        """The completion of a parent with 10,000 Waiting children (issue 16: under 50 ms
+        p99; the children become Pending in the completion's own transaction). Each
+        sample: a parent job in queue ``fanout`` and its children (``POST /api/jobs/batch``,
+        1000 a request, ``dependsOn`` the parent's id) in queue ``fanout-children``, which
+        no worker serves; a fake worker claims the parent and times ``POST
+        /api/workers/complete`` (the HTTP round trip and the transaction that releases the
+        children); then every child must be Pending. Before each sample, the same fake
+        worker completes a job without children, timed alike: the row beside it."""
+        a = self.args
+        t = ScaleTarget(self, 0, queue="fanout", purpose="fanout")
+        plain: list[float] = []
+        fanned: list[float] = []
+        try:
+            c = t.cluster
+            c.start_coordinator()
+            t.conn = c.connect()
+            t.client = httpx.Client(base_url=c.url, timeout=60)
+            t.register()
+
+            def claim() -> dict[str, Any]:
+                r = t.client.post("/api/workers/claim", json={
+                    "workerId": t.worker_id, "max": 1, "waitSeconds": 5, "queues": ["fanout"]})
+                jobs = r.json().get("jobs") if r.status_code == 200 else None
+                if not jobs:
+                    raise RuntimeError(f"claim -> {r.status_code}: {r.text[:300]}")
+                return jobs[0]
+
+            def complete(job: dict[str, Any], into: list[float]) -> None:
+                started = time.perf_counter()
+                r = t.client.post("/api/workers/complete", json={
+                    "workerId": t.worker_id, "completions": [{
+                        "runId": job["runId"], "leaseToken": job["leaseToken"],
+                        "outcome": "Succeeded"}]})
+                into.append(time.perf_counter() - started)
+                if r.status_code != 200:
+                    raise RuntimeError(f"complete -> {r.status_code}: {r.text[:300]}")
+
+            def submit(body: dict[str, Any]) -> str:
+                r = t.client.post("/api/jobs", json=body)
+                if r.status_code != 201:
+                    raise RuntimeError(f"POST /api/jobs -> {r.status_code}: {r.text[:300]}")
+                return str(r.json()["id"])
+
+            log(f"fanout: {a.fanout_samples} parents with {FANOUT_CHILDREN:,} children each")
+            for i in range(a.fanout_samples + 1):  # the first is a warm-up
+                t.client.post("/api/workers/heartbeat", json={"workerId": t.worker_id})
+                submit({**NOOP, "queue": "fanout"})
+                complete(claim(), plain if i else [])
+                parent = submit({**NOOP, "queue": "fanout"})
+                for _ in range(FANOUT_CHILDREN // 1000):
+                    r = t.client.post("/api/jobs/batch", json={"jobs": [
+                        {**NOOP, "queue": "fanout-children", "dependsOn": [parent]}
+                        for _ in range(1000)]})
+                    if r.status_code != 201:
+                        raise RuntimeError(f"batch -> {r.status_code}: {r.text[:300]}")
+                job = claim()
+                if job["jobId"] != parent:
+                    raise RuntimeError(f"claimed {job['jobId']}, expected the parent {parent}")
+                t.conn.execute("CHECKPOINT")  # each sample starts alike
+                complete(job, fanned if i else [])
+                row = t.conn.execute(
+                    "SELECT count(*) FILTER (WHERE j.status = 'Pending'), count(*) "
+                    "FROM job_deps d JOIN jobs j ON j.id = d.child WHERE d.parent = %s",
+                    (parent,)).fetchone()
+                if row is None or row[0] != FANOUT_CHILDREN or row[1] != FANOUT_CHILDREN:
+                    raise RuntimeError(f"after the parent's completion, [Pending, children] = "
+                                       f"{row}, expected {FANOUT_CHILDREN} of each")
+                # out of the way of the next sample (the children are never claimed)
+                t.conn.execute("DELETE FROM jobs WHERE queue = 'fanout-children'")
+        finally:
+            t.close()
+        out = {"children": FANOUT_CHILDREN, "completion": bl.summary_ms(fanned),
+               "completion_no_children": bl.summary_ms(plain)}
+        log(f"fanout: completion of a parent with {FANOUT_CHILDREN:,} children p50 "
+            f"{out['completion'].get('p50_ms')} p99 {out['completion'].get('p99_ms')} ms; "
+            f"without children p50 {out['completion_no_children'].get('p50_ms')} ms")
+        return out
 
     def latency(self) -> dict[str, Any]:
         a = self.args
@@ -1578,6 +1661,15 @@ def build_goals(res: dict[str, Any], args: argparse.Namespace) -> list[list[str]
         goal("6. claim p99 while pruning 1M finished jobs vs without", None, None, "", "<=", 2.0,
              why=pr_.get("skipped") or ("error (see notes)" if "prune" in (res.get("errors") or {})
                                         else "not run"))
+    # issue 16: fan-out
+    fo = res.get("fanout") or {}
+    if fo or "fanout" in getattr(args, "only", []) or "fanout" in (res.get("errors") or {}):
+        done = fo.get("completion") or {}
+        alone = (fo.get("completion_no_children") or {}).get("p50_ms")
+        absolute(f"fan-out: completion of a parent with {FANOUT_CHILDREN:,} children, p99 of "
+                 f"{done.get('n', 0)} (without children p50 {fmt(alone, 2)} ms)",
+                 done.get("p99_ms"), "<=", TARGETS["fanout_completion_p99_ms"], " ms", 1,
+                 why="error (see notes)" if "fanout" in (res.get("errors") or {}) else "")
     # issue 15: flow control
     flow = res.get("flow") or {}
     if flow or "flow" in getattr(args, "only", []) or any(
@@ -1684,6 +1776,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="jobs of each flow cell (20,000; quick 10,000: one per key)")
     p.add_argument("--flow-keys", type=int, default=10000,
                    help="concurrency keys of the keyed flow cells (default 10,000)")
+    p.add_argument("--fanout-samples", type=int,
+                   help="parents with 10,000 children completed (20; quick 5)")
     p.add_argument("--hey-requests", type=int, help="requests per hey cell (10,000; quick 2,000)")
     p.add_argument("--hey-concurrency", type=int, default=32)
     p.add_argument("--only", default=",".join(PHASES), help=f"subset of {','.join(PHASES)}")
@@ -1716,6 +1810,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # quick: one job per key of 10,000 (fewer jobs would leave keys without one), and
     # the inline cells' count, so the unlimited cell is their shape
     a.flow_jobs = a.flow_jobs or (10000 if q else 20000)
+    a.fanout_samples = a.fanout_samples or (5 if q else 20)
     a.hey_requests = a.hey_requests or (2000 if q else 10000)
     a.pgbench_duration = a.pgbench_duration or (3 if q else 10)
     a.pgbench_clients = a.pgbench_clients or ("16" if q else "4,16")
@@ -1814,7 +1909,8 @@ def main(argv: list[str] | None = None) -> int:
                 steps.append(("flow", cell, functools.partial(
                     run.e2e, W, FLOW_SLOTS, args.flow_jobs, "noop_inline", flow=cell,
                     keys=args.flow_keys)))
-        for name, fn in (("submit", run.submit), ("latency", run.latency), ("scale", run.scale),
+        for name, fn in (("fanout", run.fanout), ("submit", run.submit),
+                         ("latency", run.latency), ("scale", run.scale),
                          ("prune", run.prune), ("peers", run.peers), ("pgbench", run.pgbench),
                          ("http", run.http_adapter)):
             if name == "prune" and "scale" in args.only:  # part of the scale phase
@@ -1880,7 +1976,7 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     ours = [k for k in res["errors"]
-            if k.split()[0] in ("setup", "e2e", "cpu", "flow", "submit", "latency", "scale",
+            if k.split()[0] in ("setup", "e2e", "cpu", "flow", "fanout", "submit", "latency", "scale",
                                 "prune")]
     return 1 if ours else 0
 
