@@ -1,5 +1,6 @@
 """Helpers shared by the fault tests: reading the database, submitting in batches,
-the invariants every fault must leave intact, and reading JSON log lines.
+the invariants every fault must leave intact (and the order dependencies impose),
+workers killed with -9 every few seconds, and reading JSON log lines.
 
 Every wait goes through :func:`tests.support.wait_until` (a deadline, never a bare
 sleep for "long enough").
@@ -8,15 +9,17 @@ sleep for "long enough").
 from __future__ import annotations
 
 import json
+import random
+import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
 import psycopg
 from psycopg.rows import dict_row
 
-from tests.support import Proc, submit_batch
+from tests.support import Proc, Worker, submit_batch
 
 TERMINAL = ("Succeeded", "DeadLetter", "Cancelled")
 
@@ -90,6 +93,30 @@ def run_outcomes(dsn: str) -> dict[str, int]:
         dsn, "SELECT outcome, count(*) AS n FROM job_runs GROUP BY outcome")}
 
 
+def runs_lost_to_kills(dsn: str) -> dict[str, int]:
+    """Runs that ended ``LeaseExpired`` (their worker died under them) and the jobs
+    that had one, so were run again."""
+    row = query(dsn, """SELECT count(*) AS runs, count(DISTINCT job_id) AS jobs
+                        FROM job_runs WHERE outcome = 'LeaseExpired'""")[0]
+    return {"runs": int(row["runs"]), "jobs": int(row["jobs"])}
+
+
+def runs_before_parents(dsn: str) -> list[dict[str, Any]]:
+    """Runs of a dependent that started before its parent's Succeeded run finished, or
+    whose parent has no Succeeded run at all (edges of ``job_deps``).
+
+    Every run of the child counts, not only its last: a child released too early and
+    then lost to a kill would still have started before its parent had succeeded."""
+    return query(dsn, """
+        SELECT d.parent, d.child, c.id AS run, c.outcome, c.started_at,
+               p.finished_at AS parent_succeeded_at
+        FROM job_deps d
+        JOIN job_runs c ON c.job_id = d.child
+        LEFT JOIN job_runs p ON p.job_id = d.parent AND p.outcome = 'Succeeded'
+        WHERE p.id IS NULL OR c.started_at < p.finished_at
+        ORDER BY c.started_at""")
+
+
 # --- processes and their logs ---------------------------------------------------------
 
 def log_lines(proc: Proc) -> list[dict[str, Any]]:
@@ -129,6 +156,74 @@ def metric(url: str, name: str) -> float:
         if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+# --- workers killed with -9 -----------------------------------------------------------
+
+KILL_EVERY = (2.0, 3.0)  # seconds between kills, drawn uniformly
+
+
+class WorkerKiller:
+    """The fault tests' small supervision loop (like ``scheduler up``'s): ``count``
+    workers started by ``start(worker_id)``, of which :meth:`kill_when_due` kill -9s a
+    random one every ``every`` s and starts its replacement. Even slots come back under
+    the dead worker's id (as a StatefulSet's pod would), odd ones under a new one."""
+
+    def __init__(self, start: Callable[[str], Worker], count: int, rng: random.Random, *,
+                 prefix: str, every: tuple[float, float] = KILL_EVERY) -> None:
+        self._start, self._rng, self._prefix, self._every = start, rng, prefix, every
+        self._generation = 0
+        self.kills = 0
+        self.killed: list[Worker] = []
+        self.workers = [self._spawn(slot) for slot in range(count)]
+        self.restart_clock()
+
+    def _spawn(self, slot: int) -> Worker:
+        self._generation += 1
+        worker_id = (f"{self._prefix}{slot}" if slot % 2 == 0
+                     else f"{self._prefix}{slot}-{self._generation}")
+        return self._start(worker_id)
+
+    def restart_clock(self) -> None:
+        """The next kill falls ``every`` s from now."""
+        self.next_kill = time.monotonic() + self._rng.uniform(*self._every)
+
+    def kill_when_due(self) -> bool:
+        """Kill -9 a random worker and start its replacement, if the time has come."""
+        if time.monotonic() < self.next_kill:
+            return False
+        slot = self._rng.randrange(len(self.workers))
+        victim = self.workers[slot]
+        victim.signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        victim.stop()  # closes its log (kept for reading)
+        self.killed.append(victim)
+        self.kills += 1
+        self.workers[slot] = self._spawn(slot)
+        self.restart_clock()
+        return True
+
+
+def kill_until(killer: WorkerKiller, done: Callable[[], bool], *, deadline: float,
+               why_not: Callable[[], str], each_tick: Callable[[], None] | None = None,
+               check_every: float = 0.5, tick: float = 0.05) -> float:
+    """Go on killing workers (and calling ``each_tick``) until ``done()``, asked every
+    ``check_every`` s, is true; the seconds it took. After ``deadline`` s, an
+    AssertionError saying ``why_not()``: the deadline only ever fails a test."""
+    started = time.monotonic()
+    next_check = started
+    while True:
+        if each_tick is not None:
+            each_tick()
+        killer.kill_when_due()
+        now = time.monotonic()
+        if now >= next_check:
+            next_check = now + check_every
+            if done():
+                return time.monotonic() - started
+        if now - started > deadline:
+            raise AssertionError(f"after {deadline} s and {killer.kills} kills: {why_not()}")
+        time.sleep(tick)  # the loop's pace, not a wait for anything
 
 
 class Stopwatch:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,10 +24,13 @@ from typing import Any
 
 from tests.faults.common import (
     TERMINAL,
+    WorkerKiller,
     duplicate_successes,
+    kill_until,
     overlapping_live_runs,
     query,
     run_outcomes,
+    runs_lost_to_kills,
     status_counts,
     terminal_count,
 )
@@ -47,7 +49,6 @@ WORKER = {"SCHEDULER_HEARTBEAT_SECONDS": "0.5", "SCHEDULER_CLAIM_WAIT_SECONDS": 
 WORKERS, SLOTS = 4, 4
 MIX = {"noop": 1400, "sleep": 250, "fail": 160, "permanent": 150, "timeout": 40}
 BATCH, FEED_EVERY = 100, 1.5  # 30 s of feeding: a dozen kills at least
-KILL_EVERY = (2.0, 3.0)
 DEADLINE = 180.0  # for everything from the first batch to the last terminal job
 LOST_TO_KILL = {"LeaseExpired", "Released"}
 
@@ -119,49 +120,27 @@ def test_chaos_2000_mixed_jobs_with_a_worker_killed_every_few_seconds(
     total = len(kinds)
 
     c = start_coordinator(env=COORDINATOR)
-    generation = 0
-
-    def spawn(slot: int) -> Worker:
-        """A worker for ``slot``: even slots come back under the same id (as a
-        StatefulSet's pod would), odd ones under a new one."""
-        nonlocal generation
-        generation += 1
-        worker_id = f"chaos{slot}" if slot % 2 == 0 else f"chaos{slot}-{generation}"
-        return start_worker(c.url, slots=SLOTS, env=WORKER, extra=["--worker-id", worker_id])
-
-    workers = [spawn(i) for i in range(WORKERS)]
+    killer = WorkerKiller(
+        lambda worker_id: start_worker(c.url, slots=SLOTS, env=WORKER,
+                                       extra=["--worker-id", worker_id]),
+        WORKERS, rng, prefix="chaos")
     kind_of: dict[str, str] = {}
-    kills = 0
-    started = time.monotonic()
-    next_batch = started
-    next_kill = started + rng.uniform(*KILL_EVERY)
-    next_check = started
     fed = 0
-    while True:
-        now = time.monotonic()
-        if fed < total and now >= next_batch:
+    next_batch = time.monotonic()
+
+    def feed() -> None:
+        nonlocal fed, next_batch
+        if fed < total and time.monotonic() >= next_batch:
             ids = submit_batch(c.url, bodies[fed:fed + BATCH])
             kind_of.update(zip(ids, kinds[fed:fed + BATCH], strict=True))
             fed += len(ids)
             next_batch += FEED_EVERY
-        if now >= next_kill:
-            slot = rng.randrange(WORKERS)
-            victim = workers[slot]
-            victim.signal(signal.SIGKILL)
-            victim.wait(timeout=10)
-            victim.stop()  # closes its log (kept for reading)
-            kills += 1
-            workers[slot] = spawn(slot)
-            next_kill = time.monotonic() + rng.uniform(*KILL_EVERY)
-        if fed == total and now >= next_check:
-            next_check = now + 0.5
-            if terminal_count(db_dsn) == total:
-                break
-        if now - started > DEADLINE:
-            raise AssertionError(f"not every job terminal after {DEADLINE} s: "
-                                 f"{status_counts(db_dsn)}; {kills} kills")
-        time.sleep(0.05)
-    elapsed = time.monotonic() - started
+
+    elapsed = kill_until(
+        killer, lambda: fed == total and terminal_count(db_dsn) == total,
+        deadline=DEADLINE, each_tick=feed,
+        why_not=lambda: f"not every job terminal: {status_counts(db_dsn)}")
+    kills = killer.kills
 
     jobs = query(db_dsn, """
         SELECT j.id::text AS id, j.status, j.attempts, j.last_error,
@@ -177,9 +156,7 @@ def test_chaos_2000_mixed_jobs_with_a_worker_killed_every_few_seconds(
     by_kind: dict[str, Counter[str]] = {}
     for j in jobs:
         by_kind.setdefault(kind_of[j["id"]], Counter())[j["status"]] += 1
-    lost_runs = query(db_dsn, """
-        SELECT count(*) AS runs, count(DISTINCT job_id) AS jobs
-        FROM job_runs WHERE outcome = 'LeaseExpired'""")[0]
+    lost_runs = runs_lost_to_kills(db_dsn)
     figures.update(
         seed=seed, jobs=total, kills=kills, outages=kills, workers=WORKERS, slots=SLOTS,
         lease_s=LEASE, lost=total - sum(statuses[s] for s in TERMINAL),
