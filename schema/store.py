@@ -18,7 +18,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 
 from scheduler_core.runtime.db import Pool, TrioConnection
 from scheduler_core.runtime.doorbell import EchoFilter
-from scheduler_core.schema import wire
+from scheduler_core.schema import wire, workflow_template
 from scheduler_core.schema.queries import q
 
 
@@ -103,7 +103,8 @@ _json = msgspec.json.Encoder()
 _JOB_FIELDS = tuple(f for f in wire.JobOut.__struct_fields__
                     if f not in ("runs", "waiting", "depends_on", "dependents"))
 _RUN_FIELDS = wire.RunOut.__struct_fields__
-_SCHEDULE_FIELDS = tuple(f for f in wire.ScheduleOut.__struct_fields__ if f not in ("kind", "type"))
+_SCHEDULE_FIELDS = tuple(f for f in wire.ScheduleOut.__struct_fields__
+                         if f not in ("kind", "type", "workflow"))
 
 
 def job_out(row: dict[str, Any], runs: Sequence[dict[str, Any]] | None = None) -> wire.JobOut:
@@ -133,11 +134,14 @@ def _workflow_out(row: dict[str, Any]) -> wire.WorkflowOut:
     return wire.WorkflowOut(
         id=row["id"], name=row["name"], status=row["status"], created_at=row["created_at"],
         finished_at=row["finished_at"] if ended else None, counts=row["counts"] or {},
-        failed_steps=list(row["failed"] or ()))
+        failed_steps=list(row["failed"] or ()), schedule_id=row["schedule_id"],
+        fire_time=row["fire_time"])
 
 
 def schedule_out(row: dict[str, Any]) -> wire.ScheduleOut:
-    return wire.ScheduleOut(type=row["job_type"], **{f: row[f] for f in _SCHEDULE_FIELDS})
+    template = workflow_template.decode(row["workflow"])
+    return wire.ScheduleOut(type=row["job_type"], **{f: row[f] for f in _SCHEDULE_FIELDS},
+                            workflow=None if template is None else template.out())
 
 
 def _first_of_each_key(jobs: Sequence[NewJob]) -> tuple[dict[str, int], list[int]]:
@@ -248,6 +252,8 @@ class NewSchedule(msgspec.Struct, kw_only=True):
     overlap_policy: str
     next_fire_at: dt.datetime | None
     idempotency_key: str | None = None
+    # A workflow schedule: the workflow each fire creates (migration 0015).
+    workflow: workflow_template.WorkflowTemplate | None = None
 
 
 class CompletedRun(msgspec.Struct, frozen=True):
@@ -516,122 +522,25 @@ class Store:
     async def create_workflow(self, workflow_id: uuid.UUID, name: str,
                               steps: Sequence[NewJob]) -> list[wire.SubmittedJob]:
         """The workflow row and its steps (in an order where parents come first, each
-        with ``workflow_id`` and ``step``), in one transaction: see submit_dependent."""
-        return await self.submit_dependent(steps, workflow=(workflow_id, name))
-
-    async def submit_dependent(self, jobs: Sequence[NewJob], *,
-                               workflow: tuple[uuid.UUID, str] | None = None
-                               ) -> list[wire.SubmittedJob]:
-        """Insert jobs of which some depend on others (``NewJob.parents``), in one
-        transaction, all or nothing; one item per job, in order, each with ``created``.
-
-        The existing parents are locked (lock_parents) so that none ends unseen while
-        this runs; each job then starts Waiting (some parent not done), Cancelled (a
-        parent ended DeadLetter or Cancelled and its policy is cancel: the reason names
-        it) or as any new job does, and its edges are written. A job whose idempotency
-        key exists already is that job (``created=False``: its own parents stay as they
-        were). Raises UnknownParent or TooDeep (nothing written)."""
-        external = sorted({p.job_id for j in jobs for p in j.parents or ()
-                           if p.job_id is not None})
-        keys = sorted({j.idempotency_key for j in jobs if j.idempotency_key is not None})
-        new_ids = uuid7_many(len(jobs))
+        with ``workflow_id`` and ``step``), in one transaction: see
+        :func:`create_workflow_on`."""
         async with self.pool.connection() as conn, conn.transaction():
-            if workflow is not None:
-                await conn.execute(q("insert_workflow"), {
-                    "id": workflow[0], "name": workflow[1], "steps": len(jobs)})
-            found: dict[uuid.UUID, dict[str, Any]] = {}
-            if external:
-                cur = await conn.execute(q("lock_parents"), {"ids": external})
-                found = {r["id"]: r for r in await cur.fetchall()}
-            existing: dict[str, dict[str, Any]] = {}
-            if keys:
-                cur = await conn.execute(q("lock_jobs_by_keys"), {"keys": keys})
-                existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
-            # (id, status, depth) of each item, for the items after it
-            state: list[tuple[uuid.UUID, str, int]] = []
-            rows: list[_DependentRow] = []
-            edges: list[tuple[uuid.UUID, uuid.UUID, str, bool]] = []
-            referenced = {p.item for j in jobs for p in j.parents or () if p.item is not None}
-            first_of_key: dict[str, int] = {}
-            for i, job in enumerate(jobs):
-                key = job.idempotency_key
-                if key is not None and key in existing:
-                    row = existing[key]
-                    state.append((row["id"], row["status"], row["dep_depth"] or 0))
-                    continue
-                if key is not None and key in first_of_key:
-                    state.append(state[first_of_key[key]])
-                    continue
-                if key is not None:
-                    first_of_key[key] = i
-                depth, still_open, failed, cancelled_by = 0, 0, 0, None
-                for pos, parent in enumerate(job.parents or ()):
-                    if parent.item is not None:
-                        pid, pstatus, pdepth = state[parent.item]
-                    else:
-                        assert parent.job_id is not None
-                        prow = found.get(parent.job_id)
-                        if prow is None:
-                            raise UnknownParent(i, pos, parent.job_id)
-                        pid, pstatus, pdepth = (parent.job_id, prow["status"],
-                                                prow["dep_depth"] or 0)
-                    depth = max(depth, pdepth + 1)
-                    is_open = pstatus != wire.JobStatus.SUCCEEDED
-                    if pstatus in _ENDED_BADLY:
-                        if parent.on_failure == "cancel" and cancelled_by is None:
-                            cancelled_by = f"parent {pid} ended {pstatus}"
-                        is_open = parent.on_failure == "wait"
-                        failed += parent.on_failure == "run"
-                    still_open += is_open
-                    edges.append((pid, new_ids[i], parent.on_failure, is_open))
-                if depth > wire.MAX_DEPTH:
-                    raise TooDeep(i, depth)
-                status: str | None = None
-                if job.run_if == "any_failed" and not still_open and not failed:
-                    cancelled_by = "every member of its batch succeeded: no onFailure"
-                if cancelled_by is not None:
-                    status = wire.JobStatus.CANCELLED
-                elif still_open:
-                    status = wire.JobStatus.WAITING
-                state.append((new_ids[i], status or wire.JobStatus.PENDING, depth))
-                rows.append(_DependentRow(
-                    len(rows), new_ids[i], job.type, job.payload, job.queue, job.priority,
-                    job.run_at, job.max_attempts, job.timeout_seconds, key,
-                    job.concurrency_key, status, still_open if job.parents else None,
-                    depth or None, i in referenced, cancelled_by, job.workflow_id, job.step,
-                    failed or None, job.run_if))
-            # Lock order as insert_jobs_params: by concurrency key, then idempotency key.
-            rows.sort(key=lambda r: (r.concurrency_key is not None, r.concurrency_key or "",
-                                     r.idempotency_key is not None, r.idempotency_key or ""))
-            inserted: dict[uuid.UUID, dict[str, Any]] = {}
-            if rows:
-                cur = await self._notifying(conn, "insert_dependent_jobs",
-                                            {"jobs": _json.encode(rows).decode()})
-                inserted = {r["id"]: r for r in await cur.fetchall()}
-                if len(inserted) != len(rows):
-                    raise Conflict("a job of this submission was created by another "
-                                   "request meanwhile (same idempotency key); send it again")
-            if edges:
-                await conn.execute(q("insert_job_deps"), {
-                    "parents": [e[0] for e in edges], "children": [e[1] for e in edges],
-                    "policies": [e[2] for e in edges], "open": [e[3] for e in edges]})
-            out: list[wire.SubmittedJob] = []
-            for i in range(len(jobs)):
-                jid = state[i][0]
-                if jid in inserted and jid == new_ids[i]:
-                    out.append(_submitted(inserted[jid], True))
-                else:
-                    cur = await conn.execute(q("get_job"), {"id": jid})
-                    got = await cur.fetchone()
-                    assert got is not None
-                    out.append(_submitted(got, False))
-        return out
+            made = await create_workflow_on(conn, workflow_id, name, steps,
+                                            execute=self._notifying)
+        assert made is not None  # (a new id, and no schedule fire to collide on)
+        return made[1]
+
+    async def submit_dependent(self, jobs: Sequence[NewJob]) -> list[wire.SubmittedJob]:
+        """Insert jobs of which some depend on others (``NewJob.parents``), in one
+        transaction, all or nothing: see :func:`submit_dependent_on`."""
+        async with self.pool.connection() as conn, conn.transaction():
+            return await submit_dependent_on(conn, jobs, execute=self._notifying)
 
     async def get_workflow(self, workflow_id: uuid.UUID) -> wire.WorkflowOut:
         """One workflow with its steps; NotFound when there is none."""
         async with self.pool.connection() as conn:
             cur = await conn.execute(q("list_workflows"), {
-                "before": None, "id": workflow_id, "status": None, "limit": 1})
+                "before": None, "ids": [workflow_id], "status": None, "limit": 1})
             row = await cur.fetchone()
             if row is None:
                 raise NotFound(f"no workflow with id {workflow_id}")
@@ -648,7 +557,7 @@ class Store:
     async def list_workflows(self, *, status: str | None, before: uuid.UUID | None,
                              take: int) -> wire.WorkflowPage:
         rows = await self._all("list_workflows", {
-            "before": before, "id": None, "status": status, "limit": take + 1})
+            "before": before, "ids": None, "status": status, "limit": take + 1})
         more = len(rows) > take
         items = [_workflow_out(r) for r in rows[:take]]
         return wire.WorkflowPage(items=items,
@@ -799,3 +708,141 @@ class Store:
     async def mark_lost_workers(self, after_seconds: float) -> list[str]:
         rows = await self._all("mark_lost_workers", {"after_seconds": after_seconds})
         return [r["id"] for r in rows]
+
+
+Execute = Callable[[TrioConnection, str, dict[str, Any]], Awaitable[AsyncCursor[Any]]]
+"""Runs a named query that may notify ``scheduler_jobs`` (Store._notifying rings this
+process's claims at once; plain execution leaves it to the listener)."""
+
+
+async def _execute(conn: TrioConnection, name: str,
+                   params: dict[str, Any]) -> AsyncCursor[Any]:
+    return await conn.execute(q(name), params)
+
+
+async def create_workflow_on(conn: TrioConnection, workflow_id: uuid.UUID, name: str,
+                             steps: Sequence[NewJob], *, schedule_id: uuid.UUID | None = None,
+                             fire_time: dt.datetime | None = None,
+                             execute: Execute = _execute
+                             ) -> tuple[dict[str, Any], list[wire.SubmittedJob]] | None:
+    """Write a workflow row and its steps on ``conn``, inside the caller's transaction:
+    ``(row, steps)``, the row's ``id``, ``fire_time`` and ``created_at`` and one item
+    per step. A schedule's fire (``schedule_id``, ``fire_time``) that already has its
+    workflow writes nothing and returns None (workflows_schedule_fire: the cron
+    expanders of several coordinators make one workflow per fire).
+
+    The steps are in an order where parents come first, each with ``workflow_id`` and
+    ``step``; see :func:`submit_dependent_on`."""
+    cur = await conn.execute(q("insert_workflow"), {
+        "id": workflow_id, "name": name, "steps": len(steps), "schedule_id": schedule_id,
+        "fire_time": fire_time})
+    row: dict[str, Any] | None = await cur.fetchone()
+    if row is None:
+        return None
+    return row, await submit_dependent_on(conn, steps, execute=execute)
+
+
+async def submit_dependent_on(conn: TrioConnection, jobs: Sequence[NewJob], *,
+                              execute: Execute = _execute) -> list[wire.SubmittedJob]:
+    """Insert jobs of which some depend on others (``NewJob.parents``) on ``conn``, in
+    the caller's transaction, all or nothing; one item per job, in order, each with
+    ``created``.
+
+    The existing parents are locked (lock_parents) so that none ends unseen while
+    this runs; each job then starts Waiting (some parent not done), Cancelled (a
+    parent ended DeadLetter or Cancelled and its policy is cancel: the reason names
+    it) or as any new job does, and its edges are written. A job whose idempotency
+    key exists already is that job (``created=False``: its own parents stay as they
+    were). Raises UnknownParent or TooDeep (nothing written once the caller's
+    transaction rolls back)."""
+    external = sorted({p.job_id for j in jobs for p in j.parents or ()
+                       if p.job_id is not None})
+    keys = sorted({j.idempotency_key for j in jobs if j.idempotency_key is not None})
+    new_ids = uuid7_many(len(jobs))
+    found: dict[uuid.UUID, dict[str, Any]] = {}
+    if external:
+        cur = await conn.execute(q("lock_parents"), {"ids": external})
+        found = {r["id"]: r for r in await cur.fetchall()}
+    existing: dict[str, dict[str, Any]] = {}
+    if keys:
+        cur = await conn.execute(q("lock_jobs_by_keys"), {"keys": keys})
+        existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
+    # (id, status, depth) of each item, for the items after it
+    state: list[tuple[uuid.UUID, str, int]] = []
+    rows: list[_DependentRow] = []
+    edges: list[tuple[uuid.UUID, uuid.UUID, str, bool]] = []
+    referenced = {p.item for j in jobs for p in j.parents or () if p.item is not None}
+    first_of_key: dict[str, int] = {}
+    for i, job in enumerate(jobs):
+        key = job.idempotency_key
+        if key is not None and key in existing:
+            row = existing[key]
+            state.append((row["id"], row["status"], row["dep_depth"] or 0))
+            continue
+        if key is not None and key in first_of_key:
+            state.append(state[first_of_key[key]])
+            continue
+        if key is not None:
+            first_of_key[key] = i
+        depth, still_open, failed, cancelled_by = 0, 0, 0, None
+        for pos, parent in enumerate(job.parents or ()):
+            if parent.item is not None:
+                pid, pstatus, pdepth = state[parent.item]
+            else:
+                assert parent.job_id is not None
+                prow = found.get(parent.job_id)
+                if prow is None:
+                    raise UnknownParent(i, pos, parent.job_id)
+                pid, pstatus, pdepth = (parent.job_id, prow["status"],
+                                        prow["dep_depth"] or 0)
+            depth = max(depth, pdepth + 1)
+            is_open = pstatus != wire.JobStatus.SUCCEEDED
+            if pstatus in _ENDED_BADLY:
+                if parent.on_failure == "cancel" and cancelled_by is None:
+                    cancelled_by = f"parent {pid} ended {pstatus}"
+                is_open = parent.on_failure == "wait"
+                failed += parent.on_failure == "run"
+            still_open += is_open
+            edges.append((pid, new_ids[i], parent.on_failure, is_open))
+        if depth > wire.MAX_DEPTH:
+            raise TooDeep(i, depth)
+        status: str | None = None
+        if job.run_if == "any_failed" and not still_open and not failed:
+            cancelled_by = "every member of its batch succeeded: no onFailure"
+        if cancelled_by is not None:
+            status = wire.JobStatus.CANCELLED
+        elif still_open:
+            status = wire.JobStatus.WAITING
+        state.append((new_ids[i], status or wire.JobStatus.PENDING, depth))
+        rows.append(_DependentRow(
+            len(rows), new_ids[i], job.type, job.payload, job.queue, job.priority,
+            job.run_at, job.max_attempts, job.timeout_seconds, key,
+            job.concurrency_key, status, still_open if job.parents else None,
+            depth or None, i in referenced, cancelled_by, job.workflow_id, job.step,
+            failed or None, job.run_if))
+    # Lock order as insert_jobs_params: by concurrency key, then idempotency key.
+    rows.sort(key=lambda r: (r.concurrency_key is not None, r.concurrency_key or "",
+                             r.idempotency_key is not None, r.idempotency_key or ""))
+    inserted: dict[uuid.UUID, dict[str, Any]] = {}
+    if rows:
+        cur = await execute(conn, "insert_dependent_jobs",
+                                    {"jobs": _json.encode(rows).decode()})
+        inserted = {r["id"]: r for r in await cur.fetchall()}
+        if len(inserted) != len(rows):
+            raise Conflict("a job of this submission was created by another "
+                           "request meanwhile (same idempotency key); send it again")
+    if edges:
+        await conn.execute(q("insert_job_deps"), {
+            "parents": [e[0] for e in edges], "children": [e[1] for e in edges],
+            "policies": [e[2] for e in edges], "open": [e[3] for e in edges]})
+    out: list[wire.SubmittedJob] = []
+    for i in range(len(jobs)):
+        jid = state[i][0]
+        if jid in inserted and jid == new_ids[i]:
+            out.append(_submitted(inserted[jid], True))
+        else:
+            cur = await conn.execute(q("get_job"), {"id": jid})
+            got = await cur.fetchone()
+            assert got is not None
+            out.append(_submitted(got, False))
+    return out

@@ -102,9 +102,13 @@ DependencyRef = str | int | Dependency
 
 
 class SubmitJob(msgspec.Struct, **_IN):
-    """``POST /api/jobs``. With ``cron`` it defines a schedule instead of one job."""
+    """``POST /api/jobs``. With ``cron`` it defines a schedule instead of one job; with
+    ``cron`` and ``workflow`` (and no ``type``) a schedule that fires that workflow.
 
-    type: Annotated[str, Meta(min_length=1, max_length=100)]
+    ``type`` is required for every job: it is optional here only so that the scheduled
+    workflow's body decodes; the routes answer its absence as a missing field."""
+
+    type: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
     payload: dict[str, Any] | None = None
     run_at: str | None = None
     max_attempts: MaxAttempts | None = None
@@ -124,6 +128,8 @@ class SubmitJob(msgspec.Struct, **_IN):
                                                     max_length=MAX_PARENTS)] | None = None
     on_parent_failure: ParentFailurePolicy | None = None
     ref: Annotated[str, Meta(pattern=REF_PATTERN, max_length=100)] | None = None
+    # With cron: the workflow each fire creates, as POST /api/workflows takes it.
+    workflow: SubmitWorkflow | None = None
 
 
 MAX_BATCH_JOBS = 1000
@@ -272,6 +278,9 @@ class WorkflowOut(msgspec.Struct, omit_defaults=True, **_OUT):
     counts: dict[str, int]  # steps by status
     failed_steps: list[str]
     finished_at: dt.datetime | None = None
+    # A schedule's fire: the schedule and the fire time (migration 0015).
+    schedule_id: uuid.UUID | None = None
+    fire_time: dt.datetime | None = None
     steps: list[WorkflowStepOut] | None = None  # one workflow's GET
 
 
@@ -280,7 +289,25 @@ class WorkflowPage(msgspec.Struct, **_OUT):
     next_cursor: str | None
 
 
+class ScheduledStepOut(msgspec.Struct, **_OUT):
+    name: str
+    type: str
+    depends_on: list[str]  # step names
+
+
+class ScheduledWorkflowOut(msgspec.Struct, **_OUT):
+    """What a workflow schedule fires: the workflow's name and its steps, parents
+    first."""
+
+    name: str
+    steps: list[ScheduledStepOut]
+
+
 class ScheduleOut(msgspec.Struct, **_OUT):
+    """A schedule. For a workflow schedule ``workflow`` is set, ``type`` is
+    ``workflow:`` and its name, and the job fields (payload, queue, priority, attempts,
+    timeout) are unused: each step carries its own."""
+
     id: uuid.UUID
     idempotency_key: str | None
     cron: str
@@ -297,6 +324,7 @@ class ScheduleOut(msgspec.Struct, **_OUT):
     next_fire_at: dt.datetime | None
     last_fired_at: dt.datetime | None
     created_at: dt.datetime
+    workflow: ScheduledWorkflowOut | None = None
     kind: Literal["schedule"] = "schedule"
 
 

@@ -7,6 +7,7 @@ validation happens completely before anything is written.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from scheduler_core.handlers import HandlerError, PayloadError, UnknownHandler
 from scheduler_core.runtime import clock, cron
 from scheduler_core.schema import wire
 from scheduler_core.schema.store import NewJob, NewSchedule, Parent, TooDeep, UnknownParent
+from scheduler_core.schema.workflow_template import TYPE_PREFIX, TemplateStep, WorkflowTemplate
 from scheduler_core.web.context import AppContext, context, json_response
 from scheduler_core.web.errors import ApiError, new_error_id
 from scheduler_core.web.inputs import (
@@ -30,15 +32,24 @@ from scheduler_core.web.inputs import (
     query_args,
     read_body,
 )
-
-blueprint = Blueprint("api", __name__)
-log = structlog.get_logger("web.api")
+from scheduler_core.web.workflow_graph import edges_of, order_of
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT_SECONDS = 300
 
+blueprint = Blueprint("api", __name__)
+log = structlog.get_logger("web.api")
+
 JOBS_SUBMITTED = prometheus_client.Counter(
     "scheduler_jobs_submitted_total", "Jobs created through the API", ["type"])
+
+
+def _type_of(body: wire.SubmitJob) -> str:
+    """The job's ``type``, which every job needs (SubmitJob leaves it optional only for
+    a scheduled workflow's body): missing, the 400 a missing field gets."""
+    if body.type is None:
+        raise ApiError(400, "validation_error", "required field is missing", "type")
+    return body.type
 
 
 def _validate_payload(ctx: AppContext, job_type: str,
@@ -77,7 +88,7 @@ def _new_job(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
         if value is not None:
             raise ApiError(400, "validation_error", f"{name} applies only with cron", name)
     run_at = parse_run_at(body.run_at) if body.run_at is not None else None
-    return NewJob(type=body.type, payload=payload, queue=queue, priority=priority,
+    return NewJob(type=_type_of(body), payload=payload, queue=queue, priority=priority,
                   run_at=run_at, max_attempts=max_attempts, timeout_seconds=timeout,
                   idempotency_key=body.idempotency_key, concurrency_key=body.concurrency_key)
 
@@ -159,16 +170,24 @@ def job_of(ctx: AppContext, item: wire.SubmitJob, where: str) -> NewJob:
     """The job a batch item, a callback or a workflow step describes, validated as
     ``POST /api/jobs`` validates one; an error's field is prefixed with ``where``."""
     with fields_under(where):
-        payload = _validate_payload(ctx, item.type, item.payload)
-        max_attempts, timeout, queue, priority = _defaults(ctx, item.type, item)
+        if item.workflow is not None:
+            raise ApiError(400, "validation_error",
+                           "a workflow is created by POST /api/workflows, or fired by a "
+                           "schedule (POST /api/jobs with cron and workflow)", "workflow")
+        job_type = _type_of(item)
+        payload = _validate_payload(ctx, job_type, item.payload)
+        max_attempts, timeout, queue, priority = _defaults(ctx, job_type, item)
         return _new_job(item, payload, max_attempts, timeout, queue, priority)
 
 
 async def submit_job() -> Response:
     body: wire.SubmitJob = await read_body(wire.SubmitJob)
     ctx = context(current_app)
-    payload = _validate_payload(ctx, body.type, body.payload)
-    max_attempts, timeout, queue, priority = _defaults(ctx, body.type, body)
+    if body.workflow is not None:
+        return await _submit_workflow_schedule(ctx, body)
+    job_type = _type_of(body)
+    payload = _validate_payload(ctx, job_type, body.payload)
+    max_attempts, timeout, queue, priority = _defaults(ctx, job_type, body)
     if body.ref is not None:
         raise ApiError(400, "validation_error",
                        "ref names an item of a batch for the items after it "
@@ -185,12 +204,12 @@ async def submit_job() -> Response:
         except TooDeep as exc:
             raise _too_deep(exc, False) from None
         if item.created:
-            JOBS_SUBMITTED.labels(body.type).inc()
+            JOBS_SUBMITTED.labels(job_type).inc()
         return json_response(item, 201 if item.created else 200,
                              {"Location": f"/api/jobs/{item.id}"})
     job, created = await ctx.submits.submit(new)  # written with the submits in flight
     if created:
-        JOBS_SUBMITTED.labels(body.type).inc()
+        JOBS_SUBMITTED.labels(job_type).inc()
     return json_response(job, 201 if created else 200,
                          {"Location": f"/api/jobs/{job.id}"})
 
@@ -305,25 +324,98 @@ async def _submit_schedule(body: wire.SubmitJob, payload: dict[str, Any], max_at
                        "concurrencyKey applies to jobs, not to schedules", "concurrencyKey")
     if body.run_at is not None:
         raise ApiError(400, "validation_error", "runAt cannot be combined with cron", "runAt")
-    tz = body.timezone or "UTC"
-    try:
-        cron.validate(body.cron, tz)
-        next_fire = cron.next_fire(body.cron, tz, clock.utcnow())
-    except cron.CronError as exc:
-        raise ApiError(400, "validation_error", str(exc), exc.field) from None
-    except ValueError as exc:  # croniter's CroniterBadDateError: no fire time ever
-        raise ApiError(400, "validation_error",
-                       f"expected a cron expression that fires, found {body.cron!r} "
-                       f"which never does ({exc})", "cron") from None
+    tz, next_fire = _first_fire(body.cron, body.timezone)
     ctx = context(current_app)
     schedule, created = await ctx.schedules.create_schedule(NewSchedule(
-        cron=body.cron, timezone=tz, type=body.type, payload=payload, queue=queue,
+        cron=body.cron, timezone=tz, type=_type_of(body), payload=payload, queue=queue,
         priority=priority, max_attempts=max_attempts, timeout_seconds=timeout_seconds,
         misfire_policy=body.misfire_policy or "once",
         overlap_policy=body.overlap_policy or "allow", next_fire_at=next_fire,
         idempotency_key=body.idempotency_key))
     return json_response(schedule, 201 if created else 200,
                          {"Location": f"/api/schedules/{schedule.id}"})
+
+
+def _first_fire(expr: str, timezone: str | None) -> tuple[str, dt.datetime]:
+    """A schedule's time zone (UTC by default) and first fire, the expression checked."""
+    tz = timezone or "UTC"
+    try:
+        cron.validate(expr, tz)
+        return tz, cron.next_fire(expr, tz, clock.utcnow())
+    except cron.CronError as exc:
+        raise ApiError(400, "validation_error", str(exc), exc.field) from None
+    except ValueError as exc:  # croniter's CroniterBadDateError: no fire time ever
+        raise ApiError(400, "validation_error",
+                       f"expected a cron expression that fires, found {expr!r} "
+                       f"which never does ({exc})", "cron") from None
+
+
+# What a scheduled workflow's body may not carry beside cron and workflow: the job's own
+# fields (each step has its own) and what applies to one job only.
+_NOT_WITH_WORKFLOW = (("type", "type"), ("payload", "payload"), ("runAt", "run_at"),
+                      ("maxAttempts", "max_attempts"), ("timeoutSeconds", "timeout_seconds"),
+                      ("queue", "queue"), ("priority", "priority"),
+                      ("concurrencyKey", "concurrency_key"), ("dependsOn", "depends_on"),
+                      ("onParentFailure", "on_parent_failure"), ("ref", "ref"))
+
+
+async def _submit_workflow_schedule(ctx: AppContext, body: wire.SubmitJob) -> Response:
+    """``POST /api/jobs`` with ``cron`` and ``workflow``: a schedule that fires the
+    workflow (docs/decisions/0021-dependencies.md, "Workflows on a schedule"). Every
+    check happens before anything is written."""
+    assert body.workflow is not None
+    if body.cron is None:
+        raise ApiError(400, "validation_error",
+                       "workflow applies only with cron (a schedule of workflows); create "
+                       "one workflow with POST /api/workflows", "workflow")
+    for field, attr in _NOT_WITH_WORKFLOW:
+        if getattr(body, attr) is not None:
+            raise ApiError(400, "validation_error",
+                           f"a scheduled workflow takes no {field}: each step of the "
+                           "workflow carries its own", field)
+    template = _workflow_template(ctx, body.workflow)
+    tz, next_fire = _first_fire(body.cron, body.timezone)
+    schedule, created = await ctx.schedules.create_schedule(NewSchedule(
+        cron=body.cron, timezone=tz, type=TYPE_PREFIX + template.name, payload={},
+        queue="default", priority=0, max_attempts=DEFAULT_MAX_ATTEMPTS,
+        timeout_seconds=DEFAULT_TIMEOUT_SECONDS,
+        misfire_policy=body.misfire_policy or "once",
+        overlap_policy=body.overlap_policy or "allow", next_fire_at=next_fire,
+        idempotency_key=body.idempotency_key, workflow=template))
+    return json_response(schedule, 201 if created else 200,
+                         {"Location": f"/api/schedules/{schedule.id}"})
+
+
+def _workflow_template(ctx: AppContext, wf: wire.SubmitWorkflow) -> WorkflowTemplate:
+    """The steps validated as ``POST /api/workflows`` validates them (errors under
+    ``workflow.``), depth included, and normalised: parents first, defaults applied.
+    A step may not carry runAt or idempotencyKey: every fire would collide on them."""
+    with fields_under("workflow"):
+        edges = edges_of(wf)
+        order = order_of(edges)
+        index = {name: i for i, name in enumerate(order)}
+        depth: dict[str, int] = {}
+        steps = []
+        for name in order:
+            item = wf.steps[name]
+            for field, value in (("runAt", item.run_at),
+                                 ("idempotencyKey", item.idempotency_key)):
+                if value is not None:
+                    raise ApiError(400, "validation_error",
+                                   f"a scheduled workflow's step takes no {field}: every "
+                                   "fire would make the same one", f"steps.{name}.{field}")
+            job = job_of(ctx, item, f"steps.{name}")
+            depth[name] = max((depth[p] + 1 for p, _ in edges[name]), default=0)
+            if depth[name] > wire.MAX_DEPTH:
+                raise ApiError(400, "validation_error",
+                               f"the step would be {depth[name]} levels deep; at most "
+                               f"{wire.MAX_DEPTH} are allowed", f"steps.{name}.dependsOn")
+            steps.append(TemplateStep(
+                step=name, type=job.type, payload=job.payload, queue=job.queue,
+                priority=job.priority, max_attempts=job.max_attempts,
+                timeout_seconds=job.timeout_seconds, concurrency_key=job.concurrency_key,
+                parents=[(index[p], policy) for p, policy in edges[name]]))
+    return WorkflowTemplate(name=wf.name, steps=steps)
 
 
 _LIST_PARAMS = {"status", "type", "queue", "take", "cursor"}

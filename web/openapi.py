@@ -7,7 +7,9 @@ response for each status; the JSON Schemas come from those Structs
 shows up here by itself. Every 4xx and 5xx body is :class:`schema.wire.ErrorBody`. A job
 submission (``POST /api/jobs``, the items of ``POST /api/jobs/batch``) is
 ``JobSubmission``: a ``oneOf`` with one variant of SubmitJob per registered job type,
-whose ``payload`` is that type's payload Struct.
+whose ``payload`` is that type's payload Struct. ``POST /api/jobs`` alone also takes
+``ScheduledWorkflowSubmission`` (``cron`` and ``workflow``, no ``type``): its body is
+``Submission``, one of the two.
 
 This module holds the table's vocabulary (:class:`Route`, :class:`Param`,
 :class:`Media`, :class:`OneOf`, the shared parameters) and the generator; the table
@@ -199,6 +201,11 @@ _ERROR_TEXT = {
 
 # -- the generator ------------------------------------------------------------------------
 
+# The fields of POST /api/jobs that a schedule of workflows takes (JSON names).
+_SCHEDULED_WORKFLOW_FIELDS = ("cron", "workflow", "timezone", "misfirePolicy", "overlapPolicy",
+                              "idempotencyKey")
+
+
 def _variant_name(job_type: str) -> str:
     return "SubmitJob_" + re.sub(r"[^A-Za-z0-9._-]", "_", job_type)
 
@@ -227,11 +234,12 @@ def build_document(registry: Registry, routes: Iterable[Route], *,
     components = _replace_ref(components, _REF.format(name="SubmitJob"),
                               _REF.format(name="JobSubmission"))
     variants = []
+    job_properties = {k: v for k, v in submit["properties"].items() if k != "workflow"}
     for spec in specs:
         variant = {**submit, "title": _variant_name(spec.name),
                    "description": f"A `{spec.name}` job (with `cron`: a schedule of them).",
-                   "properties": dict(submit["properties"]),
-                   "required": list(submit.get("required", []))}
+                   "properties": dict(job_properties),
+                   "required": [*submit.get("required", []), "type"]}
         variant["properties"]["type"] = {"const": spec.name}
         payload_ref = ref_of[spec.payload_type]
         if any(f.required for f in msgspec.structs.fields(spec.payload_type)):
@@ -244,6 +252,20 @@ def build_document(registry: Registry, routes: Iterable[Route], *,
     components["JobSubmission"] = {
         "title": "JobSubmission", "description": submit.get("description", ""),
         **({"oneOf": variants} if variants else {"type": "object"})}
+    # POST /api/jobs with cron and workflow: a schedule of workflows, no job fields.
+    components["ScheduledWorkflowSubmission"] = {
+        **submit, "title": "ScheduledWorkflowSubmission",
+        "description": "A schedule that fires a whole workflow (its steps as "
+                       "`POST /api/workflows` takes them) once per tick.",
+        "properties": {k: v for k, v in submit["properties"].items()
+                       if k in _SCHEDULED_WORKFLOW_FIELDS},
+        "required": ["cron", "workflow"]}
+    components["Submission"] = {
+        "title": "Submission", "description": "A job or a schedule of jobs "
+        "(JobSubmission), or a schedule of workflows (ScheduledWorkflowSubmission).",
+        "oneOf": [{"$ref": _REF.format(name="JobSubmission")},
+                  {"$ref": _REF.format(name="ScheduledWorkflowSubmission")}]}
+    body_ref = {**ref_of, wire.SubmitJob: {"$ref": _REF.format(name="Submission")}}
 
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -257,7 +279,7 @@ def build_document(registry: Registry, routes: Iterable[Route], *,
                                 for p in route.params]
         if route.body is not None:
             op["requestBody"] = {"required": route.body_required,
-                                 "content": {route.body_media: {"schema": ref_of[route.body]}}}
+                                 "content": {route.body_media: {"schema": body_ref[route.body]}}}
         for status, answer in sorted(route.ok.items()):
             op["responses"][str(status)] = _response(status, answer, ref_of)
         errors = set(route.errors) | ({413, 415} if route.body is not None else set())

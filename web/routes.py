@@ -64,7 +64,9 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/api/jobs", "admin", api.submit_job,
           "submitJob", "Submit a job, or with cron a schedule", "jobs",
           {201: _SUBMITTED, 200: _SUBMITTED}, (400, 409, 413, *DB), body=wire.SubmitJob,
-          description="201 with the new job (with `cron`: the new schedule); 200 with the "
+          description="201 with the new job (with `cron`: the new schedule; with `cron` and "
+                      "`workflow` instead of `type`: a schedule that fires that workflow, "
+                      "its steps as `POST /api/workflows` takes them); 200 with the "
                       "existing one when the `idempotencyKey` is known."),
     Route("post", "/api/jobs/batch", "admin", api.submit_batch,
           "submitBatch", "Submit up to 1000 jobs, all or none", "jobs",

@@ -9,6 +9,12 @@ CONFLICT DO NOTHING`` under the unique index ``jobs_schedule_fire``) and moves
 ``next_fire_at`` on with a guarded UPDATE. However many coordinators run, each fire
 becomes exactly one job.
 
+A workflow schedule (``POST /api/jobs`` with ``cron`` and ``workflow``) makes a whole
+workflow per fire instead, in the same transaction: the workflow row keyed by
+``(schedule_id, fire_time)`` (``workflows_schedule_fire``) and, only if this pass
+inserted it, every step and edge, through the store's workflow machinery. The policies
+below apply to the workflow as a unit: it is unfinished while any of its steps is.
+
 The decisions are pure functions of explicit inputs, tested without I/O:
 
 - :func:`plan_fires`, the **misfire policy**. A fire is *on time* while it is less
@@ -24,8 +30,8 @@ The decisions are pure functions of explicit inputs, tested without I/O:
       enqueue every missed fire, but at most ``max_catchup`` (the latest ones;
       ``SCHEDULER_MISFIRE_MAX_CATCHUP``, default 100).
 
-- :func:`overlap_actions`, the **overlap policy**, when the schedule's newest job has
-  not finished yet:
+- :func:`overlap_actions`, the **overlap policy**, when the schedule's newest job (or
+  workflow) has not finished yet:
 
   ``allow`` (the default)
       enqueue anyway.
@@ -36,7 +42,9 @@ The decisions are pure functions of explicit inputs, tested without I/O:
       or promotion picks it up. When the running job finishes (any terminal state), a
       trigger in the same transaction releases the oldest held job (``Pending``, runAt
       now). Held jobs therefore run one at a time, in fire order; cancelling a held
-      job simply removes it from the line.
+      job simply removes it from the line. A held workflow's root steps are held so;
+      the trigger of migration 0015 releases the oldest held workflow when the last
+      step of the one that ran ends.
 
 Fire times, time zones and daylight saving are :mod:`runtime.cron`'s business.
 """
@@ -220,22 +228,29 @@ class StoreFireSource:
                         enqueued=sum(1 for f in plan.fires if f <= last_missed))
         busy = False
         if plan.fires and s.overlap_policy != "allow":
-            busy = await batch.latest_fire_unfinished(s.id)
+            busy = await batch.latest_fire_unfinished(s.id, workflow=s.workflow is not None)
         actions = overlap_actions(s.overlap_policy, plan.fires, busy)
         for fire, action in actions:
             if action == "skip":
                 FIRES.labels("skipped").inc()
                 log.info("fire_skipped", actor="cron_expander", schedule_id=sid,
-                         fire_time=fire.isoformat(), reason="previous job unfinished")
+                         fire_time=fire.isoformat(),
+                         reason="previous job unfinished" if s.workflow is None
+                         else "previous workflow unfinished")
         wanted = [(fire, action == "hold") for fire, action in actions if action != "skip"]
-        for job in await batch.enqueue(s.id, wanted):
+        if s.workflow is None:
+            made = await batch.enqueue(s.id, wanted)
+        else:
+            made = await batch.enqueue_workflows(s.id, s.workflow, wanted)
+        key = "job_id" if s.workflow is None else "workflow_id"
+        for job in made:
             lag = (job.created_at - job.fire_time).total_seconds()
             held = job.status == JobStatus.SCHEDULED
             FIRES.labels("held" if held else "enqueued").inc()
             FIRE_LAG.observe(max(lag, 0.0))
             log.info("schedule_fired", actor="cron_expander", schedule_id=sid,
-                     job_id=str(job.job_id), fire_time=job.fire_time.isoformat(),
-                     lag_s=round(lag, 4), held=held)
+                     fire_time=job.fire_time.isoformat(), lag_s=round(lag, 4), held=held,
+                     **{key: str(job.job_id)})
         last = wanted[-1][0] if wanted else None
         if not await batch.advance(s.id, expected=s.next_fire_at,
                                    next_fire_at=plan.next_fire_at, last_fired_at=last):

@@ -264,7 +264,12 @@ LIMIT 1000;
 SELECT d.child FROM job_deps d WHERE d.parent = %(id)s ORDER BY d.child LIMIT 1000;
 
 -- name: insert_workflow
-INSERT INTO workflows (id, name, steps) VALUES (%(id)s, %(name)s, %(steps)s);
+-- A workflow row; a schedule's fire (schedule_id, fire_time) that some expander already
+-- made is a no-op (workflows_schedule_fire, migration 0015): no row comes back.
+INSERT INTO workflows (id, name, steps, schedule_id, fire_time)
+VALUES (%(id)s, %(name)s, %(steps)s, %(schedule_id)s, %(fire_time)s)
+ON CONFLICT DO NOTHING
+RETURNING id, fire_time, created_at;
 
 -- name: get_workflow
 SELECT * FROM workflows WHERE id = %(id)s;
@@ -282,10 +287,12 @@ ORDER BY j.step;
 -- name: list_workflows
 -- Newest first, keyset-paged on the time-ordered id, each with its steps' counts by
 -- status (read through jobs_workflow), its failed steps and when its last step ended;
--- %(status)s (NULL: any) filters on the status those give. The filter is applied to
+-- %(status)s (NULL: any) filters on the status those give; %(ids)s (NULL: any) picks
+-- workflows by id (one workflow's page, a schedule's recent fires). The filter is applied to
 -- the workflows read in id order, so a rare status costs a longer walk.
 SELECT * FROM (
-    SELECT w.id, w.name, w.created_at, s.counts, s.failed, s.finished_at,
+    SELECT w.id, w.name, w.created_at, w.schedule_id, w.fire_time, s.counts, s.failed,
+           s.finished_at,
            CASE WHEN s.active > 0 THEN 'Running'
                 WHEN s.succeeded = w.steps THEN 'Succeeded' ELSE 'Failed' END AS status
     FROM workflows w
@@ -305,7 +312,7 @@ SELECT * FROM (
               WHERE j.workflow_id = w.id GROUP BY j.status) c
     ) s
     WHERE (%(before)s::uuid IS NULL OR w.id < %(before)s)
-      AND (%(id)s::uuid IS NULL OR w.id = %(id)s)
+      AND (%(ids)s::uuid[] IS NULL OR w.id = ANY(%(ids)s::uuid[]))
     ORDER BY w.id DESC
 ) x
 WHERE %(status)s::text IS NULL OR x.status = %(status)s

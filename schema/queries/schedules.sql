@@ -4,10 +4,10 @@
 -- name: insert_schedule
 INSERT INTO schedules (id, idempotency_key, cron, timezone, job_type, payload, queue,
                        priority, max_attempts, timeout_seconds, misfire_policy,
-                       overlap_policy, next_fire_at)
+                       overlap_policy, next_fire_at, workflow)
 VALUES (%(id)s, %(idempotency_key)s, %(cron)s, %(timezone)s, %(job_type)s, %(payload)s,
         %(queue)s, %(priority)s, %(max_attempts)s, %(timeout_seconds)s,
-        %(misfire_policy)s, %(overlap_policy)s, %(next_fire_at)s)
+        %(misfire_policy)s, %(overlap_policy)s, %(next_fire_at)s, %(workflow)s)
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -51,7 +51,7 @@ RETURNING *;
 -- The due schedules, oldest fire first, locked for this expander's transaction. SKIP
 -- LOCKED: concurrent expanders (one per coordinator) share the work and never wait.
 -- db_now is the database clock that every misfire decision of the pass is made against.
-SELECT id, cron, timezone, misfire_policy, overlap_policy, next_fire_at,
+SELECT id, cron, timezone, misfire_policy, overlap_policy, next_fire_at, workflow,
        statement_timestamp() AS db_now
 FROM schedules
 WHERE enabled AND deleted_at IS NULL AND next_fire_at <= statement_timestamp()
@@ -66,6 +66,27 @@ FROM jobs
 WHERE schedule_id = %(id)s
 ORDER BY fire_time DESC
 LIMIT 1;
+
+-- name: latest_workflow_unfinished
+-- A workflow schedule's overlap check: whether its newest workflow has a step not
+-- finished (no row: none fired yet). Two index probes (workflows_schedule_fire
+-- backwards, then jobs_workflow_active).
+SELECT EXISTS (SELECT 1 FROM jobs j
+               WHERE j.workflow_id = w.id
+                 AND j.status IN ('Waiting', 'Scheduled', 'Pending', 'Running', 'Failed'))
+       AS unfinished
+FROM workflows w
+WHERE w.schedule_id = %(id)s
+ORDER BY w.fire_time DESC
+LIMIT 1;
+
+-- name: schedule_recent_workflows
+-- The newest workflows made from a workflow schedule (workflows_schedule_fire,
+-- backwards); their statuses are read by list_workflows.
+SELECT id FROM workflows
+WHERE schedule_id = %(id)s
+ORDER BY fire_time DESC
+LIMIT %(limit)s;
 
 -- name: insert_fires
 -- One job per fire from the schedule's template. The unique index jobs_schedule_fire

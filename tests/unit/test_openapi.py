@@ -84,9 +84,12 @@ def test_every_route_with_a_body_documents_413(document: dict[str, Any]) -> None
 def test_a_submission_is_one_variant_per_job_type_with_its_payload(
         document: dict[str, Any]) -> None:
     body = document["paths"]["/api/jobs"]["post"]["requestBody"]["content"]
-    assert ({"$ref": "#/components/schemas/JobSubmission"}
+    assert ({"$ref": "#/components/schemas/Submission"}
             == body["application/json"]["schema"])
     schemas = document["components"]["schemas"]
+    assert [{"$ref": "#/components/schemas/JobSubmission"},
+            {"$ref": "#/components/schemas/ScheduledWorkflowSubmission"}] == \
+        schemas["Submission"]["oneOf"]
     refs = [v["$ref"].rsplit("/", 1)[1] for v in schemas["JobSubmission"]["oneOf"]]
     assert [f"SubmitJob_{name}" for name in REGISTRY.names()] == refs
     http_get = schemas["SubmitJob_http_get"]
@@ -94,6 +97,17 @@ def test_a_submission_is_one_variant_per_job_type_with_its_payload(
     assert "#/components/schemas/HttpGetPayload" == http_get["properties"]["payload"]["$ref"]
     assert {"type", "payload"} <= set(http_get["required"])
     assert "payload" not in schemas["SubmitJob_noop"]["required"]
+    assert "workflow" not in http_get["properties"]
+
+
+def test_a_scheduled_workflow_takes_cron_and_a_workflow_of_job_submissions(
+        document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    scheduled = schemas["ScheduledWorkflowSubmission"]
+    assert ["cron", "workflow"] == scheduled["required"]
+    assert "type" not in scheduled["properties"]
+    assert {"$ref": "#/components/schemas/JobSubmission"} == \
+        schemas["SubmitWorkflow"]["properties"]["steps"]["additionalProperties"]
 
 
 def test_a_batch_holds_job_submissions(document: dict[str, Any]) -> None:

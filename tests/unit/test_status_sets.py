@@ -39,6 +39,7 @@ EXPECTED: dict[str, list[str]] = {
     "queries/queues.sql:queue_details": ["WAITING"],
     "queries/runs.sql:complete_runs": ["TERMINAL"],
     "queries/schedules.sql:latest_fire_unfinished": ["TERMINAL"],
+    "queries/schedules.sql:latest_workflow_unfinished": ["ACTIVE"],
     "queries/stats.sql:stats_active_counts": ["ACTIVE"],
     "queries/stats.sql:stats_finished_counts": ["TERMINAL"],
     "queries/stats.sql:stats_queue_lag": ["WAITING"] * 5,
@@ -52,6 +53,7 @@ EXPECTED: dict[str, list[str]] = {
     "migrations/0011_keys.sql": ["WAITING"] * 13,
     "migrations/0012_rate_steps.sql": ["WAITING"] * 5,
     "migrations/0013_dependencies.sql": ["JOB_STATUSES", "TERMINAL"],
+    "migrations/0015_scheduled_workflows.sql": ["ACTIVE", "ACTIVE", "ACTIVE", "TERMINAL"],
 }
 
 _LIST = re.compile(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)|ARRAY\[([^\]]*)\]", re.IGNORECASE)
