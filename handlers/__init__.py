@@ -7,6 +7,9 @@ Importing ``handlers`` registers the built-ins (``handlers.builtin``) on ``REGIS
 from scheduler_core.handlers import builtin as builtin
 from scheduler_core.handlers.plugins import ENTRY_POINT_GROUP, PluginError, load_plugins
 from scheduler_core.handlers.registry import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_QUEUE,
+    DEFAULT_TIMEOUT_SECONDS,
     REGISTRY,
     HandlerError,
     HandlerSpec,
@@ -19,6 +22,9 @@ from scheduler_core.handlers.registry import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_QUEUE",
+    "DEFAULT_TIMEOUT_SECONDS",
     "ENTRY_POINT_GROUP",
     "REGISTRY",
     "HandlerError",

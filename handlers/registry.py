@@ -149,6 +149,14 @@ class RunContext:
         raise RateLimited(seconds, message)
 
 
+# What a job gets for a setting neither its submission nor its type's spec sets: the
+# API and the validator of SQL-enqueued jobs apply them alike (and migration 0016's
+# scheduler.enqueue writes them until the validator fills the type's own).
+DEFAULT_QUEUE = "default"
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_TIMEOUT_SECONDS = 300
+
+
 @dataclass(frozen=True)
 class HandlerSpec:
     """One registered job type: its payload Struct, its function and optional defaults.

@@ -490,7 +490,9 @@ class Store:
                 if row["has_dependents"]:
                     cur = await conn.execute(q("job_children"), {"id": job_id})
                     children = await cur.fetchall()
-                if row["status"] == wire.JobStatus.WAITING:
+                if row["status"] == wire.JobStatus.WAITING and row["validation"] is not None:
+                    waiting = wire.WaitingReason(reason="validating")
+                elif row["status"] == wire.JobStatus.WAITING:
                     waiting = wire.WaitingReason(
                         reason="depends_on",
                         parents=[p["parent"] for p in parents if p["open"]][:100])

@@ -170,7 +170,7 @@ class RunOut(msgspec.Struct, **_OUT):
 
 WaitingReasonName = Literal["scheduled", "queue_paused", "queue_concurrency", "queue_rate",
                             "key_concurrency", "key_rate", "retry_backoff", "depends_on",
-                            "no_worker", "ready"]
+                            "no_worker", "ready", "validating"]
 
 
 class WaitingReason(msgspec.Struct, omit_defaults=True, **_OUT):
@@ -178,7 +178,9 @@ class WaitingReason(msgspec.Struct, omit_defaults=True, **_OUT):
     ``scheduled`` / ``retry_backoff`` (until ``until``), ``queue_paused``,
     ``queue_concurrency`` / ``key_concurrency`` (``running`` of ``limit``),
     ``queue_rate`` / ``key_rate`` (until ``until``), ``no_worker`` (no live worker
-    takes jobs from its queue); ``ready``: nothing holds it, the next claim may take it."""
+    takes jobs from its queue); ``ready``: nothing holds it, the next claim may take it;
+    ``validating``: enqueued through SQL, its type and payload not yet checked (a
+    coordinator does so once its transaction has committed)."""
 
     reason: WaitingReasonName
     until: dt.datetime | None = None

@@ -17,7 +17,13 @@ import structlog
 import trio
 from quart import Blueprint, Response, current_app
 
-from scheduler_core.handlers import HandlerError, PayloadError, UnknownHandler
+from scheduler_core.handlers import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_TIMEOUT_SECONDS,
+    HandlerError,
+    PayloadError,
+    UnknownHandler,
+)
 from scheduler_core.runtime import clock, cron
 from scheduler_core.schema import wire
 from scheduler_core.schema.store import NewJob, NewSchedule, Parent, TooDeep, UnknownParent
@@ -33,9 +39,6 @@ from scheduler_core.web.inputs import (
     read_body,
 )
 from scheduler_core.web.workflow_graph import edges_of, order_of
-
-DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_TIMEOUT_SECONDS = 300
 
 blueprint = Blueprint("api", __name__)
 log = structlog.get_logger("web.api")

@@ -10,6 +10,8 @@ Two channels, one bell each:
 - ``scheduler_schedules``: a schedule created, paused, resumed or deleted (a trigger,
   migration 0002). It wakes the cron expander, which otherwise sleeps until the next
   fire it knows of.
+- ``scheduler_validate``: a transaction that enqueued jobs through SQL committed
+  (``scheduler.enqueue``, migration 0016). It wakes the validator.
 
 A lost connection is reopened with capped backoff; after every (re)connect both bells
 ring once, since notifications sent while we were away are lost.
@@ -31,13 +33,15 @@ log = structlog.get_logger("actors.listener")
 
 CHANNEL = "scheduler_jobs"
 SCHEDULES_CHANNEL = "scheduler_schedules"
+VALIDATE_CHANNEL = "scheduler_validate"
 
 
 async def run(conninfo: str, doorbell: Doorbell, *, schedules: Doorbell | None = None,
+              validate: Doorbell | None = None,
               echoes: EchoFilter | None = None, backoff_cap: float = 5.0,
               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Run until cancelled, ringing ``doorbell`` for jobs and ``schedules`` (if given)
-    for schedule changes. Ready at once: the waiters work by their timeouts meanwhile.
+    """Run until cancelled, ringing ``doorbell`` for jobs, ``schedules`` (if given)
+    for schedule changes and ``validate`` (if given) for jobs enqueued through SQL. Ready at once: the waiters work by their timeouts meanwhile.
 
     ``echoes``: job notifications this process caused and already rang for (their
     payload is the notifying backend's pid) are not rung again."""
@@ -45,6 +49,8 @@ async def run(conninfo: str, doorbell: Doorbell, *, schedules: Doorbell | None =
     bells = {CHANNEL: doorbell}
     if schedules is not None:
         bells[SCHEDULES_CHANNEL] = schedules
+    if validate is not None:
+        bells[VALIDATE_CHANNEL] = validate
     delay = 0.05
     while True:
         try:
@@ -59,6 +65,8 @@ async def run(conninfo: str, doorbell: Doorbell, *, schedules: Doorbell | None =
             await conn.execute("LISTEN scheduler_jobs")
             if schedules is not None:
                 await conn.execute("LISTEN scheduler_schedules")
+            if validate is not None:
+                await conn.execute("LISTEN scheduler_validate")
             log.info("listener_connected", actor="listener", channels=sorted(bells))
             delay = 0.05
             if echoes is not None:

@@ -24,6 +24,8 @@ NAMED_SETS: dict[str, frozenset[str]] = {
     "WAITING": frozenset(wire.WAITING),
     "DUE_LATER": frozenset(wire.DUE_LATER),
     "RETRYABLE": frozenset(wire.RETRYABLE),
+    # A parent that ended without succeeding (its dependents' failure policy applies).
+    "ENDED_BADLY": frozenset(wire.TERMINAL) - {JobStatus.SUCCEEDED},
 }
 
 # Where the SQL lists statuses, and the set each list must equal, in order of appearance.
@@ -54,6 +56,7 @@ EXPECTED: dict[str, list[str]] = {
     "migrations/0012_rate_steps.sql": ["WAITING"] * 5,
     "migrations/0013_dependencies.sql": ["JOB_STATUSES", "TERMINAL"],
     "migrations/0015_scheduled_workflows.sql": ["ACTIVE", "ACTIVE", "ACTIVE", "TERMINAL"],
+    "migrations/0016_sql_enqueue.sql": ["ENDED_BADLY"],
 }
 
 _LIST = re.compile(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)|ARRAY\[([^\]]*)\]", re.IGNORECASE)

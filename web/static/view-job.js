@@ -39,6 +39,7 @@ function waitingWords(job) {
     case "no_worker": return ["waits: no live worker takes jobs from queue ", queue, ": start a worker with ",
       h("code", {}, `--queues ${job.queue}`), " or ", h("code", {}, "*")];
     case "ready": return ["ready: nothing holds it, the next claim by a worker may take it"];
+    case "validating": return ["waits: enqueued through SQL, its type and payload are being checked by a coordinator"];
     default: return [`waits: ${w.reason}`];
   }
 }
