@@ -74,3 +74,24 @@ def test_the_list_shows_workflows_and_filters_by_status(shared_dashboard: Dashbo
     row.get_by_role("link").click()
     expect(page.get_by_test_id("workflow-graph")).to_be_visible()
     assert [] == dashboard.errors
+
+
+def test_a_workflow_schedule_shows_its_steps_and_links_its_workflows(
+        shared_dashboard: Dashboard) -> None:
+    dashboard = shared_dashboard
+    resp = httpx.post(f"{dashboard.url}/api/jobs", timeout=10, json={
+        "cron": "* * * * * *", "workflow": {"name": "ticking", "steps": {
+            "a": {"type": "noop", "queue": "wf-sched"},
+            "b": {"type": "noop", "queue": "wf-sched", "dependsOn": ["a"]}}}})
+    assert 201 == resp.status_code, resp.text
+    sid = resp.json()["id"]
+    page = dashboard.open(f"#/schedules/{sid}")
+    expect(page.get_by_test_id("schedule-workflow")).to_have_text("ticking")
+    expect(page.get_by_test_id("schedule-steps").locator("tbody tr")).to_have_count(2)
+    link = page.get_by_test_id("schedule-fires").locator('a[href^="#/workflows/"]').first
+    expect(link).to_be_visible(timeout=LIVE)
+    httpx.post(f"{dashboard.url}/api/schedules/{sid}/pause", timeout=10).raise_for_status()
+    link.click()
+    expect(page.get_by_test_id("workflow-graph")).to_be_visible()
+    expect(page.get_by_test_id("workflow-graph").locator("a.node")).to_have_count(2)
+    assert [] == dashboard.errors

@@ -1,5 +1,6 @@
 /* One schedule (#/schedules/<id>): its definition, payload and recent fires, with the
- * list's pause, resume and delete. */
+ * list's pause, resume and delete. A workflow schedule shows its workflow's name and
+ * steps instead of a job's fields, and its recent fires are workflows (#/workflows/<id>). */
 
 import { badge, dataTable, empty, h, json, panel, replace, shortId, when } from "./dom.js";
 import { DetailView, fact, factsPanel } from "./detail.js";
@@ -16,6 +17,25 @@ export class ScheduleView extends DetailView {
 
   render(s) {
     const fires = s.recentFires || [];
+    const wf = s.workflow;
+    const what = wf
+      ? [fact("Workflow", h("span", { "data-testid": "schedule-workflow" }, wf.name))]
+      : [fact("Job type", s.type),
+        fact("Queue", s.queue),
+        fact("Priority", s.priority),
+        fact("Max attempts", s.maxAttempts),
+        fact("Timeout", `${s.timeoutSeconds} s`)];
+    const detail = wf
+      ? panel(h("h2", {}, "Steps"),
+        dataTable({ "data-testid": "schedule-steps" }, ["Step", "Type", "Depends on"],
+          wf.steps.map((st) => h("tr", {},
+            h("td", { className: "mono" }, st.name),
+            h("td", {}, st.type),
+            h("td", { className: "mono" }, st.dependsOn.join(", ") || "—")))))
+      : panel(h("h2", {}, "Payload"), json(s.payload));
+    const link = (f) => wf
+      ? h("a", { href: `#/workflows/${f.id}`, className: "mono" }, shortId(f.id))
+      : h("a", { href: `#/jobs/${f.id}`, className: "mono" }, shortId(f.id));
     replace(this.root,
       this.backLink(),
       this.heading(s.id,
@@ -27,21 +47,17 @@ export class ScheduleView extends DetailView {
           fact("Time zone", s.timezone),
           fact("Next fire", s.enabled ? when(s.nextFireAt) : "paused"),
           fact("Last fired", when(s.lastFiredAt)),
-          fact("Job type", s.type),
-          fact("Queue", s.queue),
-          fact("Priority", s.priority),
-          fact("Max attempts", s.maxAttempts),
-          fact("Timeout", `${s.timeoutSeconds} s`),
+          ...what,
           fact("Misfire policy", s.misfirePolicy),
           fact("Overlap policy", s.overlapPolicy),
           fact("Created", when(s.createdAt))),
-        panel(h("h2", {}, "Payload"), json(s.payload))),
+        detail),
       panel(h("h2", {}, "Recent fires"),
         fires.length === 0
           ? empty("It has not fired yet.")
-          : dataTable({}, ["Fire time", "Job", "Status", "Created"], fires.map((f) => h("tr", {},
+          : dataTable({ "data-testid": "schedule-fires" }, ["Fire time", wf ? "Workflow" : "Job", "Status", "Created"], fires.map((f) => h("tr", {},
             h("td", {}, when(f.fireTime)),
-            h("td", {}, h("a", { href: `#/jobs/${f.id}`, className: "mono" }, shortId(f.id))),
+            h("td", {}, link(f)),
             h("td", {}, badge(f.status)),
             h("td", {}, when(f.createdAt)))))));
   }
