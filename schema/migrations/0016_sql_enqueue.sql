@@ -28,8 +28,9 @@ CREATE INDEX IF NOT EXISTS jobs_unvalidated ON jobs (id) WHERE validation IS NOT
 -- A version-7 UUID of p_ts's millisecond whose 26 bits after the version and variant
 -- are p_seq (the rest random): ids of one call in the order of p_seq.
 CREATE OR REPLACE FUNCTION scheduler_uuid7(p_ts timestamptz, p_seq bigint) RETURNS uuid
-LANGUAGE sql VOLATILE AS $$
-    SELECT encode(
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN encode(
         substring(int8send(floor(extract(epoch FROM p_ts) * 1000)::bigint) FROM 3)
         || set_byte(set_byte(set_byte(set_byte(
                substring(uuid_send(gen_random_uuid()) FROM 7),
@@ -37,17 +38,21 @@ LANGUAGE sql VOLATILE AS $$
                1, ((p_seq >> 14) & 255)::int),
                2, (128 | ((p_seq >> 8) & 63))::int),
                3, (p_seq & 255)::int),
-        'hex')::uuid
+        'hex')::uuid;
+END
 $$;
 
 -- What is wrong with one job, as far as the database can tell (the API's limits,
--- wire.py): a text naming the parameter, or NULL. Plain SQL, so a query inlines it.
+-- wire.py): a text naming the parameter, or NULL. PL/pgSQL, not SQL: called from
+-- PL/pgSQL an SQL function is planned on every call (scheduler.enqueue took 0.76 ms
+-- a call instead of 0.55, 2026-12-07), and per row in enqueue_many it is no slower.
 CREATE OR REPLACE FUNCTION scheduler_enqueue_problem(
     p_type text, p_payload jsonb, p_queue text, p_priority integer,
     p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text,
     p_concurrency_key text, p_depends_on uuid[]) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN CASE
         WHEN p_type IS NULL OR length(p_type) NOT BETWEEN 1 AND 100
             THEN 'type: expected 1 to 100 characters'
         WHEN p_payload IS NOT NULL AND jsonb_typeof(p_payload) <> 'object'
@@ -73,7 +78,8 @@ LANGUAGE sql IMMUTABLE AS $$
             THEN 'depends_on: at most 10000 parents'
         WHEN array_position(p_depends_on, NULL) IS NOT NULL
             THEN 'depends_on: a parent id is NULL'
-    END
+    END;
+END
 $$;
 
 -- Insert one checked job, unvalidated, in the caller's transaction; its id. A known
