@@ -9,6 +9,7 @@ it). ``slow_default``: a type with its own defaults (queue ``sqlq``, 7 attempts,
 from __future__ import annotations
 
 import msgspec
+import trio
 
 from scheduler_core.handlers import REGISTRY, RunContext
 
@@ -24,8 +25,8 @@ class NoPayload(msgspec.Struct, forbid_unknown_fields=True):
 
 @REGISTRY.handler("tally", payload=TallyPayload, inline=True)
 async def tally(payload: TallyPayload, ctx: RunContext) -> dict[str, int]:
-    with open(payload.path, "a", encoding="utf-8") as out:
-        out.write(msgspec.json.encode(payload).decode() + "\n")
+    async with await trio.open_file(payload.path, "a", encoding="utf-8") as out:
+        await out.write(msgspec.json.encode(payload).decode() + "\n")
     return {"n": payload.n}
 
 

@@ -99,13 +99,16 @@ def decide(jobs: Sequence[Unvalidated], registry: Registry, *,
 
 async def run(store: ValidationStore, registry: Registry, doorbell: Doorbell, *,
               max_depth: int, batch: int = 500, interval: float = 30.0,
-              retry_cap: float = 5.0,
+              gather: float = 0.005, retry_cap: float = 5.0,
               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Validate until cancelled. Ready at once.
 
     Each pass validates up to ``batch`` jobs; a full batch is followed by another at
-    once, else it waits for a ring of ``doorbell`` or ``interval`` seconds. Database
-    errors are logged and retried with capped backoff.
+    once, else it waits for a ring of ``doorbell`` or ``interval`` seconds. After a
+    ring it waits ``gather`` seconds more, so that the commits of a burst of
+    application transactions are validated in one pass, not one pass each (each pass
+    is a transaction, and its NOTIFY queues behind theirs at commit). Database errors
+    are logged and retried with capped backoff.
 
     Cancellation: safe at any point; a cancelled pass rolls back (its jobs stay
     unvalidated for the next pass or another coordinator)."""
@@ -139,3 +142,4 @@ async def run(store: ValidationStore, registry: Registry, doorbell: Doorbell, *,
             delay = interval if interval > 0 else math.inf
         with trio.move_on_after(delay):
             await doorbell.wait_since(generation)
+            await trio.sleep(gather)

@@ -100,6 +100,7 @@ DECLARE
     v_found integer;
     v_dead text;
     v_missing uuid;
+    v_inserted boolean;
 BEGIN
     IF p_queue IS NULL THEN v_fill := v_fill || 'queue'::text; END IF;
     IF p_max_attempts IS NULL THEN v_fill := v_fill || 'max_attempts'::text; END IF;
@@ -135,6 +136,7 @@ BEGIN
                             'at most 1000', v_depth USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
+    PERFORM set_config('scheduler.quiet_insert', 'on', true);
     INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                       timeout_seconds, idempotency_key, concurrency_key, deps_open,
                       dep_depth, last_error, finished_at, validation)
@@ -147,7 +149,9 @@ BEGIN
             CASE WHEN v_dead IS NOT NULL THEN now() END,
             CASE WHEN v_dead IS NULL THEN v_fill END)
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING;
-    IF NOT FOUND THEN  -- a concurrent transaction took the key and committed
+    v_inserted := FOUND;
+    PERFORM set_config('scheduler.quiet_insert', 'off', true);
+    IF NOT v_inserted THEN  -- a concurrent transaction took the key and committed
         SELECT j.id INTO v_id FROM jobs j WHERE j.idempotency_key = p_idempotency_key;
         RETURN v_id;
     END IF;
@@ -253,6 +257,7 @@ BEGIN
     FROM generate_series(1, v_n) g;
     -- The plain ones, in one statement, in lock order (by concurrency key, as
     -- insert_jobs_params orders the API's).
+    PERFORM set_config('scheduler.quiet_insert', 'on', true);
     INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                       timeout_seconds, concurrency_key, validation)
     SELECT v_ids[e.i], x.type, coalesce(x.payload, '{}'::jsonb), 'Waiting',
@@ -270,6 +275,7 @@ BEGIN
         "concurrencyKey" text, "dependsOn" uuid[])
     WHERE x."idempotencyKey" IS NULL AND x."dependsOn" IS NULL
     ORDER BY x."concurrencyKey" NULLS FIRST, e.i;
+    PERFORM set_config('scheduler.quiet_insert', 'off', true);
     -- The others one by one, in order (a later one may name an earlier one's key).
     FOR r IN
         SELECT e.i, x.* FROM jsonb_array_elements(enqueue_many.jobs) WITH ORDINALITY AS e(v, i)
@@ -286,6 +292,20 @@ BEGIN
     END LOOP;
     PERFORM pg_notify('scheduler_validate', '');
     RETURN v_ids;
+END
+$$;
+
+-- The statement trigger that tells the claims of new jobs (migration 0005) keeps quiet
+-- for the inserts of the functions above: their jobs wait for validation, so a claim
+-- woken by them would find nothing (the validator notifies once it releases them).
+CREATE OR REPLACE FUNCTION scheduler_notify_jobs() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('scheduler.quiet_insert', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_notify('scheduler_jobs', pg_backend_pid()::text);
+    RETURN NULL;
 END
 $$;
 
