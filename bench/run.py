@@ -51,6 +51,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -71,7 +72,7 @@ ROOT = bl.ROOT
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PHASES = ("e2e", "flow", "fanout", "submit", "latency", "scale", "peers", "pgbench", "http")
+PHASES = ("e2e", "flow", "fanout", "submit", "sql", "latency", "scale", "peers", "pgbench", "http")
 PEERS = ("procrastinate", "pgqueuer")
 NOOP = {"type": "noop", "payload": {}}
 INLINE_SLOTS = (16, 50)  # the e2e cells with inline handlers (noop_inline), W x these
@@ -657,6 +658,78 @@ class Run:
         log(f"fanout: completion of a parent with {FANOUT_CHILDREN:,} children p50 "
             f"{out['completion'].get('p50_ms')} p99 {out['completion'].get('p99_ms')} ms; "
             f"without children p50 {out['completion_no_children'].get('p50_ms')} ms")
+        return out
+
+    # -- enqueue through SQL (issue 17) -----------------------------------------------
+
+    def sql_enqueue(self) -> dict[str, Any]:
+        """Jobs enqueued through the SQL API inside the caller's transactions, with a
+        coordinator running (its validator checks them after each commit, as in
+        production): ``scheduler.enqueue`` one job a transaction from
+        ``--sql-connections`` psycopg connections (8), and ``scheduler.enqueue_many``
+        with ``--batch-size`` (1,000) jobs a call from one connection, as pgqueuer's
+        batch enqueue. Then every job must be validated (Pending): the figure counts
+        the enqueues, the check that they were all validated comes after."""
+        a = self.args
+        out: dict[str, Any] = {}
+        c = Cluster(self, "sql")
+        try:
+            c.start_coordinator()
+            n, conns = a.sql_jobs, a.sql_connections
+            per = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
+            log(f"sql: {n} x scheduler.enqueue, one a transaction, {conns} connections")
+            ready = threading.Barrier(conns + 1)
+            failed: list[BaseException] = []
+
+            def enqueue_one_by_one(count: int) -> None:
+                try:
+                    with c.connect() as conn:  # autocommit: each call its own transaction
+                        conn.execute(b"SELECT 1")
+                        ready.wait()
+                        for _ in range(count):
+                            conn.execute(b"SELECT scheduler.enqueue('noop', '{}'::jsonb)")
+                except BaseException as exc:  # reported below, in the caller's thread
+                    failed.append(exc)
+                    ready.abort()
+
+            threads = [threading.Thread(target=enqueue_one_by_one, args=(k,)) for k in per]
+            for t in threads:
+                t.start()
+            ready.wait()
+            started = time.perf_counter()
+            for t in threads:
+                t.join()
+            took = time.perf_counter() - started
+            if failed:
+                raise failed[0]
+            out["single"] = {"jobs": n, "connections": conns, "seconds": round(took, 3),
+                             "jobs_per_s": bl.rate(n, took)}
+            m, size = a.sql_batch_jobs, a.batch_size
+            log(f"sql: {m} x scheduler.enqueue_many, {size} a call, one connection")
+            batch = json.dumps([NOOP] * size)
+            with c.connect() as conn:
+                conn.execute(b"SELECT scheduler.enqueue_many(%s::jsonb)", (batch,))  # warm-up
+                started = time.perf_counter()
+                for _ in range(m // size):
+                    conn.execute(b"SELECT scheduler.enqueue_many(%s::jsonb)", (batch,))
+                took = time.perf_counter() - started
+            out["many"] = {"jobs": m // size * size, "batch_size": size,
+                           "seconds": round(took, 3),
+                           "jobs_per_s": bl.rate(m // size * size, took)}
+            expected = n + (m // size + 1) * size
+
+            def validated() -> bool:
+                if c.coordinator is not None:
+                    c.coordinator.check()
+                return c.scalar("SELECT count(*) FROM jobs WHERE validation IS NULL "
+                                "AND status = 'Pending'") >= expected
+            bl.wait_for(validated, timeout=120, interval=0.1,
+                        what=f"{expected} SQL-enqueued jobs validated")
+            log(f"sql: {out['single']['jobs_per_s']}/s one a transaction ({conns} "
+                f"connections), {out['many']['jobs_per_s']}/s by enqueue_many({size}); "
+                f"all {expected} validated")
+        finally:
+            c.stop()
         return out
 
     def latency(self) -> dict[str, Any]:
@@ -1661,6 +1734,23 @@ def build_goals(res: dict[str, Any], args: argparse.Namespace) -> list[list[str]
         goal("6. claim p99 while pruning 1M finished jobs vs without", None, None, "", "<=", 2.0,
              why=pr_.get("skipped") or ("error (see notes)" if "prune" in (res.get("errors") or {})
                                         else "not run"))
+    # issue 17: enqueue through SQL
+    sq = res.get("sql") or {}
+    if sq or "sql" in getattr(args, "only", []) or "sql" in (res.get("errors") or {}):
+        why = "error (see notes)" if "sql" in (res.get("errors") or {}) else ""
+        pq_e = (pgq or {}).get("enqueue") or {}
+        one = (sq.get("single") or {})
+        pq_s = (pq_e.get("single") or {}).get("jobs_per_s")
+        goal(f"SQL: scheduler.enqueue, one job a transaction, {one.get('connections', 8)} "
+             "connections, vs pgqueuer's enqueue one by one", one.get("jobs_per_s"), pq_s,
+             f"{fmt(pq_s)}/s" if pq_s else "", ">=", 1.0, "/s",
+             why=why or ("" if pq_s else peer_err(peers, "pgqueuer")))
+        many = (sq.get("many") or {})
+        pq_b = (pq_e.get("batch") or {}).get("jobs_per_s")
+        goal(f"SQL: scheduler.enqueue_many ({many.get('batch_size', args.batch_size)} a call) "
+             "vs pgqueuer's batch enqueue", many.get("jobs_per_s"), pq_b,
+             f"{fmt(pq_b)}/s" if pq_b else "", ">=", 1.0, "/s",
+             why=why or ("" if pq_b else peer_err(peers, "pgqueuer")))
     # issue 16: fan-out
     fo = res.get("fanout") or {}
     if fo or "fanout" in getattr(args, "only", []) or "fanout" in (res.get("errors") or {}):
@@ -1776,6 +1866,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="jobs of each flow cell (20,000; quick 10,000: one per key)")
     p.add_argument("--flow-keys", type=int, default=10000,
                    help="concurrency keys of the keyed flow cells (default 10,000)")
+    p.add_argument("--sql-jobs", type=int,
+                   help="jobs through scheduler.enqueue, one a transaction (10,000; quick 2,000)")
+    p.add_argument("--sql-connections", type=int, default=8)
+    p.add_argument("--sql-batch-jobs", type=int,
+                   help="jobs through scheduler.enqueue_many (100,000; quick 10,000)")
     p.add_argument("--fanout-samples", type=int,
                    help="parents with 10,000 children completed (20; quick 5)")
     p.add_argument("--hey-requests", type=int, help="requests per hey cell (10,000; quick 2,000)")
@@ -1811,6 +1906,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # the inline cells' count, so the unlimited cell is their shape
     a.flow_jobs = a.flow_jobs or (10000 if q else 20000)
     a.fanout_samples = a.fanout_samples or (5 if q else 20)
+    a.sql_jobs = a.sql_jobs or (2000 if q else 10000)
+    a.sql_batch_jobs = a.sql_batch_jobs or (10000 if q else 100000)
     a.hey_requests = a.hey_requests or (2000 if q else 10000)
     a.pgbench_duration = a.pgbench_duration or (3 if q else 10)
     a.pgbench_clients = a.pgbench_clients or ("16" if q else "4,16")
@@ -1910,6 +2007,7 @@ def main(argv: list[str] | None = None) -> int:
                     run.e2e, W, FLOW_SLOTS, args.flow_jobs, "noop_inline", flow=cell,
                     keys=args.flow_keys)))
         for name, fn in (("fanout", run.fanout), ("submit", run.submit),
+                         ("sql", run.sql_enqueue),
                          ("latency", run.latency), ("scale", run.scale),
                          ("prune", run.prune), ("peers", run.peers), ("pgbench", run.pgbench),
                          ("http", run.http_adapter)):
@@ -1976,7 +2074,8 @@ def main(argv: list[str] | None = None) -> int:
     if interrupted:
         return 130
     ours = [k for k in res["errors"]
-            if k.split()[0] in ("setup", "e2e", "cpu", "flow", "fanout", "submit", "latency", "scale",
+            if k.split()[0] in ("setup", "e2e", "cpu", "flow", "fanout", "submit", "sql", "latency",
+                                "scale",
                                 "prune")]
     return 1 if ours else 0
 
