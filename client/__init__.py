@@ -1,5 +1,8 @@
 """Python clients for the public API: :class:`Client` (blocking) and :class:`AsyncClient`
 (async, under trio or asyncio, as httpx is). The CLI uses :class:`Client`.
+:func:`enqueue` and :func:`enqueue_many` (and their ``_async`` forms, module
+``enqueue``) add jobs in the application's own database transaction instead, through
+its psycopg, SQLAlchemy or Django connection.
 
     ClientError
      ├─ Unreachable   the coordinator did not answer (connection refused, timeout)
@@ -38,6 +41,13 @@ import anyio
 import httpx
 import msgspec
 
+from scheduler_core.client.sql_enqueue import (
+    EnqueueJob,
+    enqueue,
+    enqueue_async,
+    enqueue_many,
+    enqueue_many_async,
+)
 from scheduler_core.schema import wire
 from scheduler_core.schema.wire import TERMINAL
 
@@ -49,6 +59,7 @@ __all__ = [
     "BatchJob",
     "Client",
     "ClientError",
+    "EnqueueJob",
     "Job",
     "JobRef",
     "Queue",
@@ -58,6 +69,10 @@ __all__ = [
     "Submitted",
     "Unreachable",
     "WaitTimeout",
+    "enqueue",
+    "enqueue_async",
+    "enqueue_many",
+    "enqueue_many_async",
     "is_finished",
     "parse_rate_limit",
 ]

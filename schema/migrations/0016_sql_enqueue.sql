@@ -326,8 +326,8 @@ REVOKE ALL ON FUNCTION scheduler.enqueue_many(jsonb) FROM PUBLIC;
 
 -- The role an application's connection takes (GRANT scheduler_enqueuer TO app_user),
 -- created where the migrating user may create roles (roles belong to the whole server:
--- one for every database of it); elsewhere an administrator creates it
--- (docs/operations.md), and the grants below wait for it.
+-- one for every database of it); elsewhere an administrator creates it and runs the
+-- grants below by hand (docs/operations.md): this migration runs once.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'scheduler_enqueuer') THEN
@@ -335,8 +335,9 @@ BEGIN
                    AND (rolsuper OR rolcreaterole)) THEN
             CREATE ROLE scheduler_enqueuer NOLOGIN;
         ELSE
-            RAISE NOTICE 'role scheduler_enqueuer not created (no CREATEROLE): create it '
-                         'and run the migrations again to grant it scheduler.enqueue';
+            RAISE NOTICE 'role scheduler_enqueuer not created (no CREATEROLE): an '
+                         'administrator creates it and grants it the two functions '
+                         '(docs/operations.md, "Applications that enqueue in their own transaction")';
         END IF;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'scheduler_enqueuer') THEN
