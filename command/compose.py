@@ -51,15 +51,17 @@ async def migrate(dsn: str) -> list[int]:
 async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = True,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """The coordinator tree: listener, lease_reaper, cron_expander, pruner, validator,
-    web (started in that order)."""
+    releaser, web (started in that order)."""
     from scheduler_core.actors.coordinator import (
         cron_expander,
         lease_reaper,
         listener,
         pruner,
+        releaser,
         validator,
     )
     from scheduler_core.handlers import REGISTRY
+    from scheduler_core.schema.release_store import ReleaseStore
     from scheduler_core.schema.retention_store import RetentionStore
     from scheduler_core.schema.schedule_store import ScheduleStore
     from scheduler_core.schema.stats_store import StatsStore
@@ -84,13 +86,14 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
         stats = StatsStore(pool)
         schedules_bell = Doorbell()
         validate_bell = Doorbell()
+        release_bell = Doorbell()
         app = create_app(AppContext(store=store, registry=REGISTRY, config=config,
                                     doorbell=doorbell, schedules=schedules,
                                     stats=stats))
         tree = Supervisor("coordinator", [
             ChildSpec("listener", partial(listener.run, dsn, doorbell,
                                           schedules=schedules_bell, validate=validate_bell,
-                                          echoes=echoes)),
+                                          release=release_bell, echoes=echoes)),
             ChildSpec("lease_reaper", partial(
                 lease_reaper.run, store, interval=config.reap_interval_seconds,
                 lost_after=config.worker_lost_after,
@@ -106,6 +109,9 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
             ChildSpec("validator", partial(
                 validator.run, ValidationStore(pool, wake=doorbell.ring, echoes=echoes),
                 REGISTRY, validate_bell, max_depth=config.max_json_depth)),
+            ChildSpec("releaser", partial(
+                releaser.run, ReleaseStore(pool, wake=doorbell.ring, echoes=echoes),
+                release_bell)),
             ChildSpec("web", partial(serve, app, config.host, config.port)),
         ])
         app_context(app).supervisor = tree.statistics  # for /health/ready

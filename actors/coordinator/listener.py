@@ -12,6 +12,8 @@ Two channels, one bell each:
   fire it knows of.
 - ``scheduler_validate``: a transaction that enqueued jobs through SQL committed
   (``scheduler.enqueue``, migration 0016). It wakes the validator.
+- ``scheduler_release``: a parent with more than 1,000 children Succeeded (migration
+  0018). It wakes the releaser.
 
 A lost connection is reopened with capped backoff; after every (re)connect both bells
 ring once, since notifications sent while we were away are lost.
@@ -34,14 +36,16 @@ log = structlog.get_logger("actors.listener")
 CHANNEL = "scheduler_jobs"
 SCHEDULES_CHANNEL = "scheduler_schedules"
 VALIDATE_CHANNEL = "scheduler_validate"
+RELEASE_CHANNEL = "scheduler_release"
 
 
 async def run(conninfo: str, doorbell: Doorbell, *, schedules: Doorbell | None = None,
-              validate: Doorbell | None = None,
+              validate: Doorbell | None = None, release: Doorbell | None = None,
               echoes: EchoFilter | None = None, backoff_cap: float = 5.0,
               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Run until cancelled, ringing ``doorbell`` for jobs, ``schedules`` (if given)
-    for schedule changes and ``validate`` (if given) for jobs enqueued through SQL. Ready at once: the waiters work by their timeouts meanwhile.
+    for schedule changes, ``validate`` (if given) for jobs enqueued through SQL and
+    ``release`` (if given) for the children of wide fan-outs. Ready at once: the waiters work by their timeouts meanwhile.
 
     ``echoes``: job notifications this process caused and already rang for (their
     payload is the notifying backend's pid) are not rung again."""
@@ -51,6 +55,8 @@ async def run(conninfo: str, doorbell: Doorbell, *, schedules: Doorbell | None =
         bells[SCHEDULES_CHANNEL] = schedules
     if validate is not None:
         bells[VALIDATE_CHANNEL] = validate
+    if release is not None:
+        bells[RELEASE_CHANNEL] = release
     delay = 0.05
     while True:
         try:
@@ -67,6 +73,8 @@ async def run(conninfo: str, doorbell: Doorbell, *, schedules: Doorbell | None =
                 await conn.execute("LISTEN scheduler_schedules")
             if validate is not None:
                 await conn.execute("LISTEN scheduler_validate")
+            if release is not None:
+                await conn.execute("LISTEN scheduler_release")
             log.info("listener_connected", actor="listener", channels=sorted(bells))
             delay = 0.05
             if echoes is not None:

@@ -15,21 +15,20 @@ registry:
   attempts, its timeout) exactly as ``POST /api/jobs`` gives them, and the job goes on:
   Pending (or Scheduled, or Waiting for its parents).
 
-Without a ring it still looks every ``interval`` seconds (a notification is lost while
-the listener reconnects; the listener rings every bell once it is back, too).
+It works in passes (:mod:`actors.coordinator.passes`): woken by a ring, or every
+``interval`` seconds.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import msgspec
-import psycopg
 import structlog
 import trio
 from prometheus_client import Counter
 
+from scheduler_core.actors.coordinator.passes import run_passes
 from scheduler_core.handlers import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_QUEUE,
@@ -39,9 +38,8 @@ from scheduler_core.handlers import (
     Registry,
     UnknownHandler,
 )
-from scheduler_core.runtime import backoff, jsonlimits
+from scheduler_core.runtime import jsonlimits
 from scheduler_core.runtime.doorbell import Doorbell
-from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.schema.validation_store import Unvalidated, ValidationStore, Verdict
 
 __all__ = ["VALIDATED", "decide", "run"]
@@ -101,45 +99,27 @@ async def run(store: ValidationStore, registry: Registry, doorbell: Doorbell, *,
               max_depth: int, batch: int = 500, interval: float = 30.0,
               gather: float = 0.005, retry_cap: float = 5.0,
               task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """Validate until cancelled. Ready at once.
-
-    Each pass validates up to ``batch`` jobs; a full batch is followed by another at
-    once, else it waits for a ring of ``doorbell`` or ``interval`` seconds. After a
-    ring it waits ``gather`` seconds more, so that the commits of a burst of
-    application transactions are validated in one pass, not one pass each (each pass
-    is a transaction, and its NOTIFY queues behind theirs at commit). Database errors
-    are logged and retried with capped backoff.
+    """Validate until cancelled, in passes of up to ``batch`` jobs (see
+    :func:`actors.coordinator.passes.run_passes`: a ring, or every ``interval`` s).
+    Ready at once.
 
     Cancellation: safe at any point; a cancelled pass rolls back (its jobs stay
     unvalidated for the next pass or another coordinator)."""
     task_status.started()
-    failures = 0
 
     def verdicts(jobs: Sequence[Unvalidated]) -> list[Verdict]:
         return decide(jobs, registry, max_depth=max_depth)
 
-    while True:
-        generation = doorbell.generation
-        try:
-            counts = await store.validate(batch, verdicts)
-        except (psycopg.Error, DatabaseUnavailable) as exc:
-            delay = backoff.delay(failures, base=0.1, cap=retry_cap)
-            failures += 1
-            log.warning("validate_failed", actor="validator", error=str(exc),
-                        retry_in_s=delay)
-        else:
-            failures = 0
-            refused = counts.get("DeadLetter", 0)
-            handled = sum(counts.values())
-            if handled:
-                VALIDATED.labels("accepted").inc(handled - refused)
-                if refused:
-                    VALIDATED.labels("refused").inc(refused)
-                    log.warning("sql_jobs_refused", actor="validator", refused=refused)
-            if handled >= batch:
-                await trio.lowlevel.checkpoint()
-                continue
-            delay = interval if interval > 0 else math.inf
-        with trio.move_on_after(delay):
-            await doorbell.wait_since(generation)
-            await trio.sleep(gather)
+    async def one_pass() -> bool:
+        counts = await store.validate(batch, verdicts)
+        refused = counts.get("DeadLetter", 0)
+        handled = sum(counts.values())
+        if handled:
+            VALIDATED.labels("accepted").inc(handled - refused)
+            if refused:
+                VALIDATED.labels("refused").inc(refused)
+                log.warning("sql_jobs_refused", actor="validator", refused=refused)
+        return handled >= batch
+
+    await run_passes(one_pass, doorbell, actor="validator", interval=interval,
+                     gather=gather, retry_cap=retry_cap)
