@@ -33,7 +33,8 @@ function waitingWords(job) {
     case "queue_rate": return ["waits: the queue's rate limit allows the next start", soon];
     case "key_concurrency": return ["waits: key ", key, ` has ${of}`];
     case "key_rate": return ["waits: the rate limit of key ", key, " allows the next start", soon];
-    case "depends_on": return ["waits: for ", String((w.parents || []).length),
+    case "depends_on": if (!(w.parents || []).length) return ["waits: its parents succeeded; a coordinator is releasing it"];
+      return ["waits: for ", String((w.parents || []).length),
       (w.parents || []).length === 1 ? " job it depends on to succeed: " : " jobs it depends on to succeed: ",
       ...jobLinks(w.parents || [], "waiting-parent")];
     case "no_worker": return ["waits: no live worker takes jobs from queue ", queue, ": start a worker with ",
