@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from scheduler_core.runtime.db import Pool
 from scheduler_core.runtime.doorbell import EchoFilter
+from scheduler_core.schema import notices
 from scheduler_core.schema.queries import q
 
 
@@ -26,34 +27,19 @@ class ReleaseStore:
 
     async def release(self, limit: int) -> tuple[int, int]:
         """Release the children of up to ``limit`` parents waiting for it: ``(parents,
-        children released)``. The claims' doorbell rings (and ``scheduler_jobs`` is
-        notified) when any child was released.
+        children released)``. Children released wake the claims (schema/notices.py).
 
         Cancellation: a cancelled call rolls back; the releases stay for the next pass."""
-        expected_echo: list[str] = []
-        try:
-            return await self._release(limit, expected_echo)
-        except BaseException:
-            if self.echoes is not None:  # the notification was not committed: no echo
-                for key in expected_echo:
-                    self.echoes.cancel(key)
-            raise
-
-    async def _release(self, limit: int, expected_echo: list[str]) -> tuple[int, int]:
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(q("lock_releases"), {"limit": limit})
+        async with notices.transaction(self.pool, echoes=self.echoes,
+                                       wake=self.wake) as tx:
+            cur = await tx.conn.execute(q("lock_releases"), {"limit": limit})
             parents = [r["parent"] for r in await cur.fetchall()]
             if not parents:
                 return 0, 0
-            cur = await conn.execute(q("release_children"), {"parents": parents})
+            cur = await tx.conn.execute(q("release_children"), {"parents": parents})
             row = await cur.fetchone()
             released = int(row["released"]) if row is not None else 0
-            await conn.execute(q("drop_releases"), {"parents": parents})
+            await tx.conn.execute(q("drop_releases"), {"parents": parents})
             if released:
-                if self.echoes is not None:
-                    expected_echo.append(str(conn.info.backend_pid))
-                    self.echoes.expect(expected_echo[-1])
-                await conn.execute(q("notify_released"))
-        if released and self.wake is not None:
-            self.wake()
+                await tx.wake_claims()
         return len(parents), released

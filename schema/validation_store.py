@@ -16,6 +16,7 @@ import msgspec
 
 from scheduler_core.runtime.db import Pool
 from scheduler_core.runtime.doorbell import EchoFilter
+from scheduler_core.schema import notices
 from scheduler_core.schema.queries import q
 from scheduler_core.schema.wire import JobStatus
 
@@ -54,27 +55,17 @@ class ValidationStore:
     async def validate(self, limit: int, decide: Decide) -> dict[str, int]:
         """Lock up to ``limit`` unvalidated jobs, ``decide`` them and write the
         verdicts, in one transaction; how many jobs went to each status. Jobs released
-        to the claims ring the claims' doorbell (and notify ``scheduler_jobs``).
+        to the claims wake them (schema/notices.py).
 
         Cancellation: a cancelled call rolls back; the jobs stay unvalidated."""
-        expected_echo: list[str] = []
-        try:
-            return await self._validate(limit, decide, expected_echo)
-        except BaseException:
-            if self.echoes is not None:  # the notification was not committed: no echo
-                for key in expected_echo:
-                    self.echoes.cancel(key)
-            raise
-
-    async def _validate(self, limit: int, decide: Decide,
-                        expected_echo: list[str]) -> dict[str, int]:
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(q("lock_unvalidated"), {"limit": limit})
+        async with notices.transaction(self.pool, echoes=self.echoes,
+                                       wake=self.wake) as tx:
+            cur = await tx.conn.execute(q("lock_unvalidated"), {"limit": limit})
             rows = [Unvalidated(**r) for r in await cur.fetchall()]
             if not rows:
                 return {}
             verdicts = decide(rows)
-            cur = await conn.execute(q("settle_validated"), {
+            cur = await tx.conn.execute(q("settle_validated"), {
                 "ids": [v.id for v in verdicts],
                 "queues": [v.queue for v in verdicts],
                 "max_attempts": [v.max_attempts for v in verdicts],
@@ -83,12 +74,6 @@ class ValidationStore:
             counts: dict[str, int] = {}
             for r in await cur.fetchall():
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
-            released = counts.get(JobStatus.PENDING, 0) + counts.get(JobStatus.SCHEDULED, 0)
-            if released:
-                if self.echoes is not None:
-                    expected_echo.append(str(conn.info.backend_pid))
-                    self.echoes.expect(expected_echo[-1])
-                await conn.execute(q("notify_validated"))
-        if released and self.wake is not None:
-            self.wake()
+            if counts.get(JobStatus.PENDING) or counts.get(JobStatus.SCHEDULED):
+                await tx.wake_claims()
         return counts

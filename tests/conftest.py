@@ -164,3 +164,19 @@ def start_worker(processes: list[Coordinator | Worker]) -> Callable[..., Worker]
 def output_dir() -> Path:
     OUTPUT.mkdir(exist_ok=True)
     return OUTPUT
+
+
+@pytest.fixture(scope="module")
+def app_role(pg_admin_dsn: str) -> Iterator[str]:
+    """A login role that is a member of scheduler_enqueuer and has nothing else, as an
+    application's would be (migration 0016; roles belong to the server, so one serves
+    every test database)."""
+    from psycopg import sql
+
+    name = f"sc_app_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("GRANT scheduler_enqueuer TO {}").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))

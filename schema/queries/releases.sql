@@ -16,7 +16,3 @@ SELECT scheduler_deps_close(%(parents)s::uuid[], NULL) AS released;
 
 -- name: drop_releases
 DELETE FROM job_releases WHERE parent = ANY(%(parents)s::uuid[]);
-
--- name: notify_released
--- Wake the claims (the payload is this backend's pid: the listener skips its echo).
-SELECT pg_notify('scheduler_jobs', pg_backend_pid()::text);

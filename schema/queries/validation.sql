@@ -43,6 +43,7 @@ FROM unnest(%(ids)s::uuid[], %(queues)s::text[], %(max_attempts)s::int[],
 WHERE j.id = v.id AND j.validation IS NOT NULL
 RETURNING j.id, j.status;
 
--- name: notify_validated
--- Wake the claims (the payload is this backend's pid: the listener skips its echo).
+-- name: notify_jobs_at_commit
+-- Wake the claims at this transaction's commit (the payload is this backend's pid: its
+-- own coordinator rang at once and skips the echo). schema/notices.py.
 SELECT pg_notify('scheduler_jobs', pg_backend_pid()::text);

@@ -24,7 +24,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from scheduler_core.client import enqueue
@@ -39,19 +38,6 @@ ERRORS = {"psycopg": "psycopg.errors.InvalidParameterValue",
           "sqlalchemy": "sqlalchemy.exc.DataError",
           "django": "django.db.utils.DataError"}
 HANDLERS = {"SCHEDULER_HANDLERS": "tests.sql_handlers"}
-
-
-@pytest.fixture(scope="module")
-def app_role(pg_admin_dsn: str) -> Iterator[str]:
-    """A login role that is a member of scheduler_enqueuer and has nothing else (roles
-    belong to the server, so one serves every test database)."""
-    name = f"sc_app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("GRANT scheduler_enqueuer TO {}").format(sql.Identifier(name)))
-    yield name
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
 
 
 def as_role(dsn: str, role: str) -> str:

@@ -238,18 +238,6 @@ def test_the_functions_check_what_the_database_can_and_write_nothing(
 # -- the role -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def app_role(module_dsn: str) -> Iterator[str]:
-    """A login role that is a member of scheduler_enqueuer, as an application's would be."""
-    name = f"sc_app_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(module_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("GRANT scheduler_enqueuer TO {}").format(sql.Identifier(name)))
-    yield name
-    with psycopg.connect(module_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
-
-
 def test_the_enqueuer_role_may_call_the_functions_and_touch_no_table(
         api: Coordinator, module_dsn: str, app_role: str) -> None:
     as_app = make_conninfo(module_dsn, user=app_role, password="")
