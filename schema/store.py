@@ -144,19 +144,33 @@ def schedule_out(row: dict[str, Any]) -> wire.ScheduleOut:
                             workflow=None if template is None else template.out())
 
 
-def _first_of_each_key(jobs: Sequence[NewJob]) -> tuple[dict[str, int], list[int]]:
-    """``(first, fresh)``: each idempotency key's first job (key -> index), and the
-    indexes of the jobs an INSERT must send (keyless ones and each key's first), in the
-    order given. Later jobs with a key already seen get the first one's job."""
-    first: dict[str, int] = {}
+def _slot(job: NewJob) -> tuple[str, int | None] | None:
+    """A unique job's key and window: jobs of one submission with the same one share a
+    stored key (one now(), one bucket)."""
+    return None if job.unique_key is None else (job.unique_key, job.unique_window_ms)
+
+
+def _first_of_each_key(jobs: Sequence[NewJob]) -> tuple[dict[int, int], list[int]]:
+    """``(follows, fresh)``: the jobs an INSERT must not send, each mapped to the earlier
+    job it gets (the first with its idempotency key, else the first with its unique key
+    and window), and the indexes of the jobs an INSERT must send, in the order given."""
+    by_key: dict[str, int] = {}
+    by_slot: dict[tuple[str, int | None], int] = {}
+    follows: dict[int, int] = {}
     fresh: list[int] = []
     for i, job in enumerate(jobs):
-        key = job.idempotency_key
-        if key is None or key not in first:
-            if key is not None:
-                first[key] = i
+        key, slot = job.idempotency_key, _slot(job)
+        if key is not None and key in by_key:
+            follows[i] = by_key[key]
+        elif slot is not None and slot in by_slot:
+            follows[i] = by_slot[slot]
+        else:
             fresh.append(i)
-    return first, fresh
+        if key is not None:
+            by_key.setdefault(key, i)
+        if slot is not None:
+            by_slot.setdefault(slot, follows.get(i, i))
+    return follows, fresh
 
 
 class _InsertRow(msgspec.Struct):
@@ -173,23 +187,111 @@ class _InsertRow(msgspec.Struct):
     timeout_seconds: int
     idempotency_key: str | None
     concurrency_key: str | None
+    unique_key: str | None
+    unique_window_ms: int | None
+    unique_states: list[str] | None
+
+
+def _lock_order(concurrency_key: str | None, idempotency_key: str | None,
+                unique_key: str | None, unique_window_ms: int | None) -> tuple[Any, ...]:
+    return (concurrency_key is not None, concurrency_key or "",
+            idempotency_key is not None, idempotency_key or "",
+            unique_key is not None, unique_key or "", unique_window_ms or 0)
 
 
 def insert_jobs_params(jobs: Sequence[NewJob], job_ids: Sequence[uuid.UUID]) -> dict[str, Any]:
     """The ``insert_jobs`` statement's one parameter, a JSON array of the jobs, in lock
     order: by concurrency key (none first; a keyed job's insert locks its key's
-    ``job_keys`` row), then by idempotency key (none first; its unique-index entry), so
-    any two INSERTs (batches, groups, of one coordinator or two) that share keys take
-    their locks in one order and cannot deadlock. The callers match the returned rows by
-    id, whatever the order."""
+    ``job_keys`` row), then by idempotency key (none first; its unique-index entry), then
+    by unique key and window (jobs_unique's entry), so any two INSERTs (batches, groups,
+    of one coordinator or two) that share keys take their locks in one order and cannot
+    deadlock. The callers match the returned rows by id, whatever the order."""
     pairs = sorted(zip(jobs, job_ids, strict=True),
-                   key=lambda p: (p[0].concurrency_key is not None, p[0].concurrency_key or "",
-                                  p[0].idempotency_key is not None, p[0].idempotency_key or ""))
+                   key=lambda p: _lock_order(p[0].concurrency_key, p[0].idempotency_key,
+                                             p[0].unique_key, p[0].unique_window_ms))
     rows = [_InsertRow(n, id_, j.type, j.payload, j.queue, j.priority, j.run_at,
                        j.max_attempts, j.timeout_seconds, j.idempotency_key,
-                       j.concurrency_key)
+                       j.concurrency_key, j.unique_key, j.unique_window_ms, j.unique_states)
             for n, (j, id_) in enumerate(pairs)]
     return {"jobs": _json.encode(rows).decode()}
+
+
+def _replace_params(job_id: uuid.UUID, job: NewJob) -> dict[str, Any]:
+    return {"id": job_id, "payload": Jsonb(job.payload), "run_at": job.run_at}
+
+
+async def _holders_on(conn: TrioConnection, jobs: Sequence[NewJob]
+                      ) -> list[tuple[dict[str, Any] | None, bool]]:
+    """For jobs an INSERT skipped, in its transaction: the job each collided with and
+    whether by its unique key: the job with its idempotency key, else the job holding
+    its unique key (None: neither any more, e.g. the holder ended meanwhile)."""
+    keys = sorted({k for j in jobs if (k := j.idempotency_key) is not None})
+    by_key: dict[str, dict[str, Any]] = {}
+    if keys:
+        cur = await conn.execute(q("get_jobs_by_keys"), {"keys": keys})
+        by_key = {r["idempotency_key"]: r for r in await cur.fetchall()}
+    slots = list(dict.fromkeys(s for j in jobs if (s := _slot(j)) is not None
+                               and j.idempotency_key not in by_key))
+    by_slot: dict[tuple[str, int | None], dict[str, Any]] = {}
+    if slots:
+        cur = await conn.execute(q("get_jobs_by_unique_keys"), {
+            "keys": [k for k, _ in slots], "windows": [w for _, w in slots]})
+        by_slot = {(r["wanted_key"], r["wanted_window"]): r for r in await cur.fetchall()}
+    out: list[tuple[dict[str, Any] | None, bool]] = []
+    for job in jobs:
+        if job.idempotency_key is not None and job.idempotency_key in by_key:
+            out.append((by_key[job.idempotency_key], False))
+        else:
+            slot = _slot(job)
+            out.append((by_slot.get(slot) if slot is not None else None, True))
+    return out
+
+
+_HOLDER_GONE = ("the job holding its unique key left the listed statuses while this "
+                "submission ran; send it again")
+
+
+async def _settle_on(conn: TrioConnection, jobs: Sequence[NewJob], follows: dict[int, int],
+                     id_of: dict[int, uuid.UUID], by_id: dict[uuid.UUID, dict[str, Any]]
+                     ) -> tuple[list[tuple[dict[str, Any], bool] | Conflict], bool]:
+    """Each job's row and whether it was created, after an INSERT of the jobs in
+    ``id_of`` (index -> id) that returned ``by_id``, in its transaction: a skipped job
+    gets the job it collided with, a follower the job of the one it follows; a unique
+    job with ``unique_replace`` gives that job its payload and run time (in the order
+    given, as if submitted one after the other). Also whether anything was replaced.
+    A Conflict where the holder could not be read back."""
+    skipped = [i for i, id_ in id_of.items() if id_ not in by_id]
+    holders = await _holders_on(conn, [jobs[i] for i in skipped]) if skipped else []
+    found = dict(zip(skipped, holders, strict=True))
+    out: list[tuple[dict[str, Any], bool] | Conflict] = []
+    replaced = False
+    for i, job in enumerate(jobs):
+        via_unique = True
+        if i in follows:
+            first = out[follows[i]]
+            if isinstance(first, Conflict):
+                out.append(first)
+                continue
+            row: dict[str, Any] | None = first[0]
+            key = job.idempotency_key
+            via_unique = key is None or key != jobs[follows[i]].idempotency_key
+        elif id_of[i] in by_id:
+            out.append((by_id[id_of[i]], True))
+            continue
+        else:
+            row, via_unique = found[i]
+        if row is None:
+            out.append(Conflict(_HOLDER_GONE if job.unique_key is not None else
+                                "the job conflicts with an existing one that could not "
+                                "be read back (deleted meanwhile?)"))
+            continue
+        if via_unique and job.unique_replace:
+            cur = await conn.execute(q("replace_unique_job"), _replace_params(row["id"], job))
+            new = await cur.fetchone()
+            if new is not None:
+                row, replaced = new, True
+        out.append((row, False))
+    return out, replaced
 
 
 class NewJob(msgspec.Struct, kw_only=True):
@@ -210,6 +312,13 @@ class NewJob(msgspec.Struct, kw_only=True):
     workflow_id: uuid.UUID | None = None  # a workflow's step (create_workflow)
     step: str | None = None
     run_if: str | None = None  # "any_failed": a batch's onFailure callback
+    # A unique job (migration 0017): its key, window (ms) and the statuses it holds the
+    # key in; with unique_replace a collision gives the holder this job's payload and
+    # run time while it has not started (debounce).
+    unique_key: str | None = None
+    unique_window_ms: int | None = None
+    unique_states: list[str] | None = None
+    unique_replace: bool = False
 
 
 class Parent(msgspec.Struct, frozen=True, kw_only=True):
@@ -303,12 +412,13 @@ class Store:
 
     def __init__(self, pool: Pool, *, lease_seconds: float = 30.0,
                  retry_base_seconds: float = 1.0, retry_cap_seconds: float = 300.0,
-                 wake: Callable[[], None] | None = None,
+                 max_snoozes: int = 100, wake: Callable[[], None] | None = None,
                  echoes: EchoFilter | None = None) -> None:
         self.pool = pool
         self.lease_seconds = lease_seconds
         self.retry_base_seconds = retry_base_seconds
         self.retry_cap_seconds = retry_cap_seconds
+        self.max_snoozes = max_snoozes
         self.wake = wake
         self.echoes = echoes
 
@@ -350,17 +460,29 @@ class Store:
     async def submit(self, job: NewJob) -> tuple[wire.JobOut, bool]:
         """Insert ``job``; returns ``(job, created)``.
 
-        With a known idempotency key nothing is written and the existing job comes
-        back with ``created=False``; the unique index makes this race-free.
+        With a known idempotency key, or a unique key another job holds, nothing is
+        written and the existing job comes back with ``created=False`` (with
+        ``unique_replace`` it has taken this job's payload and run time, if it had not
+        started); the unique indexes make this race-free.
         """
+        job_id = uuid7()
         params = {
-            "id": uuid7(), "type": job.type, "payload": Jsonb(job.payload),
+            "id": job_id, "type": job.type, "payload": Jsonb(job.payload),
             "queue": job.queue,
             "priority": job.priority, "run_at": job.run_at,
             "max_attempts": job.max_attempts, "timeout_seconds": job.timeout_seconds,
             "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
             "fire_time": job.fire_time, "concurrency_key": job.concurrency_key,
+            "unique_key": job.unique_key, "unique_window_ms": job.unique_window_ms,
+            "unique_states": job.unique_states,
         }
+        if job.unique_key is not None:
+            [outcome] = await self._submit_unique([job], {0: job_id}, {}, "insert_job",
+                                                  params)
+            if isinstance(outcome, Conflict):
+                outcome.field = "unique"
+                raise outcome
+            return job_out(outcome[0]), outcome[1]
         async with self.pool.connection() as conn:
             cur = await self._notifying(conn, "insert_job", params)
             row = await cur.fetchone()
@@ -372,50 +494,52 @@ class Store:
                 return job_out(existing), False
         raise Conflict("the job conflicts with an existing one (schedule fire already taken)")
 
+    async def _submit_unique(self, jobs: Sequence[NewJob], id_of: dict[int, uuid.UUID],
+                             follows: dict[int, int], name: str, params: dict[str, Any]
+                             ) -> list[tuple[dict[str, Any], bool] | Conflict]:
+        """Insert jobs of which some are unique (statement ``name``: insert_job or
+        insert_jobs) and settle each (:func:`_settle_on`) in one transaction: the holders
+        are read at the INSERT's now(), so in its window's bucket. The claims are rung
+        once it has committed."""
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                cur = await conn.execute(q(name), params)
+                by_id = {r["id"]: r for r in await cur.fetchall()}
+                out, replaced = await _settle_on(conn, jobs, follows, id_of, by_id)
+            if by_id or replaced:
+                await self._notifying(conn, "notify_jobs")
+        return out
+
     async def submit_many(self, jobs: Sequence[NewJob]) -> list[wire.SubmittedJob]:
         """Insert a batch in one statement, all or nothing; one item per job, in order,
         each with ``created``.
 
-        A job whose idempotency key exists already is not written: its item is the
-        existing job (``created=False``). Within the batch the first job with a key
-        wins and later ones with the same key get the same job (``created=False``).
-        Schedules' fire jobs (``schedule_id``) are not accepted here.
+        A job whose idempotency key exists already, or whose unique key another job
+        holds, is not written: its item is the existing job (``created=False``; a
+        unique job with ``unique_replace`` replaces its payload and run time first).
+        Within the batch the first job with a key wins and later ones with the same
+        key get the same job (``created=False``). Schedules' fire jobs
+        (``schedule_id``) are not accepted here.
         """
-        first, fresh = _first_of_each_key(jobs)
+        follows, fresh = _first_of_each_key(jobs)
         ids = uuid7_many(len(fresh))
+        id_of = dict(zip(fresh, ids, strict=True))
         sent = [jobs[i] for i in fresh]
         params = insert_jobs_params(sent, ids)
-        async with self.pool.connection() as conn:
-            cur = await self._notifying(conn, "insert_jobs", params)
-            inserted = await cur.fetchall()
-            by_id = {r["id"]: r for r in inserted}
-            missing = [j.idempotency_key for j, id_ in zip(sent, ids, strict=True)
-                       if id_ not in by_id and j.idempotency_key is not None]
-            existing: dict[str, dict[str, Any]] = {}
-            if missing:
-                cur = await conn.execute(q("get_jobs_by_keys"), {"keys": missing})
-                existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
-        rows: dict[int, tuple[dict[str, Any], bool]] = {}
-        for i, id_ in zip(fresh, ids, strict=True):
-            row = by_id.get(id_)
-            if row is not None:
-                rows[i] = (row, True)
-                continue
-            key = jobs[i].idempotency_key
-            found = existing.get(key) if key is not None else None
-            if found is None:
-                raise Conflict("the job conflicts with an existing one that could not be "
-                               "read back (deleted meanwhile?)",
-                               field=f"jobs[{i}].idempotencyKey")
-            rows[i] = (found, False)
+        if any(j.unique_key is not None for j in jobs):
+            settled = await self._submit_unique(jobs, id_of, follows, "insert_jobs", params)
+        else:
+            async with self.pool.connection() as conn:
+                cur = await self._notifying(conn, "insert_jobs", params)
+                by_id = {r["id"]: r for r in await cur.fetchall()}
+                settled, _ = await _settle_on(conn, jobs, follows, id_of, by_id)
         out = []
-        for i, job in enumerate(jobs):
-            key = job.idempotency_key
-            if i in rows:
-                row, created = rows[i]
-            else:  # a later job with a key already used in this batch
-                assert key is not None
-                row, created = rows[first[key]][0], False
+        for i, outcome in enumerate(settled):
+            if isinstance(outcome, Conflict):
+                outcome.field = (f"jobs[{i}].unique" if jobs[i].unique_key is not None
+                                 else f"jobs[{i}].idempotencyKey")
+                raise outcome
+            row, created = outcome
             out.append(wire.SubmittedJob(**{f: row[f] for f in _JOB_FIELDS}, created=created))
         return out
 
@@ -427,18 +551,31 @@ class Store:
 
         Each job is answered as if submitted alone, racing the others: with a key that
         exists already, the existing job and ``created=False``; of jobs sharing a new
-        key the first is written and the later ones get it with ``created=False``.
+        key the first is written and the later ones get it with ``created=False``. The
+        same for unique keys (a later ``unique_replace`` job replaces the payload and
+        run time of the job it gets, as if submitted after the first).
 
         Error handling: an exception raised means the INSERT failed and nothing was
         written. Once the INSERT has committed it never raises: a failure of the read
-        of existing keys becomes the outcome of the jobs that needed it.
+        of existing keys becomes the outcome of the jobs that needed it. (A group with
+        a unique job reads its holders in the INSERT's transaction: a failure there
+        rolls both back and is raised.)
 
         The ids follow the order given (the rows' lock order: insert_jobs_params).
         """
-        first, fresh = _first_of_each_key(jobs)
+        follows, fresh = _first_of_each_key(jobs)
         id_of = dict(zip(fresh, uuid7_many(len(fresh)), strict=True))
         params = insert_jobs_params([jobs[i] for i in fresh], [id_of[i] for i in fresh])
         out: list[tuple[wire.JobOut, bool] | Exception] = []
+        if any(j.unique_key is not None for j in jobs):
+            settled = await self._submit_unique(jobs, id_of, follows, "insert_jobs", params)
+            for job, outcome in zip(jobs, settled, strict=True):
+                if isinstance(outcome, Conflict):
+                    outcome.field = "unique" if job.unique_key is not None else None
+                    out.append(outcome)
+                else:
+                    out.append((job_out(outcome[0]), outcome[1]))
+            return out
         async with self.pool.connection() as conn:
             cur = await self._notifying(conn, "insert_jobs", params)
             by_id = {r["id"]: r for r in await cur.fetchall()}
@@ -460,7 +597,7 @@ class Store:
                 continue
             if key is None:  # (only a key makes the INSERT skip an API job)
                 out.append(Conflict("the job conflicts with an existing one"))
-            elif i not in id_of and (mine := by_id.get(id_of[first[key]])) is not None:
+            elif i not in id_of and (mine := by_id.get(id_of[follows[i]])) is not None:
                 out.append((job_out(mine), False))  # the key's first job of this group
             elif failed is not None:
                 out.append(failed)
@@ -581,7 +718,12 @@ class Store:
 
     async def retry(self, job_id: uuid.UUID, reason: str | None) -> wire.JobOut:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(q("retry_job"), {"id": job_id, "reason": reason})
+            try:
+                cur = await conn.execute(q("retry_job"), {"id": job_id, "reason": reason})
+            except errors.UniqueViolation:  # jobs_unique: its key is another job's now
+                current = await self.get_job(job_id, with_runs=False)
+                raise Conflict(f"job {job_id} cannot be retried: another job holds its "
+                               "unique key now", current, field="id") from None
             row = await cur.fetchone()
             if row is not None:
                 await self._notifying(conn, "notify_jobs")
@@ -769,14 +911,23 @@ async def submit_dependent_on(conn: TrioConnection, jobs: Sequence[NewJob], *,
     if keys:
         cur = await conn.execute(q("lock_jobs_by_keys"), {"keys": keys})
         existing = {r["idempotency_key"]: r for r in await cur.fetchall()}
+    slots = sorted({s for j in jobs if (s := _slot(j)) is not None},
+                   key=lambda s: (s[0], s[1] or 0))
+    holders: dict[tuple[str, int | None], dict[str, Any]] = {}
+    if slots:
+        cur = await conn.execute(q("lock_jobs_by_unique_keys"), {
+            "keys": [k for k, _ in slots], "windows": [w for _, w in slots]})
+        holders = {(r["wanted_key"], r["wanted_window"]): r for r in await cur.fetchall()}
+    replacing: list[tuple[int, NewJob]] = []  # (the item whose job it replaces, the job)
     # (id, status, depth) of each item, for the items after it
     state: list[tuple[uuid.UUID, str, int]] = []
     rows: list[_DependentRow] = []
     edges: list[tuple[uuid.UUID, uuid.UUID, str, bool]] = []
     referenced = {p.item for j in jobs for p in j.parents or () if p.item is not None}
     first_of_key: dict[str, int] = {}
+    first_of_slot: dict[tuple[str, int | None], int] = {}
     for i, job in enumerate(jobs):
-        key = job.idempotency_key
+        key, slot = job.idempotency_key, _slot(job)
         if key is not None and key in existing:
             row = existing[key]
             state.append((row["id"], row["status"], row["dep_depth"] or 0))
@@ -784,8 +935,19 @@ async def submit_dependent_on(conn: TrioConnection, jobs: Sequence[NewJob], *,
         if key is not None and key in first_of_key:
             state.append(state[first_of_key[key]])
             continue
+        if slot is not None and (slot in holders or slot in first_of_slot):
+            if slot in holders:
+                row = holders[slot]
+                state.append((row["id"], row["status"], row["dep_depth"] or 0))
+            else:
+                state.append(state[first_of_slot[slot]])
+            if job.unique_replace:
+                replacing.append((i, job))
+            continue
         if key is not None:
             first_of_key[key] = i
+        if slot is not None:
+            first_of_slot[slot] = i
         depth, still_open, failed, cancelled_by = 0, 0, 0, None
         for pos, parent in enumerate(job.parents or ()):
             if parent.item is not None:
@@ -819,20 +981,27 @@ async def submit_dependent_on(conn: TrioConnection, jobs: Sequence[NewJob], *,
         rows.append(_DependentRow(
             len(rows), new_ids[i], job.type, job.payload, job.queue, job.priority,
             job.run_at, job.max_attempts, job.timeout_seconds, key,
-            job.concurrency_key, status, still_open if job.parents else None,
+            job.concurrency_key, job.unique_key, job.unique_window_ms, job.unique_states,
+            status, still_open if job.parents else None,
             depth or None, i in referenced, cancelled_by, job.workflow_id, job.step,
             failed or None, job.run_if))
-    # Lock order as insert_jobs_params: by concurrency key, then idempotency key.
-    rows.sort(key=lambda r: (r.concurrency_key is not None, r.concurrency_key or "",
-                             r.idempotency_key is not None, r.idempotency_key or ""))
+    # Lock order as insert_jobs_params: by concurrency key, idempotency key, unique key.
+    rows.sort(key=lambda r: _lock_order(r.concurrency_key, r.idempotency_key,
+                                        r.unique_key, r.unique_window_ms))
     inserted: dict[uuid.UUID, dict[str, Any]] = {}
     if rows:
         cur = await execute(conn, "insert_dependent_jobs",
                                     {"jobs": _json.encode(rows).decode()})
         inserted = {r["id"]: r for r in await cur.fetchall()}
         if len(inserted) != len(rows):
-            raise Conflict("a job of this submission was created by another "
-                           "request meanwhile (same idempotency key); send it again")
+            raise Conflict("a job of this submission was created by another request "
+                           "meanwhile (same idempotency key or unique key); send it again")
+    replaced = False
+    for i, job in replacing:  # in order: the last one's payload and run time stay
+        cur = await conn.execute(q("replace_unique_job"), _replace_params(state[i][0], job))
+        replaced = replaced or await cur.fetchone() is not None
+    if replaced:
+        await execute(conn, "notify_jobs", {})
     if edges:
         await conn.execute(q("insert_job_deps"), {
             "parents": [e[0] for e in edges], "children": [e[1] for e in edges],

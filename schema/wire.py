@@ -50,6 +50,8 @@ ACTIVE_BEFORE_WAITING: tuple[JobStatus, ...] = (_S.SCHEDULED, _S.PENDING, _S.RUN
 WAITING: tuple[JobStatus, ...] = (_S.PENDING, _S.SCHEDULED, _S.FAILED)
 # Due at ``run_at``: promoted to Pending when it comes.
 DUE_LATER: tuple[JobStatus, ...] = (_S.SCHEDULED, _S.FAILED)
+# Not started yet: what a debounce (``unique.onConflict`` "replace") may still change.
+NOT_STARTED: tuple[JobStatus, ...] = (_S.WAITING, _S.SCHEDULED, _S.PENDING)
 # What ``POST /api/jobs/{id}/retry`` applies to.
 RETRYABLE: tuple[JobStatus, ...] = (_S.DEAD_LETTER, _S.CANCELLED, _S.FAILED)
 
@@ -130,6 +132,8 @@ class SubmitJob(msgspec.Struct, **_IN):
     ref: Annotated[str, Meta(pattern=REF_PATTERN, max_length=100)] | None = None
     # With cron: the workflow each fire creates, as POST /api/workflows takes it.
     workflow: SubmitWorkflow | None = None
+    # At most one job per key among jobs in some statuses (docs/decisions/0024).
+    unique: Unique | None = None
 
 
 MAX_BATCH_JOBS = 1000
@@ -499,9 +503,7 @@ class RateLimit(msgspec.Struct, **_IN):
 
     @property
     def per_ms(self) -> int:
-        m = RATE_PER.fullmatch(self.per)
-        assert m is not None  # the pattern held at decoding
-        return int(self.per[:m.start(1)]) * _RATE_UNIT_MS[m.group(1)]
+        return duration_ms(self.per)
 
 
 def rate_limit_problem(limits: list[RateLimit], field: str = "rateLimits"
@@ -514,6 +516,60 @@ def rate_limit_problem(limits: list[RateLimit], field: str = "rateLimits"
         if w.burst > w.limit:
             return (f"{field}[{i}].burst",
                     f"expected at most the window's limit ({w.limit}), found {w.burst}")
+    return None
+
+
+def duration_ms(text: str) -> int:
+    """A duration matching RATE_PER_PATTERN (``"30s"``, ``"10m"``) in milliseconds."""
+    m = RATE_PER.fullmatch(text)
+    assert m is not None  # the pattern held at decoding
+    return int(text[:m.start(1)]) * _RATE_UNIT_MS[m.group(1)]
+
+
+UNIQUE_WINDOW_MIN_MS = 1000
+UNIQUE_WINDOW_MAX_MS = 366 * 86_400_000
+
+
+class Unique(msgspec.Struct, **_IN):
+    """A unique job (docs/decisions/0024-unique-jobs.md): at most one job with ``key``
+    among the jobs in ``states`` (default: the active ones; it must list every active
+    status and may add terminal ones), and with ``window`` within one fixed bucket of
+    that length (the next bucket is a new key). ``onConflict``: ``keep`` answers the
+    job holding the key (throttle: the first wins); ``replace`` also gives it this
+    submission's payload and runAt while it has not started (debounce)."""
+
+    key: Annotated[str, Meta(min_length=1, max_length=200)]
+    states: Annotated[list[JobStatus], Meta(min_length=1, max_length=8)] | None = None
+    window: Annotated[str, Meta(pattern=RATE_PER_PATTERN,
+                                description="a whole number and ms, s, m, h or d; "
+                                            "1s to 366d")] | None = None
+    on_conflict: Literal["keep", "replace"] = "keep"
+
+    @property
+    def window_ms(self) -> int | None:
+        return None if self.window is None else duration_ms(self.window)
+
+    @property
+    def held_in(self) -> list[str]:
+        """The statuses in which the job holds its key, as stored."""
+        return [str(s) for s in (self.states if self.states is not None else ACTIVE)]
+
+
+def unique_problem(u: Unique, field: str = "unique") -> tuple[str, str] | None:
+    """The first field of ``u`` (the body's ``field``) that is out of range and what is
+    wrong with it; None when it is valid."""
+    if u.states is not None:
+        for i, status in enumerate(u.states):
+            if status in u.states[:i]:
+                return f"{field}.states[{i}]", f"{status} is listed twice"
+        missing = [s for s in ACTIVE if s not in u.states]
+        if missing:
+            return (f"{field}.states", "expected every active status (" + ", ".join(ACTIVE)
+                    + ") and any of " + ", ".join(sorted(TERMINAL)) + " besides; missing "
+                    + ", ".join(missing))
+    ms = u.window_ms
+    if ms is not None and not UNIQUE_WINDOW_MIN_MS <= ms <= UNIQUE_WINDOW_MAX_MS:
+        return f"{field}.window", f"expected 1s to 366d, found {u.window}"
     return None
 
 

@@ -2,14 +2,19 @@
 -- Each transition is one statement guarded by the expected current state.
 
 -- name: insert_job
--- A new job; with a known idempotency key nothing is inserted and no row returned.
+-- A new job; with a known idempotency key, or a unique key another job holds
+-- (migration 0017: the stored key of now()'s bucket), nothing is inserted and no row
+-- returned.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
-                  timeout_seconds, idempotency_key, schedule_id, fire_time, concurrency_key)
+                  timeout_seconds, idempotency_key, schedule_id, fire_time, concurrency_key,
+                  unique_key, unique_states)
 VALUES (%(id)s, %(type)s, %(payload)s,
         CASE WHEN COALESCE(%(run_at)s::timestamptz, now()) <= now()
              THEN 'Pending' ELSE 'Scheduled' END,
         %(queue)s, %(priority)s, COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout_seconds)s,
-        %(idempotency_key)s, %(schedule_id)s, %(fire_time)s, %(concurrency_key)s)
+        %(idempotency_key)s, %(schedule_id)s, %(fire_time)s, %(concurrency_key)s,
+        scheduler_unique_key(%(unique_key)s, %(unique_window_ms)s::bigint),
+        %(unique_states)s::text[])
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -17,19 +22,23 @@ RETURNING *;
 -- A batch of new jobs in one statement: %(jobs)s is one JSON array of the jobs, each
 -- an object with its position ``ord`` (one text parameter, parsed by PostgreSQL: for
 -- 1,000 jobs a fraction of the cost of nine parallel arrays dumped element by element).
--- Jobs whose idempotency key already exists are not inserted and not returned; the
--- caller reads them with get_jobs_by_keys. It returns what the API answers (JobOut's
+-- Jobs whose idempotency key already exists, or whose unique key another job holds,
+-- are not inserted and not returned; the caller reads them with get_jobs_by_keys and
+-- get_jobs_by_unique_keys. It returns what the API answers (JobOut's
 -- fields), not the lease columns.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
-                  timeout_seconds, idempotency_key, concurrency_key)
+                  timeout_seconds, idempotency_key, concurrency_key, unique_key,
+                  unique_states)
 SELECT t.id, t.type, t.payload,
        CASE WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
        t.queue, t.priority, COALESCE(t.run_at, now()), t.max_attempts, t.timeout_seconds,
-       t.idempotency_key, t.concurrency_key
+       t.idempotency_key, t.concurrency_key,
+       scheduler_unique_key(t.unique_key, t.unique_window_ms), t.unique_states
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
           run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text,
-          concurrency_key text)
+          concurrency_key text, unique_key text, unique_window_ms bigint,
+          unique_states text[])
 ORDER BY t.ord
 ON CONFLICT DO NOTHING
 RETURNING id, type, payload, status, queue, priority, run_at, attempts, max_attempts,
@@ -39,6 +48,29 @@ RETURNING id, type, payload, status, queue, priority, run_at, attempts, max_atte
 
 -- name: get_jobs_by_keys
 SELECT * FROM jobs WHERE idempotency_key = ANY(%(keys)s::text[]);
+
+-- name: get_jobs_by_unique_keys
+-- The jobs holding unique keys: each of %(keys)s with its window in %(windows)s (ms,
+-- or NULL), its stored key that of now()'s bucket, so the caller reads in the
+-- transaction of its INSERT (the same now()). ``wanted_key``, ``wanted_window``: which.
+SELECT j.*, k.key AS wanted_key, k.window_ms AS wanted_window
+FROM unnest(%(keys)s::text[], %(windows)s::bigint[]) AS k(key, window_ms)
+JOIN jobs j ON j.unique_key = scheduler_unique_key(k.key, k.window_ms)
+           AND j.status = ANY(j.unique_states);
+
+-- name: replace_unique_job
+-- A debounce (unique.onConflict "replace"): the job holding the key takes the new
+-- payload and run time while it has not started (a Waiting one stays Waiting for its
+-- parents or its validation); no row when it has.
+UPDATE jobs SET
+    payload = %(payload)s,
+    run_at = COALESCE(%(run_at)s::timestamptz, now()),
+    status = CASE WHEN status = 'Waiting' THEN status
+                  WHEN COALESCE(%(run_at)s::timestamptz, now()) <= now() THEN 'Pending'
+                  ELSE 'Scheduled' END,
+    updated_at = now()
+WHERE id = %(id)s AND status IN ('Waiting', 'Scheduled', 'Pending')
+RETURNING *;
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s;
@@ -204,6 +236,16 @@ FROM l
 WHERE j.id = l.id
 RETURNING j.id, j.status, j.dep_depth;
 
+-- name: lock_jobs_by_unique_keys
+-- Jobs holding these unique keys (as get_jobs_by_unique_keys), locked as parents are:
+-- none leaves its statuses while the dependent submission runs.
+SELECT j.id, j.status, j.dep_depth, k.key AS wanted_key, k.window_ms AS wanted_window
+FROM unnest(%(keys)s::text[], %(windows)s::bigint[]) AS k(key, window_ms)
+JOIN jobs j ON j.unique_key = scheduler_unique_key(k.key, k.window_ms)
+           AND j.status = ANY(j.unique_states)
+ORDER BY j.id
+FOR NO KEY UPDATE OF j;
+
 -- name: lock_jobs_by_keys
 -- Existing jobs with these idempotency keys (a dependent submission maps its items to
 -- them), locked as parents are.
@@ -220,7 +262,7 @@ FOR NO KEY UPDATE;
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                   timeout_seconds, idempotency_key, concurrency_key, deps_open, dep_depth,
                   has_dependents, last_error, finished_at, workflow_id, step, deps_failed,
-                  run_if)
+                  run_if, unique_key, unique_states)
 SELECT t.id, t.type, t.payload,
        CASE WHEN t.status IS NOT NULL THEN t.status
             WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
@@ -228,11 +270,13 @@ SELECT t.id, t.type, t.payload,
        t.idempotency_key, t.concurrency_key, t.deps_open, t.dep_depth,
        COALESCE(t.has_dependents, false), t.last_error,
        CASE WHEN t.status = 'Cancelled' THEN now() END, t.workflow_id, t.step,
-       t.deps_failed, t.run_if
+       t.deps_failed, t.run_if, scheduler_unique_key(t.unique_key, t.unique_window_ms),
+       t.unique_states
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
           run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text,
-          concurrency_key text, status text, deps_open int, dep_depth int,
+          concurrency_key text, unique_key text, unique_window_ms bigint,
+          unique_states text[], status text, deps_open int, dep_depth int,
           has_dependents boolean, last_error text, workflow_id uuid, step text,
           deps_failed int, run_if text)
 ORDER BY t.ord

@@ -24,6 +24,7 @@ NAMED_SETS: dict[str, frozenset[str]] = {
     "WAITING": frozenset(wire.WAITING),
     "DUE_LATER": frozenset(wire.DUE_LATER),
     "RETRYABLE": frozenset(wire.RETRYABLE),
+    "NOT_STARTED": frozenset(wire.NOT_STARTED),
     # A parent that ended without succeeding (its dependents' failure policy applies).
     "ENDED_BADLY": frozenset(wire.TERMINAL) - {JobStatus.SUCCEEDED},
 }
@@ -34,6 +35,7 @@ EXPECTED: dict[str, list[str]] = {
     "queries/jobs.sql:cancel_workflow": ["ACTIVE"],
     "queries/jobs.sql:list_workflows": ["ACTIVE"],
     "queries/jobs.sql:retry_job": ["RETRYABLE"],
+    "queries/jobs.sql:replace_unique_job": ["NOT_STARTED"],
     "queries/jobs.sql:promote_due": ["DUE_LATER"],
     "queries/jobs.sql:next_due_in": ["DUE_LATER", "WAITING"],
     "queries/jobs.sql:job_waiting": ["WAITING"],
@@ -57,6 +59,7 @@ EXPECTED: dict[str, list[str]] = {
     "migrations/0013_dependencies.sql": ["JOB_STATUSES", "TERMINAL"],
     "migrations/0015_scheduled_workflows.sql": ["ACTIVE", "ACTIVE", "ACTIVE", "TERMINAL"],
     "migrations/0016_sql_enqueue.sql": ["ENDED_BADLY"],
+    "migrations/0017_unique_jobs.sql": ["JOB_STATUSES", "ACTIVE", "ENDED_BADLY"],
 }
 
 _LIST = re.compile(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)|ARRAY\[([^\]]*)\]", re.IGNORECASE)
