@@ -91,9 +91,18 @@ def _new_job(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
         if value is not None:
             raise ApiError(400, "validation_error", f"{name} applies only with cron", name)
     run_at = parse_run_at(body.run_at) if body.run_at is not None else None
-    return NewJob(type=_type_of(body), payload=payload, queue=queue, priority=priority,
-                  run_at=run_at, max_attempts=max_attempts, timeout_seconds=timeout,
-                  idempotency_key=body.idempotency_key, concurrency_key=body.concurrency_key)
+    job = NewJob(type=_type_of(body), payload=payload, queue=queue, priority=priority,
+                 run_at=run_at, max_attempts=max_attempts, timeout_seconds=timeout,
+                 idempotency_key=body.idempotency_key, concurrency_key=body.concurrency_key)
+    if body.unique is not None:
+        problem = wire.unique_problem(body.unique)
+        if problem is not None:
+            raise ApiError(400, "validation_error", problem[1], problem[0])
+        job.unique_key = body.unique.key
+        job.unique_window_ms = body.unique.window_ms
+        job.unique_states = body.unique.held_in
+        job.unique_replace = body.unique.on_conflict == "replace"
+    return job
 
 
 def _parents(body: wire.SubmitJob, index: int | None,
@@ -196,6 +205,10 @@ async def submit_job() -> Response:
                        "ref names an item of a batch for the items after it "
                        "(POST /api/jobs/batch)", "ref")
     if body.cron is not None:
+        if body.unique is not None:
+            raise ApiError(400, "validation_error",
+                           "unique applies to jobs, not to schedules (each fire is one job "
+                           "already)", "unique")
         return await _submit_schedule(body, payload, max_attempts, timeout, queue, priority)
     new = _new_job(body, payload, max_attempts, timeout, queue, priority)
     new.parents = _parents(body, None, {})
@@ -213,7 +226,9 @@ async def submit_job() -> Response:
     job, created = await ctx.submits.submit(new)  # written with the submits in flight
     if created:
         JOBS_SUBMITTED.labels(job_type).inc()
-    return json_response(job, 201 if created else 200,
+    answer = wire.SubmittedJob(**{f: getattr(job, f) for f in wire.JobOut.__struct_fields__},
+                               created=created)
+    return json_response(answer, 201 if created else 200,
                          {"Location": f"/api/jobs/{job.id}"})
 
 
@@ -359,7 +374,8 @@ _NOT_WITH_WORKFLOW = (("type", "type"), ("payload", "payload"), ("runAt", "run_a
                       ("maxAttempts", "max_attempts"), ("timeoutSeconds", "timeout_seconds"),
                       ("queue", "queue"), ("priority", "priority"),
                       ("concurrencyKey", "concurrency_key"), ("dependsOn", "depends_on"),
-                      ("onParentFailure", "on_parent_failure"), ("ref", "ref"))
+                      ("onParentFailure", "on_parent_failure"), ("ref", "ref"),
+                      ("unique", "unique"))
 
 
 async def _submit_workflow_schedule(ctx: AppContext, body: wire.SubmitJob) -> Response:
@@ -402,7 +418,8 @@ def _workflow_template(ctx: AppContext, wf: wire.SubmitWorkflow) -> WorkflowTemp
         for name in order:
             item = wf.steps[name]
             for field, value in (("runAt", item.run_at),
-                                 ("idempotencyKey", item.idempotency_key)):
+                                 ("idempotencyKey", item.idempotency_key),
+                                 ("unique", item.unique)):
                 if value is not None:
                     raise ApiError(400, "validation_error",
                                    f"a scheduled workflow's step takes no {field}: every "

@@ -57,7 +57,7 @@ from scheduler_core.web.openapi import (
     Route,
 )
 
-_SUBMITTED = OneOf((wire.JobOut, wire.ScheduleOut))
+_SUBMITTED = OneOf((wire.SubmittedJob, wire.ScheduleOut))
 
 ROUTES: tuple[Route, ...] = (
     # jobs

@@ -53,7 +53,8 @@ def test_a_new_job_is_201_with_the_full_camel_case_shape(http: httpx.Client) -> 
                                         "priority": 5, "queue": new_queue()})
     job = resp.json()
     assert 201 == resp.status_code
-    assert JOB_FIELDS == set(job)
+    assert JOB_FIELDS | {"created"} == set(job)  # created: false when a key named a job
+    assert job["created"] is True
     assert ("cpu", {"durationSeconds": 2}, "Pending", 4, 30, 5, 0) == (
         job["type"], job["payload"], job["status"], job["maxAttempts"],
         job["timeoutSeconds"], job["priority"], job["attempts"])
