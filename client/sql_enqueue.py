@@ -73,6 +73,9 @@ class EnqueueJob(TypedDict, total=False):
     idempotency_key: str | None
     concurrency_key: str | None
     depends_on: Sequence[uuid.UUID | str] | None
+    unique_key: str | None
+    unique_states: Sequence[str] | None
+    unique_window: dt.timedelta | None
 
 
 # The options of scheduler.enqueue in its order: keyword (= SQL parameter name), SQL
@@ -86,6 +89,9 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("idempotency_key", "text", "idempotencyKey"),
     ("concurrency_key", "text", "concurrencyKey"),
     ("depends_on", "uuid[]", "dependsOn"),
+    ("unique_key", "text", "unique.key"),
+    ("unique_states", "text[]", "unique.states"),
+    ("unique_window", "interval", "unique.window"),
 )
 _JSON_NAMES = {"type": "type", "payload": "payload",
                **{name: field for name, _, field in _OPTIONS}}
@@ -132,6 +138,14 @@ def _run_at(value: dt.datetime, where: str) -> dt.datetime:
     return value
 
 
+def _window(value: dt.timedelta, where: str) -> str:
+    """A unique window as the API spells it: whole milliseconds (``90000ms``)."""
+    if not isinstance(value, dt.timedelta):
+        raise TypeError(f"{where}: expected a datetime.timedelta, found "
+                        f"{type(value).__name__}")
+    return f"{round(value.total_seconds() * 1000)}ms"
+
+
 def _payload_json(payload: Payload) -> str | None:
     if payload is None:
         return None
@@ -151,6 +165,11 @@ def _enqueue_call(job_type: str, payload: Payload, options: Mapping[str, Any]) -
             value = _run_at(value, "run_at")
         elif name == "depends_on":
             value = [str(parent) for parent in value]
+        elif name == "unique_states":
+            value = list(value)
+        elif name == "unique_window" and not isinstance(value, dt.timedelta):
+            raise TypeError("unique_window: expected a datetime.timedelta, found "
+                            f"{type(value).__name__}")
         values[name] = value
         positional.append(_OPTION_ARG[name][0])
         named.append(_OPTION_ARG[name][1])
@@ -179,7 +198,14 @@ def _many_call(jobs: Iterable[EnqueueJob]) -> _Call:
                 value = [str(parent) for parent in value]
             elif key == "payload" and isinstance(value, Mapping):
                 value = dict(value)
-            item[field] = value
+            elif key == "unique_states":
+                value = list(value)
+            elif key == "unique_window":
+                value = _window(value, f"jobs[{i}].unique_window")
+            if field.startswith("unique."):  # the API's "unique" object
+                item.setdefault("unique", {})[field.removeprefix("unique.")] = value
+            else:
+                item[field] = value
         items.append(item)
     body = msgspec.json.encode(items).decode()
     return _Call(_MANY[0], _MANY[1], {"jobs": body}, many=True)
@@ -277,7 +303,9 @@ def enqueue(conn: Any, job_type: str, payload: Payload = None, *,
             priority: int | None = None, max_attempts: int | None = None,
             timeout_seconds: int | None = None, idempotency_key: str | None = None,
             concurrency_key: str | None = None,
-            depends_on: Sequence[uuid.UUID | str] | None = None) -> uuid.UUID:
+            depends_on: Sequence[uuid.UUID | str] | None = None,
+            unique_key: str | None = None, unique_states: Sequence[str] | None = None,
+            unique_window: dt.timedelta | None = None) -> uuid.UUID:
     """Insert a job of ``job_type`` in ``conn``'s current transaction and return its id.
     Nobody sees it before the commit; a rollback leaves nothing.
 
@@ -286,7 +314,9 @@ def enqueue(conn: Any, job_type: str, payload: Payload = None, *,
     None leaves them to the job type's defaults; ``priority`` -100 to 100;
     ``idempotency_key``: a known key returns that job's id and writes nothing;
     ``concurrency_key``: the job's flow-control key; ``depends_on``: ids of jobs this
-    one waits for.
+    one waits for; ``unique_key`` (with ``unique_states`` and ``unique_window``, a
+    ``timedelta``): at most one job of that key among jobs in those states (README,
+    "Unique jobs"); a held key returns the holder's id and writes nothing.
 
     Error handling: see the module's docstring (TypeError/ValueError before any SQL;
     the function's refusals as the driver's exception)."""
@@ -294,7 +324,8 @@ def enqueue(conn: Any, job_type: str, payload: Payload = None, *,
         "run_at": run_at, "queue": queue, "priority": priority,
         "max_attempts": max_attempts, "timeout_seconds": timeout_seconds,
         "idempotency_key": idempotency_key, "concurrency_key": concurrency_key,
-        "depends_on": depends_on})
+        "depends_on": depends_on, "unique_key": unique_key, "unique_states": unique_states,
+        "unique_window": unique_window})
     job_id: uuid.UUID = _perform(conn, call)
     return job_id
 
@@ -305,14 +336,18 @@ async def enqueue_async(conn: Any, job_type: str, payload: Payload = None, *,
                         timeout_seconds: int | None = None,
                         idempotency_key: str | None = None,
                         concurrency_key: str | None = None,
-                        depends_on: Sequence[uuid.UUID | str] | None = None) -> uuid.UUID:
+                        depends_on: Sequence[uuid.UUID | str] | None = None,
+                        unique_key: str | None = None,
+                        unique_states: Sequence[str] | None = None,
+                        unique_window: dt.timedelta | None = None) -> uuid.UUID:
     """:func:`enqueue` on a psycopg ``AsyncConnection``/``AsyncCursor`` or a SQLAlchemy
     ``AsyncSession``/``AsyncConnection``."""
     call = _enqueue_call(job_type, payload, {
         "run_at": run_at, "queue": queue, "priority": priority,
         "max_attempts": max_attempts, "timeout_seconds": timeout_seconds,
         "idempotency_key": idempotency_key, "concurrency_key": concurrency_key,
-        "depends_on": depends_on})
+        "depends_on": depends_on, "unique_key": unique_key, "unique_states": unique_states,
+        "unique_window": unique_window})
     job_id: uuid.UUID = await _perform_async(conn, call)
     return job_id
 

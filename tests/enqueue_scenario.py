@@ -119,6 +119,17 @@ def play(driver: Driver, tag: str) -> dict[str, Any]:
             same_key.append(driver.enqueue(conn, "noop", {"tag": tag},
                                            idempotency_key=f"{tag}-key"))
     out["same_key"] = same_key
+    same_unique = []
+    for _ in range(2):
+        with driver.transaction():
+            same_unique.append(str(driver.enqueue(
+                conn, "noop", {"tag": tag}, queue="nowhere", unique_key=f"{tag}-unique",
+                unique_window=dt.timedelta(hours=1))))
+    with driver.transaction():
+        same_unique += [str(i) for i in driver.enqueue_many(conn, [
+            {"type": "noop", "queue": "nowhere", "unique_key": f"{tag}-unique",
+             "unique_window": dt.timedelta(hours=1)}])]
+    out["same_unique"] = same_unique
     try:
         with driver.transaction():
             driver.enqueue(conn, "noop", {}, queue=BAD_QUEUE)

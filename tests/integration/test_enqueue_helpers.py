@@ -229,6 +229,14 @@ def test_a_known_idempotency_key_returns_the_same_id(
                           f"{outcome['tag']}-key"))
 
 
+def test_a_held_unique_key_returns_the_holders_id(
+        outcome: dict[str, Any], module_dsn: str) -> None:
+    ids = outcome["same_unique"]
+    assert 3 == len(ids) and 1 == len(set(ids))
+    assert 1 == len(query(module_dsn, "SELECT id FROM jobs WHERE unique_key LIKE %s",
+                          f"{outcome['tag']}-unique@%"))
+
+
 def test_a_refusal_of_the_function_is_the_drivers_own_exception(
         outcome: dict[str, Any]) -> None:
     expected = ERRORS[outcome["driver"].split("-")[0]]

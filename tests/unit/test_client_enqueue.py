@@ -53,6 +53,19 @@ def test_no_value_reaches_the_statement() -> None:
     assert hostile not in call.positional + call.named
 
 
+def test_unique_options_are_named_and_a_batch_item_gets_the_apis_object() -> None:
+    call = _enqueue_call("email", {}, {"unique_key": "k", "unique_states": ("Pending",),
+                                       "unique_window": dt.timedelta(minutes=10)})
+    assert call.positional.endswith("unique_key => CAST(%s AS text), unique_states => "
+                                    "CAST(%s AS text[]), unique_window => CAST(%s AS interval))")
+    assert ["Pending"] == call.values["unique_states"]
+    many = _many_call([{"type": "email", "unique_key": "k",
+                        "unique_window": dt.timedelta(minutes=10)}])
+    assert '[{"type":"email","unique":{"key":"k","window":"600000ms"}}]' == many.values["jobs"]
+    with pytest.raises(TypeError, match="unique_window"):
+        _enqueue_call("email", {}, {"unique_window": 600})
+
+
 def test_a_struct_payload_is_encoded_with_its_renames() -> None:
     assert '{"toAddress":"a@example.com"}' == _enqueue_call(
         "email", Email("a@example.com"), {}).values["payload"]
