@@ -152,6 +152,12 @@ SETTINGS: tuple[Setting, ...] = (
             "How often the coordinator's pruner deletes finished jobs past their retention."),
     Setting("SCHEDULER_PRUNE_BATCH", "prune_batch", int,
             "Most jobs one pruning statement deletes (one short transaction per batch)."),
+    Setting("SCHEDULER_BULK_BATCH", "bulk_batch", int,
+            "Most jobs one transaction of a bulk action (POST /api/jobs/bulk) changes: "
+            "its row locks last one batch."),
+    Setting("SCHEDULER_BULK_MAX", "bulk_max", int,
+            "Most jobs one bulk action request changes; the answer says when more match "
+            "(call again for the rest)."),
     Setting("SCHEDULER_JOB_ENV", "job_env", str,
             "Comma-separated names of environment variables a worker passes on to its job "
             "processes, besides the ordinary ones (PATH, HOME, USER, LOGNAME, SHELL, TERM, "
@@ -242,6 +248,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     retention_deadletter_days: float = 30.0
     prune_interval_seconds: float = 60.0
     prune_batch: int = 1000
+    bulk_batch: int = 1000
+    bulk_max: int = 100_000
     job_env: str = ""
     start_id: str = ""
     handlers: str = ""
@@ -426,6 +434,7 @@ def _check(cfg: Config) -> None:
                 "retry_base_seconds", "retry_cap_seconds", "db_pool_size", "max_body_bytes",
                 "max_payload_bytes", "session_hours",
                 "misfire_max_catchup", "prune_interval_seconds", "prune_batch",
+                "bulk_batch", "bulk_max",
                 "auth_throttle_base_seconds", "auth_throttle_max_seconds")
     for name in positive:
         if getattr(cfg, name) <= 0:

@@ -28,6 +28,7 @@ from psycopg.types.json import Jsonb
 from scheduler_core.runtime.db import Pool, TrioConnection
 from scheduler_core.runtime.doorbell import EchoFilter
 from scheduler_core.schema import wire, workflow_template
+from scheduler_core.schema.job_filter import JobFilter
 from scheduler_core.schema.queries import q
 
 
@@ -190,6 +191,7 @@ class _InsertRow(msgspec.Struct):
     unique_key: str | None
     unique_window_ms: int | None
     unique_states: list[str] | None
+    tags: list[str] | None
 
 
 def _lock_order(concurrency_key: str | None, idempotency_key: str | None,
@@ -211,7 +213,8 @@ def insert_jobs_params(jobs: Sequence[NewJob], job_ids: Sequence[uuid.UUID]) -> 
                                              p[0].unique_key, p[0].unique_window_ms))
     rows = [_InsertRow(n, id_, j.type, j.payload, j.queue, j.priority, j.run_at,
                        j.max_attempts, j.timeout_seconds, j.idempotency_key,
-                       j.concurrency_key, j.unique_key, j.unique_window_ms, j.unique_states)
+                       j.concurrency_key, j.unique_key, j.unique_window_ms, j.unique_states,
+                       j.tags)
             for n, (j, id_) in enumerate(pairs)]
     return {"jobs": _json.encode(rows).decode()}
 
@@ -319,6 +322,7 @@ class NewJob(msgspec.Struct, kw_only=True):
     unique_window_ms: int | None = None
     unique_states: list[str] | None = None
     unique_replace: bool = False
+    tags: list[str] | None = None  # labels to search by (migration 0021)
 
 
 class Parent(msgspec.Struct, frozen=True, kw_only=True):
@@ -474,7 +478,7 @@ class Store:
             "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
             "fire_time": job.fire_time, "concurrency_key": job.concurrency_key,
             "unique_key": job.unique_key, "unique_window_ms": job.unique_window_ms,
-            "unique_states": job.unique_states,
+            "unique_states": job.unique_states, "tags": job.tags,
         }
         if job.unique_key is not None:
             [outcome] = await self._submit_unique([job], {0: job_id}, {}, "insert_job",
@@ -647,12 +651,12 @@ class Store:
             job.dependents = [c["child"] for c in children]
         return job
 
-    async def list_jobs(self, *, status: str | None = None, type: str | None = None,
-                        queue: str | None = None, before: uuid.UUID | None = None,
-                        take: int = 50) -> wire.JobPage:
+    async def list_jobs(self, filter: JobFilter | None = None, *,
+                        before: uuid.UUID | None = None, take: int = 50) -> wire.JobPage:
+        """A page of the jobs ``filter`` matches (schema/job_filter.py), newest first."""
         rows = await self._all("list_jobs", {
-            "status": status, "type": type, "queue": queue, "before": before,
-            "limit": take + 1}, prepare=False)
+            **(filter or JobFilter()).params(), "before": before, "limit": take + 1},
+            prepare=False)
         more = len(rows) > take
         items = [job_out(r) for r in rows[:take]]
         return wire.JobPage(items=items,
@@ -710,7 +714,7 @@ class Store:
         return await self.get_workflow(workflow_id)
 
     async def cancel(self, job_id: uuid.UUID) -> wire.JobOut:
-        row = await self._one("cancel_job", {"id": job_id})
+        row = await self._one("cancel_job", {"ids": [job_id]})
         if row is not None:
             return job_out(row)
         current = await self.get_job(job_id, with_runs=False)  # raises NotFound
@@ -719,7 +723,7 @@ class Store:
     async def retry(self, job_id: uuid.UUID, reason: str | None) -> wire.JobOut:
         async with self.pool.connection() as conn:
             try:
-                cur = await conn.execute(q("retry_job"), {"id": job_id, "reason": reason})
+                cur = await conn.execute(q("retry_job"), {"ids": [job_id], "reason": reason})
             except errors.UniqueViolation:  # jobs_unique: its key is another job's now
                 current = await self.get_job(job_id, with_runs=False)
                 raise Conflict(f"job {job_id} cannot be retried: another job holds its "
@@ -982,7 +986,7 @@ async def submit_dependent_on(conn: TrioConnection, jobs: Sequence[NewJob], *,
             len(rows), new_ids[i], job.type, job.payload, job.queue, job.priority,
             job.run_at, job.max_attempts, job.timeout_seconds, key,
             job.concurrency_key, job.unique_key, job.unique_window_ms, job.unique_states,
-            status, still_open if job.parents else None,
+            job.tags, status, still_open if job.parents else None,
             depth or None, i in referenced, cancelled_by, job.workflow_id, job.step,
             failed or None, job.run_if))
     # Lock order as insert_jobs_params: by concurrency key, idempotency key, unique key.

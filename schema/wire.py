@@ -103,6 +103,11 @@ class Dependency(msgspec.Struct, **_IN):
 DependencyRef = str | int | Dependency
 
 
+MAX_TAGS = 20
+Tags = Annotated[list[Annotated[str, Meta(min_length=1, max_length=64)]],
+                 Meta(min_length=1, max_length=MAX_TAGS)]
+
+
 class SubmitJob(msgspec.Struct, **_IN):
     """``POST /api/jobs``. With ``cron`` it defines a schedule instead of one job; with
     ``cron`` and ``workflow`` (and no ``type``) a schedule that fires that workflow.
@@ -134,6 +139,8 @@ class SubmitJob(msgspec.Struct, **_IN):
     workflow: SubmitWorkflow | None = None
     # At most one job per key among jobs in some statuses (docs/decisions/0024).
     unique: Unique | None = None
+    # Labels to search by (GET /api/jobs?tag=...): 1..20 strings of 1..64 characters.
+    tags: Tags | None = None
 
 
 MAX_BATCH_JOBS = 1000
@@ -216,6 +223,7 @@ class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
     concurrency_key: str | None = None
+    tags: list[str] | None = None
     waiting: WaitingReason | None = None  # only when the job is waiting (one job's GET)
     runs: list[RunOut] | None = None
     # One job's GET: the jobs it depends on and those that depend on it (first 1,000).
@@ -628,3 +636,45 @@ class QueueOut(msgspec.Struct, **_OUT):
 
 class QueuePage(msgspec.Struct, **_OUT):
     items: list[QueueOut]
+
+
+MAX_BULK_IDS = 1000
+
+
+class BulkJobs(msgspec.Struct, **_IN):
+    """``POST /api/jobs/bulk``: ``action`` on the jobs ``filter`` matches (the list's
+    query parameters as a JSON object: schema/job_filter.py), and among ``ids`` when
+    given (the rows a user selected). ``dryRun``: only count. ``limit`` (at most
+    SCHEDULER_BULK_MAX) and ``after`` (the previous answer's ``next``) walk a large set
+    in steps, as the dashboard does to show its progress."""
+
+    action: Literal["retry", "cancel", "delete"]
+    filter: dict[str, str | list[str]] = msgspec.field(default_factory=dict)
+    ids: Annotated[list[uuid.UUID], Meta(min_length=1, max_length=MAX_BULK_IDS)] | None = None
+    dry_run: bool = False
+    limit: Annotated[int, Meta(ge=1)] | None = None
+    after: uuid.UUID | None = None
+    reason: Annotated[str, Meta(max_length=1000)] | None = None  # a retry's
+
+
+class BulkSkipped(msgspec.Struct, **_OUT):
+    id: uuid.UUID
+    reason: str
+
+
+class BulkResult(msgspec.Struct, **_OUT):
+    """A bulk action's answer. ``matched``: jobs the filter matches, any status.
+    ``count``: a dry run's, the jobs the real call would act on (at most the limit);
+    the real call's, those it changed. ``skipped``: how many it leaves, by reason
+    (``not retryable: Running``, ``locked``, ``has waiting dependents``, ...),
+    ``skippedJobs`` the first 100 of those it met in its batches. ``next``: more may
+    match past the limit; send it as ``after`` to go on."""
+
+    action: str
+    dry_run: bool
+    matched: int
+    count: int
+    skipped: dict[str, int]
+    skipped_jobs: list[BulkSkipped]
+    next: uuid.UUID | None
+    batches: int

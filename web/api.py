@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import prometheus_client
@@ -25,7 +25,9 @@ from scheduler_core.handlers import (
     UnknownHandler,
 )
 from scheduler_core.runtime import clock, cron
-from scheduler_core.schema import wire
+from scheduler_core.schema import job_filter, wire
+from scheduler_core.schema.bulk_store import BulkStore
+from scheduler_core.schema.job_filter import JobFilter
 from scheduler_core.schema.store import NewJob, NewSchedule, Parent, TooDeep, UnknownParent
 from scheduler_core.schema.workflow_template import TYPE_PREFIX, TemplateStep, WorkflowTemplate
 from scheduler_core.web.context import AppContext, context, json_response
@@ -35,7 +37,7 @@ from scheduler_core.web.inputs import (
     parse_id,
     parse_run_at,
     parse_take,
-    query_args,
+    query_lists,
     read_body,
 )
 from scheduler_core.web.workflow_graph import edges_of, order_of
@@ -102,6 +104,8 @@ def _new_job(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
         job.unique_window_ms = body.unique.window_ms
         job.unique_states = body.unique.held_in
         job.unique_replace = body.unique.on_conflict == "replace"
+    if body.tags is not None:
+        job.tags = list(dict.fromkeys(body.tags))  # a repeated tag says nothing more
     return job
 
 
@@ -209,6 +213,9 @@ async def submit_job() -> Response:
             raise ApiError(400, "validation_error",
                            "unique applies to jobs, not to schedules (each fire is one job "
                            "already)", "unique")
+        if body.tags is not None:
+            raise ApiError(400, "validation_error",
+                           "tags apply to jobs, not to schedules", "tags")
         return await _submit_schedule(body, payload, max_attempts, timeout, queue, priority)
     new = _new_job(body, payload, max_attempts, timeout, queue, priority)
     new.parents = _parents(body, None, {})
@@ -438,29 +445,54 @@ def _workflow_template(ctx: AppContext, wf: wire.SubmitWorkflow) -> WorkflowTemp
     return WorkflowTemplate(name=wf.name, steps=steps)
 
 
-_LIST_PARAMS = {"status", "type", "queue", "take", "cursor"}
+_LIST_PARAMS = {*job_filter.KEYS, "take", "cursor"}
+
+
+def _filter_of(args: Mapping[str, str | Sequence[str]], where: str = "") -> JobFilter:
+    """The search filter (schema/job_filter.py, one parser for every caller); a 400
+    naming the parameter (``where``, or with ``where`` given ``filter.where``)."""
+    try:
+        return job_filter.parse_filter(args)
+    except job_filter.FilterError as exc:
+        raise ApiError(400, "validation_error", exc.message,
+                       f"{where}.{exc.field}" if where else exc.field) from None
 
 
 async def list_jobs() -> Response:
-    args = query_args(_LIST_PARAMS)
-    status = args.get("status") or None
-    if status is not None and status not in wire.JOB_STATUSES:
-        raise ApiError(400, "validation_error", "status must be one of "
-                       + ", ".join(wire.JOB_STATUSES) + f"; found {status!r}", "status")
-    take = parse_take(args, 50)
+    args = query_lists(_LIST_PARAMS, job_filter.REPEATABLE)
+    found = _filter_of(args)
+    take = parse_take({k: v for k, v in args.items() if isinstance(v, str)}, 50)
     cursor = args.get("cursor") or None
-    before = parse_id(cursor, "cursor") if cursor else None
-    for name in ("type", "queue"):
-        value = args.get(name)
-        if value is not None and not 1 <= len(value) <= 100:
-            raise ApiError(400, "validation_error", f"{name} must be 1..100 characters", name)
-        if value is not None and "\x00" in value:
-            raise ApiError(400, "validation_error",
-                           f"expected {name} without NUL characters, found one", name)
-    page = await context(current_app).store.list_jobs(
-        status=status, type=args.get("type") or None, queue=args.get("queue") or None,
-        before=before, take=take)
+    before = parse_id(cursor, "cursor") if isinstance(cursor, str) else None
+    page = await context(current_app).store.list_jobs(found, before=before, take=take)
     return json_response(page)
+
+
+async def bulk_jobs() -> Response:
+    """Retry, cancel or delete the jobs a filter matches (schema/bulk_store.py)."""
+    ctx = context(current_app)
+    body: wire.BulkJobs = await read_body(wire.BulkJobs)
+    for name in body.filter:
+        if name not in job_filter.KEYS:
+            raise ApiError(400, "unknown_parameter", "unknown filter; expected one of "
+                           + ", ".join(job_filter.KEYS), f"filter.{name}")
+    found = _filter_of(body.filter, "filter")
+    most = ctx.config.bulk_max
+    if body.limit is not None and body.limit > most:
+        raise ApiError(400, "validation_error",
+                       f"limit must be 1..{most} (SCHEDULER_BULK_MAX), found {body.limit}",
+                       "limit")
+    if body.reason is not None and body.action != "retry":
+        raise ApiError(400, "validation_error", "reason applies only to retry", "reason")
+    limit = body.limit or most
+    bulk = BulkStore(ctx.store.pool, batch=ctx.config.bulk_batch, wake=ctx.store.wake)
+    if body.dry_run:
+        return json_response(await bulk.dry_run(body.action, found, ids=body.ids, limit=limit))
+    result = await bulk.run(body.action, found, ids=body.ids, limit=limit, after=body.after,
+                            reason=body.reason)
+    log.info("jobs_bulk_changed", action=body.action, count=result.count,
+             skipped=sum(result.skipped.values()), batches=result.batches)
+    return json_response(result)
 
 
 async def get_job(job_id: str) -> Response:

@@ -108,6 +108,22 @@ def query_args(allowed: Collection[str]) -> dict[str, str]:
     return {name: args[name] for name in args}
 
 
+def query_lists(allowed: Collection[str], repeatable: Collection[str]
+                ) -> dict[str, str | list[str]]:
+    """As :func:`query_args`, except that the names in ``repeatable`` may come more
+    than once (``where=...&where=...``): each of those is a list."""
+    args = request.args
+    for name in args:
+        if name not in allowed:
+            raise ApiError(400, "unknown_parameter", "unknown query parameter; expected "
+                           f"one of {', '.join(sorted(allowed))}", name)
+        count = len(args.getlist(name))
+        if count > 1 and name not in repeatable:
+            raise ApiError(400, "repeated_parameter",
+                           f"expected {name} at most once, found it {count} times", name)
+    return {name: args.getlist(name) if name in repeatable else args[name] for name in args}
+
+
 def parse_take(args: Mapping[str, str], default: int, *, most: int = 500) -> int:
     """``take`` from ``query_args``: an integer 1..``most``; 400 naming ``take``."""
     raw = args.get("take", str(default))

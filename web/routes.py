@@ -81,8 +81,34 @@ ROUTES: tuple[Route, ...] = (
               Param("status", "query", {"enum": list(wire.JOB_STATUSES)}, "Only this status."),
               Param("type", "query", FILTER, "Only this job type."),
               Param("queue", "query", FILTER, "Only this queue."),
+              Param("tag", "query", {"type": "array", "maxItems": 20, "items": {
+                  "type": "string", "minLength": 1, "maxLength": 64}},
+                  "Only jobs with every tag given (repeat the parameter)."),
+              Param("where", "query", {"type": "array", "maxItems": 10, "items": {
+                  "type": "string", "minLength": 1}},
+                  "A condition on a payload or result field, repeatable: "
+                  "`payload.customerId=42`, `result.status>=500` (= != >= <= > <; a "
+                  "number, a \"quoted\" string or bare text). docs/search.md."),
+              *(Param(name, "query", {"type": "string", "format": "date-time"},
+                      f"Only jobs {what} (ISO-8601 with a zone).")
+                for name, what in (("createdAfter", "created at or after this"),
+                                   ("createdBefore", "created before this"),
+                                   ("finishedAfter", "finished at or after this"),
+                                   ("finishedBefore", "finished before this"))),
+              Param("lastError", "query", {"type": "string", "minLength": 1,
+                                           "maxLength": 200},
+                    "Only jobs whose last error contains this text (any case)."),
               TAKE_JOBS,
               Param("cursor", "query", UUID, "`nextCursor` of the previous page."))),
+    Route("post", "/api/jobs/bulk", "admin", api.bulk_jobs,
+          "bulkJobs", "Retry, cancel or delete the jobs a filter matches", "jobs",
+          {200: wire.BulkResult}, (400, *DB), body=wire.BulkJobs,
+          description="`filter` takes the parameters of `GET /api/jobs` (without `take` "
+                      "and `cursor`) as a JSON object; `ids` narrows it to chosen jobs. "
+                      "`dryRun` answers the count only. The real call acts on at most "
+                      "`limit` (SCHEDULER_BULK_MAX) jobs, SCHEDULER_BULK_BATCH a "
+                      "transaction, skipping rows another transaction holds; `next` "
+                      "continues it (as `after`)."),
     Route("get", "/api/jobs/<job_id>", "read", api.get_job,
           "getJob", "A job with its runs", "jobs",
           {200: wire.JobOut}, (400, 404, *DB), params=(ID,)),

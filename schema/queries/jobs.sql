@@ -7,14 +7,14 @@
 -- returned.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                   timeout_seconds, idempotency_key, schedule_id, fire_time, concurrency_key,
-                  unique_key, unique_states)
+                  unique_key, unique_states, tags)
 VALUES (%(id)s, %(type)s, %(payload)s,
         CASE WHEN COALESCE(%(run_at)s::timestamptz, now()) <= now()
              THEN 'Pending' ELSE 'Scheduled' END,
         %(queue)s, %(priority)s, COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout_seconds)s,
         %(idempotency_key)s, %(schedule_id)s, %(fire_time)s, %(concurrency_key)s,
         scheduler_unique_key(%(unique_key)s, %(unique_window_ms)s::bigint),
-        %(unique_states)s::text[])
+        %(unique_states)s::text[], %(tags)s::text[])
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -28,23 +28,24 @@ RETURNING *;
 -- fields), not the lease columns.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                   timeout_seconds, idempotency_key, concurrency_key, unique_key,
-                  unique_states)
+                  unique_states, tags)
 SELECT t.id, t.type, t.payload,
        CASE WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
        t.queue, t.priority, COALESCE(t.run_at, now()), t.max_attempts, t.timeout_seconds,
        t.idempotency_key, t.concurrency_key,
-       scheduler_unique_key(t.unique_key, t.unique_window_ms), t.unique_states
+       scheduler_unique_key(t.unique_key, t.unique_window_ms), t.unique_states,
+       t.tags
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
           run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text,
           concurrency_key text, unique_key text, unique_window_ms bigint,
-          unique_states text[])
+          unique_states text[], tags text[])
 ORDER BY t.ord
 ON CONFLICT DO NOTHING
 RETURNING id, type, payload, status, queue, priority, run_at, attempts, max_attempts,
           timeout_seconds, idempotency_key, schedule_id, fire_time, cancel_requested,
           last_error, result, retry_reason, created_at, updated_at, started_at, finished_at,
-          concurrency_key;
+          concurrency_key, tags;
 
 -- name: get_jobs_by_keys
 SELECT * FROM jobs WHERE idempotency_key = ANY(%(keys)s::text[]);
@@ -79,12 +80,27 @@ SELECT * FROM jobs WHERE id = %(id)s;
 SELECT * FROM jobs WHERE idempotency_key = %(key)s;
 
 -- name: list_jobs
--- Newest first, keyset-paged on the time-ordered id; every filter optional. Run
--- unprepared so the planner folds the NULL filters away and uses the right index.
+-- Newest first, keyset-paged on the time-ordered id; every filter optional (the
+-- parameters of schema/job_filter.py, the clause count_matching_jobs and
+-- pick_bulk_jobs repeat word for word: tests/unit/test_job_filter.py). Run unprepared
+-- so the planner folds the NULL filters away and uses the right index.
 SELECT * FROM jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(type)s::text IS NULL OR type = %(type)s)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(tags)s::text[] IS NULL OR tags @> %(tags)s::text[])
+  AND (%(payload_doc)s::jsonb IS NULL OR payload @> %(payload_doc)s::jsonb)
+  AND (%(payload_path)s::jsonpath IS NULL
+       OR jsonb_path_exists(payload, %(payload_path)s::jsonpath, %(payload_vars)s::jsonb))
+  AND (%(result_doc)s::jsonb IS NULL OR result @> %(result_doc)s::jsonb)
+  AND (%(result_path)s::jsonpath IS NULL
+       OR jsonb_path_exists(result, %(result_path)s::jsonpath, %(result_vars)s::jsonb))
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+  AND (%(finished_after)s::timestamptz IS NULL OR finished_at >= %(finished_after)s)
+  AND (%(finished_before)s::timestamptz IS NULL OR finished_at < %(finished_before)s)
+  AND (%(last_error)s::text IS NULL
+       OR strpos(lower(last_error), lower(%(last_error)s::text)) > 0)
   AND (%(before)s::uuid IS NULL OR id < %(before)s)
 ORDER BY id DESC
 LIMIT %(limit)s;
@@ -93,7 +109,7 @@ LIMIT %(limit)s;
 SELECT * FROM job_runs WHERE job_id = %(job_id)s ORDER BY attempt, started_at;
 
 -- name: cancel_job
--- Jobs not running are Cancelled at once (and, by the trigger jobs_deps_settle, the
+-- The jobs %(ids)s (one, or a bulk action's batch): jobs not running are Cancelled at once (and, by the trigger jobs_deps_settle, the
 -- jobs that depend on them, as their policies say); a Running one is flagged for its
 -- worker.
 UPDATE jobs SET
@@ -101,11 +117,13 @@ UPDATE jobs SET
     cancel_requested = true,
     finished_at = CASE WHEN status = 'Running' THEN finished_at ELSE now() END,
     updated_at = now()
-WHERE id = %(id)s AND status IN ('Waiting', 'Scheduled', 'Pending', 'Failed', 'Running')
+WHERE id = ANY(%(ids)s::uuid[])
+  AND status IN ('Waiting', 'Scheduled', 'Pending', 'Failed', 'Running')
 RETURNING *;
 
 -- name: retry_job
--- DeadLetter, Cancelled or Failed become Pending now, with one more attempt allowed.
+-- The jobs %(ids)s (one, or a bulk action's batch): DeadLetter, Cancelled or Failed
+-- become Pending now, with one more attempt allowed.
 -- A job retried by hand waits for no parent any more (a child Cancelled with its
 -- parent runs when retried): its open edges close. Jobs waiting on it with
 -- onParentFailure "wait" are released when it then succeeds.
@@ -119,7 +137,7 @@ WITH job AS (
         max_attempts = GREATEST(max_attempts, LEAST(100, attempts + 1)),
         deps_open = NULL,
         updated_at = now()
-    WHERE id = %(id)s AND status IN ('DeadLetter', 'Cancelled', 'Failed')
+    WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('DeadLetter', 'Cancelled', 'Failed')
     RETURNING *
 ), closed AS (
     UPDATE job_deps d SET open = false
@@ -262,7 +280,7 @@ FOR NO KEY UPDATE;
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                   timeout_seconds, idempotency_key, concurrency_key, deps_open, dep_depth,
                   has_dependents, last_error, finished_at, workflow_id, step, deps_failed,
-                  run_if, unique_key, unique_states)
+                  run_if, unique_key, unique_states, tags)
 SELECT t.id, t.type, t.payload,
        CASE WHEN t.status IS NOT NULL THEN t.status
             WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
@@ -271,12 +289,12 @@ SELECT t.id, t.type, t.payload,
        COALESCE(t.has_dependents, false), t.last_error,
        CASE WHEN t.status = 'Cancelled' THEN now() END, t.workflow_id, t.step,
        t.deps_failed, t.run_if, scheduler_unique_key(t.unique_key, t.unique_window_ms),
-       t.unique_states
+       t.unique_states, t.tags
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
           run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text,
           concurrency_key text, unique_key text, unique_window_ms bigint,
-          unique_states text[], status text, deps_open int, dep_depth int,
+          unique_states text[], tags text[], status text, deps_open int, dep_depth int,
           has_dependents boolean, last_error text, workflow_id uuid, step text,
           deps_failed int, run_if text)
 ORDER BY t.ord
@@ -284,7 +302,7 @@ ON CONFLICT DO NOTHING
 RETURNING id, type, payload, status, queue, priority, run_at, attempts, max_attempts,
           timeout_seconds, idempotency_key, schedule_id, fire_time, cancel_requested,
           last_error, result, retry_reason, created_at, updated_at, started_at, finished_at,
-          concurrency_key;
+          concurrency_key, tags;
 
 -- name: insert_job_deps
 -- The edges of a dependent submission: open while the parent has not ended (or ended
@@ -375,3 +393,83 @@ UPDATE jobs SET
 WHERE workflow_id = %(id)s
   AND status IN ('Waiting', 'Scheduled', 'Pending', 'Failed', 'Running')
 RETURNING id;
+
+-- name: count_matching_jobs
+-- A bulk action's dry run: the jobs list_jobs' filter matches, by status, and whether
+-- each is a parent some job still waits on (a delete skips those).
+SELECT status,
+       (has_dependents AND EXISTS (SELECT 1 FROM job_deps d
+                                   WHERE d.parent = jobs.id AND d.open)) AS held,
+       count(*) AS n
+FROM jobs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(type)s::text IS NULL OR type = %(type)s)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(tags)s::text[] IS NULL OR tags @> %(tags)s::text[])
+  AND (%(payload_doc)s::jsonb IS NULL OR payload @> %(payload_doc)s::jsonb)
+  AND (%(payload_path)s::jsonpath IS NULL
+       OR jsonb_path_exists(payload, %(payload_path)s::jsonpath, %(payload_vars)s::jsonb))
+  AND (%(result_doc)s::jsonb IS NULL OR result @> %(result_doc)s::jsonb)
+  AND (%(result_path)s::jsonpath IS NULL
+       OR jsonb_path_exists(result, %(result_path)s::jsonpath, %(result_vars)s::jsonb))
+  AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+  AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+  AND (%(finished_after)s::timestamptz IS NULL OR finished_at >= %(finished_after)s)
+  AND (%(finished_before)s::timestamptz IS NULL OR finished_at < %(finished_before)s)
+  AND (%(last_error)s::text IS NULL
+       OR strpos(lower(last_error), lower(%(last_error)s::text)) > 0)
+  AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+GROUP BY 1, 2;
+
+-- name: pick_bulk_jobs
+-- One batch of a bulk action, in its short transaction: the next %(batch)s jobs after
+-- %(after)s (by id) that list_jobs' filter matches and whose status is one of
+-- %(eligible)s, as of the statement's start; of those, the ones locked here (FOR
+-- UPDATE SKIP LOCKED: a row a claim, a completion or another bulk action holds is
+-- skipped, not waited for) and still eligible, without open dependents when
+-- %(free_only)s (a delete). ``picked`` false: skipped, ``held`` says why.
+WITH cand AS (
+    SELECT id FROM jobs
+    WHERE (%(status)s::text IS NULL OR status = %(status)s)
+      AND (%(type)s::text IS NULL OR type = %(type)s)
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+      AND (%(tags)s::text[] IS NULL OR tags @> %(tags)s::text[])
+      AND (%(payload_doc)s::jsonb IS NULL OR payload @> %(payload_doc)s::jsonb)
+      AND (%(payload_path)s::jsonpath IS NULL
+           OR jsonb_path_exists(payload, %(payload_path)s::jsonpath, %(payload_vars)s::jsonb))
+      AND (%(result_doc)s::jsonb IS NULL OR result @> %(result_doc)s::jsonb)
+      AND (%(result_path)s::jsonpath IS NULL
+           OR jsonb_path_exists(result, %(result_path)s::jsonpath, %(result_vars)s::jsonb))
+      AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+      AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+      AND (%(finished_after)s::timestamptz IS NULL OR finished_at >= %(finished_after)s)
+      AND (%(finished_before)s::timestamptz IS NULL OR finished_at < %(finished_before)s)
+      AND (%(last_error)s::text IS NULL
+           OR strpos(lower(last_error), lower(%(last_error)s::text)) > 0)
+      AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+      AND status = ANY(%(eligible)s::text[]) AND id > %(after)s
+    ORDER BY id
+    LIMIT %(batch)s
+), picked AS (
+    SELECT j.id FROM jobs j
+    WHERE j.id IN (SELECT id FROM cand) AND j.status = ANY(%(eligible)s::text[])
+      AND NOT (%(free_only)s AND j.has_dependents
+               AND EXISTS (SELECT 1 FROM job_deps d WHERE d.parent = j.id AND d.open))
+    FOR UPDATE OF j SKIP LOCKED
+)
+SELECT c.id, p.id IS NOT NULL AS picked,
+       %(free_only)s AND EXISTS (SELECT 1 FROM job_deps d
+                                 WHERE d.parent = c.id AND d.open) AS held
+FROM cand c LEFT JOIN picked p ON p.id = c.id
+ORDER BY c.id;
+
+-- name: delete_jobs
+-- A bulk delete's batch (rows its transaction has locked), with their runs' history,
+-- as the pruner deletes (retention.sql prune_finished_jobs).
+WITH gone AS (
+    DELETE FROM jobs WHERE id = ANY(%(ids)s::uuid[])
+    RETURNING id
+), runs AS (
+    DELETE FROM run_history WHERE job_id IN (SELECT id FROM gone)
+)
+SELECT id FROM gone;
