@@ -5,7 +5,13 @@ It speaks :mod:`runtime.job_protocol` on its stdin/stdout: one empty frame once 
 ready, then one ``Reply`` per ``Request``, until end of file on stdin. A result is
 normalised (through JSON, size and depth checked) here, before it is sent. A handler
 that raised ``RateLimited`` (or called ``ctx.backoff``) is answered with its
-``retry_after`` and its message, not as a failure.
+``retry_after`` and its message, not as a failure; one that returned or raised
+``Snooze`` with its ``snooze`` seconds.
+
+A handler's ``ctx.progress`` and ``ctx.set_meta`` never wait on the pipe: the newest
+values are kept, and one thread (started by the first of them) writes them as note
+frames, at most one every :data:`NOTE_GAP_SECONDS`; what is still unsent when the
+handler ends is written just before its reply, so no note ever follows a reply.
 
 Before anything else it asks the kernel to SIGKILL it when its parent dies
 (``PR_SET_PDEATHSIG``), so a worker killed with ``kill -9`` leaves no child running a
@@ -32,15 +38,21 @@ import ctypes
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, BinaryIO
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 
 from scheduler_core.runtime.job_protocol import (
     PARENT_PID_ENV,
+    Note,
     Reply,
     decode_request,
+    encode_note,
     encode_reply,
+    normalise_meta,
     normalise_result,
     read_frame,
     write_frame,
@@ -55,6 +67,71 @@ DEFAULT_DATA_DIR = ".scheduler/data"
 _PR_SET_PDEATHSIG = 1
 _EXIT_ORPHANED = 70
 _EXIT_PLUGIN_FAILED = 1
+NOTE_GAP_SECONDS = 0.05
+"""Least time between two notes the thread writes (the newest wins meanwhile)."""
+
+
+class Notes:
+    """The job process's reporter (``handlers.RunReporter``): keeps the newest
+    progress and meta of the request being served, and has one thread write them.
+
+    ``write`` writes one frame. The thread writes only between :meth:`begin` and
+    :meth:`end` (checked under ``_send``), so a note never follows its request's reply.
+    """
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self._write = write
+        self._lock = threading.Lock()  # _pending
+        self._send = threading.Lock()  # _serving, and the thread's writes
+        self._pending: Note | None = None
+        self._serving = False
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def begin(self) -> None:
+        with self._send:
+            self._serving = True
+
+    def end(self) -> bytes | None:
+        """The request's handler ended: no more notes from the thread; the unsent
+        one, encoded, for the caller to write before the reply (None: nothing)."""
+        with self._send:
+            self._serving = False
+        with self._lock:
+            note, self._pending = self._pending, None
+        return None if note is None else encode_note(note)
+
+    def progress(self, fraction: float, message: str | None) -> None:
+        with self._lock:
+            note = self._pending = self._pending or Note()
+            note.progress, note.message = fraction, message
+        self._ring()
+
+    def meta(self, meta: dict[str, Any]) -> None:
+        plain = normalise_meta(meta)  # ValueError to the handler, at the call
+        with self._lock:
+            note = self._pending = self._pending or Note()
+            note.meta = plain
+        self._ring()
+
+    def _ring(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="job-notes",
+                                             daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _serve(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._send:
+                if self._serving:
+                    with self._lock:
+                        note, self._pending = self._pending, None
+                    if note is not None:
+                        self._write(encode_note(note))
+            time.sleep(NOTE_GAP_SECONDS)
 
 
 def die_with_parent() -> None:
@@ -72,25 +149,32 @@ def die_with_parent() -> None:
         os._exit(_EXIT_ORPHANED)
 
 
-def handle(request: bytes, registry: Registry, data_dir: str) -> bytes:
-    """Run one request and return its encoded response; never raises on a job's failure."""
-    from scheduler_core.handlers.registry import HandlerError, RateLimited, RunContext
+def handle(request: bytes, registry: Registry, data_dir: str,
+           notes: Notes | None = None) -> bytes:
+    """Run one request and return its encoded response; never raises on a job's failure.
+    ``notes``: where the handler's progress and meta go (None: nowhere)."""
+    from scheduler_core.handlers.registry import HandlerError, RateLimited, RunContext, Snooze
 
     try:
         job = decode_request(request)
         ctx = RunContext(job_id=job.job_id, attempt=job.attempt, data_dir=data_dir,
                          parent_results=job.parent_results or {},
                          parent_ids=job.parent_ids or (),
-                         parent_counts=job.parent_counts or {})
+                         parent_counts=job.parent_counts or {},
+                         reporter=notes)
         result = registry.run(job.type, job.payload, ctx)
     except msgspec.DecodeError as exc:
         return _failure(exc, permanent=True)
     except RateLimited as exc:  # not a failure: the job waits retry_after seconds again
         return encode_reply(Reply(ok=False, error=exc.reason, retry_after=exc.retry_after))
+    except Snooze as exc:  # not a failure: the job runs again in exc.seconds
+        return encode_reply(Reply(ok=False, snooze=exc.seconds))
     except HandlerError as exc:
         return _failure(exc, permanent=exc.permanent)
     except Exception as exc:
         return _failure(exc, permanent=False)
+    if isinstance(result, Snooze):
+        return encode_reply(Reply(ok=False, snooze=result.seconds))
     plain, refusal = normalise_result(result)
     if refusal is not None:
         return encode_reply(Reply(ok=False, error=refusal, permanent=True))
@@ -134,8 +218,16 @@ def main(argv: list[str] | None = None) -> int:
         return _EXIT_PLUGIN_FAILED
 
     write_frame(send, b"")  # ready
+    notes = Notes(lambda frame: write_frame(send, frame))
     while (request := read_frame(receive)) is not None:
-        write_frame(send, handle(request, REGISTRY, data_dir))
+        notes.begin()
+        try:
+            reply = handle(request, REGISTRY, data_dir, notes)
+        finally:
+            unsent = notes.end()
+        if unsent is not None:
+            write_frame(send, unsent)
+        write_frame(send, reply)
     return 0
 
 

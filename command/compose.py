@@ -81,7 +81,7 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
         store = Store(pool, lease_seconds=config.lease_seconds,
                       retry_base_seconds=config.retry_base_seconds,
                       retry_cap_seconds=config.retry_cap_seconds,
-                      wake=doorbell.ring, echoes=echoes)
+                      max_snoozes=config.max_snoozes, wake=doorbell.ring, echoes=echoes)
         schedules = ScheduleStore(pool)
         stats = StatsStore(pool)
         schedules_bell = Doorbell()

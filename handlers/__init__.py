@@ -18,6 +18,8 @@ from scheduler_core.handlers.registry import (
     RateLimited,
     Registry,
     RunContext,
+    RunReporter,
+    Snooze,
     UnknownHandler,
 )
 
@@ -35,6 +37,8 @@ __all__ = [
     "RateLimited",
     "Registry",
     "RunContext",
+    "RunReporter",
+    "Snooze",
     "UnknownHandler",
     "builtin",
     "load_plugins",

@@ -13,13 +13,15 @@ Errors::
      ├─ PermanentError         a failure that retrying cannot fix: straight to DeadLetter
      ├─ RateLimited            the remote said slow down (``retry_after`` seconds): the
      │                         job waits again without spending its attempt
+     ├─ Snooze                 run again in ``seconds`` without spending an attempt
+     │                         (raised or returned; counted in ``snoozes``, capped)
      ├─ UnknownHandler         no handler is registered under that name
      └─ PluginError            a plug-in module or entry point would not load
                                (handlers.plugins)
 
 ``HandlerError.permanent`` says whether a failure may be retried: true for
 PermanentError, PayloadError and UnknownHandler, false for HandlerError itself (and
-RateLimited, which is not a failure at all). Any other exception out of a handler is a
+RateLimited and Snooze, which are not failures at all). Any other exception out of a handler is a
 bug in it and counts as retryable.
 """
 
@@ -31,7 +33,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NoReturn, TypeVar, cast
+from typing import Any, ClassVar, NoReturn, Protocol, TypeVar, cast
 
 import msgspec
 
@@ -44,6 +46,8 @@ __all__ = [
     "RateLimited",
     "Registry",
     "RunContext",
+    "RunReporter",
+    "Snooze",
     "UnknownHandler",
 ]
 
@@ -114,10 +118,54 @@ def seconds_text(seconds: float) -> str:
     return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
+MAX_SNOOZE_SECONDS = 30 * 86400.0
+"""The longest a job may snooze at once (30 days), as the wire allows."""
+
+
+def clamp_snooze(seconds: float) -> float:
+    """``seconds`` within ``[0, MAX_SNOOZE_SECONDS]``; NaN and negatives are 0."""
+    seconds = float(seconds)
+    if math.isnan(seconds) or seconds <= 0:
+        return 0.0
+    return min(seconds, MAX_SNOOZE_SECONDS)
+
+
+class Snooze(HandlerError):
+    """Run this job again in ``seconds``, without spending an attempt.
+
+    A handler returns it or raises it. Not a failure: the job goes back to Scheduled
+    with its run time ``seconds`` from now (clamped to ``[0, 30 days]``, NaN and
+    negatives count as 0), its attempts as they were and its ``snoozes`` one more; the
+    run ends ``Snoozed``. Past the coordinator's cap (SCHEDULER_MAX_SNOOZES) the job
+    fails for good instead, the error naming the cap.
+    """
+
+    permanent = False
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = clamp_snooze(seconds)
+        super().__init__(f"snoozed for {seconds_text(self.seconds)}s")
+
+
 class UnknownHandler(HandlerError):
     """No handler is registered under the requested name."""
 
     permanent = True
+
+
+MAX_PROGRESS_MESSAGE = 1000
+"""A progress message longer than this is cut to it."""
+
+
+class RunReporter(Protocol):
+    """Where a run's progress and meta go: the job process's pipe to its worker, or,
+    inline, the worker's own record of the run. Neither call blocks on I/O."""
+
+    def progress(self, fraction: float, message: str | None) -> None: ...
+
+    def meta(self, meta: dict[str, Any]) -> None:
+        """Raises ValueError when ``meta`` may not be stored (not JSON-able, too
+        large, nested too deep)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +185,39 @@ class RunContext:
     # The parents' ids, and how many ended in each status: a batch callback's members.
     parent_ids: Sequence[str] = ()
     parent_counts: Mapping[str, int] = field(default_factory=dict)
+    # Where progress and meta go; None (a handler called outside a worker): nowhere.
+    reporter: RunReporter | None = None
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Say how far the run is: ``fraction`` of the work done (0 to 1, clamped),
+        with an optional ``message`` ("step 2 of 5", cut to 1000 characters).
+
+        Cheap and non-blocking: the newest value is kept and sent with the worker's
+        next heartbeat (or the run's completion), so calling it in a tight loop costs
+        no request. A message is replaced with each call (None clears it). Raises
+        ValueError for a fraction that is not a number (NaN).
+        """
+        value = float(fraction)
+        if math.isnan(value):
+            raise ValueError("progress: expected a number from 0 to 1, found NaN")
+        if message is not None and not isinstance(message, str):
+            raise TypeError(f"progress message: expected a string, found "
+                            f"{type(message).__name__}")
+        if self.reporter is not None:
+            if message is not None:  # PostgreSQL's text refuses NUL
+                message = message.replace("\x00", "")[:MAX_PROGRESS_MESSAGE]
+            self.reporter.progress(min(max(value, 0.0), 1.0), message)
+
+    def set_meta(self, meta: Mapping[str, Any]) -> None:
+        """Set the job's meta, a JSON object shown with the job (``meta`` in its GET):
+        it replaces the meta set before. Sent like :meth:`progress`. Raises TypeError
+        for a non-mapping, ValueError for one that is not JSON-able, larger than
+        16 KiB as JSON or nested deeper than 16 levels.
+        """
+        if not isinstance(meta, Mapping):
+            raise TypeError(f"meta: expected a mapping, found {type(meta).__name__}")
+        if self.reporter is not None:
+            self.reporter.meta(dict(meta))
 
     def backoff(self, seconds: float, message: str = "") -> NoReturn:
         """The remote said slow down: stop this run and try the job again later.

@@ -113,6 +113,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Retry backoff base: attempt n waits up to base * 2^(n-1), full jitter."),
     Setting("SCHEDULER_RETRY_CAP_SECONDS", "retry_cap_seconds", float,
             "Retry backoff cap."),
+    Setting("SCHEDULER_MAX_SNOOZES", "max_snoozes", int,
+            "Most times a job may snooze (its handler returns or raises Snooze); the "
+            "snooze past it fails the job for good, naming the cap."),
     Setting("SCHEDULER_WORKER_SLOTS", "worker_slots", int,
             "Jobs a worker runs at once. 0: the CPU count."),
     Setting("SCHEDULER_WORKER_PREFETCH", "worker_prefetch", int,
@@ -234,6 +237,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     claim_wait_seconds: float = 5.0
     retry_base_seconds: float = 1.0
     retry_cap_seconds: float = 300.0
+    max_snoozes: int = 100
     worker_slots: int = 0
     worker_prefetch: int = 64
     workers: int = 2
@@ -431,8 +435,8 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: object) -> Co
 
 def _check(cfg: Config) -> None:
     positive = ("lease_seconds", "reap_interval_seconds", "claim_wait_seconds",
-                "retry_base_seconds", "retry_cap_seconds", "db_pool_size", "max_body_bytes",
-                "max_payload_bytes", "session_hours",
+                "retry_base_seconds", "retry_cap_seconds", "max_snoozes", "db_pool_size",
+                "max_body_bytes", "max_payload_bytes", "session_hours",
                 "misfire_max_catchup", "prune_interval_seconds", "prune_batch",
                 "bulk_batch", "bulk_max",
                 "auth_throttle_base_seconds", "auth_throttle_max_seconds")

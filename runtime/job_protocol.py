@@ -9,16 +9,21 @@ job process that imports it still starts fast.
 Framing (both directions): a 4-byte big-endian length, then that many bytes. A job
 process first writes one empty frame when it is ready to serve, then answers each
 request frame with exactly one reply frame, and exits at end of file on its stdin.
+While a request runs the job process may also send *note* frames (:class:`Note`: the
+run's newest progress and meta), each marked by its first byte :data:`NOTE_MARK`
+(0xC1, the one byte msgpack never uses, so a note is never mistaken for a reply); all
+of a request's notes come before its reply.
 
 Messages (msgpack): a :class:`Request` (``{"type", "payload", "jobId", "attempt"}``)
-and a :class:`Reply` (``{"ok", "result", "error", "permanent", "retry_after"}``;
-``retry_after`` only when the handler asked to be retried later, so a reply from an
-older job process, without it, still decodes).
+and a :class:`Reply` (``{"ok", "result", "error", "permanent", "retry_after",
+"snooze"}``; ``retry_after`` and ``snooze`` only when the handler asked to be run
+again later, so a reply from an older job process, without them, still decodes).
 
 A job's result is stored exactly as it will be read: :func:`normalise_result` passes
 it through JSON and refuses one larger than :data:`MAX_RESULT_BYTES` or nested deeper
 than ``jsonlimits.MAX_RESULT_DEPTH`` (the coordinator would refuse that completion and
-it would be resent forever).
+it would be resent forever). A job's meta is bounded the same way, tighter
+(:func:`meta_refusal`: :data:`MAX_META_BYTES`, :data:`MAX_META_DEPTH`).
 
 The job process is told its parent's pid in :data:`PARENT_PID_ENV`.
 
@@ -40,17 +45,26 @@ from scheduler_core.runtime.errors import RuntimeCoreError
 __all__ = [
     "HEADER_BYTES",
     "MAX_FRAME_BYTES",
+    "MAX_META_BYTES",
+    "MAX_META_DEPTH",
     "MAX_RESULT_BYTES",
+    "NOTE_MARK",
     "PARENT_PID_ENV",
     "FrameTooLarge",
+    "Note",
     "Reply",
     "Request",
     "check_result",
+    "decode_note",
     "decode_reply",
     "decode_request",
     "encode_frame",
+    "encode_note",
     "encode_reply",
     "encode_request",
+    "is_note",
+    "meta_refusal",
+    "normalise_meta",
     "normalise_result",
     "read_frame",
     "result_refusal",
@@ -62,6 +76,11 @@ PARENT_PID_ENV = "SCHEDULER_PARENT_PID"
 HEADER_BYTES = 4
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 MAX_RESULT_BYTES = 64 * 1024
+MAX_META_BYTES = 16 * 1024
+# A heartbeat carries a meta 4 levels down ({"runs": [{"report": {"meta": ...}}]}),
+# within the least body depth a coordinator may be set to (jsonlimits).
+MAX_META_DEPTH = 16
+NOTE_MARK = b"\xc1"
 
 
 class FrameTooLarge(RuntimeCoreError):
@@ -154,10 +173,22 @@ class Reply(msgspec.Struct, omit_defaults=True):
     error: str | None = None
     permanent: bool = False
     retry_after: float | None = None
+    snooze: float | None = None
+
+
+class Note(msgspec.Struct, omit_defaults=True):
+    """What a running job said of itself since its previous note: ``progress`` (0..1)
+    with ``message`` (None: none), and ``meta`` (an object); a field left None did not
+    change. Sent as ``NOTE_MARK`` followed by the msgpack message."""
+
+    progress: float | None = None
+    message: str | None = None
+    meta: dict[str, Any] | None = None
 
 
 _request_decoder = msgspec.msgpack.Decoder(Request)
 _reply_decoder = msgspec.msgpack.Decoder(Reply)
+_note_decoder = msgspec.msgpack.Decoder(Note)
 _encoder = msgspec.msgpack.Encoder()
 _json = msgspec.json.Encoder()
 
@@ -180,6 +211,21 @@ def decode_reply(raw: bytes) -> Reply:
     return _reply_decoder.decode(raw)
 
 
+def is_note(frame: bytes) -> bool:
+    """Whether a frame from a job process is a :class:`Note` rather than its reply."""
+    return frame[:1] == NOTE_MARK
+
+
+def encode_note(note: Note) -> bytes:
+    return NOTE_MARK + _encoder.encode(note)
+
+
+def decode_note(frame: bytes) -> Note:
+    """A note frame's :class:`Note` (``is_note(frame)`` holds). Raises
+    msgspec.DecodeError (a ValidationError too) on a malformed note."""
+    return _note_decoder.decode(frame[len(NOTE_MARK):])
+
+
 # -- results ------------------------------------------------------------------------------
 
 
@@ -190,6 +236,34 @@ def result_refusal(raw: bytes) -> str | None:
     if jsonlimits.depth(raw) > jsonlimits.MAX_RESULT_DEPTH:
         return f"result nested deeper than {jsonlimits.MAX_RESULT_DEPTH} levels"
     return None
+
+
+def meta_refusal(meta: object) -> str | None:
+    """Why a job's meta may not be stored; None if it may (a JSON object of at most
+    :data:`MAX_META_BYTES`, nested at most :data:`MAX_META_DEPTH` levels)."""
+    if not isinstance(meta, dict):
+        return f"meta: expected an object, found {type(meta).__name__}"
+    try:
+        raw = _json.encode(meta)
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
+        return f"meta: expected JSON-able values, found {exc}"
+    if len(raw) > MAX_META_BYTES:
+        return f"meta: expected at most {MAX_META_BYTES} bytes as JSON, found {len(raw)}"
+    if jsonlimits.depth(raw) > MAX_META_DEPTH:
+        return f"meta: expected nesting of at most {MAX_META_DEPTH} levels, found deeper"
+    if b"\\u0000" in raw:  # PostgreSQL's jsonb refuses NUL
+        return "meta: expected text without NUL (\\u0000) characters, found one"
+    return None
+
+
+def normalise_meta(meta: object) -> dict[str, Any]:
+    """``meta`` as it will be read back (through JSON); raises ValueError saying why
+    it may not be stored (:func:`meta_refusal`)."""
+    refusal = meta_refusal(meta)
+    if refusal is not None:
+        raise ValueError(refusal)
+    plain: dict[str, Any] = msgspec.json.decode(_json.encode(meta))
+    return plain
 
 
 def _encode_result(result: object) -> tuple[bytes, str | None]:

@@ -8,8 +8,9 @@ an idle one. It knows nothing of jobs or handlers.
 Protocol: the framing of :mod:`runtime.job_protocol` (a 4-byte big-endian length, then
 that many bytes, both directions). A child first writes one empty frame when it is
 ready to serve (after its imports), then answers each request frame with exactly one
-response frame, and exits when its stdin reaches end of file. What the frames hold is
-the caller's business.
+response frame, and exits when its stdin reaches end of file. Before its response a
+child may send *notes*, frames marked as ``job_protocol.is_note`` says, which the
+caller's ``on_note`` gets as they come. What the frames hold is the caller's business.
 
 A child that overruns its timeout, whose caller is cancelled, or that dies mid-call is
 killed with its whole process group ("SIGTERM -> ``kill_grace`` -> SIGKILL") and
@@ -55,6 +56,7 @@ from scheduler_core.runtime.job_protocol import (
     PARENT_PID_ENV,
     FrameTooLarge,
     encode_frame,
+    is_note,
     split_frame,
 )
 
@@ -340,8 +342,13 @@ class WarmPool:
         self._finished = False  # children stopped; a fork landing now is abandoned
 
     # The timeout is the child's kill deadline, not a cancel scope the caller could own.
-    async def call(self, request: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109
+    async def call(self, request: bytes, *, timeout: float,  # noqa: ASYNC109
+                   on_note: Callable[[bytes], None] | None = None) -> bytes:
         """Send ``request`` to an idle child and return its response.
+
+        Notes the child sends before its response go to ``on_note`` (synchronously,
+        in the order sent; dropped without one). An exception out of ``on_note``
+        kills the child like a protocol violation.
 
         Waits for an idle child first if all are busy; that wait is not part of
         ``timeout``, which bounds only the child's work (send to response).
@@ -362,7 +369,13 @@ class WarmPool:
         try:
             with trio.move_on_after(timeout):
                 await child.send_frame(request)
-                response = await child.receive_frame()
+                while is_note(frame := await child.receive_frame()):
+                    if on_note is not None:
+                        try:
+                            on_note(frame)
+                        except Exception as exc:
+                            raise ProtocolViolation(f"a note was refused: {exc}") from exc
+                response = frame
         except _ChildGone:
             await self._retire(child, "died")
             raise ChildDied(child.returncode) from None

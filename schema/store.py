@@ -101,15 +101,34 @@ def uuid7_many(n: int) -> list[uuid.UUID]:
 
 _json = msgspec.json.Encoder()
 
+# What a job's runs reported and its snoozes (migration 0020): read when the row has
+# them, so a statement that returns fewer columns still makes a JobOut.
+_REPORT_FIELDS = ("progress", "progress_message", "meta", "snoozes")
 _JOB_FIELDS = tuple(f for f in wire.JobOut.__struct_fields__
-                    if f not in ("runs", "waiting", "depends_on", "dependents"))
+                    if f not in ("runs", "waiting", "depends_on", "dependents",
+                                 *_REPORT_FIELDS))
+_NO_REPORT = wire.RunReport()
 _RUN_FIELDS = wire.RunOut.__struct_fields__
 _SCHEDULE_FIELDS = tuple(f for f in wire.ScheduleOut.__struct_fields__
                          if f not in ("kind", "type", "workflow"))
 
 
+def _reported(row: dict[str, Any]) -> dict[str, Any]:
+    out = {f: row[f] for f in _REPORT_FIELDS if row.get(f) is not None}
+    if "progress" in out:  # a real: 0.4 reads back as 0.4000000059604645
+        out["progress"] = round(out["progress"], 6)
+    return out
+
+
+def _report_items(report: wire.RunReport | None) -> tuple[object, ...]:
+    """A completion's report as complete_runs reads it: progress, message, meta."""
+    if report is None:
+        return (None, None, None)
+    return (report.progress, report.message, report.meta)
+
+
 def job_out(row: dict[str, Any], runs: Sequence[dict[str, Any]] | None = None) -> wire.JobOut:
-    job = wire.JobOut(**{f: row[f] for f in _JOB_FIELDS})
+    job = wire.JobOut(**{f: row[f] for f in _JOB_FIELDS}, **_reported(row))
     if runs is not None:
         job.runs = [wire.RunOut(**{f: r[f] for f in _RUN_FIELDS}) for r in runs]
     return job
@@ -127,7 +146,8 @@ def _parents_of(parents: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _submitted(row: dict[str, Any], created: bool) -> wire.SubmittedJob:
-    return wire.SubmittedJob(**{f: row[f] for f in _JOB_FIELDS}, created=created)
+    return wire.SubmittedJob(**{f: row[f] for f in _JOB_FIELDS}, **_reported(row),
+                             created=created)
 
 
 def _workflow_out(row: dict[str, Any]) -> wire.WorkflowOut:
@@ -773,9 +793,14 @@ class Store:
             known = await cur.fetchone() is not None
             rows: list[dict[str, Any]] = []
             if hb.runs:
+                reports = [r.report or _NO_REPORT for r in hb.runs]
                 cur = await conn.execute(q("renew_leases"), {
                     "worker_id": hb.worker_id, "run_ids": [r.run_id for r in hb.runs],
                     "tokens": [r.lease_token for r in hb.runs],
+                    "progress": [r.progress for r in reports],
+                    "messages": [r.message for r in reports],
+                    "metas": [None if r.meta is None else _json.encode(r.meta).decode()
+                              for r in reports],
                     "lease_seconds": self.lease_seconds})
                 rows = await cur.fetchall()
         renewed = {r["run_id"] for r in rows}
@@ -807,10 +832,11 @@ class Store:
         rand = random.random
         encoded = _json.encode([
             (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent,
-             c.retry_after)
+             c.retry_after, c.snooze_seconds, *_report_items(c.report))
             for c in items])
         params = {"items": encoded.decode(), "worker_id": worker_id,
-                  "base": self.retry_base_seconds, "cap": self.retry_cap_seconds}
+                  "base": self.retry_base_seconds, "cap": self.retry_cap_seconds,
+                  "max_snoozes": self.max_snoozes}
         async with self.pool.connection() as conn:
             for tries_left in (2, 1, 0):
                 try:

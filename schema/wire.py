@@ -57,8 +57,10 @@ RETRYABLE: tuple[JobStatus, ...] = (_S.DEAD_LETTER, _S.CANCELLED, _S.FAILED)
 
 # RateLimited: the handler was told to slow down (RateLimited / ctx.backoff): the job
 # waits again without spending the attempt and its bucket is held for retryAfter.
+# Snoozed: the handler returned or raised Snooze: the job runs again after
+# snoozeSeconds without spending the attempt (its snoozes counted, capped).
 RunOutcome = Literal["Succeeded", "Failed", "TimedOut", "Cancelled", "Released",
-                     "RateLimited"]
+                     "RateLimited", "Snoozed"]
 
 # A queue name: the one rule, for the API's bodies and paths, the CLI and the OpenAPI.
 # ("(?!\n)": msgspec searches the pattern, and a bare "$" also matches before a final
@@ -229,6 +231,11 @@ class JobOut(msgspec.Struct, omit_defaults=True, **_OUT):
     # One job's GET: the jobs it depends on and those that depend on it (first 1,000).
     depends_on: list[uuid.UUID] | None = None
     dependents: list[uuid.UUID] | None = None
+    # What its latest run reported (ctx.progress, ctx.set_meta); how often it snoozed.
+    progress: float | None = None
+    progress_message: str | None = None
+    meta: dict[str, Any] | None = None
+    snoozes: int = 0
 
 
 class SubmittedJob(JobOut, omit_defaults=True, rename="camel", kw_only=True):
@@ -372,9 +379,21 @@ class RegisteredWorker(msgspec.Struct, **_OUT):
     worker_secret: str = ""
 
 
-class RunRef(msgspec.Struct, **_IN):
+class RunReport(msgspec.Struct, omit_defaults=True, **_IN):
+    """What a running job said of itself since the worker last sent it: its newest
+    ``progress`` (0..1) with its ``message`` (None: none), and its ``meta`` (an
+    object of at most 16 KiB, checked by the coordinator); a field left out did not
+    change."""
+
+    progress: Annotated[float, Meta(ge=0, le=1)] | None = None
+    message: Annotated[str, Meta(max_length=1000)] | None = None
+    meta: dict[str, Any] | None = None
+
+
+class RunRef(msgspec.Struct, omit_defaults=True, **_IN):
     run_id: uuid.UUID
     lease_token: uuid.UUID
+    report: RunReport | None = None  # stored with the renewal, fenced like it
 
 
 # A worker's figures: never negative, and small enough to stay exact as a float gauge.
@@ -454,6 +473,9 @@ class Completion(msgspec.Struct, **_IN):
     # With outcome RateLimited: how long the job's bucket (its key's, else its queue's)
     # takes no starts.
     retry_after: Annotated[float, Meta(ge=0, le=86400)] | None = None
+    # With outcome Snoozed: when the job runs again (30 days at most).
+    snooze_seconds: Annotated[float, Meta(ge=0, le=30 * 86400)] | None = None
+    report: RunReport | None = None  # its last progress and meta not yet sent
 
 
 class Complete(msgspec.Struct, **_IN):

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Iterable
 
 import structlog
 from quart import Blueprint, Response, current_app, request
 
+from scheduler_core.runtime.job_protocol import meta_refusal
 from scheduler_core.schema import wire
 from scheduler_core.schema.store import CompletedRun
 from scheduler_core.web.context import context, json_response
@@ -61,8 +63,23 @@ async def register() -> Response:
         heartbeat_seconds=ctx.config.heartbeat_interval, worker_secret=secret), 201)
 
 
+def check_reports(reports: Iterable[tuple[str, wire.RunReport | None]]) -> None:
+    """400 naming the field (``runs[2].report.meta``) for a meta that may not be
+    stored (larger than 16 KiB as JSON, nested too deep); a worker checks them before
+    it sends them, so only a broken or hostile one sees this."""
+    for where, report in reports:
+        if report is not None and report.meta is not None:
+            refusal = meta_refusal(report.meta)
+            if refusal is not None:
+                raise ApiError(400, "validation_error",
+                               refusal.removeprefix("meta: "), f"{where}.report.meta")
+
+
 async def heartbeat() -> Response:
+    """Renew the leases of the worker's runs and store what they reported (progress,
+    meta: the newest since its last beat), fenced like the renewal."""
     body: wire.Heartbeat = await read_body(wire.Heartbeat)
+    check_reports((f"runs[{i}]", r.report) for i, r in enumerate(body.runs))
     ctx = context(current_app)
     await ctx.worker_secrets.check(ctx.store, body.worker_id)
     reply = await ctx.store.heartbeat(body)
@@ -107,6 +124,7 @@ async def complete() -> Response:
     claim since the latest doorbell ring found the queues drained.
     """
     body: wire.Complete = await read_body(wire.Complete)
+    check_reports((f"completions[{i}]", c.report) for i, c in enumerate(body.completions))
     ctx = context(current_app)
     await ctx.worker_secrets.check(ctx.store, body.worker_id)
     rows = await ctx.store.complete(body.completions, worker_id=body.worker_id)

@@ -20,26 +20,49 @@ duration.
 A handler that raised ``RateLimited`` (or called ``ctx.backoff``), inline or in its
 job process, ends its run ``RateLimited`` with its ``retry_after`` (clamped again here:
 the worker does not trust what a job's process sends): the coordinator puts the job
-back to waiting without spending its attempt and holds its bucket that long.
+back to waiting without spending its attempt and holds its bucket that long. One that
+returned or raised ``Snooze`` ends its run ``Snoozed`` with its seconds (clamped
+again): the job runs again that much later, its attempt not spent.
+
+A handler's progress and meta (``ctx.progress``, ``ctx.set_meta``) are kept on its
+run (``OwnedRun.note``): inline, straight from the handler; from a job process, from
+the note frames it sends before its reply (checked again: clamped, cut, a meta that
+may not be stored dropped). The heartbeat or the completion carries them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import cast
+from typing import Any, cast
 
+import msgspec
 import structlog
 import trio
 
 from scheduler_core.actors.worker.completer import Completer
 from scheduler_core.actors.worker.worker_state import OwnedRun, StopReason, WorkerState
-from scheduler_core.handlers import HandlerError, HandlerSpec, RateLimited, Registry, RunContext
-from scheduler_core.handlers.registry import clamp_retry_after, seconds_text
+from scheduler_core.handlers import (
+    HandlerError,
+    HandlerSpec,
+    RateLimited,
+    Registry,
+    RunContext,
+    Snooze,
+)
+from scheduler_core.handlers.registry import (
+    MAX_PROGRESS_MESSAGE,
+    clamp_retry_after,
+    clamp_snooze,
+    seconds_text,
+)
 from scheduler_core.runtime.job_protocol import (
     Request,
     check_result,
+    decode_note,
     decode_reply,
     encode_request,
+    meta_refusal,
+    normalise_meta,
     normalise_result,
 )
 from scheduler_core.runtime.procpool import CallTimeout, ChildDied, ProcPoolError, WarmPool
@@ -53,15 +76,59 @@ _STOPPED_ERRORS: dict[StopReason, str] = {
     "Lost": "lease lost",
 }
 
-# What a run's body came to: (outcome, result, error, permanent, retry_after).
-_Ended = tuple[wire.RunOutcome, object, str | None, bool, float | None]
+# What a run's body came to: (outcome, result, error, permanent, retry_after,
+# snooze_seconds).
+_Ended = tuple[wire.RunOutcome, object, str | None, bool, float | None, float | None]
 
 
 def _rate_limited(retry_after: float, message: str | None) -> _Ended:
     """The outcome of a run whose handler was rate limited (``retry_after`` clamped)."""
     seconds = clamp_retry_after(retry_after)
     error = f"rate limited: retry after {seconds_text(seconds)}s"
-    return "RateLimited", None, error + (f": {message}" if message else ""), False, seconds
+    return ("RateLimited", None, error + (f": {message}" if message else ""), False, seconds,
+            None)
+
+
+def _snoozed(seconds: float) -> _Ended:
+    """The outcome of a run whose handler snoozed (``seconds`` clamped)."""
+    seconds = clamp_snooze(seconds)
+    return "Snoozed", None, f"snoozed for {seconds_text(seconds)}s", False, None, seconds
+
+
+class _InlineReporter:
+    """An inline handler's ``ctx.progress`` and ``ctx.set_meta``: kept on its run."""
+
+    def __init__(self, run: OwnedRun) -> None:
+        self._run = run
+
+    def progress(self, fraction: float, message: str | None) -> None:
+        self._run.note(progress=fraction, message=message)
+
+    def meta(self, meta: dict[str, Any]) -> None:
+        self._run.note(meta=normalise_meta(meta))
+
+
+def _take_note(run: OwnedRun, frame: bytes) -> None:
+    """Keep a job process's note on its run, checked again: the worker does not trust
+    what a job's process sends (a progress clamped, a message cut, a meta that may not
+    be stored dropped)."""
+    try:
+        note = decode_note(frame)
+    except msgspec.DecodeError as exc:
+        log.warning("note_dropped", actor="executor", job_id=str(run.job.job_id),
+                    run_id=str(run.job.run_id), error=str(exc))
+        return
+    progress = note.progress
+    if progress is not None:
+        progress = min(max(progress, 0.0), 1.0) if progress == progress else None
+    meta = note.meta
+    if meta is not None and (refusal := meta_refusal(meta)) is not None:
+        log.warning("note_dropped", actor="executor", job_id=str(run.job.job_id),
+                    run_id=str(run.job.run_id), error=refusal)
+        meta = None
+    message = (None if note.message is None
+               else note.message.replace("\x00", "")[:MAX_PROGRESS_MESSAGE])
+    run.note(progress=progress, message=message, meta=meta)
 
 
 class Executors:
@@ -166,12 +233,13 @@ class Executors:
         result: object = None
         permanent = False
         retry_after: float | None = None
+        snooze: float | None = None
         spec = self._inline.get(job.type)
         started = trio.current_time()
         with run.scope:
             if spec is not None:
-                outcome, result, error, permanent, retry_after = await self._run_inline(
-                    spec, job)
+                outcome, result, error, permanent, retry_after, snooze = (
+                    await self._run_inline(spec, run))
             else:
                 request = encode_request(Request(type=job.type, payload=job.payload,
                                                  job_id=str(job.job_id), attempt=job.attempt,
@@ -179,7 +247,8 @@ class Executors:
                                                  parent_ids=job.parent_ids,
                                                  parent_counts=job.parent_counts))
                 try:
-                    raw = await self.pool.call(request, timeout=job.timeout_seconds)
+                    raw = await self.pool.call(request, timeout=job.timeout_seconds,
+                                               on_note=lambda f: _take_note(run, f))
                     reply = decode_reply(raw)
                     if reply.ok:
                         # The child normalised it already; checked again, as the worker
@@ -189,8 +258,11 @@ class Executors:
                         outcome, permanent = ("Succeeded", False) if error is None else (
                             "Failed", True)
                     elif reply.retry_after is not None:
-                        outcome, result, error, permanent, retry_after = _rate_limited(
-                            reply.retry_after, reply.error)
+                        outcome, result, error, permanent, retry_after, snooze = (
+                            _rate_limited(reply.retry_after, reply.error))
+                    elif reply.snooze is not None:
+                        outcome, result, error, permanent, retry_after, snooze = _snoozed(
+                            reply.snooze)
                     else:
                         error, permanent = reply.error, reply.permanent
                 except CallTimeout:
@@ -204,8 +276,10 @@ class Executors:
         if run.stop_reason is not None:
             outcome = "Cancelled" if run.stop_reason == "Cancelled" else "Released"
             error = _STOPPED_ERRORS[run.stop_reason]
-            retry_after = None
+            retry_after = snooze = None
         extra = {} if retry_after is None else {"retry_after_s": retry_after}
+        if snooze is not None:
+            extra["snooze_s"] = snooze
         log.info("run_finished", actor="executor", worker_id=state.worker_id,
                  job_id=str(job.job_id), run_id=str(job.run_id), attempt=job.attempt,
                  type=job.type, queue=job.queue,
@@ -221,11 +295,12 @@ class Executors:
         self.completer.submit(wire.Completion(
             run_id=job.run_id, lease_token=job.lease_token, outcome=outcome, error=error,
             result=result, permanent=permanent, duration_seconds=round(duration, 6),
-            retry_after=retry_after))
+            retry_after=retry_after, snooze_seconds=snooze, report=run.report))
 
-    async def _run_inline(self, spec: HandlerSpec, job: wire.ClaimedJob) -> _Ended:
+    async def _run_inline(self, spec: HandlerSpec, run: OwnedRun) -> _Ended:
         """Run an inline handler in this task: its timeout is a cancellation."""
         assert self.registry is not None
+        job = run.job
         with trio.move_on_after(job.timeout_seconds) as timer:
             try:
                 value = self.registry.validate(job.type, job.payload)
@@ -233,18 +308,25 @@ class Executors:
                                  data_dir=self.data_dir,
                                  parent_results=job.parent_results or {},
                                  parent_ids=job.parent_ids or (),
-                                 parent_counts=job.parent_counts or {})
+                                 parent_counts=job.parent_counts or {},
+                                 reporter=_InlineReporter(run))
                 returned = await cast(Awaitable[object], spec.fn(value, ctx))
             except RateLimited as exc:  # not a failure: the job waits again
                 return _rate_limited(exc.retry_after, exc.reason)
+            except Snooze as exc:  # not a failure: the job runs again later
+                return _snoozed(exc.seconds)
             except HandlerError as exc:
-                return "Failed", None, f"{type(exc).__name__}: {exc}", exc.permanent, None
+                return ("Failed", None, f"{type(exc).__name__}: {exc}", exc.permanent, None,
+                        None)
             except Exception as exc:  # a bug in the handler: retryable, like in a child
-                return "Failed", None, f"{type(exc).__name__}: {exc}", False, None
+                return "Failed", None, f"{type(exc).__name__}: {exc}", False, None, None
         if timer.cancelled_caught:
-            return "TimedOut", None, f"timed out after {job.timeout_seconds}s", False, None
+            return ("TimedOut", None, f"timed out after {job.timeout_seconds}s", False, None,
+                    None)
+        if isinstance(returned, Snooze):
+            return _snoozed(returned.seconds)
         # Normalised as a child does: stored exactly as it will be read.
         result, refusal = normalise_result(returned)
         if refusal is not None:
-            return "Failed", None, refusal, True, None
-        return "Succeeded", result, None, False, None
+            return "Failed", None, refusal, True, None, None
+        return "Succeeded", result, None, False, None, None

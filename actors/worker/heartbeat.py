@@ -1,7 +1,8 @@
 """The heartbeat: registers the worker, then beats every interval.
 
-Each beat renews the leases of every run the worker still owns and brings back the
-runs the coordinator wants cancelled (their executors kill the child) and the runs
+Each beat renews the leases of every run the worker still owns, carries what each
+running job reported since the last beat (its newest progress and meta, stored with
+the renewal), and brings back the runs the coordinator wants cancelled (their executors kill the child) and the runs
 this worker lost (reaped after a long silence: their executors drop them). When the
 coordinator is unreachable it keeps trying with capped backoff; running jobs go on.
 """
@@ -67,9 +68,13 @@ def apply_reply(state: WorkerState, reply: wire.HeartbeatReply) -> None:
 
 
 async def beat(link: Link, state: WorkerState) -> wire.HeartbeatReply:
+    refs = state.refs()
     reply = await link.heartbeat(wire.Heartbeat(
-        worker_id=state.worker_id, runs=state.refs(), draining=state.draining,
+        worker_id=state.worker_id, runs=refs, draining=state.draining,
         stats=state.stats()))
+    for ref in refs:  # stored (or the run is lost: nothing to store any more)
+        if ref.report is not None and (run := state.runs.get(ref.run_id)) is not None:
+            run.sent(ref.report)
     apply_reply(state, reply)
     return reply
 

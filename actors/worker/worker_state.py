@@ -14,6 +14,11 @@ another worker is idle for long. Queued runs are owned like any other (their lea
 are renewed) and are handed back at once (``Released``) on a drain: a queued run that
 is stopped goes on ``WorkerState.stopped_while_queued``, where the executors finish it
 without waiting for a slot.
+
+A running job's progress and meta (``ctx.progress``, ``ctx.set_meta``) are kept on its
+run, the newest only (:meth:`OwnedRun.note`), until the next heartbeat or its
+completion carries them: however often a job reports, the coordinator stores one
+update per run per heartbeat, and no request is made for it.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+import msgspec
 import trio
 
 from scheduler_core.runtime.doorbell import Doorbell
@@ -48,10 +54,31 @@ class OwnedRun:
     # Where it goes when stopped still queued (no body to kill): given by
     # WorkerState.add, read by the executors (WorkerState.stopped_while_queued).
     stopped_queued: trio.MemorySendChannel[OwnedRun] | None = None
+    # Progress and meta reported since the coordinator last got them (None: nothing).
+    report: wire.RunReport | None = None
 
     @property
     def ref(self) -> wire.RunRef:
-        return wire.RunRef(run_id=self.job.run_id, lease_token=self.job.lease_token)
+        return wire.RunRef(run_id=self.job.run_id, lease_token=self.job.lease_token,
+                           report=self.report)
+
+    def note(self, *, progress: float | None = None, message: str | None = None,
+             meta: dict[str, Any] | None = None) -> None:
+        """Keep what the job reported: a ``progress`` (with its ``message``) and/or a
+        ``meta``, over what it reported before and was not sent yet."""
+        old = self.report or wire.RunReport()
+        changes: dict[str, Any] = {}
+        if progress is not None:
+            changes.update(progress=progress, message=message)
+        if meta is not None:
+            changes["meta"] = meta
+        if changes:
+            self.report = msgspec.structs.replace(old, **changes)
+
+    def sent(self, report: wire.RunReport | None) -> None:
+        """The coordinator stored ``report``: forget it, unless a newer one came."""
+        if report is not None and self.report is report:
+            self.report = None
 
     def stop(self, reason: StopReason) -> None:
         """Ask the executor to stop the body (kill its child) for ``reason``; a run

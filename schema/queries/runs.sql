@@ -38,16 +38,23 @@ FROM scheduler_claim(%(worker_id)s::text, %(queues)s::text[], %(limit)s::integer
 -- Retry delay: full jitter, jitter * min(cap, base * 2^(attempt-1)), jitter in [0, 1)
 -- drawn by the caller (Store.complete).
 -- %(items)s is one JSON array of [run_id, token, outcome, error, result, jitter,
--- permanent, retry_after] arrays: one parameter parsed by PostgreSQL, instead of eight
--- arrays that the driver would adapt element by element.
+-- permanent, retry_after, snooze_seconds, progress, progress_message, meta] arrays: one
+-- parameter parsed by PostgreSQL, instead of twelve arrays that the driver would adapt
+-- element by element.
 -- A RateLimited run gives its attempt back like a Released one, and holds its job's
 -- bucket for retry_after seconds: its key's (job_keys.rate_ready) when it has a
 -- concurrency key, else its queue's (queues.held_until).
+-- A Snoozed run gives its attempt back too, and its job waits Scheduled for
+-- snooze_seconds with snoozes + 1; past the cap (max_snoozes: SCHEDULER_MAX_SNOOZES)
+-- the run counts Failed, for good, its error naming the cap. A progress (with its message) or a meta the
+-- completion carries is stored, as a renewal stores them.
 WITH input AS (
     SELECT (e.v->>0)::uuid AS run_id, (e.v->>1)::uuid AS token, e.v->>2 AS outcome,
            e.v->>3 AS error, NULLIF(e.v->4, 'null'::jsonb) AS result,
            (e.v->>5)::float8 AS jitter, (e.v->>6)::bool AS permanent,
-           coalesce((e.v->>7)::float8, 0) AS retry_after
+           coalesce((e.v->>7)::float8, 0) AS retry_after,
+           coalesce((e.v->>8)::float8, 0) AS snooze, (e.v->>9)::real AS progress,
+           e.v->>10 AS progress_message, NULLIF(e.v->11, 'null'::jsonb) AS meta
     FROM jsonb_array_elements(%(items)s::jsonb) AS e(v)
 ), locked AS (
     -- Lock the jobs in id order first: a lease renewal (renew_leases) or another batch
@@ -56,24 +63,38 @@ WITH input AS (
     -- snapshot had it, and the conditions are checked again on that version: a run
     -- that a concurrent batch ended while this one waited is not live here.
     SELECT j.id, j.current_run_id, j.lease_token, j.attempts, j.max_attempts,
-           j.cancel_requested, j.started_at, j.lease_expires_at, j.queue, j.concurrency_key
+           j.cancel_requested, j.started_at, j.lease_expires_at, j.queue, j.concurrency_key,
+           j.snoozes
     FROM jobs j
     WHERE j.current_run_id = ANY(ARRAY(SELECT run_id FROM input)) AND j.status = 'Running'
       AND j.worker_id = %(worker_id)s
     ORDER BY j.id
     FOR UPDATE
+), matched AS (
+    SELECT l.*, i.run_id, i.token, i.error, i.result, i.jitter, i.retry_after, i.snooze,
+        i.progress, i.progress_message, i.meta, i.permanent,
+        -- A snooze past the cap is a failure.
+        CASE WHEN i.outcome = 'Snoozed' AND l.snoozes >= %(max_snoozes)s::integer THEN 'Failed'
+             ELSE i.outcome END AS outcome,
+        i.outcome = 'Snoozed' AND l.snoozes >= %(max_snoozes)s::integer AS over_cap
+    FROM locked l JOIN input i ON i.run_id = l.current_run_id AND i.token = l.lease_token
 ), decided AS (
-    SELECT l.id AS job_id, l.attempts, l.max_attempts, l.started_at, l.lease_expires_at,
-        l.queue, l.concurrency_key,
-        i.run_id, i.token, i.outcome, i.error, i.result, i.jitter, i.retry_after,
+    SELECT m.id AS job_id, m.attempts, m.max_attempts, m.started_at, m.lease_expires_at,
+        m.queue, m.concurrency_key,
+        m.run_id, m.token, m.outcome, m.result, m.jitter, m.retry_after, m.snooze,
+        m.progress, m.progress_message, m.meta,
+        CASE WHEN m.over_cap THEN 'snoozed ' || m.snoozes || ' times, as many as '
+                 || 'SCHEDULER_MAX_SNOOZES (' || %(max_snoozes)s::integer || ') allows'
+             ELSE m.error END AS error,
         CASE
-            WHEN i.outcome = 'Succeeded' THEN 'Succeeded'
-            WHEN i.outcome = 'Cancelled' OR l.cancel_requested THEN 'Cancelled'
-            WHEN i.outcome IN ('Released', 'RateLimited') THEN 'Pending'
-            WHEN i.permanent OR l.attempts >= l.max_attempts THEN 'DeadLetter'
+            WHEN m.outcome = 'Succeeded' THEN 'Succeeded'
+            WHEN m.outcome = 'Cancelled' OR m.cancel_requested THEN 'Cancelled'
+            WHEN m.outcome IN ('Released', 'RateLimited') THEN 'Pending'
+            WHEN m.outcome = 'Snoozed' THEN 'Scheduled'
+            WHEN m.permanent OR m.over_cap OR m.attempts >= m.max_attempts THEN 'DeadLetter'
             ELSE 'Failed'
         END AS next_status
-    FROM locked l JOIN input i ON i.run_id = l.current_run_id AND i.token = l.lease_token
+    FROM matched m
 ), history AS (
     INSERT INTO run_history (id, job_id, attempt, worker_id, lease_token,
                              lease_expires_at, started_at, finished_at, outcome, error)
@@ -85,13 +106,19 @@ WITH input AS (
         status = d.next_status,
         -- A hand-back gives back the attempt its claim took: the body never ran to an
         -- outcome, so a release never brings the job closer to DeadLetter.
-        attempts = CASE WHEN d.outcome IN ('Released', 'RateLimited')
+        attempts = CASE WHEN d.outcome IN ('Released', 'RateLimited', 'Snoozed')
                         THEN GREATEST(j.attempts - 1, 0) ELSE j.attempts END,
+        snoozes = j.snoozes + CASE WHEN d.outcome = 'Snoozed' THEN 1 ELSE 0 END,
         run_at = CASE
             WHEN d.next_status = 'Failed' THEN now() + make_interval(
                 secs => d.jitter * LEAST(%(cap)s, %(base)s * power(2, d.attempts - 1)))
             WHEN d.next_status = 'Pending' THEN now()
+            WHEN d.next_status = 'Scheduled' THEN now() + make_interval(secs => d.snooze)
             ELSE j.run_at END,
+        progress = coalesce(d.progress, j.progress),
+        progress_message = CASE WHEN d.progress IS NULL THEN j.progress_message
+                                ELSE d.progress_message END,
+        meta = coalesce(d.meta, j.meta),
         finished_at = CASE WHEN d.next_status IN ('Succeeded', 'Cancelled', 'DeadLetter')
                            THEN now() END,
         result = CASE WHEN d.next_status = 'Succeeded' THEN d.result ELSE j.result END,
@@ -146,8 +173,10 @@ WHERE h.id = ANY(%(run_ids)s::uuid[]) AND h.worker_id = %(worker_id)s;
 -- Extends the leases of the listed live runs of %(worker_id)s (matching token only;
 -- another worker's runs are never renewed, whatever it sends) and says, for
 -- each renewed run, whether its job has been asked to cancel. Runs not returned are
--- lost to their worker (reaped, or completed elsewhere): it must drop them. Only the
--- lease column changes, which no index holds: the update can be HOT.
+-- lost to their worker (reaped, or completed elsewhere): it must drop them. With the
+-- lease, a run's report is stored (fenced the same way): a progress (NULL: none sent)
+-- with its message, a meta (NULL: none sent). No index holds any of these columns:
+-- the update can be HOT.
 WITH locked AS (
     -- Same lock order as complete_runs (by job id), so the two never deadlock.
     SELECT j.id FROM jobs j
@@ -156,8 +185,14 @@ WITH locked AS (
     ORDER BY j.id
     FOR UPDATE
 )
-UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-FROM unnest(%(run_ids)s::uuid[], %(tokens)s::uuid[]) AS t(run_id, token), locked l
+UPDATE jobs j SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    progress = coalesce(t.progress, j.progress),
+    progress_message = CASE WHEN t.progress IS NULL THEN j.progress_message
+                            ELSE t.message END,
+    meta = coalesce(t.meta::jsonb, j.meta)
+FROM unnest(%(run_ids)s::uuid[], %(tokens)s::uuid[], %(progress)s::real[],
+            %(messages)s::text[], %(metas)s::text[])
+     AS t(run_id, token, progress, message, meta), locked l
 WHERE j.id = l.id AND j.current_run_id = t.run_id AND j.lease_token = t.token
   AND j.status = 'Running' AND j.worker_id = %(worker_id)s
 RETURNING j.current_run_id AS run_id, j.lease_expires_at, j.cancel_requested;

@@ -25,7 +25,8 @@ class ProcessSays:
     def __init__(self, reply: Reply) -> None:
         self.reply = encode_reply(reply)
 
-    async def call(self, request: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109 (the pool's signature)
+    async def call(self, request: bytes, *, timeout: float,  # noqa: ASYNC109 (the pool's signature)
+                   on_note: object = None) -> bytes:
         return self.reply
 
 

@@ -153,7 +153,8 @@ class ProcessSays:
         self.reply = encode_reply(reply)
         self.during = during
 
-    async def call(self, request: bytes, *, timeout: float) -> bytes:  # noqa: ASYNC109 (the pool's signature)
+    async def call(self, request: bytes, *, timeout: float,  # noqa: ASYNC109 (the pool's signature)
+                   on_note: object = None) -> bytes:
         if self.during is not None:
             self.during()
         return self.reply
