@@ -60,6 +60,7 @@ EXPECTED: dict[str, list[str]] = {
     "migrations/0015_scheduled_workflows.sql": ["ACTIVE", "ACTIVE", "ACTIVE", "TERMINAL"],
     "migrations/0016_sql_enqueue.sql": ["ENDED_BADLY"],
     "migrations/0017_unique_jobs.sql": ["JOB_STATUSES", "ACTIVE", "ENDED_BADLY"],
+    "migrations/0023_claim_fast_path.sql": ["WAITING"] * 6,
 }
 
 _LIST = re.compile(r"status\s+(?:NOT\s+)?IN\s*\(([^)]*)\)|ARRAY\[([^\]]*)\]", re.IGNORECASE)
