@@ -211,6 +211,7 @@ class _InsertRow(msgspec.Struct):
     unique_key: str | None
     unique_window_ms: int | None
     unique_states: list[str] | None
+    traceparent: str | None
     tags: list[str] | None
 
 
@@ -234,7 +235,7 @@ def insert_jobs_params(jobs: Sequence[NewJob], job_ids: Sequence[uuid.UUID]) -> 
     rows = [_InsertRow(n, id_, j.type, j.payload, j.queue, j.priority, j.run_at,
                        j.max_attempts, j.timeout_seconds, j.idempotency_key,
                        j.concurrency_key, j.unique_key, j.unique_window_ms, j.unique_states,
-                       j.tags)
+                       j.traceparent, j.tags)
             for n, (j, id_) in enumerate(pairs)]
     return {"jobs": _json.encode(rows).decode()}
 
@@ -342,6 +343,9 @@ class NewJob(msgspec.Struct, kw_only=True):
     unique_window_ms: int | None = None
     unique_states: list[str] | None = None
     unique_replace: bool = False
+    # The W3C trace context of the submitting request's span (migration 0022), when
+    # tracing is on: each run's span joins its trace.
+    traceparent: str | None = None
     tags: list[str] | None = None  # labels to search by (migration 0021)
 
 
@@ -498,7 +502,8 @@ class Store:
             "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
             "fire_time": job.fire_time, "concurrency_key": job.concurrency_key,
             "unique_key": job.unique_key, "unique_window_ms": job.unique_window_ms,
-            "unique_states": job.unique_states, "tags": job.tags,
+            "unique_states": job.unique_states, "traceparent": job.traceparent,
+            "tags": job.tags,
         }
         if job.unique_key is not None:
             [outcome] = await self._submit_unique([job], {0: job_id}, {}, "insert_job",
@@ -820,6 +825,7 @@ class Store:
             lease_expires_at=r["lease_expires_at"], type=r["type"], payload=r["payload"],
             queue=r["queue"], attempt=r["attempt"], max_attempts=r["max_attempts"],
             timeout_seconds=r["timeout_seconds"], run_at=r["run_at"],
+            traceparent=r["traceparent"], previous_run_id=r["previous_run_id"],
             **_parents_of(r["parents"])) for r in rows]
 
     async def complete(self, items: Sequence[wire.Completion], *,
@@ -1012,7 +1018,7 @@ async def submit_dependent_on(conn: TrioConnection, jobs: Sequence[NewJob], *,
             len(rows), new_ids[i], job.type, job.payload, job.queue, job.priority,
             job.run_at, job.max_attempts, job.timeout_seconds, key,
             job.concurrency_key, job.unique_key, job.unique_window_ms, job.unique_states,
-            job.tags, status, still_open if job.parents else None,
+            job.traceparent, job.tags, status, still_open if job.parents else None,
             depth or None, i in referenced, cancelled_by, job.workflow_id, job.step,
             failed or None, job.run_if))
     # Lock order as insert_jobs_params: by concurrency key, idempotency key, unique key.

@@ -456,6 +456,11 @@ class ClaimedJob(msgspec.Struct, omit_defaults=True, **_OUT):
     # Its parents' ids and how many ended in each status (a batch callback's members).
     parent_ids: list[str] | None = None
     parent_counts: dict[str, int] | None = None
+    # The submitting request's W3C trace context (migration 0022) and, for a job that
+    # ran before, its latest ended run's id: the run's span joins that trace and links
+    # the previous run's span (docs/decisions/0025-tracing.md).
+    traceparent: str | None = None
+    previous_run_id: uuid.UUID | None = None
 
 
 class ClaimReply(msgspec.Struct, **_OUT):

@@ -7,14 +7,14 @@
 -- returned.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                   timeout_seconds, idempotency_key, schedule_id, fire_time, concurrency_key,
-                  unique_key, unique_states, tags)
+                  unique_key, unique_states, traceparent, tags)
 VALUES (%(id)s, %(type)s, %(payload)s,
         CASE WHEN COALESCE(%(run_at)s::timestamptz, now()) <= now()
              THEN 'Pending' ELSE 'Scheduled' END,
         %(queue)s, %(priority)s, COALESCE(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout_seconds)s,
         %(idempotency_key)s, %(schedule_id)s, %(fire_time)s, %(concurrency_key)s,
         scheduler_unique_key(%(unique_key)s, %(unique_window_ms)s::bigint),
-        %(unique_states)s::text[], %(tags)s::text[])
+        %(unique_states)s::text[], %(traceparent)s, %(tags)s::text[])
 ON CONFLICT DO NOTHING
 RETURNING *;
 
@@ -28,18 +28,18 @@ RETURNING *;
 -- fields), not the lease columns.
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                   timeout_seconds, idempotency_key, concurrency_key, unique_key,
-                  unique_states, tags)
+                  unique_states, traceparent, tags)
 SELECT t.id, t.type, t.payload,
        CASE WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
        t.queue, t.priority, COALESCE(t.run_at, now()), t.max_attempts, t.timeout_seconds,
        t.idempotency_key, t.concurrency_key,
        scheduler_unique_key(t.unique_key, t.unique_window_ms), t.unique_states,
-       t.tags
+       t.traceparent, t.tags
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
           run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text,
           concurrency_key text, unique_key text, unique_window_ms bigint,
-          unique_states text[], tags text[])
+          unique_states text[], traceparent text, tags text[])
 ORDER BY t.ord
 ON CONFLICT DO NOTHING
 RETURNING id, type, payload, status, queue, priority, run_at, attempts, max_attempts,
@@ -280,7 +280,7 @@ FOR NO KEY UPDATE;
 INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, max_attempts,
                   timeout_seconds, idempotency_key, concurrency_key, deps_open, dep_depth,
                   has_dependents, last_error, finished_at, workflow_id, step, deps_failed,
-                  run_if, unique_key, unique_states, tags)
+                  run_if, unique_key, unique_states, traceparent, tags)
 SELECT t.id, t.type, t.payload,
        CASE WHEN t.status IS NOT NULL THEN t.status
             WHEN COALESCE(t.run_at, now()) <= now() THEN 'Pending' ELSE 'Scheduled' END,
@@ -289,12 +289,13 @@ SELECT t.id, t.type, t.payload,
        COALESCE(t.has_dependents, false), t.last_error,
        CASE WHEN t.status = 'Cancelled' THEN now() END, t.workflow_id, t.step,
        t.deps_failed, t.run_if, scheduler_unique_key(t.unique_key, t.unique_window_ms),
-       t.unique_states, t.tags
+       t.unique_states, t.traceparent, t.tags
 FROM jsonb_to_recordset(%(jobs)s::jsonb)
      AS t(ord int, id uuid, type text, payload jsonb, queue text, priority int,
           run_at timestamptz, max_attempts int, timeout_seconds int, idempotency_key text,
           concurrency_key text, unique_key text, unique_window_ms bigint,
-          unique_states text[], tags text[], status text, deps_open int, dep_depth int,
+          unique_states text[], traceparent text, tags text[], status text, deps_open int,
+          dep_depth int,
           has_dependents boolean, last_error text, workflow_id uuid, step text,
           deps_failed int, run_if text)
 ORDER BY t.ord
