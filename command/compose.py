@@ -127,7 +127,8 @@ def retention_policy(config: Config) -> RetentionPolicy:
     from scheduler_core.schema.retention_store import RetentionPolicy
 
     return RetentionPolicy(succeeded_days=config.retention_succeeded_days,
-                           deadletter_days=config.retention_deadletter_days)
+                           deadletter_days=config.retention_deadletter_days,
+                           audit_days=config.retention_audit_days)
 
 
 async def prune(config: Config, dsn: str) -> PruneResult:

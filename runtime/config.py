@@ -7,6 +7,7 @@ the two, and a unit test keeps them in step.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -50,14 +51,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCHEDULER_ADMIN_TOKEN", "admin_token", str,
             "Bearer token(s) for the whole public API and the dashboard's actions; "
             "comma-separated to rotate (each at least 16 characters of A-Z a-z 0-9 - . _ ~ "
-            "+ / =). Empty, with the other two tokens empty too: no authentication, and "
-            "the coordinator binds loopback only."),
+            "+ / =), each optionally named `name:token` (the name, never the token, is "
+            "what the audit trail and the logs show; a bare token is named "
+            "token-<first 8 hex of its SHA-256>). Empty, with the other two tokens empty "
+            "too: no authentication, and the coordinator binds loopback only."),
     Setting("SCHEDULER_READ_TOKEN", "read_token", str,
             "Bearer token(s) for read-only viewing: GETs of the public API, the dashboard "
-            "and its event stream, /openapi.json. Comma-separated to rotate."),
+            "and its event stream, /openapi.json. Comma-separated to rotate; each "
+            "optionally `name:token`."),
     Setting("SCHEDULER_WORKER_TOKEN", "worker_token", str,
             "Bearer token(s) for the worker API (/api/workers/...) only. The coordinator "
-            "accepts each; a worker sends the first. Comma-separated to rotate."),
+            "accepts each; a worker sends the first. Comma-separated to rotate; each "
+            "optionally `name:token`."),
     Setting("SCHEDULER_TOKEN", "token", str,
             "The token the client commands (submit, jobs, schedules) send. Empty: the "
             "first SCHEDULER_ADMIN_TOKEN."),
@@ -151,6 +156,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCHEDULER_RETENTION_DEADLETTER_DAYS", "retention_deadletter_days", float,
             "DeadLetter jobs (with their runs) are deleted this many days after they "
             "finished. 0: kept forever."),
+    Setting("SCHEDULER_RETENTION_AUDIT_DAYS", "retention_audit_days", float,
+            "Audit rows (GET /api/audit) are deleted this many days after they were "
+            "written. 0: kept forever."),
     Setting("SCHEDULER_PRUNE_INTERVAL_SECONDS", "prune_interval_seconds", float,
             "How often the coordinator's pruner deletes finished jobs past their retention."),
     Setting("SCHEDULER_PRUNE_BATCH", "prune_batch", int,
@@ -250,6 +258,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     misfire_max_catchup: int = 100
     retention_succeeded_days: float = 7.0
     retention_deadletter_days: float = 30.0
+    retention_audit_days: float = 90.0
     prune_interval_seconds: float = 60.0
     prune_batch: int = 1000
     bulk_batch: int = 1000
@@ -315,15 +324,27 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def admin_tokens(self) -> tuple[str, ...]:
-        return _split(self.admin_token)
+        return tuple(t.secret for t in named_tokens(self.admin_token))
 
     @property
     def read_tokens(self) -> tuple[str, ...]:
-        return _split(self.read_token)
+        return tuple(t.secret for t in named_tokens(self.read_token))
 
     @property
     def worker_tokens(self) -> tuple[str, ...]:
-        return _split(self.worker_token)
+        return tuple(t.secret for t in named_tokens(self.worker_token))
+
+    @property
+    def admin_named_tokens(self) -> tuple[NamedToken, ...]:
+        return named_tokens(self.admin_token)
+
+    @property
+    def read_named_tokens(self) -> tuple[NamedToken, ...]:
+        return named_tokens(self.read_token)
+
+    @property
+    def worker_named_tokens(self) -> tuple[NamedToken, ...]:
+        return named_tokens(self.worker_token)
 
     @property
     def auth_enabled(self) -> bool:
@@ -335,7 +356,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     def client_token(self) -> str:
         """What the client commands send: SCHEDULER_TOKEN, else the first admin token
         ("" for none)."""
-        return self.token.strip() or next(iter(self.admin_tokens), "")
+        own = named_tokens(self.token)
+        return own[0].secret if own else next(iter(self.admin_tokens), "")
 
     @property
     def public_path_set(self) -> frozenset[str]:
@@ -368,6 +390,38 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+class NamedToken(msgspec.Struct, frozen=True):
+    """A configured token and its name: ``ops:<token>`` is named ``ops``; a bare token
+    is named by :func:`default_token_name`. The name is what the audit trail and the
+    logs show; the secret is never shown (the repr masks it)."""
+
+    name: str
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"NamedToken(name={self.name!r}, secret='***')"
+
+
+def default_token_name(secret: str) -> str:
+    """The name of a token configured without one: ``token-`` and the first 8 hex
+    digits of its SHA-256 (32 bits of a hash: nothing of a 16+ character random token)."""
+    digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"token-{digest[:8]}"
+
+
+def named_tokens(value: str) -> tuple[NamedToken, ...]:
+    """A token setting's items as :class:`NamedToken`: ``name:token`` split at the
+    first colon (a token never holds one: RFC 6750's token68 has none), a bare token
+    named by :func:`default_token_name`. Checked by :func:`load_config`."""
+    out = []
+    for item in _split(value):
+        name, colon, secret = item.partition(":")
+        if not colon:
+            name, secret = default_token_name(item), item
+        out.append(NamedToken(name.strip(), secret.strip()))
+    return tuple(out)
+
+
 def _is_loopback_url(url: str) -> bool:
     try:
         host = urlsplit(url).hostname or ""
@@ -377,6 +431,8 @@ def _is_loopback_url(url: str) -> bool:
 
 
 MIN_TOKEN_LENGTH = 16
+TOKEN_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}"
+_TOKEN_NAME = re.compile(TOKEN_NAME_PATTERN)
 _ORIGIN = re.compile(r"https?://[a-z0-9.\-]+(?::\d{1,5})?|https?://\[[0-9a-f:.]+\](?::\d{1,5})?")
 _HOST = re.compile(r"[a-z0-9.\-]+|\[[0-9a-f:.]+\]")
 _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -486,10 +542,11 @@ def _check(cfg: Config) -> None:
         if not _HOST.fullmatch(host):
             raise ConfigError("SCHEDULER_ALLOWED_HOSTS must be comma-separated host names "
                               f"or addresses without a port, found {host!r}")
-    for name in ("retention_succeeded_days", "retention_deadletter_days"):
+    for name in ("retention_succeeded_days", "retention_deadletter_days",
+                 "retention_audit_days"):
         if getattr(cfg, name) < 0:
             env = next(s.env for s in SETTINGS if s.field == name)
-            raise ConfigError(f"{env} must not be negative (0 keeps jobs forever), "
+            raise ConfigError(f"{env} must not be negative (0 keeps them forever), "
                               f"found {getattr(cfg, name)!r}")
 
 
@@ -498,12 +555,17 @@ def _check_tokens(cfg: Config) -> None:
     each in one role only: a read token that is also the admin token is a mistake.
     Messages name the variable, never the token."""
     roles: dict[str, str] = {}
-    for env, tokens in (("SCHEDULER_ADMIN_TOKEN", cfg.admin_tokens),
-                        ("SCHEDULER_READ_TOKEN", cfg.read_tokens),
-                        ("SCHEDULER_WORKER_TOKEN", cfg.worker_tokens),
-                        ("SCHEDULER_TOKEN", _split(cfg.token))):
-        for i, token in enumerate(tokens, 1):
-            where = f"{env} (token {i} of {len(tokens)})"
+    for env, named in (("SCHEDULER_ADMIN_TOKEN", cfg.admin_named_tokens),
+                       ("SCHEDULER_READ_TOKEN", cfg.read_named_tokens),
+                       ("SCHEDULER_WORKER_TOKEN", cfg.worker_named_tokens),
+                       ("SCHEDULER_TOKEN", named_tokens(cfg.token))):
+        for i, item in enumerate(named, 1):
+            token = item.secret
+            where = f"{env} (token {i} of {len(named)})"
+            if not _TOKEN_NAME.fullmatch(item.name):
+                raise ConfigError(f"{where} must be a token or name:token, the name 1-64 "
+                                  "characters of A-Z a-z 0-9 _ . @ - starting with a letter "
+                                  "or digit; found another name")
             if len(token) < MIN_TOKEN_LENGTH:
                 raise ConfigError(f"{where} must be at least {MIN_TOKEN_LENGTH} characters, "
                                   f"found {len(token)}; make one with: python -c "

@@ -82,10 +82,13 @@ def dumps(event_dict: Any, **_ignored: Any) -> str:
 
 def secrets_of(config: Config) -> list[str]:
     """The values no log line may carry: each admin, read and worker token, the client
-    token, DATABASE_URL whole and its password (URL or ``key=value`` form)."""
+    token, DATABASE_URL whole and its password (URL or ``key=value`` form). A token
+    configured as ``name:token`` is redacted without its name: the name is what the
+    logs show of it."""
+    from scheduler_core.runtime.config import named_tokens
+
     found = [*config.admin_tokens, *config.read_tokens, *config.worker_tokens]
-    if config.token.strip():
-        found.append(config.token.strip())
+    found += [t.secret for t in named_tokens(config.token)]
     url = config.database_url.strip()
     if url:
         found.append(url)

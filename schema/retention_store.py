@@ -1,4 +1,5 @@
-"""Retention: deleting finished jobs (and their runs) once they are old enough.
+"""Retention: deleting finished jobs (and their runs) once they are old enough, and
+audit rows (migration 0019) past theirs.
 
 Used by the coordinator's pruner actor (``actors/coordinator/pruner.py``) and by ``scheduler
 prune``. Every batch is one short ``DELETE`` statement in its own transaction (the
@@ -30,6 +31,10 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     succeeded_days: float = 7.0
     deadletter_days: float = 30.0
+    audit_days: float = 90.0  # audit rows, after they were written
+
+    def prunes_anything(self) -> bool:
+        return bool(self.rules()) or self.audit_days > 0
 
     def rules(self) -> list[tuple[tuple[str, ...], float]]:
         """``(statuses, older_than_seconds)`` for every rule that deletes anything."""
@@ -44,6 +49,7 @@ class PruneResult(msgspec.Struct, kw_only=True):
 
     batch_sizes: list[int] = msgspec.field(default_factory=list)
     idle_keys: int = 0  # job_keys rows of keys that hold nothing any more
+    audit_rows: int = 0  # audit rows past SCHEDULER_RETENTION_AUDIT_DAYS
 
     @property
     def deleted(self) -> int:
@@ -87,6 +93,15 @@ class RetentionStore:
                 cur = await conn.execute(q("prune_idle_keys"), {"batch": batch})
                 deleted = len(await cur.fetchall())
             result.idle_keys += deleted
+            if deleted < batch:
+                break
+        while policy.audit_days > 0:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(q("prune_audit"), {
+                    "older_than_seconds": policy.audit_days * SECONDS_PER_DAY,
+                    "batch": batch})
+                deleted = len(await cur.fetchall())
+            result.audit_rows += deleted
             if deleted < batch:
                 break
         return result

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.schema.store import Conflict, NotFound
-from scheduler_core.web import auth, routes
+from scheduler_core.web import audit, auth, routes
 from scheduler_core.web.context import AppContext, context, json_response
 from scheduler_core.web.errors import ApiError, new_error_id
 
@@ -42,6 +42,7 @@ def create_app(ctx: AppContext) -> QuartTrio:
     routes.install(app)  # every route, from the one table (web/routes.py)
     # after the blueprints: the request timer runs first
     auth.install(app, ctx.config, routes.ROUTE_ROLES)
+    audit.install(app, routes.AUDITED)  # after auth: it names who made the call
 
     @app.after_request
     async def _finish_reading_the_body(response: Response) -> Response:

@@ -35,6 +35,11 @@ tokens, foreign Host names.
 
 Tokens are compared in constant time: SHA-256 digests with ``hmac.compare_digest``
 against every configured token, without stopping at the first match.
+
+Each token has a name (``SCHEDULER_ADMIN_TOKEN=ops:<token>``; a bare token is
+``token-<8 hex of its SHA-256>``): the hook names the request's principal by it
+(web/audit.py's :class:`Principal`, with the session of a cookie) for the audit trail,
+and the log lines here show it, never the token.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from quart import Blueprint, Quart, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Rule
 
-from scheduler_core.runtime.config import Config
+from scheduler_core.runtime.config import Config, NamedToken
 from scheduler_core.schema.session_store import (
     LiveSession,
     SessionList,
@@ -60,11 +65,19 @@ from scheduler_core.schema.session_store import (
     new_session_id,
 )
 from scheduler_core.web import crosssite
+from scheduler_core.web.audit import (
+    Principal,
+    note_details,
+    note_outcome,
+    note_principal,
+    principal,
+)
 from scheduler_core.web.context import context, json_response
 from scheduler_core.web.inputs import parse_id
 from scheduler_core.web.throttle import AuthThrottle, retry_after_header
 
 Role = Literal["public", "read", "admin", "worker"]
+TokenRole = Literal["read", "admin", "worker"]  # the roles a token has
 
 blueprint = Blueprint("auth", __name__)
 log = structlog.get_logger("web.auth")
@@ -100,15 +113,16 @@ def csrf_token(session_id: str) -> str:
 
 
 class Tokens:
-    """The configured tokens, kept as SHA-256 digests with their role."""
+    """The configured tokens, kept as SHA-256 digests with their role and name."""
 
     def __init__(self, config: Config) -> None:
-        by_role: tuple[tuple[Role, tuple[str, ...]], ...] = (
-            ("admin", config.admin_tokens), ("read", config.read_tokens),
-            ("worker", config.worker_tokens))
-        self._known = [(_digest(token), role) for role, tokens in by_role for token in tokens]
-        self._fingerprints = frozenset((fingerprint(token), role)
-                                       for role, tokens in by_role for token in tokens)
+        by_role: tuple[tuple[TokenRole, tuple[NamedToken, ...]], ...] = (
+            ("admin", config.admin_named_tokens), ("read", config.read_named_tokens),
+            ("worker", config.worker_named_tokens))
+        self._known = [(_digest(t.secret), role, t.name)
+                       for role, tokens in by_role for t in tokens]
+        self._fingerprints = {(fingerprint(t.secret), role): t.name
+                              for role, tokens in by_role for t in tokens}
 
     def __bool__(self) -> bool:
         return bool(self._known)
@@ -118,19 +132,29 @@ class Tokens:
         session's role."""
         return (session.token_fingerprint, session.role) in self._fingerprints
 
-    def identify(self, presented: str) -> Role | None:
-        """The role of ``presented``, or None if it is no configured token (or empty).
+    def name_of(self, session: LiveSession) -> str:
+        """The configured name of the token that signed ``session`` in."""
+        return self._fingerprints.get((session.token_fingerprint, session.role), "unknown")
+
+    def match(self, presented: str) -> tuple[TokenRole, str] | None:
+        """The role and name of ``presented``, or None if it is no configured token (or
+        empty).
 
         Constant time: digests of equal length are compared with
         ``hmac.compare_digest`` against every token, with no early exit, so how long
         it takes says nothing about how close a guess was, nor which token matched.
         """
         digest = _digest(presented)
-        found: Role | None = None
-        for known, role in self._known:
+        found: tuple[TokenRole, str] | None = None
+        for known, role, name in self._known:
             if hmac.compare_digest(digest, known):
-                found = role
+                found = (role, name)
         return found if presented else None
+
+    def identify(self, presented: str) -> Role | None:
+        """The role of ``presented`` (:meth:`match`), or None."""
+        found = self.match(presented)
+        return None if found is None else found[0]
 
 
 def permits(role: Role, needed: Role) -> bool:
@@ -201,6 +225,7 @@ async def authenticate() -> Response | None:
     """The ``before_request`` hook: None lets the request through, else the refusal."""
     tokens: Tokens = current_app.extensions["auth_tokens"]
     if not tokens:
+        note_principal(Principal("anonymous", "admin"))  # no tokens: everyone is admin
         return None
     public: frozenset[str] = current_app.extensions["auth_public_paths"]
     if request.method in ("GET", "HEAD") and request.path in public:
@@ -220,10 +245,15 @@ async def authenticate() -> Response | None:
             note_failure()
             return _refuse(401, "expected an Authorization header 'Bearer <token>', found "
                            "another form", invalid_token=True)
-        role = tokens.identify(token)
+        found = tokens.match(token)
+        role = None if found is None else found[0]
+        if found is not None:
+            note_principal(Principal(found[1], found[0]))
     elif cookie:
         session = await _live_session(cookie)
         role = session.role if session is not None else None
+        if session is not None:
+            note_principal(Principal(tokens.name_of(session), session.role, session.id))
     else:
         if _wants_page():
             return Response("", 303, {"Location": "/login"})
@@ -385,21 +415,27 @@ async def login() -> Response:
     if locked is not None:
         return locked
     token = ((await request.form).get("token") or "").strip()
-    role = tokens.identify(token) if parse_bearer(f"Bearer {token}") else None
-    if role is None:
+    found = tokens.match(token) if parse_bearer(f"Bearer {token}") else None
+    if found is None:
         note_failure()
+        note_outcome("invalid_token")
         log.warning("login_refused", reason="unknown token", remote=request.remote_addr)
         return _login_page("That token is not valid.", 401)
     note_success()
+    role, name = found
+    note_principal(Principal(name, role))
     if role != "admin" and role != "read":  # the worker token
-        log.warning("login_refused", reason="worker token", remote=request.remote_addr)
+        note_outcome("worker_token")
+        log.warning("login_refused", reason="worker token", token_name=name,
+                    remote=request.remote_addr)
         return _login_page("That is a worker token; the dashboard takes the admin or the "
                            "read token.", 403)
     hours: float = current_app.extensions["auth_session_hours"]
     session_id = new_session_id()
     session = await sessions().create(session_id, role=role, fingerprint=fingerprint(token),
                                       remote_addr=request.remote_addr, hours=hours)
-    log.info("login_succeeded", role=role, session_id=str(session.id),
+    note_principal(Principal(name, role, session.id))
+    log.info("login_succeeded", role=role, token_name=name, session_id=str(session.id),
              remote=request.remote_addr)
     response = Response("", 303, {"Location": "/", "Cache-Control": "no-store"})
     secure = _over_https()
@@ -416,13 +452,19 @@ async def logout() -> Response:
     session ends only with its CSRF header (403 otherwise: no other page can sign
     someone out); a cookie of no live session is just forgotten."""
     cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie and current_app.extensions["auth_tokens"]:
+    tokens: Tokens = current_app.extensions["auth_tokens"]
+    if cookie and tokens:
+        live = await sessions().find(cookie)
+        if live is not None:
+            note_principal(Principal(tokens.name_of(live), live.role, live.id))
         if not _csrf_matches(cookie):
-            if await sessions().find(cookie) is not None:
+            if live is not None:
                 return _refuse(403, f"signing out needs the {CSRF_HEADER} header (the "
                                f"{CSRF_COOKIE} cookie's value)")
         elif (ended := await sessions().revoke_by_cookie(cookie)) is not None:
-            log.info("logout_succeeded", session_id=str(ended), remote=request.remote_addr)
+            log.info("logout_succeeded", session_id=str(ended),
+                     token_name=None if live is None else tokens.name_of(live),
+                     remote=request.remote_addr)
     response = Response("", 303, {"Location": "/login", "Cache-Control": "no-store"})
     for name, httponly in ((SESSION_COOKIE, True), (CSRF_COOKIE, False)):
         response.delete_cookie(name, path="/", secure=_over_https(), httponly=httponly,
@@ -440,12 +482,15 @@ async def list_sessions() -> Response:
 async def revoke_session(session_id: str) -> Response:
     """End one session now: its next request gets 401 (or the login page)."""
     session = await sessions().revoke(parse_id(session_id))
-    log.info("session_revoked", session_id=str(session.id), remote=request.remote_addr)
+    log.info("session_revoked", session_id=str(session.id), token_name=principal().name,
+             remote=request.remote_addr)
     return json_response(session)
 
 
 async def revoke_all_sessions() -> Response:
     """End every live session (after a token leak, say): everyone signs in again."""
     revoked = await sessions().revoke_all()
-    log.info("sessions_revoked", count=revoked, remote=request.remote_addr)
+    note_details(revoked=revoked)
+    log.info("sessions_revoked", count=revoked, token_name=principal().name,
+             remote=request.remote_addr)
     return json_response({"revoked": revoked})

@@ -24,11 +24,13 @@ from collections.abc import Mapping, Sequence
 from quart import Blueprint, Quart
 
 from scheduler_core.schema import wire
+from scheduler_core.schema.audit_store import AuditPage
 from scheduler_core.schema.schedule_store import ScheduleDetail
 from scheduler_core.schema.session_store import RevokedSessions, SessionList, SessionOut
 from scheduler_core.schema.stats_store import Overview
 from scheduler_core.web import (
     api,
+    audit,
     auth,
     dashboard,
     metrics,
@@ -277,13 +279,45 @@ ROUTES: tuple[Route, ...] = (
     Route("post", "/api/sessions/revoke-all", "admin", auth.revoke_all_sessions,
           "revokeAllSessions", "End every dashboard session", "sessions",
           {200: RevokedSessions}, DB),
+    # the audit trail (web/audit.py): admin only, it names operators and their addresses
+    Route("get", "/api/audit", "admin", audit.list_audit,
+          "listAudit", "The audit trail, newest first (keyset paging)", "audit",
+          {200: AuditPage}, (400, *DB), params=(
+              Param("actor", "query", FILTER, "Only this token name (`anonymous`: none)."),
+              Param("route", "query", {"type": "string", "minLength": 1, "maxLength": 200},
+                    "Only this route rule, e.g. `/api/jobs/<job_id>/cancel`."),
+              Param("status", "query", {"type": "integer", "minimum": 100, "maximum": 599},
+                    "Only this HTTP status."),
+              Param("after", "query", {"type": "string", "format": "date-time"},
+                    "Only rows written at or after this time."),
+              Param("before", "query", {"type": "string", "format": "date-time"},
+                    "Only rows written before this time."),
+              TAKE_JOBS,
+              Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"},
+                    "`nextCursor` of the previous page.")),
+          description="One row per call of an audited route (every route that is not a "
+                      "GET, except the submits and the worker protocol), with who made it "
+                      "(the token's name, never the token), the answer's status and "
+                      "outcome, and the request's fields with secrets removed."),
 )
+
+# The routes whose every call writes an audit row (web/audit.py): each whose method is
+# not GET or HEAD, except the submits (their jobs are their record, and they are the
+# hot path) and the worker protocol (machines, not operators).
+NOT_AUDITED: frozenset[tuple[str, str]] = frozenset({
+    ("POST", "/api/jobs"), ("POST", "/api/jobs/batch"), ("POST", "/api/workflows")})
+AUDITED: frozenset[tuple[str, str]] = frozenset(
+    (route.method.upper(), route.path) for route in ROUTES
+    if route.method.upper() not in ("GET", "HEAD")
+    and (route.method.upper(), route.path) not in NOT_AUDITED
+    and not route.path.startswith("/api/workers/"))
 
 # Registered on an app in this order (observability's request timer runs first).
 BLUEPRINTS: tuple[Blueprint, ...] = (
     api.blueprint, schedules_api.blueprint, queues_api.blueprint, worker_api.blueprint,
     workflows_api.blueprint,
-    observability.blueprint, dashboard.blueprint, openapi.blueprint, auth.blueprint)
+    observability.blueprint, dashboard.blueprint, openapi.blueprint, auth.blueprint,
+    audit.blueprint)
 
 # (METHOD, rule) -> the role web/auth.py's hook requires.
 ROUTE_ROLES: Mapping[tuple[str, str], Role] = {

@@ -2,7 +2,7 @@
 
 Succeeded and Cancelled jobs go ``retention_succeeded_days`` after they finished,
 DeadLetter ones after ``retention_deadletter_days`` (0 keeps them forever); their runs
-go with them. Every batch is one short transaction that skips rows someone else holds,
+go with them. Audit rows go ``retention_audit_days`` after they were written. Every batch is one short transaction that skips rows someone else holds,
 so any number of coordinators can prune at once without waiting on each other.
 """
 
@@ -26,6 +26,8 @@ async def prune_once(store: RetentionStore, policy: RetentionPolicy, *,
     if result.deleted:
         log.info("jobs_pruned", actor="pruner", deleted=result.deleted,
                  batches=result.batches)
+    if result.audit_rows:
+        log.info("audit_pruned", actor="pruner", deleted=result.audit_rows)
     return result
 
 
@@ -34,7 +36,7 @@ async def run(store: RetentionStore, policy: RetentionPolicy, *, interval: float
     """Prune every ``interval`` seconds until cancelled (the first pass right away);
     database errors are logged and the next pass tries again."""
     task_status.started()
-    if not policy.rules():
+    if not policy.prunes_anything():
         log.info("pruning_disabled", actor="pruner", reason="retention is 0 days (keep forever)")
         await trio.sleep_forever()
     while True:

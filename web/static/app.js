@@ -20,6 +20,7 @@ import { csrfToken, signOut } from "./api.js";
 import { connect } from "./live.js";
 import { start } from "./router.js";
 import { loadMeta } from "./state.js";
+import { AuditView } from "./view-audit.js";
 import { JobView } from "./view-job.js";
 import { JobsView } from "./view-jobs.js";
 import { OverviewView } from "./view-overview.js";
@@ -32,7 +33,7 @@ import { WorkflowsView } from "./view-workflows.js";
 const VIEWS = {
   overview: OverviewView, jobs: JobsView, job: JobView,
   schedules: SchedulesView, schedule: ScheduleView, queues: QueuesView,
-  workflows: WorkflowsView, workflow: WorkflowView,
+  workflows: WorkflowsView, workflow: WorkflowView, audit: AuditView,
 };
 
 const logout = document.getElementById("logout");

@@ -1,5 +1,6 @@
 /* Hash routes: #/ overview, #/jobs?status=&type=&queue=, #/jobs/<id>, #/queues,
- * #/schedules, #/schedules/<id>, #/workflows?status=, #/workflows/<id>. A route names a view (a class the entry module
+ * #/schedules, #/schedules/<id>, #/workflows?status=, #/workflows/<id>,
+ * #/audit?actor=&route=&status=. A route names a view (a class the entry module
  * passes to `start`); the current one is left, the new one entered. */
 
 import { state } from "./state.js";
@@ -8,6 +9,7 @@ import { state } from "./state.js";
 const SECTIONS = {
   overview: "overview", jobs: "jobs", job: "jobs", schedules: "schedules",
   schedule: "schedules", queues: "queues", workflows: "workflows", workflow: "workflows",
+  audit: "audit",
 };
 
 let views = {};
@@ -24,6 +26,7 @@ export function parseRoute() {
   if (parts[0] === "queues") return { name: "queues", params };
   if (parts[0] === "workflows" && parts[1]) return { name: "workflow", id: decodeURIComponent(parts[1]), params };
   if (parts[0] === "workflows") return { name: "workflows", params };
+  if (parts[0] === "audit") return { name: "audit", params };
   return { name: "overview", params };
 }
 
