@@ -28,7 +28,10 @@ Its environment is the worker's scrubbed one (runtime/child_env.py): the ordinar
 variables and those SCHEDULER_JOB_ENV names, never a token nor DATABASE_URL.
 
 Of the runtime it imports only ``job_protocol`` (which imports neither trio nor
-structlog): starting fast is the point.
+structlog) and ``tracing`` (which imports OpenTelemetry only when the ``OTEL_*``
+variables ask for tracing): starting fast is the point. With tracing on, the run's span
+(the request's ``traceparent``) is current while the handler runs, so its spans nest
+under the run.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import msgspec
 
+from scheduler_core.runtime import tracing
 from scheduler_core.runtime.job_protocol import (
     PARENT_PID_ENV,
     Note,
@@ -162,7 +166,8 @@ def handle(request: bytes, registry: Registry, data_dir: str,
                          parent_ids=job.parent_ids or (),
                          parent_counts=job.parent_counts or {},
                          reporter=notes)
-        result = registry.run(job.type, job.payload, ctx)
+        with tracing.attached(job.traceparent):
+            result = registry.run(job.type, job.payload, ctx)
     except msgspec.DecodeError as exc:
         return _failure(exc, permanent=True)
     except RateLimited as exc:  # not a failure: the job waits retry_after seconds again
@@ -208,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     data_dir = os.path.abspath(args.data_dir)
     receive, send = _take_protocol_fds()
+    refusal = tracing.configure("scheduler-job")
+    if refusal is not None:
+        print(f"command.child: tracing is off: {refusal}", file=sys.stderr, flush=True)
 
     from scheduler_core.handlers import REGISTRY, PluginError, load_plugins
 

@@ -387,6 +387,15 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
 
     logs.configure(config.log_format, config.log_level, process=args.command,
                    secrets=logs.secrets_of(config))
+    if args.command in ("coordinator", "worker", "up"):
+        import structlog
+
+        from scheduler_core.runtime import tracing
+
+        refusal = tracing.configure(f"scheduler-{args.command}")
+        if refusal is not None:
+            structlog.get_logger("runtime.cli").warning("tracing_unavailable",
+                                                        reason=refusal)
     try:
         if args.command == "migrate":
             dsn = compose.resolve_database(config)

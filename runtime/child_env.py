@@ -4,11 +4,16 @@ does not use.
 - A job process (the warm pool's children, ``python -m scheduler_core.command.child``) gets
   :func:`job_env`: the ordinary variables of :data:`ORDINARY` (and ``LC_*``) plus the
   names the operator lists in ``SCHEDULER_JOB_ENV``. Any handler can read its own
-  environment, so no token and no ``DATABASE_URL`` may be in it.
+  environment, so no token and no ``DATABASE_URL`` may be in it. The OpenTelemetry
+  variables (``OTEL_*``, :func:`tracing_variable`) pass too, so a job process traces as
+  its worker does, but not the exporter's headers (``OTEL_EXPORTER_OTLP_HEADERS`` and
+  ``..._TRACES_HEADERS`` often hold a collector's token): those pass only when
+  ``SCHEDULER_JOB_ENV`` names them (docs/security.md).
 - A worker started by ``scheduler up`` gets :func:`worker_env`: the ordinary variables,
   the ``SCHEDULER_JOB_ENV`` names (to pass on), every setting but the secret ones of
   :data:`~runtime.config.SECRET_ENV`, its coordinator's URL and the one worker token
-  it sends. A worker never needs database credentials nor the admin or read tokens.
+  it sends, and the ``OTEL_*`` variables (headers included: the worker exports its
+  own spans). A worker never needs database credentials nor the admin or read tokens.
 """
 
 from __future__ import annotations
@@ -36,11 +41,18 @@ def _ordinary(name: str) -> bool:
     return name in ORDINARY or name.startswith(ORDINARY_PREFIXES)
 
 
+def tracing_variable(name: str, *, headers: bool) -> bool:
+    """Whether ``name`` is an OpenTelemetry setting (``OTEL_*``); those naming
+    headers (which may hold a token) only with ``headers``."""
+    return name.startswith("OTEL_") and (headers or not name.endswith("_HEADERS"))
+
+
 def job_env(environ: Mapping[str, str], names: Iterable[str] = ()) -> dict[str, str]:
     """The environment of a job process: the ordinary variables of ``environ`` and
     those it has of ``names`` (SCHEDULER_JOB_ENV); secrets are never among them."""
     wanted = frozenset(names) - SECRET_ENV
-    return {k: v for k, v in environ.items() if _ordinary(k) or k in wanted}
+    return {k: v for k, v in environ.items()
+            if _ordinary(k) or k in wanted or tracing_variable(k, headers=False)}
 
 
 def worker_env(environ: Mapping[str, str], *, coordinator_url: str, worker_token: str,
@@ -50,7 +62,8 @@ def worker_env(environ: Mapping[str, str], *, coordinator_url: str, worker_token
     pass on, ``COORDINATOR_URL`` and ``SCHEDULER_WORKER_TOKEN`` (the one it sends;
     left out when empty)."""
     wanted = (_WORKER_SETTINGS | frozenset(job_env_names)) - SECRET_ENV
-    env = {k: v for k, v in environ.items() if _ordinary(k) or k in wanted}
+    env = {k: v for k, v in environ.items()
+           if _ordinary(k) or k in wanted or tracing_variable(k, headers=True)}
     env["COORDINATOR_URL"] = coordinator_url
     if worker_token:
         env["SCHEDULER_WORKER_TOKEN"] = worker_token

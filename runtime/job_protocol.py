@@ -153,6 +153,9 @@ class Request(msgspec.Struct, rename="camel", omit_defaults=True):
     parent_results: dict[str, Any] | None = None
     parent_ids: list[str] | None = None
     parent_counts: dict[str, int] | None = None
+    # The W3C trace context of the run's span, when tracing is on: the job process
+    # makes it current while the handler runs, so the handler's spans nest under it.
+    traceparent: str | None = None
 
 
 class Reply(msgspec.Struct, omit_defaults=True):

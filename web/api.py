@@ -40,6 +40,7 @@ from scheduler_core.web.inputs import (
     query_lists,
     read_body,
 )
+from scheduler_core.web.tracing import current_traceparent, traced_submit
 from scheduler_core.web.workflow_graph import edges_of, order_of
 
 blueprint = Blueprint("api", __name__)
@@ -95,7 +96,8 @@ def _new_job(body: wire.SubmitJob, payload: dict[str, Any], max_attempts: int,
     run_at = parse_run_at(body.run_at) if body.run_at is not None else None
     job = NewJob(type=_type_of(body), payload=payload, queue=queue, priority=priority,
                  run_at=run_at, max_attempts=max_attempts, timeout_seconds=timeout,
-                 idempotency_key=body.idempotency_key, concurrency_key=body.concurrency_key)
+                 idempotency_key=body.idempotency_key, concurrency_key=body.concurrency_key,
+                 traceparent=current_traceparent())
     if body.unique is not None:
         problem = wire.unique_problem(body.unique)
         if problem is not None:
@@ -196,6 +198,7 @@ def job_of(ctx: AppContext, item: wire.SubmitJob, where: str) -> NewJob:
         return _new_job(item, payload, max_attempts, timeout, queue, priority)
 
 
+@traced_submit
 async def submit_job() -> Response:
     body: wire.SubmitJob = await read_body(wire.SubmitJob)
     ctx = context(current_app)
@@ -239,6 +242,7 @@ async def submit_job() -> Response:
                          {"Location": f"/api/jobs/{job.id}"})
 
 
+@traced_submit
 async def submit_batch() -> Response:
     """Up to 1000 jobs in one request and one INSERT, all or nothing.
 

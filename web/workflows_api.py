@@ -22,6 +22,7 @@ from scheduler_core.web.api import job_of
 from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import ApiError
 from scheduler_core.web.inputs import parse_id, parse_take, query_args, read_body
+from scheduler_core.web.tracing import traced_submit
 from scheduler_core.web.workflow_graph import edges_of, order_of
 
 blueprint = Blueprint("workflows", __name__)
@@ -30,6 +31,7 @@ _LIST_PARAMS = {"status", "take", "cursor"}
 _STATUSES = ("Running", "Succeeded", "Failed")
 
 
+@traced_submit
 async def create_workflow() -> Response:
     body: wire.SubmitWorkflow = await read_body(wire.SubmitWorkflow)
     ctx = context(current_app)

@@ -39,6 +39,7 @@ import msgspec
 import structlog
 import trio
 
+from scheduler_core.actors.worker import tracing as run_tracing
 from scheduler_core.actors.worker.completer import Completer
 from scheduler_core.actors.worker.worker_state import OwnedRun, StopReason, WorkerState
 from scheduler_core.handlers import (
@@ -55,6 +56,7 @@ from scheduler_core.handlers.registry import (
     clamp_snooze,
     seconds_text,
 )
+from scheduler_core.runtime import tracing
 from scheduler_core.runtime.job_protocol import (
     Request,
     check_result,
@@ -236,7 +238,9 @@ class Executors:
         snooze: float | None = None
         spec = self._inline.get(job.type)
         started = trio.current_time()
-        with run.scope:
+        span = run_tracing.start(job, worker_id=state.worker_id,
+                                 claimed_at=run.claimed_at) if tracing.ENABLED else None
+        with run.scope, run_tracing.current(span):
             if spec is not None:
                 outcome, result, error, permanent, retry_after, snooze = (
                     await self._run_inline(spec, run))
@@ -245,7 +249,8 @@ class Executors:
                                                  job_id=str(job.job_id), attempt=job.attempt,
                                                  parent_results=job.parent_results,
                                                  parent_ids=job.parent_ids,
-                                                 parent_counts=job.parent_counts))
+                                                 parent_counts=job.parent_counts,
+                                                 traceparent=run_tracing.traceparent(span)))
                 try:
                     raw = await self.pool.call(request, timeout=job.timeout_seconds,
                                                on_note=lambda f: _take_note(run, f))
@@ -277,6 +282,8 @@ class Executors:
             outcome = "Cancelled" if run.stop_reason == "Cancelled" else "Released"
             error = _STOPPED_ERRORS[run.stop_reason]
             retry_after = snooze = None
+        if span is not None:
+            run_tracing.end(span, "LeaseLost" if run.stop_reason == "Lost" else outcome, error)
         extra = {} if retry_after is None else {"retry_after_s": retry_after}
         if snooze is not None:
             extra["snooze_s"] = snooze
