@@ -8,7 +8,8 @@
 
 ``snooze`` snoozes ``times`` runs (counted as files in the folder ``counter``) by
 ``seconds``, returning or raising ``Snooze`` (``raise``), then succeeds; ``times`` -1
-snoozes every run. ``snooze_inline`` is the same, inline.
+snoozes every run. ``snooze_inline`` is the same, inline. ``progress_steps`` reports
+step i once the test creates the file ``step-<i>``.
 """
 
 from __future__ import annotations
@@ -86,3 +87,29 @@ def snooze(payload: SnoozePayload, ctx: RunContext) -> object:
 @REGISTRY.handler("snooze_inline", payload=SnoozePayload, max_attempts=2, inline=True)
 async def snooze_inline(payload: SnoozePayload, ctx: RunContext) -> object:
     return _snooze_or_not(payload)
+
+
+class StepsPayload(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    folder: Annotated[str, msgspec.Meta(min_length=1)]
+    steps: Annotated[int, msgspec.Meta(ge=1, le=100)] = 2
+    max_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 60.0
+
+
+def _wait_for(path: Path, deadline: float) -> None:
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.02)
+
+
+@REGISTRY.handler("progress_steps", payload=StepsPayload, max_attempts=1)
+def progress_steps(payload: StepsPayload, ctx: RunContext) -> dict[str, object]:
+    """Report step i of ``steps`` once the file ``step-<i>`` exists in ``folder``; end
+    once ``done`` does: the test moves the job on, one step at a time."""
+    deadline = time.monotonic() + payload.max_seconds
+    folder = Path(payload.folder)
+    for i in range(1, payload.steps + 1):
+        _wait_for(folder / f"step-{i}", deadline)
+        ctx.progress(i / payload.steps, f"step {i} of {payload.steps}")
+    _wait_for(folder / "done", deadline)
+    return {"steps": payload.steps}

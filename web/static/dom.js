@@ -142,6 +142,18 @@ export function nextAt(iso) {
     `${date.toLocaleTimeString()} (in ${duration(seconds)})`);
 }
 
+/* A job's progress (ctx.progress: 0..1, with its message) as a <progress> and its
+ * percentage; `compact` (the jobs table) leaves the message to the title. */
+export function progressBar(job, { compact = false } = {}) {
+  const pct = `${Math.round(job.progress * 100)} %`;
+  const label = job.progressMessage ? `${pct}: ${job.progressMessage}` : pct;
+  return h("span", { className: compact ? "job-progress compact" : "job-progress", "data-testid": "job-progress",
+    "data-value": String(job.progress), title: label },
+    h("progress", { max: "1", value: String(job.progress), "aria-label": `Progress ${label}` }),
+    h("span", { className: "num" }, pct),
+    !compact && job.progressMessage ? h("span", { className: "muted", "data-testid": "progress-message" }, job.progressMessage) : null);
+}
+
 /* A use bar: `used` of `limit` as a <meter> (attributes only: the CSP allows no inline
  * style), full past 90 %. */
 export function useBar(used, limit, label) {

@@ -4,7 +4,7 @@
  * its concurrency key, no worker for its queue, ...). */
 
 import { api } from "./api.js";
-import { badge, dataTable, duration, empty, h, json, nextAt, panel, replace, shortId, toast, when } from "./dom.js";
+import { badge, dataTable, duration, empty, h, json, nextAt, panel, progressBar, replace, shortId, toast, when } from "./dom.js";
 import { DetailView, fact, factsPanel } from "./detail.js";
 import { jobStatuses } from "./state.js";
 
@@ -96,6 +96,7 @@ export class JobView extends DetailView {
         h("button", { disabled: !retryable, onclick: () => this.act("retry"),
           title: retryable ? "Run it again now, with one more attempt" : `Only ${RETRYABLE_TEXT} jobs can be retried` }, "Retry")),
       waiting ? h("p", { className: "waiting", "data-testid": "job-waiting", "data-reason": job.waiting.reason }, waiting) : null,
+      job.progress != null ? h("p", { className: "job-progress-row" }, "Progress ", progressBar(job)) : null,
       h("div", { className: "grid2" },
         factsPanel("Details",
           fact("Type", job.type),
@@ -103,6 +104,7 @@ export class JobView extends DetailView {
           job.concurrencyKey ? fact("Concurrency key", h("span", { className: "mono", "data-testid": "concurrency-key" }, job.concurrencyKey)) : null,
           fact("Priority", job.priority),
           fact("Attempts", `${job.attempts} of ${job.maxAttempts}`),
+          job.snoozes ? fact("Snoozes", h("span", { "data-testid": "snoozes" }, String(job.snoozes))) : null,
           fact("Timeout", `${job.timeoutSeconds} s`),
           fact("Run at", when(job.runAt)),
           fact("Created", when(job.createdAt)),
@@ -121,7 +123,8 @@ export class JobView extends DetailView {
           job.result === null || job.result === undefined
             ? empty(job.status === "Succeeded" ? "The job returned nothing." : "No result yet: only a Succeeded job has one.")
             : json(job.result),
-          job.lastError ? [h("h2", {}, "Last error"), h("div", { className: "error-text" }, job.lastError)] : null)),
+          job.lastError ? [h("h2", {}, "Last error"), h("div", { className: "error-text" }, job.lastError)] : null,
+          job.meta ? [h("h2", {}, "Meta"), h("div", { "data-testid": "job-meta" }, json(job.meta))] : null)),
       panel(
         h("h2", {}, `Runs (${runs.length})`),
         runs.length === 0

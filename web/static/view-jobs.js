@@ -2,7 +2,7 @@
  * and the search by id or idempotency key. Its first page follows the live snapshots. */
 
 import { api } from "./api.js";
-import { badge, dataTable, empty, h, replace, shortId, throttled, toast, when } from "./dom.js";
+import { badge, dataTable, empty, h, progressBar, replace, shortId, throttled, toast, when } from "./dom.js";
 import { navigate } from "./router.js";
 import { jobStatuses, state } from "./state.js";
 
@@ -119,7 +119,8 @@ export class JobsView {
           h("td", {}, h("a", { href: `#/jobs/${j.id}`, className: "mono", title: j.id }, shortId(j.id)),
             j.idempotencyKey ? h("div", { className: "muted small wrap" }, j.idempotencyKey) : null),
           h("td", {}, j.type),
-          h("td", {}, badge(j.status)),
+          h("td", {}, badge(j.status),
+            j.status === "Running" && j.progress != null ? [" ", progressBar(j, { compact: true })] : null),
           h("td", { className: "opt" }, j.queue),
           h("td", { className: "num" }, `${j.attempts} / ${j.maxAttempts}`),
           h("td", { className: "opt" }, when(j.runAt)),
