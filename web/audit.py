@@ -20,7 +20,7 @@ Two hooks, installed after web/auth.py's:
 The after hook runs for every answer, the hooks' refusals (401, 403, 415, 429) and
 the error handlers' included, so each call of an audited route writes exactly one row.
 The row is written after the action, in its own statement: if the database fails in
-between, the action stands and an ``audit_unwritten`` line carries the row's fields.
+between, the action stands and an ``audit_write_failed`` line carries the row's fields.
 
 Secrets never reach a row: the principal is the token's name, never the token; the
 login form is not JSON and is never read here; in a JSON body every field whose name
@@ -216,7 +216,7 @@ async def write_row(response: Response) -> Response:
     try:
         await current_app.extensions["audit_store"].record(entry)
     except Exception as exc:  # the action stands; the log line keeps the row
-        log.error("audit_unwritten", actor=entry.actor, role=entry.role,
+        log.error("audit_write_failed", actor=entry.actor, role=entry.role,
                   session_id=None if entry.session_id is None else str(entry.session_id),
                   method=entry.method, route=entry.route, target=entry.target,
                   status=entry.status, outcome=entry.outcome, remote=entry.remote_addr,
