@@ -61,6 +61,7 @@ __all__ = [
     "ClientError",
     "EnqueueJob",
     "Job",
+    "JobFilter",
     "JobRef",
     "Queue",
     "RateLimitSpec",
@@ -179,6 +180,33 @@ class SubmitOptions(TypedDict, total=False):
     ``wait``."""
     ref: str | None
     """A batch item's name, for the items after it (``depends_on``)."""
+    tags: Sequence[str] | None
+    """Labels to search by (``list(tag=...)``): 1 to 20 strings of 1 to 64 characters."""
+
+
+class JobFilter(TypedDict, total=False):
+    """The search filter of ``list``, ``iter_jobs`` and ``bulk`` (docs/search.md);
+    None means "any"."""
+
+    status: str | None
+    type: str | None
+    queue: str | None
+    tag: str | Sequence[str] | None
+    """The job has every tag given."""
+    where: str | Sequence[str] | None
+    """Conditions on payload or result fields: ``"payload.customerId=42"``,
+    ``["result.status>=500", 'payload.region="eu-1"']``."""
+    created_after: dt.datetime | str | None
+    """At or after (a zone-aware datetime or ISO-8601 text with a zone)."""
+    created_before: dt.datetime | str | None
+    """Before."""
+    finished_after: dt.datetime | str | None
+    finished_before: dt.datetime | str | None
+    last_error: str | None
+    """The last error contains this text (any case)."""
+
+
+BULK_ACTIONS = ("retry", "cancel", "delete")
 
 
 class BatchJob(SubmitOptions, total=False):
@@ -300,10 +328,46 @@ def _batch_items(body: dict[str, Any]) -> list[Submitted]:
     return [Submitted(item, bool(item.get("created"))) for item in body["items"]]
 
 
-def _list_call(status: str | None, type: str | None, queue: str | None, take: int | None,
-               cursor: str | None) -> _Call:
-    params = {"status": status, "type": type, "queue": queue, "take": take, "cursor": cursor}
-    return _Call("GET", "/api/jobs", params={k: v for k, v in params.items() if v is not None})
+def _filter_params(filter: JobFilter) -> dict[str, str | list[str]]:
+    """The filter as the API names it (``created_after`` -> ``createdAfter``), its
+    datetimes ISO-8601, ``tag`` and ``where`` lists; None left out."""
+    out: dict[str, str | list[str]] = {}
+    value: object
+    for name, value in filter.items():
+        if value is None:
+            continue
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            out[name] = [str(v) for v in value]  # tag, where
+        elif name in ("tag", "where"):
+            out[name] = [str(value)]
+        elif isinstance(value, dt.datetime):
+            out[_camel(name)] = value.isoformat()
+        else:
+            out[_camel(name)] = str(value)
+    return out
+
+
+def _list_call(filter: JobFilter, take: int | None, cursor: str | None) -> _Call:
+    params: dict[str, Any] = _filter_params(filter)
+    params.update({k: v for k, v in (("take", take), ("cursor", cursor)) if v is not None})
+    return _Call("GET", "/api/jobs", params=params)
+
+
+def _bulk_call(action: str, filter: JobFilter, ids: Iterable[JobRef] | None, dry_run: bool,
+               limit: int | None, after: str | None, reason: str | None) -> _Call:
+    """``POST /api/jobs/bulk``; a misspelt action is a ValueError before any request."""
+    if action not in BULK_ACTIONS:
+        raise ValueError(f"expected an action among {', '.join(BULK_ACTIONS)}, "
+                         f"found {action!r}")
+    body: dict[str, Any] = {"action": action, "filter": _filter_params(filter)}
+    if ids is not None:
+        body["ids"] = [_id(ref) for ref in ids]
+    if dry_run:
+        body["dryRun"] = True
+    for name, value in (("limit", limit), ("after", after), ("reason", reason)):
+        if value is not None:
+            body[name] = value
+    return _Call("POST", "/api/jobs/bulk", json=body)
 
 
 Unset = msgspec.UnsetType
@@ -437,23 +501,31 @@ class Client:
         """The job with its runs."""
         return self._call(_Call("GET", _path("jobs", job)))
 
-    def list(self, *, status: str | None = None, type: str | None = None,
-             queue: str | None = None, take: int | None = None,
-             cursor: str | None = None) -> dict[str, Any]:
-        """One page, newest first: ``{"items": [...], "nextCursor": ...}``."""
-        return self._call(
-            _list_call(status, type, queue, take, cursor))
+    def list(self, *, take: int | None = None, cursor: str | None = None,
+             **filter: Unpack[JobFilter]) -> dict[str, Any]:
+        """One page of the jobs ``filter`` matches (:class:`JobFilter`), newest first:
+        ``{"items": [...], "nextCursor": ...}``."""
+        return self._call(_list_call(filter, take, cursor))
 
-    def iter_jobs(self, *, status: str | None = None, type: str | None = None,
-                  queue: str | None = None, take: int = ITER_PAGE) -> Iterator[Job]:
+    def iter_jobs(self, *, take: int = ITER_PAGE, **filter: Unpack[JobFilter]) -> Iterator[Job]:
         """Every matching job, newest first, fetching ``take`` per request."""
         cursor: str | None = None
         while True:
-            page = self.list(status=status, type=type, queue=queue, take=take, cursor=cursor)
+            page = self.list(take=take, cursor=cursor, **filter)
             yield from page["items"]
             cursor = page.get("nextCursor")
             if not cursor:
                 return
+
+    def bulk(self, action: str, *, ids: Iterable[JobRef] | None = None,
+             dry_run: bool = False, limit: int | None = None, after: str | None = None,
+             reason: str | None = None, **filter: Unpack[JobFilter]) -> dict[str, Any]:
+        """Retry, cancel or delete (``action``) the jobs ``filter`` matches, among
+        ``ids`` when given: one request, at most ``limit`` jobs (the server's
+        SCHEDULER_BULK_MAX by default). The answer: ``matched``, ``count`` (changed; with
+        ``dry_run`` what the real call would change), ``skipped`` by reason, and
+        ``next``: when not None, more may match; pass it as ``after`` to go on."""
+        return self._call(_bulk_call(action, filter, ids, dry_run, limit, after, reason))
 
     def cancel(self, job: JobRef) -> Job:
         """Cancel a waiting job, or ask a running one's worker to kill it (409 if finished)."""
@@ -626,26 +698,29 @@ class AsyncClient:
         """The job with its runs."""
         return await self._call(_Call("GET", _path("jobs", job)))
 
-    async def list(self, *, status: str | None = None, type: str | None = None,
-                   queue: str | None = None, take: int | None = None,
-                   cursor: str | None = None) -> dict[str, Any]:
-        """One page, newest first: ``{"items": [...], "nextCursor": ...}``."""
-        return await self._call(
-            _list_call(status, type, queue, take, cursor))
+    async def list(self, *, take: int | None = None, cursor: str | None = None,
+                   **filter: Unpack[JobFilter]) -> dict[str, Any]:
+        """As :meth:`Client.list`."""
+        return await self._call(_list_call(filter, take, cursor))
 
-    async def iter_jobs(self, *, status: str | None = None, type: str | None = None,
-                        queue: str | None = None, take: int = ITER_PAGE) -> AsyncIterator[Job]:
+    async def iter_jobs(self, *, take: int = ITER_PAGE,
+                        **filter: Unpack[JobFilter]) -> AsyncIterator[Job]:
         """Every matching job, newest first, fetching ``take`` per request
         (``async for job in client.iter_jobs(...)``)."""
         cursor: str | None = None
         while True:
-            page = await self.list(status=status, type=type, queue=queue, take=take,
-                                   cursor=cursor)
+            page = await self.list(take=take, cursor=cursor, **filter)
             for job in page["items"]:
                 yield job
             cursor = page.get("nextCursor")
             if not cursor:
                 return
+
+    async def bulk(self, action: str, *, ids: Iterable[JobRef] | None = None,
+                   dry_run: bool = False, limit: int | None = None, after: str | None = None,
+                   reason: str | None = None, **filter: Unpack[JobFilter]) -> dict[str, Any]:
+        """As :meth:`Client.bulk`."""
+        return await self._call(_bulk_call(action, filter, ids, dry_run, limit, after, reason))
 
     async def cancel(self, job: JobRef) -> Job:
         """Cancel a waiting job, or ask a running one's worker to kill it (409 if finished)."""

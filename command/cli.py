@@ -7,7 +7,11 @@
     scheduler prune         delete finished jobs past their retention, now
     scheduler submit TYPE   submit a job (client: talks HTTP to COORDINATOR_URL);
                             --wait: until it finishes, exit 0 only if it Succeeded
-    scheduler jobs list|show|cancel|retry
+    scheduler jobs list|show|cancel|retry|delete
+                            list, and cancel/retry/delete without an id, take the
+                            search filter (--status, --where payload.customerId=42,
+                            --tag, --created-after, ...); the bulk actions count
+                            first and act only with --yes
     scheduler schedules list|show|pause|resume|delete
     scheduler queues list|show|pause|resume|limit|set
                             set: --limit N, --rate 10/1s (repeatable), --key-limit N,
@@ -175,6 +179,61 @@ def queue_list(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _where(text: str) -> str:
+    """A search condition, checked here so a typo is a usage error naming --where."""
+    from scheduler_core.schema.job_filter import FilterError, parse_where
+
+    try:
+        parse_where(text)
+    except FilterError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
+
+
+def _filter_time(text: str) -> str:
+    from scheduler_core.schema.job_filter import FilterError, parse_time
+
+    try:
+        parse_time(text, "")
+    except FilterError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text
+
+
+def _status(text: str) -> str:
+    from scheduler_core.schema.wire import JOB_STATUSES
+
+    if text not in JOB_STATUSES:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(JOB_STATUSES)}, found {text!r}")
+    return text
+
+
+# The search filter's options (their dests are the client's keywords, which
+# client_cli.FILTER_KEYWORDS lists) and argparse's keywords for each.
+FILTER_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--status", {"type": _status}),
+    ("--type", {}),
+    ("--queue", {}),
+    ("--tag", {"action": "append", "help": "the job has this tag (repeatable: all)"}),
+    ("--where", {"action": "append", "type": _where, "metavar": "COND",
+                 "help": "payload.customerId=42, result.status>=500 (= != >= <= > <; "
+                 "repeatable: all)"}),
+    ("--created-after", {"type": _filter_time, "metavar": "TIME",
+                         "help": "ISO-8601 with a zone, inclusive"}),
+    ("--created-before", {"type": _filter_time, "metavar": "TIME"}),
+    ("--finished-after", {"type": _filter_time, "metavar": "TIME"}),
+    ("--finished-before", {"type": _filter_time, "metavar": "TIME"}),
+    ("--last-error", {"metavar": "TEXT", "help": "the last error contains TEXT (any case)"}),
+)
+
+
+def _add_filter(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("search filter (docs/search.md)")
+    for flag, keywords in FILTER_OPTIONS:
+        group.add_argument(flag, **keywords)
+
+
 NO_AUTH_HELP = ("bind a non-loopback address with no token configured: anyone who "
                 "reaches it can do everything (default: SCHEDULER_ALLOW_NO_AUTH)")
 
@@ -237,21 +296,28 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--wait-timeout", type=_positive_float, metavar="S",
                     help="with --wait: give up after S seconds (exit 1; the job goes on)")
 
-    jobs = sub.add_parser("jobs", help="list, show, cancel or retry jobs")
+    jobs = sub.add_parser("jobs", help="list, show, cancel, retry or delete jobs")
     jsub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
     ls = jsub.add_parser("list")
-    ls.add_argument("--status")
-    ls.add_argument("--type")
-    ls.add_argument("--queue")
+    _add_filter(ls)
     ls.add_argument("--take", type=_positive_int, default=25)
     ls.add_argument("--cursor", type=_job_id)
     ls.add_argument("--json", action="store_true")
-    for name in ("show", "cancel", "retry"):
-        c = jsub.add_parser(name)
-        c.add_argument("id", type=_job_id)
+    show = jsub.add_parser("show")
+    show.add_argument("id", type=_job_id)
+    show.add_argument("--json", action="store_true")
+    for name in ("cancel", "retry", "delete"):
+        c = jsub.add_parser(name, help=f"{name} one job by id, or every job the filter "
+                            "matches (a count first; --yes to act)")
+        c.add_argument("id", type=_job_id, nargs="?")
         c.add_argument("--json", action="store_true")
         if name == "retry":
             c.add_argument("--reason")
+        _add_filter(c)
+        c.add_argument("--yes", action="store_true",
+                       help=f"{name} every job the filter matches (without it: only count)")
+        c.add_argument("--per-request", type=_positive_int, metavar="N", default=1000,
+                       help="jobs a request (progress is shown after each; default 1000)")
 
     sch = sub.add_parser("schedules", help="list, show, pause, resume or delete schedules")
     ssub = sch.add_subparsers(dest="schedules_command", required=True, parser_class=_Parser)
@@ -308,6 +374,23 @@ def _check_submit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
                      "wait on its jobs instead)")
 
 
+def _check_jobs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """cancel, retry, delete: one job by id, or a filter; not both, not neither."""
+    from scheduler_core.command.client_cli import filter_of
+
+    if args.jobs_command not in ("cancel", "retry", "delete"):
+        return
+    name = args.jobs_command
+    if args.id is not None and filter_of(args):
+        parser.error(f"jobs {name}: give a job id or a filter (--status, --where, ...), "
+                     "not both")
+    if args.id is None and not filter_of(args):
+        parser.error(f"jobs {name}: give a job id, or a filter (--status, --where, --tag, "
+                     f"...) to {name} every job it matches")
+    if args.id is not None and args.yes:
+        parser.error("argument --yes: only with a filter (one job by id acts at once)")
+
+
 def _config(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {}
     for arg, field in (("host", "host"), ("port", "port"), ("workers", "workers"),
@@ -357,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "submit":
         _check_submit(parser, args)
+    if args.command == "jobs":
+        _check_jobs(parser, args)
     try:
         config = _config(args)
         if args.command in ("submit", "jobs", "schedules", "queues"):

@@ -159,11 +159,76 @@ def _submit(client: Client, args: argparse.Namespace) -> int:
     return 1
 
 
+# The search filter's keywords of Client.list and Client.bulk, as cli.FILTER_OPTIONS
+# names them (``--created-after`` -> ``created_after``).
+FILTER_KEYWORDS = ("status", "type", "queue", "tag", "where", "created_after",
+                   "created_before", "finished_after", "finished_before", "last_error")
+
+
+def filter_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The search filter the options give (none: empty)."""
+    return {k: getattr(args, k) for k in FILTER_KEYWORDS if getattr(args, k, None) is not None}
+
+
+_DONE = {"retry": "retried", "cancel": "cancelled", "delete": "deleted"}
+# Skip reasons a step of a bulk action finds in its own batches; the others (a job's
+# status, waiting dependents) are the dry run's: a later step would count again as
+# "not retryable: Pending" the jobs an earlier step retried.
+_STEP_REASONS = ("locked", "unique key held by another job")
+
+
+def _print_skipped(skipped: dict[str, int]) -> None:
+    if skipped:
+        print(_table([{"reason": k, "jobs": v} for k, v in sorted(skipped.items())],
+                     [("SKIPPED", "reason"), ("JOBS", "jobs")]))
+
+
+def _bulk(client: Client, args: argparse.Namespace) -> int:
+    """``jobs retry|cancel|delete`` with a filter: count (a dry run); with ``--yes``
+    act, ``--per-request`` jobs a request, following ``next``, a progress line on
+    stderr after each; without it exit 1 saying so."""
+    action = args.jobs_command
+    found = filter_of(args)
+    reason = getattr(args, "reason", None)
+    plan = client.bulk(action, dry_run=True, **found)
+    if not args.yes:
+        if args.json:
+            _print_json(plan)
+        else:
+            print(f"would {action} {plan['count']} of {plan['matched']} matching job(s)")
+            _print_skipped(plan["skipped"])
+        print(f"scheduler: nothing changed (a dry run); add --yes to {action} "
+              f"{plan['count']} job(s)", file=sys.stderr)
+        return 1
+    changed, steps, after = 0, 0, None
+    skipped = dict(plan["skipped"])
+    while True:
+        step = client.bulk(action, limit=args.per_request, after=after, reason=reason,
+                           **found)
+        changed += step["count"]
+        steps += 1
+        for why in _STEP_REASONS:
+            if step["skipped"].get(why):
+                skipped[why] = skipped.get(why, 0) + step["skipped"][why]
+        print(f"{action}: {changed}/{plan['count']}", file=sys.stderr, flush=True)
+        after = step.get("next")
+        if not after:
+            break
+    if args.json:
+        _print_json({"action": action, "matched": plan["matched"], "count": changed,
+                     "skipped": skipped, "requests": steps})
+    else:
+        print(f"{_DONE[action]} {changed} job(s)")
+        _print_skipped(skipped)
+    return 0
+
+
 def _jobs(client: Client, args: argparse.Namespace) -> int:
     cmd = args.jobs_command
+    if cmd in _DONE and args.id is None:
+        return _bulk(client, args)
     if cmd == "list":
-        page = client.list(status=args.status, type=args.type, queue=args.queue,
-                           take=args.take, cursor=args.cursor)
+        page = client.list(take=args.take, cursor=args.cursor, **filter_of(args))
         if args.json:
             _print_json(page)
         else:
@@ -176,6 +241,16 @@ def _jobs(client: Client, args: argparse.Namespace) -> int:
         _print_job(client.cancel(args.id), args.json)
     elif cmd == "retry":
         _print_job(client.retry(args.id, args.reason), args.json)
+    elif cmd == "delete":
+        done = client.bulk("delete", ids=[args.id])
+        if done["count"] != 1:
+            why = ", ".join(done["skipped"]) or "no such job"
+            print(f"scheduler: job {args.id} not deleted: {why}", file=sys.stderr)
+            return 1
+        if args.json:
+            _print_json({"id": args.id, "deleted": True})
+        else:
+            print(f"deleted {args.id}")
     return 0
 
 

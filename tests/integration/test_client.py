@@ -211,3 +211,43 @@ def test_async_client_under_asyncio_submits_and_waits(api: Coordinator, worker: 
         return done["status"], None
 
     assert ("Succeeded", "Scheduled") == asyncio.run(main())
+
+
+# -- search and bulk actions (both clients) ----------------------------------------------
+
+
+def test_list_filters_by_tag_and_payload_and_bulk_cancels_what_matches(client: Client) -> None:
+    queue = new_queue()
+    eu = [client.submit("fail", {"message": "m1"}, queue=queue, run_at=FAR_FUTURE,
+                        tags=["eu"])["id"] for _ in range(3)]
+    client.submit("fail", {"message": "m2"}, queue=queue, run_at=FAR_FUTURE, tags=["eu"])
+    found = client.list(queue=queue, tag="eu", where=["payload.message=m1"])
+    assert sorted(eu) == sorted(j["id"] for j in found["items"])
+    plan = client.bulk("cancel", queue=queue, where="payload.message=m1", dry_run=True)
+    assert (3, 3, 3) == (plan["matched"], plan["count"], len(client.list(
+        queue=queue, status="Scheduled", where="payload.message=m1")["items"]))
+    step = client.bulk("cancel", queue=queue, where="payload.message=m1", limit=2)
+    rest = client.bulk("cancel", queue=queue, where="payload.message=m1", after=step["next"])
+    assert (2, 1, None) == (step["count"], rest["count"], rest["next"])
+    assert ["Cancelled"] * 3 == [j["status"] for j in client.iter_jobs(
+        queue=queue, where="payload.message=m1")]
+
+
+def test_bulk_refusal_names_the_filter_field(client: Client) -> None:
+    with pytest.raises(ApiFailure) as caught:
+        client.bulk("retry", where="payload.a==1")
+    assert (400, "filter.where") == (caught.value.status, caught.value.field)
+
+
+async def test_async_client_under_trio_lists_by_filter_and_bulk_retries(
+        api: Coordinator) -> None:
+    queue = new_queue()
+    async with AsyncClient(api.url) as client:
+        ids = [(await client.submit("noop", queue=queue, run_at=FAR_FUTURE))["id"]
+               for _ in range(2)]
+        await client.bulk("cancel", ids=ids, queue=queue)
+        plan = await client.bulk("retry", queue=queue, status="Cancelled", dry_run=True)
+        done = await client.bulk("retry", queue=queue, status="Cancelled", reason="again")
+        after = [j["status"] async for j in client.iter_jobs(queue=queue)]
+    assert (2, 2) == (plan["count"], done["count"])
+    assert ["Pending", "Pending"] == after

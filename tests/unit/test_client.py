@@ -280,3 +280,58 @@ def test_submit_batch_sends_each_job_as_submit_would_and_reads_created() -> None
                      {"type": "cpu", "payload": {"durationSeconds": 1},
                       "runAt": "2030-01-01T00:00:00+00:00"}]} == json.loads(seen[0].content)
     assert [("a", True), ("b", False)] == [(j["id"], j.created) for j in jobs]
+
+
+def test_list_sends_the_search_filter_by_the_api_names() -> None:
+    seen, handle = recording({"items": [], "nextCursor": None})
+    since = dt.datetime(2030, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    client(handle).list(where=["payload.customerId=42", "result.status>=500"], tag="eu",
+                        created_after=since, finished_before="2030-02-01T00:00:00Z",
+                        last_error="timed out", status=None, take=5)
+    assert [("where", "payload.customerId=42"), ("where", "result.status>=500"),
+            ("tag", "eu"), ("createdAfter", "2030-01-02T03:04:05+00:00"),
+            ("finishedBefore", "2030-02-01T00:00:00Z"), ("lastError", "timed out"),
+            ("take", "5")] == list(seen[0].url.params.multi_items())
+
+
+def test_iter_jobs_sends_the_filter_with_every_page() -> None:
+    pages = {None: {"items": [{"id": "2"}], "nextCursor": "2"},
+             "2": {"items": [{"id": "1"}], "nextCursor": None}}
+    wheres: list[list[str]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        wheres.append(request.url.params.get_list("where"))
+        return httpx.Response(200, json=pages[request.url.params.get("cursor")])
+    assert ["2", "1"] == [j["id"] for j in client(handle).iter_jobs(where="payload.a=1")]
+    assert [["payload.a=1"], ["payload.a=1"]] == wheres
+
+
+def test_bulk_sends_the_action_the_filter_and_only_the_options_given() -> None:
+    seen, handle = recording({"count": 3})
+    client(handle).bulk("retry", where="payload.customerId=42", queue="q", dry_run=True)
+    client(handle).bulk("delete", ids=["j1", {"id": "j2"}], limit=1000, after="j0",
+                        status="DeadLetter")
+    assert [{"action": "retry", "dryRun": True,
+             "filter": {"where": ["payload.customerId=42"], "queue": "q"}},
+            {"action": "delete", "filter": {"status": "DeadLetter"}, "ids": ["j1", "j2"],
+             "limit": 1000, "after": "j0"}] == [json.loads(r.content) for r in seen]
+    assert ["/api/jobs/bulk"] * 2 == [r.url.path for r in seen]
+
+
+def test_a_misspelt_bulk_action_is_a_value_error_and_nothing_is_sent() -> None:
+    seen, handle = recording()
+    with pytest.raises(ValueError, match="expected an action among retry, cancel, delete, "
+                                         "found 'retyr'"):
+        client(handle).bulk("retyr", status="DeadLetter")
+    assert [] == seen
+
+
+async def test_the_async_bulk_and_list_send_the_same_requests() -> None:
+    seen, handle = recording({"items": []})
+    async with AsyncClient("http://c", transport=httpx.MockTransport(handle)) as c:
+        await c.list(tag=["a", "b"], take=2)
+        await c.bulk("cancel", type="noop", reason=None, dry_run=True)
+    assert [("tag", "a"), ("tag", "b"), ("take", "2")] == list(
+        seen[0].url.params.multi_items())
+    assert {"action": "cancel", "filter": {"type": "noop"}, "dryRun": True} == json.loads(
+        seen[1].content)
