@@ -15,9 +15,9 @@ DECLARE
     v_base bigint := floor(random() * 33554432)::bigint;
     v_ms bytea := substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)
                             FROM 3);
-    v_fields constant text[] := ARRAY['type', 'payload', 'runAt', 'queue', 'priority',
-                                      'maxAttempts', 'timeoutSeconds', 'idempotencyKey',
-                                      'concurrencyKey', 'dependsOn', 'unique'];
+    v_fields constant text[] := '{type,payload,runAt,queue,priority,maxAttempts,'
+                                'timeoutSeconds,idempotencyKey,concurrencyKey,dependsOn,'
+                                'unique}';
     v_ids uuid[];
     v_bad text;
     a_type text[];

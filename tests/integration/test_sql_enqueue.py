@@ -129,7 +129,7 @@ def test_a_transaction_held_open_delays_its_job_by_that_long_and_no_more(
 
 
 def test_enqueue_many_keeps_the_order_and_the_keys(
-        api: Coordinator, module_dsn: str) -> None:
+        api: Coordinator, worker: Worker, module_dsn: str) -> None:
     with psycopg.connect(module_dsn) as app:
         first = enqueue(app, "noop", {}, idempotency_key=f"k-{uuid.uuid4()}",
                         queue="nowhere")
