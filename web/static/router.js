@@ -1,4 +1,5 @@
-/* Hash routes: #/ overview, #/jobs?status=&type=&queue=, #/jobs/<id>, #/queues,
+/* Hash routes: #/ overview, #/jobs?status=&type=&queue=&where=&tag=&createdAfter=...
+ * (the search filter, view-jobs.js), #/jobs/<id>, #/queues,
  * #/schedules, #/schedules/<id>, #/workflows?status=, #/workflows/<id>,
  * #/audit?actor=&route=&status=. A route names a view (a class the entry module
  * passes to `start`); the current one is left, the new one entered. */
