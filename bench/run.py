@@ -26,6 +26,11 @@ Measures, each on a fresh database and with real ``scheduler coordinator`` and
   scale    claim latency (POST /api/workers/claim, max=1, 100 due jobs) and list latency
            (GET /api/jobs?take=50, ...&status=Succeeded) with 10k and 5M rows in jobs;
            claim p99 while ``scheduler prune`` deletes 1M (quick 100k) finished jobs
+  search   GET /api/jobs?where=payload.customerId=42&take=50 over 1M (quick 100k) jobs
+           with varied payloads, p50 over 100 requests
+  bulk     a bulk retry by filter (POST /api/jobs/bulk) of 100k (quick 20k) DeadLetter
+           jobs while a fake worker claims: claim p99 during vs without, and the dry
+           run's count against what the retry changed
   peers    procrastinate and pgqueuer through the shared peer harness, on the same server
   pgbench  the PostgreSQL ceiling (the harness's pgbench_limit.py)
   http     the harness's HTTP adapter against a coordinator of ours (quick sizes)
@@ -72,7 +77,8 @@ ROOT = bl.ROOT
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PHASES = ("e2e", "flow", "fanout", "submit", "sql", "latency", "scale", "peers", "pgbench", "http")
+PHASES = ("e2e", "flow", "fanout", "submit", "sql", "latency", "scale", "search", "bulk", "peers",
+          "pgbench", "http")
 PEERS = ("procrastinate", "pgqueuer")
 NOOP = {"type": "noop", "payload": {}}
 INLINE_SLOTS = (16, 50)  # the e2e cells with inline handlers (noop_inline), W x these
@@ -108,6 +114,8 @@ TARGETS = {
     "worker_idle_rss_mb": 60.0,
     "flow_rate_limited_per_s": 5000.0,
     "fanout_completion_p99_ms": 50.0,
+    "search_p50_ms": 50.0,
+    "bulk_claim_p99_ratio": 2.0,
 }
 FANOUT_CHILDREN = 10_000  # issue 16: one parent, 10,000 children
 
@@ -955,6 +963,139 @@ class Run:
         finally:
             t.close()
 
+    # -- search and bulk actions (issue 18) -------------------------------------------
+
+    def search(self) -> dict[str, Any]:
+        """``--search-jobs`` finished jobs whose payloads vary (``customerId`` = g % 10,000,
+        a region, an amount), inserted by one ``INSERT ... SELECT generate_series``, then
+        ``GET /api/jobs?where=payload.customerId=42&take=50`` ``--search-samples`` times
+        after 10 untimed: the payload equality the GIN index serves. Goal: p50 < 50 ms."""
+        a = self.args
+        c = Cluster(self, "search", env={"SCHEDULER_RETENTION_SUCCEEDED_DAYS": "0"})
+        try:
+            c.start_coordinator()
+            t0 = time.monotonic()
+            with c.connect() as conn:
+                conn.execute("SET statement_timeout = '1800s'")
+                conn.execute((
+                    "INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, "
+                    "attempts, max_attempts, timeout_seconds, finished_at) "
+                    f"SELECT {bl.sql_uuid7('clock_timestamp()')}, 'noop', "
+                    "jsonb_build_object('customerId', g %% 10000, 'region', "
+                    "(ARRAY['eu-1', 'eu-2', 'us-1', 'ap-1'])[1 + g %% 4], 'amount', g %% 997), "
+                    "'Succeeded', 'default', 0, now(), 1, 3, 300, now() "
+                    "FROM generate_series(1, %s::int) g").encode(), (a.search_jobs,))
+                conn.execute("VACUUM ANALYZE jobs")
+                size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('jobs'))"
+                                    ).fetchone()
+            fill_s = time.monotonic() - t0
+            log(f"search: {a.search_jobs:,} jobs in {fill_s:.1f} s (jobs with indexes: "
+                f"{size[0] if size else '?'}); {a.search_samples} searches")
+            want = min(50, a.search_jobs // 10000)
+            params = {"where": "payload.customerId=42", "take": 50}
+            times: list[float] = []
+            with httpx.Client(base_url=c.url, timeout=30) as client:
+                for i in range(10 + a.search_samples):
+                    t = time.perf_counter()
+                    r = client.get("/api/jobs", params=params)
+                    took = time.perf_counter() - t
+                    items = r.json().get("items") if r.status_code == 200 else None
+                    if items is None or len(items) != want or any(
+                            j["payload"]["customerId"] != 42 for j in items):
+                        raise RuntimeError(f"GET /api/jobs {params} -> {r.status_code}: "
+                                           f"{r.text[:300]}")
+                    if i >= 10:
+                        times.append(took)
+            out = {"jobs": a.search_jobs, "fill_s": round(fill_s, 1), "matches_per_page": want,
+                   "jobs_table_size": size[0] if size else None,
+                   "search": bl.summary_ms(times)}
+            log(f"search: p50 {out['search']['p50_ms']} ms, p99 {out['search']['p99_ms']} ms")
+            return out
+        finally:
+            c.stop()
+
+    def bulk(self) -> dict[str, Any]:
+        """A bulk retry by filter while claims go on: ``--bulk-jobs`` DeadLetter jobs (queue
+        ``bulk``, one INSERT), a fake worker claiming from its own queue as in the prune
+        cell (100 due jobs, max=1, complete and queue another, untimed); 300 claims
+        without, then a dry run (``dryRun``), then ``POST /api/jobs/bulk`` retry
+        ``{queue: bulk, status: DeadLetter}`` (following ``next``) in a thread while the
+        claims go on until it answers. Goals: claim p99 during <= 2x without; the dry
+        run's count == the jobs the retry changed (and those now Pending)."""
+        a = self.args
+        t = ScaleTarget(self, 0, queue="probe", purpose="bulk")
+        c = t.cluster
+        body: dict[str, Any] = {"action": "retry",
+                                "filter": {"queue": "bulk", "status": "DeadLetter"}}
+        try:
+            t.prepare()
+            t.conn.execute((
+                "INSERT INTO jobs (id, type, payload, status, queue, priority, run_at, attempts, "
+                "max_attempts, timeout_seconds, finished_at, last_error) "
+                f"SELECT {bl.sql_uuid7('clock_timestamp()')}, 'noop', "
+                "jsonb_build_object('customerId', g %% 10000), 'DeadLetter', 'bulk', 0, now(), "
+                "3, 3, 300, now(), 'RuntimeError: bench' FROM generate_series(1, %s::int) g"
+            ).encode(), (a.bulk_jobs,))
+            t.conn.execute("VACUUM ANALYZE jobs")
+            for _ in range(20):  # warm-up, not counted
+                t.claim_once(None)
+            quiet: list[float] = []
+            log(f"bulk: {a.prune_samples} claims without, then a bulk retry of "
+                f"{a.bulk_jobs:,} DeadLetter jobs, claims meanwhile")
+            for i in range(a.prune_samples):
+                if i % 50 == 0:
+                    t.client.post("/api/workers/heartbeat", json={"workerId": t.worker_id})
+                t.claim_once(quiet)
+            with httpx.Client(base_url=c.url, timeout=1800) as http:
+                dry = http.post("/api/jobs/bulk", json={**body, "dryRun": True})
+                if dry.status_code != 200:
+                    raise RuntimeError(f"dry run -> {dry.status_code}: {dry.text[:300]}")
+                planned = dry.json()["count"]
+                answers: list[dict[str, Any]] = []
+                failure: list[str] = []
+
+                def retry_all() -> None:
+                    after = None
+                    while True:
+                        r = http.post("/api/jobs/bulk",
+                                      json={**body, **({"after": after} if after else {})})
+                        if r.status_code != 200:
+                            failure.append(f"bulk retry -> {r.status_code}: {r.text[:300]}")
+                            return
+                        answers.append(r.json())
+                        after = r.json()["next"]
+                        if not after:
+                            return
+
+                began = time.monotonic()
+                worker = threading.Thread(target=retry_all, name="bulk-retry", daemon=True)
+                worker.start()
+                busy: list[float] = []
+                n = 0
+                while worker.is_alive():
+                    if n % 50 == 0:
+                        t.client.post("/api/workers/heartbeat", json={"workerId": t.worker_id})
+                    t.claim_once(busy)
+                    n += 1
+                worker.join()
+                bulk_s = time.monotonic() - began
+            if failure:
+                raise RuntimeError(failure[0])
+            changed = sum(r["count"] for r in answers)
+            pending = c.scalar("SELECT count(*) FROM jobs WHERE queue = 'bulk' "
+                               "AND status = 'Pending'")
+            q, b = bl.summary_ms(quiet), bl.summary_ms(busy)
+            out = {"jobs": a.bulk_jobs, "dry_run_count": planned, "changed": changed,
+                   "pending_after": pending, "requests": len(answers),
+                   "batches": sum(r["batches"] for r in answers), "bulk_s": round(bulk_s, 2),
+                   "claim_without": q, "claim_during": b,
+                   "p99_ratio": round(b["p99_ms"] / q["p99_ms"], 2) if b.get("n") else None}
+            log(f"bulk: retried {changed:,} (dry run {planned:,}) in {bulk_s:.2f} s; claim "
+                f"p99 {q['p99_ms']} ms without, {b.get('p99_ms')} ms during ({b['n']} claims)")
+            return out
+        finally:
+            t.close()
+
     # -- the peer harness --------------------------------------------------------------
 
     def harness(self) -> Path:
@@ -1776,6 +1917,36 @@ def build_goals(res: dict[str, Any], args: argparse.Namespace) -> list[list[str]
                  f"Pending {fmt(after, 1)} ms p50 after it)",
                  done.get("p99_ms"), "<=", TARGETS["fanout_completion_p99_ms"], " ms", 1,
                  why="error (see notes)" if "fanout" in (res.get("errors") or {}) else "")
+    # issue 18: search and bulk actions
+    errors = res.get("errors") or {}
+    se = res.get("search") or {}
+    if se or "search" in getattr(args, "only", []) or "search" in errors:
+        jobs = se.get("jobs") or getattr(args, "search_jobs", 1_000_000)
+        at = "" if jobs == 1_000_000 else ", goal at 1M"
+        absolute(f"search: GET /api/jobs?where=payload.customerId=42&take=50 over "
+                 f"{human(jobs)} jobs{at}, p50 of {(se.get('search') or {}).get('n', 0)}",
+                 (se.get("search") or {}).get("p50_ms"), "<", TARGETS["search_p50_ms"], " ms", 2,
+                 why="error (see notes)" if "search" in errors else "")
+    bu = res.get("bulk") or {}
+    if bu or "bulk" in getattr(args, "only", []) or "bulk" in errors:
+        why = "error (see notes)" if "bulk" in errors else ""
+        jobs = bu.get("jobs") or getattr(args, "bulk_jobs", 100_000)
+        at = "" if jobs == 100_000 else ", goal at 100k"
+        during, without = bu.get("claim_during") or {}, bu.get("claim_without") or {}
+        goal(f"bulk: claim p99 during a bulk retry of {human(jobs)} DeadLetter jobs "
+             f"({fmt(bu.get('bulk_s'), 1)} s, {during.get('n', 0)} claims{at}) vs without",
+             during.get("p99_ms"), without.get("p99_ms"),
+             f"{fmt(without.get('p99_ms'), 2)} ms without", "<=",
+             TARGETS["bulk_claim_p99_ratio"], " ms", 2, why=why)
+        if bu:
+            same = bu["dry_run_count"] == bu["changed"] == bu["pending_after"]
+            rows.append(["bulk: the dry run's count == the jobs the retry changed "
+                         "(== Pending after)", f"{bu['changed']:,} changed",
+                         f"{bu['dry_run_count']:,} dry run, {bu['pending_after']:,} Pending",
+                         "-", "equal", verdict(same)])
+        else:
+            rows.append(["bulk: the dry run's count == the jobs the retry changed",
+                         why or "not run", "-", "-", "equal", "n/a"])
     # issue 15: flow control
     flow = res.get("flow") or {}
     if flow or "flow" in getattr(args, "only", []) or any(
@@ -1890,6 +2061,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fanout-samples", type=int,
                    help="parents with 10,000 children completed (20; quick 5)")
     p.add_argument("--hey-requests", type=int, help="requests per hey cell (10,000; quick 2,000)")
+    p.add_argument("--search-jobs", type=int,
+                   help="jobs the search cell searches (1,000,000; quick 100,000)")
+    p.add_argument("--search-samples", type=int, default=100,
+                   help="searches timed (after 10 untimed)")
+    p.add_argument("--bulk-jobs", type=int,
+                   help="DeadLetter jobs the bulk cell retries (100,000; quick 20,000)")
     p.add_argument("--hey-concurrency", type=int, default=32)
     p.add_argument("--only", default=",".join(PHASES), help=f"subset of {','.join(PHASES)}")
     p.add_argument("--skip", default="", help="phases to leave out")
@@ -1925,6 +2102,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.sql_jobs = a.sql_jobs or (2000 if q else 10000)
     a.sql_batch_jobs = a.sql_batch_jobs or (10000 if q else 100000)
     a.hey_requests = a.hey_requests or (2000 if q else 10000)
+    a.search_jobs = a.search_jobs or (100_000 if q else 1_000_000)
+    a.bulk_jobs = a.bulk_jobs or (20_000 if q else 100_000)
     a.pgbench_duration = a.pgbench_duration or (3 if q else 10)
     a.pgbench_clients = a.pgbench_clients or ("16" if q else "4,16")
     a.pgbench_scenarios = a.pgbench_scenarios or (
@@ -2025,7 +2204,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, fn in (("fanout", run.fanout), ("submit", run.submit),
                          ("sql", run.sql_enqueue),
                          ("latency", run.latency), ("scale", run.scale),
-                         ("prune", run.prune), ("peers", run.peers), ("pgbench", run.pgbench),
+                         ("prune", run.prune), ("search", run.search), ("bulk", run.bulk),
+                         ("peers", run.peers), ("pgbench", run.pgbench),
                          ("http", run.http_adapter)):
             if name == "prune" and "scale" in args.only:  # part of the scale phase
                 steps.append((name, "", fn))
@@ -2092,7 +2272,7 @@ def main(argv: list[str] | None = None) -> int:
     ours = [k for k in res["errors"]
             if k.split()[0] in ("setup", "e2e", "cpu", "flow", "fanout", "submit", "sql", "latency",
                                 "scale",
-                                "prune")]
+                                "prune", "search", "bulk")]
     return 1 if ours else 0
 
 
