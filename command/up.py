@@ -2,7 +2,9 @@
 
 First a check that the coordinator's port is free (exit 1 naming it, before anything
 starts). Then embedded PostgreSQL when DATABASE_URL is unset, migrations, and a
-supervisor of processes: the coordinator first, then N workers. The coordinator is ready
+supervisor: the embedded PostgreSQL's watchdog (command/embedded_watchdog.py, which
+starts the server again on its data folder when its postmaster is gone), then the
+processes: the coordinator first, then N workers. The coordinator is ready
 when its /health/ready answers 200 with this start's own id (``SCHEDULER_START_ID``,
 random per start), so another system's coordinator on the same port is never taken
 for ours. A process that dies is restarted. Ctrl-C (or SIGTERM) stops them in reverse
@@ -30,7 +32,7 @@ import msgspec
 import structlog
 import trio
 
-from scheduler_core.command import compose, pgserver, signals
+from scheduler_core.command import compose, embedded_watchdog, pgserver, signals
 from scheduler_core.runtime import child_env
 from scheduler_core.runtime.config import Config
 from scheduler_core.runtime.processes import run_process
@@ -93,7 +95,8 @@ async def own_coordinator_ready(url: str, start_id: str, *,
         body.get("startId") == start_id)
 
 
-async def run_up(config: Config, dsn: str) -> None:
+async def run_up(config: Config, dsn: str,
+                 server: pgserver.EmbeddedPostgres | None = None) -> None:
     url = f"http://{config.host}:{config.port}"
     worker_url = loopback_url(config.host, config.port)
     start_id = secrets.token_hex(16)
@@ -120,11 +123,14 @@ async def run_up(config: Config, dsn: str) -> None:
                            "SCHEDULER_HTTP_ALLOW_PRIVATE=auto lets http_get jobs reach "
                            "loopback and private addresses; set it to false to refuse them")
 
-    children = [ChildSpec("coordinator", partial(
+    children = []
+    if server is not None:
+        children.append(ChildSpec("postgres", partial(embedded_watchdog.run, server)))
+    children.append(ChildSpec("coordinator", partial(
         run_process, "coordinator", _argv("coordinator", "--no-migrate"),
         env=coordinator_env, ready=partial(own_coordinator_ready, worker_url, start_id,
                                            headers=probe_headers),
-        stop_timeout=10.0))]
+        stop_timeout=10.0)))
     for i in range(config.workers):
         children.append(ChildSpec(f"worker-{i + 1}", partial(
             run_process, f"worker-{i + 1}", _argv("worker"), env=worker_env,
@@ -138,6 +144,8 @@ async def run_up(config: Config, dsn: str) -> None:
             def drain() -> None:
                 print("stopping: workers drain first, then the coordinator "
                       "(Ctrl-C again to quit at once)", flush=True)
+                if server is not None:  # the tree restarts nothing while it stops
+                    outer.start_soon(embedded_watchdog.keep_up_while_stopping, server)
                 stop.cancel()
 
             def quit_now() -> None:
@@ -169,7 +177,7 @@ def main(config: Config) -> int:
         server = pgserver.ensure_embedded(Path(config.data_dir) / "pgdata")
         dsn = server.dsn
     try:
-        trio.run(run_up, config, dsn)
+        trio.run(run_up, config, dsn, server)
     except SupervisorGaveUp as exc:
         print(f"scheduler: giving up: {exc}", file=sys.stderr, flush=True)
         return 1

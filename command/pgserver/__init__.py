@@ -19,7 +19,7 @@ docs/decisions/0002-embedded-postgres.md for why. This package runs ``initdb`` a
 * ``users``: run as root, the server runs as the system user ``embedded_postgres``
   (PostgreSQL refuses to run as root); only the execute (traverse) bit for others is
   added to parent folders that lack it;
-* ``binaries``: where the package's PostgreSQL build is; ``errors``: the error.
+* ``binaries``: where the package's PostgreSQL build is; ``errors``: the errors.
 
 Everything here is synchronous and blocking: trio callers run it with
 ``trio.to_thread.run_sync``.
@@ -28,7 +28,7 @@ Everything here is synchronous and blocking: trio callers run it with
 from __future__ import annotations
 
 from scheduler_core.command.pgserver.binaries import pg_bin_dir
-from scheduler_core.command.pgserver.errors import EmbeddedPostgresError
+from scheduler_core.command.pgserver.errors import EmbeddedPostgresError, EmbeddedPostgresGone
 from scheduler_core.command.pgserver.server import (
     DEFAULT_DATA_DIR,
     EmbeddedPostgres,
@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "EmbeddedPostgres",
     "EmbeddedPostgresError",
+    "EmbeddedPostgresGone",
     "ensure_embedded",
     "pg_bin_dir",
     "temporary_server",
