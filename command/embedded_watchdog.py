@@ -29,6 +29,9 @@ thread. Part of the composition root.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import structlog
 import trio
 
@@ -39,12 +42,20 @@ __all__ = ["POLL_SECONDS", "START_TIMEOUT_SECONDS", "keep_up_while_stopping", "r
 
 log = structlog.get_logger("runtime.embedded_postgres")
 
+T = TypeVar("T")
+
 POLL_SECONDS = 0.5
 START_TIMEOUT_SECONDS = 30.0
 
 
+async def _blocking(fn: Callable[[], T]) -> T:
+    """Run a blocking call of the server's in a thread (the unit tests call it directly:
+    time spent in a thread does not hold trio's MockClock back)."""
+    return await trio.to_thread.run_sync(fn)
+
+
 async def _postmaster_pid(server: pgserver.EmbeddedPostgres) -> int | None:
-    return await trio.to_thread.run_sync(lambda: server.pid)
+    return await _blocking(lambda: server.pid)
 
 
 async def _start(server: pgserver.EmbeddedPostgres) -> int | None:
@@ -54,7 +65,7 @@ async def _start(server: pgserver.EmbeddedPostgres) -> int | None:
     2 s as a rule) rather than abandon it, so that no start can run after ``up``'s final
     stop and leave a server behind.
     """
-    await trio.to_thread.run_sync(lambda: server.start(timeout=START_TIMEOUT_SECONDS))
+    await _blocking(lambda: server.start(timeout=START_TIMEOUT_SECONDS))
     return await _postmaster_pid(server)
 
 

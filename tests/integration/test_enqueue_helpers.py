@@ -22,13 +22,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from scheduler_core.client import enqueue
 from tests.enqueue_scenario import BAD_QUEUE, RUN_AT, Driver, async_driver, play
-from tests.sql_handlers import TallyPayload
 from tests.support import ROOT, Coordinator, Worker, query, wait_until
 
 DRIVERS = ["psycopg", "psycopg-cursor", "psycopg-async", "psycopg-async-cursor",
@@ -38,6 +38,15 @@ ERRORS = {"psycopg": "psycopg.errors.InvalidParameterValue",
           "sqlalchemy": "sqlalchemy.exc.DataError",
           "django": "django.db.utils.DataError"}
 HANDLERS = {"SCHEDULER_HANDLERS": "tests.sql_handlers"}
+
+
+class TallyPayload(msgspec.Struct):
+    """tests/sql_handlers.py's payload of ``tally``, spelled again: importing that module
+    here would register its job types on this process's registry (the coordinator and
+    worker processes load it by SCHEDULER_HANDLERS)."""
+
+    n: int
+    path: str
 
 
 def as_role(dsn: str, role: str) -> str:

@@ -3,6 +3,7 @@ with a stand-in for the server: only its ``pid``, ``start`` and ``data_dir`` are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -26,6 +27,17 @@ class FakeServer:
             raise pgserver.EmbeddedPostgresError("pre-existing shared memory block in use")
         self.pid = 1000 + self.starts
         return "dsn"
+
+
+@pytest.fixture(autouse=True)
+def blocking_calls_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's calls run in the test's own thread: time spent in a worker thread
+    would let the autojumping MockClock run ahead of them."""
+    async def inline(fn: Callable[[], object]) -> object:
+        await trio.lowlevel.checkpoint()
+        return fn()
+
+    monkeypatch.setattr(embedded_watchdog, "_blocking", inline)
 
 
 def as_server(fake: FakeServer) -> pgserver.EmbeddedPostgres:
