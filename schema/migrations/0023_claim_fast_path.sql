@@ -8,13 +8,18 @@
 -- paid all of it: 1.5-9 ms of PostgreSQL time for one job on 2026-12-07, most of the
 -- database-clock pickup latency (3.4 ms p50). It now takes its jobs in one statement;
 -- every other claim runs as before. The function is 0012's with that branch added
--- after the worker's check and the queues' resolution.
+-- after the worker's check and the queues' resolution, and it returns each claimed
+-- job's traceparent (migration 0022) from the row it updates: claim_jobs read it with
+-- a join that the planner made a hash join over the whole jobs table, 40 us a job.
 
+-- (Its result gains the job's traceparent, migration 0022: a new result type, so the
+-- function is dropped first; nothing depends on it but the claim_jobs statement.)
+DROP FUNCTION IF EXISTS scheduler_claim(text, text[], integer, float8);
 CREATE OR REPLACE FUNCTION scheduler_claim(
     p_worker_id text, p_queues text[], p_limit integer, p_lease_seconds float8)
 RETURNS TABLE (id uuid, type text, payload jsonb, queue text, timeout_seconds integer,
                max_attempts integer, run_at timestamptz, attempt integer, run_id uuid,
-               lease_token uuid, lease_expires_at timestamptz)
+               lease_token uuid, lease_expires_at timestamptz, traceparent text)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
@@ -107,7 +112,8 @@ BEGIN
         FROM picked
         WHERE j.id = picked.id
         RETURNING j.id, j.type, j.payload, j.queue, j.timeout_seconds, j.max_attempts,
-                  j.run_at, j.attempts, j.current_run_id, j.lease_token, j.lease_expires_at;
+                  j.run_at, j.attempts, j.current_run_id, j.lease_token, j.lease_expires_at,
+                  j.traceparent;
         RETURN;
     END IF;
     -- The keys that may start a job now, locked; a key another claim holds is skipped.
@@ -275,7 +281,7 @@ BEGIN
         WHERE j.id = picked.id
         RETURNING j.id, j.type, j.payload, j.queue, j.timeout_seconds, j.max_attempts,
                   j.run_at, j.attempts, j.current_run_id, j.lease_token, j.lease_expires_at,
-                  j.concurrency_key
+                  j.concurrency_key, j.traceparent
     ), spent AS (
         UPDATE queues q
         SET rate_tat = ARRAY(
@@ -323,7 +329,8 @@ BEGIN
         WHERE k.queue = s.queue AND k.key = s.key
     )
     SELECT cl.id, cl.type, cl.payload, cl.queue, cl.timeout_seconds, cl.max_attempts,
-           cl.run_at, cl.attempts, cl.current_run_id, cl.lease_token, cl.lease_expires_at
+           cl.run_at, cl.attempts, cl.current_run_id, cl.lease_token, cl.lease_expires_at,
+           cl.traceparent
     FROM claimed cl;
 END
 $$;

@@ -11,14 +11,12 @@
 -- an index that has no entry for it), its parents: their ids and statuses in id order,
 -- and the results of those that Succeeded with one, by step name in a workflow, else
 -- by id, up to 64 KB of them as JSON text (those past the bound are left out).
--- And its traceparent (migration 0022; one probe of the primary key) and, for a job
--- that has one and has run before, its latest ended run's id, which the worker's run
--- span links to (docs/decisions/0025-tracing.md). A job committed after this statement
--- began that scheduler_claim's later snapshot claims is not in the outer snapshot: its
--- traceparent reads NULL and its run starts a trace of its own (rare, and only a trace).
+-- And its traceparent (migration 0022; scheduler_claim returns it from the row it
+-- updates, 0023) and, for a job that has one and has run before, its latest ended
+-- run's id, which the worker's run span links to (docs/decisions/0025-tracing.md).
 SELECT c.id, c.type, c.payload, c.queue, c.timeout_seconds, c.max_attempts, c.run_at,
-       c.attempt, c.run_id, c.lease_token, c.lease_expires_at, t.traceparent,
-       CASE WHEN t.traceparent IS NOT NULL THEN
+       c.attempt, c.run_id, c.lease_token, c.lease_expires_at, c.traceparent,
+       CASE WHEN c.traceparent IS NOT NULL THEN
            (SELECT h.id FROM run_history h WHERE h.job_id = c.id
             ORDER BY h.attempt DESC, h.finished_at DESC LIMIT 1) END AS previous_run_id,
        (SELECT CASE WHEN count(*) > 0 THEN jsonb_build_object(
@@ -34,8 +32,7 @@ SELECT c.id, c.type, c.payload, c.queue, c.timeout_seconds, c.max_attempts, c.ru
               FROM job_deps d JOIN jobs p ON p.id = d.parent
               WHERE d.child = c.id) x) AS parents
 FROM scheduler_claim(%(worker_id)s::text, %(queues)s::text[], %(limit)s::integer,
-                     %(lease_seconds)s::float8) c
-     LEFT JOIN LATERAL (SELECT j.traceparent FROM jobs j WHERE j.id = c.id) t ON true;
+                     %(lease_seconds)s::float8) c;
 
 -- name: complete_runs
 -- A batch of outcomes of %(worker_id)s's runs. Each item counts only if its run is
