@@ -569,7 +569,7 @@ class Store:
                                  else f"jobs[{i}].idempotencyKey")
                 raise outcome
             row, created = outcome
-            out.append(wire.SubmittedJob(**{f: row[f] for f in _JOB_FIELDS}, created=created))
+            out.append(_submitted(row, created))
         return out
 
     async def submit_group(self, jobs: Sequence[NewJob]
@@ -1042,14 +1042,19 @@ async def submit_dependent_on(conn: TrioConnection, jobs: Sequence[NewJob], *,
         await conn.execute(q("insert_job_deps"), {
             "parents": [e[0] for e in edges], "children": [e[1] for e in edges],
             "policies": [e[2] for e in edges], "open": [e[3] for e in edges]})
+    # The jobs this submission did not create (known keys, held unique keys, later
+    # items of one key), read in one statement.
+    other = {state[i][0] for i in range(len(jobs))
+             if not (state[i][0] in inserted and state[i][0] == new_ids[i])}
+    found_rows: dict[uuid.UUID, dict[str, Any]] = {}
+    if other:
+        cur = await conn.execute(q("get_jobs_by_ids"), {"ids": sorted(other)})
+        found_rows = {r["id"]: r for r in await cur.fetchall()}
     out: list[wire.SubmittedJob] = []
     for i in range(len(jobs)):
         jid = state[i][0]
         if jid in inserted and jid == new_ids[i]:
             out.append(_submitted(inserted[jid], True))
         else:
-            cur = await conn.execute(q("get_job"), {"id": jid})
-            got = await cur.fetchone()
-            assert got is not None
-            out.append(_submitted(got, False))
+            out.append(_submitted(found_rows[jid], False))
     return out

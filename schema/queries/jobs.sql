@@ -76,6 +76,9 @@ RETURNING *;
 -- name: get_job
 SELECT * FROM jobs WHERE id = %(id)s;
 
+-- name: get_jobs_by_ids
+SELECT * FROM jobs WHERE id = ANY(%(ids)s::uuid[]);
+
 -- name: get_job_by_key
 SELECT * FROM jobs WHERE idempotency_key = %(key)s;
 
