@@ -33,6 +33,7 @@ may not be stored dropped). The heartbeat or the completion carries them.
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from contextlib import nullcontext
 from typing import Any, cast
 
 import msgspec
@@ -240,7 +241,7 @@ class Executors:
         started = trio.current_time()
         span = run_tracing.start(job, worker_id=state.worker_id,
                                  claimed_at=run.claimed_at) if tracing.ENABLED else None
-        with run.scope, run_tracing.current(span):
+        with run.scope, (nullcontext() if span is None else run_tracing.current(span)):
             if spec is not None:
                 outcome, result, error, permanent, retry_after, snooze = (
                     await self._run_inline(spec, run))

@@ -109,7 +109,8 @@ def test_many_updates_cost_no_request_beyond_the_heartbeats(
     # the worker made at most its claim and a completion of an earlier job besides
     # its heartbeats, however many updates the job sent.
     assert worker_requests <= 2, grown
-    assert heartbeats + worker_requests < updates / 100, (heartbeats, grown)
+    # (The progress stored while the job runs came by a heartbeat: the count is live.)
+    assert 1 <= heartbeats and heartbeats + worker_requests < updates / 100, (heartbeats, grown)
     open_gate(gate)
     wait_until(lambda: get_job(api, job_id)["status"] == "Succeeded", what="success")
 

@@ -254,6 +254,7 @@ def test_the_enqueuer_role_may_call_the_functions_and_touch_no_table(
         "SELECT * FROM queues LIMIT 1", "SELECT * FROM workers LIMIT 1",
         "SELECT * FROM sessions LIMIT 1", "SELECT * FROM job_deps LIMIT 1",
         "SELECT * FROM job_keys LIMIT 1", "SELECT * FROM workflows LIMIT 1",
+        "SELECT * FROM audit LIMIT 1", "SELECT * FROM job_releases LIMIT 1",
         f"UPDATE jobs SET priority = 1 WHERE id = '{job_id}'",
         f"DELETE FROM jobs WHERE id = '{job_id}'",
         "INSERT INTO jobs (id, type, status, run_at, max_attempts, timeout_seconds) "
