@@ -85,12 +85,17 @@ MAX_RETRY_AFTER_SECONDS = 86400.0
 """The longest a handler may ask its bucket to be held (a day), as the wire allows."""
 
 
-def clamp_retry_after(seconds: float) -> float:
-    """``seconds`` within ``[0, MAX_RETRY_AFTER_SECONDS]``; NaN and negatives are 0."""
+def _clamp_seconds(seconds: float, most: float) -> float:
+    """``seconds`` within ``[0, most]``; NaN and negatives are 0."""
     seconds = float(seconds)
     if math.isnan(seconds) or seconds <= 0:
         return 0.0
-    return min(seconds, MAX_RETRY_AFTER_SECONDS)
+    return min(seconds, most)
+
+
+def clamp_retry_after(seconds: float) -> float:
+    """``seconds`` within ``[0, MAX_RETRY_AFTER_SECONDS]``; NaN and negatives are 0."""
+    return _clamp_seconds(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
 class RateLimited(HandlerError):
@@ -124,10 +129,7 @@ MAX_SNOOZE_SECONDS = 30 * 86400.0
 
 def clamp_snooze(seconds: float) -> float:
     """``seconds`` within ``[0, MAX_SNOOZE_SECONDS]``; NaN and negatives are 0."""
-    seconds = float(seconds)
-    if math.isnan(seconds) or seconds <= 0:
-        return 0.0
-    return min(seconds, MAX_SNOOZE_SECONDS)
+    return _clamp_seconds(seconds, MAX_SNOOZE_SECONDS)
 
 
 class Snooze(HandlerError):
