@@ -38,6 +38,20 @@ class Setting(msgspec.Struct, frozen=True):
 SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", "database_url", str,
             "PostgreSQL connection string. Empty: `scheduler up` starts an embedded PostgreSQL."),
+    Setting("SCHEDULER_READ_DATABASE_URL", "read_database_url", str,
+            "A PostgreSQL read replica (streaming standby) for what only shows: the "
+            "dashboard's lists, counts and search, the job reads of the public API and the "
+            "/metrics gauges. Claims, transitions, idempotency and cron stay on "
+            "DATABASE_URL; `consistency=strong` on a read sends it to DATABASE_URL too "
+            "(read-your-writes). Empty: every read goes to DATABASE_URL."),
+    Setting("SCHEDULER_DIRECT_DATABASE_URL", "direct_database_url", str,
+            "A connection straight to PostgreSQL for what a transaction-pooling "
+            "PgBouncer cannot carry: LISTEN and the migrations' advisory lock. Empty: "
+            "DATABASE_URL."),
+    Setting("SCHEDULER_DB_POOLER", "db_pooler", str,
+            "`none`, or `transaction` when DATABASE_URL goes through a pooler in "
+            "transaction mode (PgBouncer's pool_mode = transaction): no server-side "
+            "prepared statements and no session state are then used on it."),
     Setting("SCHEDULER_DATA_DIR", "data_dir", str,
             "Folder for the embedded PostgreSQL (pgdata/) and other local state."),
     Setting("SCHEDULER_HOST", "host", str, "Address the coordinator binds."),
@@ -210,13 +224,17 @@ def env_example() -> str:
 
 _SECRETS = frozenset({"admin_token", "read_token", "worker_token", "token"})
 # The settings that hold secrets: never passed on to a job process.
-SECRET_ENV = frozenset({"DATABASE_URL", "SCHEDULER_ADMIN_TOKEN", "SCHEDULER_READ_TOKEN",
+SECRET_ENV = frozenset({"DATABASE_URL", "SCHEDULER_READ_DATABASE_URL",
+                        "SCHEDULER_DIRECT_DATABASE_URL", "SCHEDULER_ADMIN_TOKEN", "SCHEDULER_READ_TOKEN",
                         "SCHEDULER_WORKER_TOKEN", "SCHEDULER_TOKEN"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = ""
+    read_database_url: str = ""
+    direct_database_url: str = ""
+    db_pooler: str = "none"
     data_dir: str = ".scheduler"
     host: str = "127.0.0.1"
     port: int = 5000
@@ -507,6 +525,8 @@ def _check(cfg: Config) -> None:
                           f"{jsonlimits.MOST_BODY_DEPTH} (a job result may nest "
                           f"{jsonlimits.MAX_RESULT_DEPTH} levels, 3 deep in a completion), "
                           f"found {cfg.max_json_depth!r}")
+    if cfg.db_pooler not in ("none", "transaction"):
+        raise ConfigError(f"SCHEDULER_DB_POOLER must be none or transaction, found {cfg.db_pooler!r}")
     if cfg.log_format not in ("auto", "json", "console"):
         raise ConfigError(f"SCHEDULER_LOG_FORMAT must be auto, json or console, found {cfg.log_format!r}")
     if cfg.http_allow_private not in ("auto", "true", "false"):

@@ -82,25 +82,32 @@ def dumps(event_dict: Any, **_ignored: Any) -> str:
 
 def secrets_of(config: Config) -> list[str]:
     """The values no log line may carry: each admin, read and worker token, the client
-    token, DATABASE_URL whole and its password (URL or ``key=value`` form). A token
+    token, DATABASE_URL (and the read and direct URLs) whole and its password (URL or ``key=value`` form). A token
     configured as ``name:token`` is redacted without its name: the name is what the
     logs show of it."""
     from scheduler_core.runtime.config import named_tokens
 
     found = [*config.admin_tokens, *config.read_tokens, *config.worker_tokens]
     found += [t.secret for t in named_tokens(config.token)]
-    url = config.database_url.strip()
-    if url:
-        found.append(url)
-        password: str | None = None
-        try:
-            password = urlsplit(url).password if "://" in url else None
-        except ValueError:  # not a URL after all
-            password = None
-        if password is None and (match := _KV_PASSWORD.search(url)):
-            password = match.group(1).strip("'")
-        if password:
-            found += [password, unquote(password)]
+    for url in (config.database_url, config.read_database_url, config.direct_database_url):
+        found += _url_secrets(url.strip())
+    return found
+
+
+def _url_secrets(url: str) -> list[str]:
+    """A connection string whole and its password (URL or ``key=value`` form)."""
+    if not url:
+        return []
+    found = [url]
+    password: str | None = None
+    try:
+        password = urlsplit(url).password if "://" in url else None
+    except ValueError:  # not a URL after all
+        password = None
+    if password is None and (match := _KV_PASSWORD.search(url)):
+        password = match.group(1).strip("'")
+    if password:
+        found += [password, unquote(password)]
     return found
 
 
