@@ -182,7 +182,9 @@ def make_standby(primary: PgNode, root: Path, name: str = STANDBY_NAME) -> PgNod
              "--wal-method", "stream", "--checkpoint", "fast", "--no-sync",
              "--dbname", f"host=127.0.0.1 port={primary.port} user={SUPERUSER} "
                          f"application_name={name}")
-    node.append_conf([f"port = {node.port}"])
+    # The base backup copies the primary's settings: a promoted standby must not wait
+    # for a synchronous standby of its own (there is none).
+    node.append_conf([f"port = {node.port}", "synchronous_standby_names = ''"])
     node.start()
     wait_until(lambda: primary.scalar(
         f"SELECT count(*) FROM pg_stat_replication WHERE application_name = '{name}' "
