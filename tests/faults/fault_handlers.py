@@ -3,7 +3,8 @@
 
 ``gate`` lets a test decide when a job body ends: it waits until a file exists. A test
 can then freeze a worker and only afterwards let its job finish, with no race
-against the machine's load.
+against the machine's load. ``flaky`` fails (retryably) until a given attempt, then
+succeeds: a job that needs its retries.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from scheduler_core.handlers import REGISTRY, RunContext
+from scheduler_core.handlers import REGISTRY, HandlerError, RunContext
 
 
 class GatePayload(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
@@ -31,4 +32,17 @@ def gate(payload: GatePayload, ctx: RunContext) -> dict[str, object]:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{payload.path} did not appear within {payload.max_seconds}s")
         time.sleep(0.02)
+    return {"attempt": ctx.attempt}
+
+
+class FlakyPayload(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    succeed_on_attempt: Annotated[int, msgspec.Meta(ge=1, le=20)] = 2
+
+
+@REGISTRY.handler("flaky", payload=FlakyPayload)
+def flaky(payload: FlakyPayload, ctx: RunContext) -> dict[str, object]:
+    """Fail (retryably) on every attempt before ``succeedOnAttempt``, then succeed."""
+    if ctx.attempt < payload.succeed_on_attempt:
+        raise HandlerError(f"flaky: attempt {ctx.attempt}, succeeds on "
+                           f"{payload.succeed_on_attempt}")
     return {"attempt": ctx.attempt}
