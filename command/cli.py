@@ -468,6 +468,7 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
     import trio
 
     from scheduler_core.command import compose
+    from scheduler_core.command.db_routes import database_routes
     from scheduler_core.runtime import logs
 
     logs.configure(config.log_format, config.log_level, process=args.command,
@@ -483,12 +484,13 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
                                                         reason=refusal)
     try:
         if args.command == "migrate":
-            dsn = compose.resolve_database(config)
-            applied = trio.run(compose.migrate, dsn)
+            routes = database_routes(config, compose.resolve_database(config))
+            applied = trio.run(compose.migrate, routes.direct)
             print(f"applied migrations: {applied}" if applied else "migrations: up to date")
             return 0
         if args.command == "prune":
             dsn = compose.resolve_database(config)
+            database_routes(config, dsn)  # a ConfigError here, not inside trio.run
             result = trio.run(compose.prune, config, dsn)
             if result.idle_keys:
                 print(f"pruned idle concurrency keys: {result.idle_keys}")
@@ -508,6 +510,7 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
                 return refused
         if args.command == "coordinator":
             dsn = compose.resolve_database(config)
+            database_routes(config, dsn)  # a ConfigError here, not inside trio.run
             trio.run(partial(compose.run_until_signalled, partial(
                 compose.run_coordinator, config, dsn, run_migrations=not args.no_migrate)))
             return 0

@@ -19,6 +19,7 @@ import structlog
 import trio
 
 from scheduler_core.command import pgserver, signals
+from scheduler_core.command.db_routes import database_routes
 from scheduler_core.runtime import db, gctune
 from scheduler_core.runtime.config import Config
 from scheduler_core.runtime.doorbell import Doorbell, EchoFilter
@@ -71,13 +72,15 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
     from scheduler_core.web.app import context as app_context
     from scheduler_core.web.metrics import observe_reaped
 
+    routes = database_routes(config, dsn)
     if run_migrations:
-        applied = await migrate(dsn)
+        applied = await migrate(routes.direct)
         if applied:
             log.info("migrations_applied", versions=applied)
-    async with db.open_pool(dsn, max_size=config.db_pool_size) as pool:
+    async with db.open_pool(routes.pooled, max_size=config.db_pool_size,
+                            prepare_threshold=routes.prepare_threshold) as pool:
         doorbell = Doorbell()
-        echoes = EchoFilter()
+        echoes = EchoFilter() if routes.echoes else None
         store = Store(pool, lease_seconds=config.lease_seconds,
                       retry_base_seconds=config.retry_base_seconds,
                       retry_cap_seconds=config.retry_cap_seconds,
@@ -91,7 +94,7 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
                                     doorbell=doorbell, schedules=schedules,
                                     stats=stats))
         tree = Supervisor("coordinator", [
-            ChildSpec("listener", partial(listener.run, dsn, doorbell,
+            ChildSpec("listener", partial(listener.run, routes.direct, doorbell,
                                           schedules=schedules_bell, validate=validate_bell,
                                           release=release_bell, echoes=echoes)),
             ChildSpec("lease_reaper", partial(
@@ -119,7 +122,7 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
             await nursery.start(tree.run)
             gctune.tune()
             log.info("coordinator_started", url=f"http://{config.host}:{config.port}",
-                     pid=os.getpid())
+                     pid=os.getpid(), db_pooler=config.db_pooler)
             task_status.started()
 
 
@@ -136,7 +139,9 @@ async def prune(config: Config, dsn: str) -> PruneResult:
     from scheduler_core.actors.coordinator import pruner
     from scheduler_core.schema.retention_store import RetentionStore
 
-    async with db.open_pool(dsn, max_size=1) as pool:
+    routes = database_routes(config, dsn)
+    async with db.open_pool(routes.pooled, max_size=1,
+                            prepare_threshold=routes.prepare_threshold) as pool:
         return await pruner.prune_once(RetentionStore(pool), retention_policy(config),
                                        batch=config.prune_batch)
 

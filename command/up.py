@@ -33,6 +33,7 @@ import structlog
 import trio
 
 from scheduler_core.command import compose, embedded_watchdog, pgserver, signals
+from scheduler_core.command.db_routes import database_routes
 from scheduler_core.runtime import child_env
 from scheduler_core.runtime.config import Config
 from scheduler_core.runtime.processes import run_process
@@ -114,7 +115,7 @@ async def run_up(config: Config, dsn: str,
     worker_env["SCHEDULER_QUEUES"] = config.queues or "*"
     probe_token = config.client_token or next(iter(config.read_tokens), "")
     probe_headers = {"Authorization": f"Bearer {probe_token}"} if probe_token else {}
-    applied = await compose.migrate(dsn)
+    applied = await compose.migrate(database_routes(config, dsn).direct)
     log.info("migrations_checked", applied=applied)
     worker_config = msgspec.structs.replace(config, coordinator_url=worker_url)
     if config.http_allow_private == "auto" and worker_config.http_private_allowed:
@@ -168,6 +169,7 @@ def main(config: Config) -> int:
               "`scheduler up` or coordinator?): stop it, or choose another port with "
               "--port or SCHEDULER_PORT", file=sys.stderr, flush=True)
         return 1
+    database_routes(config, config.database_url)  # a ConfigError before anything starts
     server: pgserver.EmbeddedPostgres | None = None
     if config.database_url:
         dsn = config.database_url

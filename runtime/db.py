@@ -235,12 +235,18 @@ class Pool:
     Connections are opened lazily up to ``max_size``; ``connection()`` waits when all
     are checked out. A connection that comes back closed or broken is discarded; one
     that comes back inside a transaction is rolled back first.
+
+    ``prepare_threshold``: psycopg's (a statement run that many times on a connection
+    becomes a server-side prepared statement); ``None`` prepares nothing, as a
+    transaction pooler in front of PostgreSQL needs (docs/decisions/0028).
     """
 
-    def __init__(self, conninfo: str, *, max_size: int = 16, connect_timeout: float = 10.0) -> None:
+    def __init__(self, conninfo: str, *, max_size: int = 16, connect_timeout: float = 10.0,
+                 prepare_threshold: int | None = 5) -> None:
         self.conninfo = conninfo
         self.max_size = max_size
         self.connect_timeout = connect_timeout
+        self.prepare_threshold = prepare_threshold
         self._idle: deque[TrioConnection] = deque()
         self._slots = trio.Semaphore(max_size)
         self._all: set[TrioConnection] = set()
@@ -249,7 +255,7 @@ class Pool:
     async def _connect(self) -> TrioConnection:
         try:
             with trio.fail_after(self.connect_timeout):
-                conn = await connect(self.conninfo)
+                conn = await connect(self.conninfo, prepare_threshold=self.prepare_threshold)
                 return conn
         except (psycopg.OperationalError, trio.TooSlowError) as ex:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {ex}") from ex
@@ -328,18 +334,26 @@ class Pool:
 
 
 @asynccontextmanager
-async def open_pool(conninfo: str, *, max_size: int = 16) -> AsyncIterator[Pool]:
+async def open_pool(conninfo: str, *, max_size: int = 16,
+                    prepare_threshold: int | None = 5) -> AsyncIterator[Pool]:
     """A :class:`Pool` for the block; every connection is closed on exit."""
-    pool = Pool(conninfo, max_size=max_size)
+    pool = Pool(conninfo, max_size=max_size, prepare_threshold=prepare_threshold)
     try:
         yield pool
     finally:
         pool.close()
 
 
-async def connect(conninfo: str, *, autocommit: bool = True) -> TrioConnection:
-    """One standalone connection (dict rows, session time zone UTC), e.g. for LISTEN."""
-    conn = await TrioConnection.connect(conninfo, autocommit=autocommit, row_factory=dict_row)
+async def connect(conninfo: str, *, autocommit: bool = True,
+                  prepare_threshold: int | None = 5) -> TrioConnection:
+    """One standalone connection (dict rows, session time zone UTC), e.g. for LISTEN.
+
+    The time zone is a plain ``SET``, also behind a transaction pooler: PgBouncer tracks
+    TimeZone per client (from the server's ParameterStatus) and sets it again on each
+    server connection the client is given (tests/integration/test_pgbouncer.py).
+    """
+    conn = await TrioConnection.connect(conninfo, autocommit=autocommit, row_factory=dict_row,
+                                        prepare_threshold=prepare_threshold)
     # json/jsonb through msgspec: several times faster than the json module both ways.
     set_json_loads(msgspec.json.decode, conn)
     set_json_dumps(msgspec.json.encode, conn)
