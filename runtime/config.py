@@ -47,7 +47,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCHEDULER_DIRECT_DATABASE_URL", "direct_database_url", str,
             "A connection straight to PostgreSQL for what a transaction-pooling "
             "PgBouncer cannot carry: LISTEN and the migrations' advisory lock. Empty: "
-            "DATABASE_URL."),
+            "DATABASE_URL; with SCHEDULER_DB_POOLER=transaction it must be set (the "
+            "coordinator does not start without it)."),
     Setting("SCHEDULER_DB_POOLER", "db_pooler", str,
             "`none`, or `transaction` when DATABASE_URL goes through a pooler in "
             "transaction mode (PgBouncer's pool_mode = transaction): no server-side "
