@@ -61,6 +61,7 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
         releaser,
         validator,
     )
+    from scheduler_core.command.read_replica import open_read_side
     from scheduler_core.handlers import REGISTRY
     from scheduler_core.schema.release_store import ReleaseStore
     from scheduler_core.schema.retention_store import RetentionStore
@@ -78,7 +79,8 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
         if applied:
             log.info("migrations_applied", versions=applied)
     async with db.open_pool(routes.pooled, max_size=config.db_pool_size,
-                            prepare_threshold=routes.prepare_threshold) as pool:
+                            prepare_threshold=routes.prepare_threshold) as pool, \
+            open_read_side(config, pool) as (reads, replica_lag):
         doorbell = Doorbell()
         echoes = EchoFilter() if routes.echoes else None
         store = Store(pool, lease_seconds=config.lease_seconds,
@@ -92,7 +94,8 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
         release_bell = Doorbell()
         app = create_app(AppContext(store=store, registry=REGISTRY, config=config,
                                     doorbell=doorbell, schedules=schedules,
-                                    stats=stats))
+                                    stats=stats, replica=reads,
+                                    replica_lag=replica_lag))
         tree = Supervisor("coordinator", [
             ChildSpec("listener", partial(listener.run, routes.direct, doorbell,
                                           schedules=schedules_bell, validate=validate_bell,

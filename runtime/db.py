@@ -272,10 +272,14 @@ class Pool:
         if self._closed:
             raise DatabaseUnavailable("the pool is closed")
         async with self._slots:
-            conn = self._idle.pop() if self._idle else None
-            if conn is not None and conn.closed:
-                self._all.discard(conn)
-                conn = None
+            conn = None
+            while conn is None and self._idle:
+                conn = self._idle.pop()
+                if conn.closed or _poll_now(conn.pgconn.socket, Wait.R):
+                    # An idle connection has nothing to read unless its server is ending
+                    # it (a shutdown's FATAL, or EOF): discard it, not fail the request.
+                    self._discard(conn)
+                    conn = None
             if conn is None:
                 conn = await self._connect()
                 self._all.add(conn)

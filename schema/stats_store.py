@@ -40,6 +40,7 @@ from psycopg import errors as pg_errors
 from scheduler_core.runtime.db import Pool, TrioConnection
 from scheduler_core.schema import wire
 from scheduler_core.schema.queries import q
+from scheduler_core.schema.replica_store import ReplicaLag
 from scheduler_core.schema.store import NotFound, job_out
 
 # The terminal statuses in display order: those whose count may be an estimate.
@@ -146,6 +147,9 @@ class Overview(msgspec.Struct, rename="camel", kw_only=True):
     slots: int  # capacity of the live (Active, Draining) workers
     busy_slots: int
     refresh_seconds: float  # what reading this snapshot cost
+    # The read replica, when SCHEDULER_READ_DATABASE_URL sets one (the web layer adds
+    # it to the snapshot it serves: schema/replica_store.py).
+    replica: ReplicaLag | None = None
 
 
 class StatsStatistics(msgspec.Struct, frozen=True, kw_only=True):

@@ -33,12 +33,14 @@ from scheduler_core.schema.workflow_template import TYPE_PREFIX, TemplateStep, W
 from scheduler_core.web.context import AppContext, context, json_response
 from scheduler_core.web.errors import ApiError, new_error_id
 from scheduler_core.web.inputs import (
+    CONSISTENCY,
     check_payload_size,
     parse_id,
     parse_run_at,
     parse_take,
     query_lists,
     read_body,
+    strong_reads,
 )
 from scheduler_core.web.tracing import current_traceparent, traced_submit
 from scheduler_core.web.workflow_graph import edges_of, order_of
@@ -449,7 +451,7 @@ def _workflow_template(ctx: AppContext, wf: wire.SubmitWorkflow) -> WorkflowTemp
     return WorkflowTemplate(name=wf.name, steps=steps)
 
 
-_LIST_PARAMS = {*job_filter.KEYS, "take", "cursor"}
+_LIST_PARAMS = {*job_filter.KEYS, "take", "cursor", CONSISTENCY}
 
 
 def _filter_of(args: Mapping[str, str | Sequence[str]], where: str = "") -> JobFilter:
@@ -464,11 +466,14 @@ def _filter_of(args: Mapping[str, str | Sequence[str]], where: str = "") -> JobF
 
 async def list_jobs() -> Response:
     args = query_lists(_LIST_PARAMS, job_filter.REPEATABLE)
+    strong = strong_reads(args)
+    args.pop(CONSISTENCY, None)
     found = _filter_of(args)
     take = parse_take({k: v for k, v in args.items() if isinstance(v, str)}, 50)
     cursor = args.get("cursor") or None
     before = parse_id(cursor, "cursor") if isinstance(cursor, str) else None
-    page = await context(current_app).store.list_jobs(found, before=before, take=take)
+    page = await context(current_app).reads(strong).store.list_jobs(found, before=before,
+                                                                     take=take)
     return json_response(page)
 
 
@@ -500,7 +505,9 @@ async def bulk_jobs() -> Response:
 
 
 async def get_job(job_id: str) -> Response:
-    return json_response(await context(current_app).store.get_job(parse_id(job_id)))
+    strong = strong_reads()
+    return json_response(await context(current_app).reads(strong).store.get_job(
+        parse_id(job_id)))
 
 
 async def cancel_job(job_id: str) -> Response:

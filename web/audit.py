@@ -51,7 +51,7 @@ from scheduler_core.schema.audit_store import (
 )
 from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import ApiError
-from scheduler_core.web.inputs import parse_take, query_args
+from scheduler_core.web.inputs import CONSISTENCY, parse_take, query_args, strong_reads
 
 blueprint = Blueprint("audit", __name__)
 log = structlog.get_logger("web.audit")
@@ -240,7 +240,7 @@ def install(app: Quart, audited: Audited) -> None:
 
 # -- GET /api/audit ------------------------------------------------------------------------
 
-_LIST_PARAMS = ("actor", "route", "status", "after", "before", "take", "cursor")
+_LIST_PARAMS = ("actor", "route", "status", "after", "before", "take", "cursor", CONSISTENCY)
 
 
 def _text(args: dict[str, str], name: str, most: int) -> str | None:
@@ -286,5 +286,6 @@ async def list_audit() -> Response:
                           after=_time(args, "after"), before=_time(args, "before"))
     take = parse_take(args, 50)
     cursor = _int(args, "cursor", 1, 2**63 - 1)
-    store: AuditStore = current_app.extensions["audit_store"]
+    # The rows are written on the primary (record); listed from the replica's side.
+    store = AuditStore(context(current_app).reads(strong_reads(args)).store.pool)
     return json_response(await store.list(filters, before_id=cursor, take=take))

@@ -7,6 +7,7 @@ registers them (web/app.py) all import it and nothing imports back up.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -19,6 +20,7 @@ from scheduler_core.runtime.config import Config
 from scheduler_core.runtime.doorbell import Doorbell
 from scheduler_core.runtime.supervisor import SupervisorStatistics
 from scheduler_core.schema.queue_store import QueueStore
+from scheduler_core.schema.replica_store import ReplicaStore
 from scheduler_core.schema.schedule_store import ScheduleStore
 from scheduler_core.schema.stats_store import StatsStore
 from scheduler_core.schema.store import Store
@@ -41,7 +43,9 @@ class AppContext:
                  stats: StatsStore | None = None, queues: QueueStore | None = None,
                  claims: ClaimGate | None = None, submits: SubmitBatcher | None = None,
                  worker_secrets: WorkerSecrets | None = None,
-                 supervisor: Callable[[], SupervisorStatistics] | None = None) -> None:
+                 supervisor: Callable[[], SupervisorStatistics] | None = None,
+                 replica: Reads | None = None,
+                 replica_lag: ReplicaStore | None = None) -> None:
         self.store = store
         self.registry = registry
         self.config = config
@@ -59,6 +63,30 @@ class AppContext:
         # The per-worker secrets' check and its cache (web/worker_secrets.py).
         self.worker_secrets = worker_secrets if worker_secrets is not None else WorkerSecrets()
         self.supervisor = supervisor
+        # What only shows, read from the read replica (SCHEDULER_READ_DATABASE_URL;
+        # runtime/read_pool.py falls back to the primary): see reads(). None: no replica.
+        self.replica = replica
+        self.replica_lag = replica_lag
+
+    def reads(self, strong: bool = False) -> Reads:
+        """The stores a read route uses: the replica's, or with ``strong``
+        (``consistency=strong``: read-your-writes) or no replica the primary's. Never
+        for a read inside a decision (docs/decisions/0030-read-replica.md)."""
+        if strong or self.replica is None:
+            return Reads(store=self.store, stats=self.stats, schedules=self.schedules,
+                         queues=self.queues)
+        return self.replica
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reads:
+    """One side's stores for the read routes (lists, counts, search, details, the
+    stats snapshot): :meth:`AppContext.reads`."""
+
+    store: Store
+    stats: StatsStore
+    schedules: ScheduleStore
+    queues: QueueStore
 
 
 _encoder = msgspec.json.Encoder()

@@ -25,8 +25,10 @@ import trio
 from quart import Blueprint, Response, current_app, request, send_from_directory
 from werkzeug.exceptions import NotFound
 
+from scheduler_core.web import replica
 from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import ApiError
+from scheduler_core.web.inputs import strong_reads
 
 STATIC = Path(__file__).parent / "static"
 _JAVASCRIPT = "text/javascript"
@@ -76,7 +78,7 @@ async def index() -> Response:
 
 
 async def overview() -> Response:
-    return json_response(await context(current_app).stats.overview())
+    return json_response(await replica.overview(context(current_app), strong=strong_reads()))
 
 
 async def meta() -> Response:
@@ -99,7 +101,8 @@ async def job_by_key() -> Response:
     if "\x00" in key:
         raise ApiError(400, "validation_error", "expected key without NUL characters, "
                        "found one", "key")
-    return json_response(await context(current_app).stats.job_by_key(key))
+    strong = strong_reads()
+    return json_response(await context(current_app).reads(strong).stats.job_by_key(key))
 
 
 async def events() -> Response:
@@ -110,6 +113,7 @@ async def events() -> Response:
     Cancellation: the stream ends when the client goes away (the server cancels it).
     """
     ctx = context(current_app)
+    strong = strong_reads()
 
     async def stream() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
@@ -117,8 +121,9 @@ async def events() -> Response:
         rang_at: float | None = None
         while True:
             try:
-                snapshot = await ctx.stats.overview(max_age=PUSH_INTERVAL / 2,
-                                                    newer_than=rang_at)
+                snapshot = await replica.overview(ctx, strong=strong,
+                                                  max_age=PUSH_INTERVAL / 2,
+                                                  newer_than=rang_at)
                 yield b"event: overview\ndata: " + _encoder.encode(snapshot) + b"\n\n"
             except Exception as exc:  # the database is down: say so, keep the stream
                 body = {"message": f"{type(exc).__name__}: {exc}"}

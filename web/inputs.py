@@ -170,3 +170,28 @@ def check_payload_size(payload: Any, limit: int, field: str = "payload") -> None
         raise ApiError(413, "payload_too_large",
                        f"expected a payload of at most {limit} bytes of JSON, found {size}",
                        field)
+
+
+CONSISTENCY = "consistency"
+_CONSISTENCIES = ("eventual", "strong")
+
+
+def strong_reads(args: Mapping[str, str | list[str]] | None = None) -> bool:
+    """``consistency`` (from ``args`` as :func:`query_args` read them, else from the
+    request): ``strong`` reads from the primary (read-your-writes), ``eventual`` (the
+    default) from the read replica when one is set. Anything else, or the parameter
+    twice, is a 400 naming ``consistency``."""
+    if args is None:
+        given = request.args.getlist(CONSISTENCY)
+        if len(given) > 1:
+            raise ApiError(400, "repeated_parameter", f"expected {CONSISTENCY} at most "
+                           f"once, found it {len(given)} times", CONSISTENCY)
+        raw: str | list[str] | None = given[0] if given else None
+    else:
+        raw = args.get(CONSISTENCY)
+    if raw is None:
+        return False
+    if not isinstance(raw, str) or raw not in _CONSISTENCIES:
+        raise ApiError(400, "validation_error", f"{CONSISTENCY} must be strong or eventual, "
+                       f"found {str(raw)[:100]!r}", CONSISTENCY)
+    return raw == "strong"

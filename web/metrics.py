@@ -40,6 +40,14 @@ any coordinator shows the whole cluster::
     scheduler_stats_refresh_duration_seconds, scheduler_stats_snapshot_age_seconds,
     scheduler_stats_refreshes_total, scheduler_stats_refreshes_skipped_total
 
+With a read replica (SCHEDULER_READ_DATABASE_URL; docs/decisions/0030-read-replica.md)::
+
+    scheduler_read_replica_up                  1: reads go to it; 0: to the primary
+    scheduler_read_replica_lag_bytes           WAL not replayed (LSNs compared)
+    scheduler_read_replica_lag_seconds         0 when caught up; else an upper bound
+    scheduler_read_replica_replay_paused       pg_wal_replay_pause() in effect
+    scheduler_read_replica_fallback_reads_total, scheduler_read_replica_outages_total
+
 Counters count what this coordinator saw: behind a load balancer, sum them over the
 coordinators. Snapshot gauges are the same on every coordinator: take one (``max``).
 So is scheduler_queue_jobs_delayed_total, a counter of the snapshots: every
@@ -67,7 +75,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
 from scheduler_core.runtime import clock
+from scheduler_core.runtime.read_pool import ReadPoolStatistics
 from scheduler_core.schema import wire
+from scheduler_core.schema.replica_store import ReplicaLag
 from scheduler_core.schema.stats_store import LIVE_WORKER_STATES, Overview, StatsStatistics
 from scheduler_core.schema.store import CompletedRun, ReapedRun
 
@@ -387,10 +397,55 @@ class SnapshotCollector(Collector):
         yield from (slots, busy, age, runs, restarts, run_seconds, overhead)
 
 
-def render(overview: Overview | None, stats: StatsStatistics | None) -> bytes:
-    """The exposition text: this process's metrics, then the snapshot's."""
+class ReplicaCollector(Collector):
+    """The read replica's gauges: whether reads go to it, how far behind it is (from
+    the snapshot's ``replica``: schema/replica_store.py) and the read pool's counters
+    (runtime/read_pool.py). Rendered only when a replica is configured."""
+
+    def __init__(self, lag: ReplicaLag | None, reads: ReadPoolStatistics) -> None:
+        self.lag = lag
+        self.reads = reads
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "scheduler_read_replica_up",
+            "1 while the dashboard's reads go to the read replica, 0 while they fall back "
+            "to the primary (the replica unreachable)", value=1 if self.reads.up else 0)
+        yield CounterMetricFamily(
+            "scheduler_read_replica_fallback_reads",
+            "Reads sent to the primary because the read replica was unreachable",
+            value=self.reads.fallback_reads)
+        yield CounterMetricFamily(
+            "scheduler_read_replica_outages", "Times the read replica became unreachable",
+            value=self.reads.outages)
+        lag = self.lag
+        if lag is None or lag.lag_bytes is None:
+            return
+        yield GaugeMetricFamily(
+            "scheduler_read_replica_lag_bytes",
+            "WAL the read replica has not replayed yet: the primary's pg_current_wal_lsn() "
+            "minus the replica's pg_last_wal_replay_lsn() (0: caught up)",
+            value=lag.lag_bytes)
+        if lag.lag_seconds is not None:
+            yield GaugeMetricFamily(
+                "scheduler_read_replica_lag_seconds",
+                "Upper bound of the age of the oldest change the read replica has not "
+                "replayed (0 when caught up by WAL position, whatever the replay "
+                "timestamp says)", value=lag.lag_seconds)
+        yield GaugeMetricFamily(
+            "scheduler_read_replica_replay_paused",
+            "1 while replay is paused on the read replica (pg_wal_replay_pause())",
+            value=1 if lag.replay_paused else 0)
+
+
+def render(overview: Overview | None, stats: StatsStatistics | None,
+           reads: ReadPoolStatistics | None = None) -> bytes:
+    """The exposition text: this process's metrics, then the snapshot's (and with a
+    read replica, ``reads``: its pool's counters)."""
     snapshot = CollectorRegistry(auto_describe=False)
     snapshot.register(SnapshotCollector(overview, stats))
+    if reads is not None:
+        snapshot.register(ReplicaCollector(overview.replica if overview else None, reads))
     return (prometheus_client.generate_latest(prometheus_client.REGISTRY)
             + prometheus_client.generate_latest(snapshot))
 

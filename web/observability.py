@@ -22,7 +22,7 @@ import trio
 from quart import Blueprint, Response, current_app, g, request
 
 from scheduler_core.schema import migrate
-from scheduler_core.web import metrics
+from scheduler_core.web import metrics, replica
 from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import new_error_id
 
@@ -50,13 +50,15 @@ async def _observe(response: Response) -> Response:
 async def scrape() -> Response:
     """The process's metrics and the cluster's gauges from the cached snapshot. With
     the database unreachable the gauges are left out and the rest still answers."""
-    stats = context(current_app).stats
+    ctx = context(current_app)
+    stats = ctx.reads().stats  # the replica's, when one is set
     try:
-        overview = await stats.overview()
+        overview = await replica.overview(ctx)
     except Exception as exc:  # an outage must not take the counters down with it
         log.warning("metrics_snapshot_failed", error=f"{type(exc).__name__}: {exc}")
         overview = None
-    return Response(metrics.render(overview, stats.statistics()),
+    return Response(metrics.render(overview, stats.statistics(),
+                                   replica.read_statistics(ctx)),
                     content_type=metrics.CONTENT_TYPE)
 
 

@@ -24,12 +24,12 @@ Per-key limits apply to each concurrency key of the queue's jobs on its own
 
 from __future__ import annotations
 
-from quart import Blueprint, Response, current_app, request
+from quart import Blueprint, Response, current_app
 
 from scheduler_core.schema import wire
 from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import ApiError
-from scheduler_core.web.inputs import read_body
+from scheduler_core.web.inputs import CONSISTENCY, query_args, read_body, strong_reads
 
 blueprint = Blueprint("queues", __name__)
 
@@ -42,14 +42,14 @@ def parse_name(name: str) -> str:
 
 
 async def list_queues() -> Response:
-    for name in request.args:
-        raise ApiError(400, "unknown_parameter", "this route takes no query parameters",
-                       name)
-    return json_response(wire.QueuePage(items=await context(current_app).queues.list_queues()))
+    strong = strong_reads(query_args({CONSISTENCY}))
+    queues = context(current_app).reads(strong).queues
+    return json_response(wire.QueuePage(items=await queues.list_queues()))
 
 
 async def get_queue(name: str) -> Response:
-    return json_response(await context(current_app).queues.get(parse_name(name)))
+    name = parse_name(name)
+    return json_response(await context(current_app).reads(strong_reads()).queues.get(name))
 
 
 async def update_queue(name: str) -> Response:

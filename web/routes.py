@@ -60,12 +60,23 @@ from scheduler_core.web.openapi import (
 )
 
 _SUBMITTED = OneOf((wire.SubmittedJob, wire.ScheduleOut))
+# The read routes' choice of server (docs/decisions/0030-read-replica.md).
+CONSISTENCY = Param(
+    "consistency", "query", {"enum": ["eventual", "strong"], "default": "eventual"},
+    "`eventual` reads from the read replica when SCHEDULER_READ_DATABASE_URL sets one "
+    "(it may lag the primary by its replication lag); `strong` from the primary: a read "
+    "that must show what this client just wrote.")
 
 ROUTES: tuple[Route, ...] = (
     # jobs
     Route("post", "/api/jobs", "admin", api.submit_job,
           "submitJob", "Submit a job, or with cron a schedule", "jobs",
           {201: _SUBMITTED, 200: _SUBMITTED}, (400, 409, 413, *DB), body=wire.SubmitJob,
+          params=(Param("Idempotency-Key", "header", {"type": "string", "minLength": 1,
+                                                      "maxLength": 200},
+                        "The `idempotencyKey`, as a header a load balancer can see (it "
+                        "may then resend the request, docs/operations.md); when both "
+                        "are given they must be equal."),),
           description="201 with the new job (with `cron`: the new schedule; with `cron` and "
                       "`workflow` instead of `type`: a schedule that fires that workflow, "
                       "its steps as `POST /api/workflows` takes them); 200 with the "
@@ -101,7 +112,8 @@ ROUTES: tuple[Route, ...] = (
                                            "maxLength": 200},
                     "Only jobs whose last error contains this text (any case)."),
               TAKE_JOBS,
-              Param("cursor", "query", UUID, "`nextCursor` of the previous page."))),
+              Param("cursor", "query", UUID, "`nextCursor` of the previous page."),
+              CONSISTENCY)),
     Route("post", "/api/jobs/bulk", "admin", api.bulk_jobs,
           "bulkJobs", "Retry, cancel or delete the jobs a filter matches", "jobs",
           {200: wire.BulkResult}, (400, *DB), body=wire.BulkJobs,
@@ -113,7 +125,7 @@ ROUTES: tuple[Route, ...] = (
                       "continues it (as `after`)."),
     Route("get", "/api/jobs/<job_id>", "read", api.get_job,
           "getJob", "A job with its runs", "jobs",
-          {200: wire.JobOut}, (400, 404, *DB), params=(ID,)),
+          {200: wire.JobOut}, (400, 404, *DB), params=(ID, CONSISTENCY)),
     Route("post", "/api/jobs/<job_id>/cancel", "admin", api.cancel_job,
           "cancelJob", "Cancel a job", "jobs",
           {200: wire.JobOut}, (400, 404, 409, *DB), params=(ID,),
@@ -127,17 +139,17 @@ ROUTES: tuple[Route, ...] = (
           "getJobByKey", "The job submitted with an idempotency key", "jobs",
           {200: wire.JobOut}, (400, 404, *DB), params=(
               Param("key", "query", {"type": "string", "minLength": 1, "maxLength": 200},
-                    "The idempotency key.", required=True),)),
+                    "The idempotency key.", required=True), CONSISTENCY)),
     Route("post", "/api/seed", "admin", api.seed,
           "seed", "Create one demo job of each built-in type", "jobs",
           {201: openapi.SeedReply}, DB),
     # schedules
     Route("get", "/api/schedules", "read", schedules_api.list_schedules,
           "listSchedules", "List schedules, newest first", "schedules",
-          {200: openapi.ScheduleList}, (400, *DB), params=(TAKE_SCHEDULES,)),
+          {200: openapi.ScheduleList}, (400, *DB), params=(TAKE_SCHEDULES, CONSISTENCY)),
     Route("get", "/api/schedules/<schedule_id>", "read", schedules_api.get_schedule,
           "getSchedule", "A schedule with its recent fires", "schedules",
-          {200: ScheduleDetail}, (400, 404, *DB), params=(ID,)),
+          {200: ScheduleDetail}, (400, 404, *DB), params=(ID, CONSISTENCY)),
     Route("post", "/api/schedules/<schedule_id>/pause", "admin", schedules_api.pause_schedule,
           "pauseSchedule", "Stop new fires", "schedules",
           {200: wire.ScheduleOut}, (400, 404, *DB), params=(ID,)),
@@ -162,10 +174,11 @@ ROUTES: tuple[Route, ...] = (
               Param("status", "query", {"enum": ["Running", "Succeeded", "Failed"]},
                     "Only this status."),
               TAKE_JOBS,
-              Param("cursor", "query", UUID, "`nextCursor` of the previous page."))),
+              Param("cursor", "query", UUID, "`nextCursor` of the previous page."),
+              CONSISTENCY)),
     Route("get", "/api/workflows/<workflow_id>", "read", workflows_api.get_workflow,
           "getWorkflow", "A workflow: its steps, their statuses, timings and results",
-          "workflows", {200: wire.WorkflowOut}, (400, 404, *DB), params=(ID,)),
+          "workflows", {200: wire.WorkflowOut}, (400, 404, *DB), params=(ID, CONSISTENCY)),
     Route("post", "/api/workflows/<workflow_id>/cancel", "admin",
           workflows_api.cancel_workflow,
           "cancelWorkflow", "Cancel every step not finished", "workflows",
@@ -173,10 +186,10 @@ ROUTES: tuple[Route, ...] = (
     # queues
     Route("get", "/api/queues", "read", queues_api.list_queues,
           "listQueues", "Queues with settings, waiting or running jobs", "queues",
-          {200: wire.QueuePage}, (400, *DB)),
+          {200: wire.QueuePage}, (400, *DB), params=(CONSISTENCY,)),
     Route("get", "/api/queues/<name>", "read", queues_api.get_queue,
           "getQueue", "A queue's settings and load", "queues",
-          {200: wire.QueueOut}, (400, *DB), params=(QUEUE,),
+          {200: wire.QueueOut}, (400, *DB), params=(QUEUE, CONSISTENCY),
           description="Any valid name answers: a queue never configured is active and "
                       "unlimited."),
     Route("patch", "/api/queues/<name>", "admin", queues_api.update_queue,
@@ -244,13 +257,16 @@ ROUTES: tuple[Route, ...] = (
                                 "The file name.", required=True),)),
     Route("get", "/api/dashboard/overview", "read", dashboard.overview,
           "dashboardOverview", "The overview snapshot", "dashboard",
-          {200: Overview}, DB),
+          {200: Overview}, (400, *DB), params=(CONSISTENCY,),
+          description="With a read replica configured, `replica` says where the reads "
+                      "go and how far behind the replica is (LSNs compared)."),
     Route("get", "/api/dashboard/meta", "read", dashboard.meta,
           "dashboardMeta", "Job types and statuses", "dashboard",
           {200: openapi.DashboardMeta}),
     Route("get", "/api/dashboard/events", "read", dashboard.events,
           "dashboardEvents", "Server-sent events: the overview every second", "dashboard",
-          {200: Media(("text/event-stream",), "An endless stream of `overview` events")}),
+          {200: Media(("text/event-stream",), "An endless stream of `overview` events")},
+          (400,), params=(CONSISTENCY,)),
     # the dashboard's login (web/auth.py)
     Route("get", "/login", "public", auth.login_page,
           "loginPage", "The login form", "dashboard",
@@ -294,7 +310,7 @@ ROUTES: tuple[Route, ...] = (
                     "Only rows written before this time."),
               TAKE_JOBS,
               Param("cursor", "query", {"type": "string", "pattern": "^[0-9]+$"},
-                    "`nextCursor` of the previous page.")),
+                    "`nextCursor` of the previous page."), CONSISTENCY),
           description="One row per call of an audited route (every route that is not a "
                       "GET, except the submits and the worker protocol), with who made it "
                       "(the token's name, never the token), the answer's status and "

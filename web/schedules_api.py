@@ -16,21 +16,23 @@ from __future__ import annotations
 from quart import Blueprint, Response, current_app
 
 from scheduler_core.web.context import context, json_response
-from scheduler_core.web.inputs import parse_id, parse_take, query_args
+from scheduler_core.web.inputs import CONSISTENCY, parse_id, parse_take, query_args, strong_reads
 
 blueprint = Blueprint("schedules", __name__)
 
-_LIST_PARAMS = {"take"}
+_LIST_PARAMS = {"take", CONSISTENCY}
 
 
 async def list_schedules() -> Response:
-    take = parse_take(query_args(_LIST_PARAMS), 100)
-    items = await context(current_app).schedules.list_schedules(take)
+    args = query_args(_LIST_PARAMS)
+    take = parse_take(args, 100)
+    items = await context(current_app).reads(strong_reads(args)).schedules.list_schedules(take)
     return json_response({"items": items})
 
 
 async def get_schedule(schedule_id: str) -> Response:
-    return json_response(await context(current_app).schedules.get_schedule(
+    strong = strong_reads()
+    return json_response(await context(current_app).reads(strong).schedules.get_schedule(
         parse_id(schedule_id)))
 
 

@@ -21,13 +21,20 @@ from scheduler_core.schema.store import NewJob, Parent, TooDeep, uuid7
 from scheduler_core.web.api import job_of
 from scheduler_core.web.context import context, json_response
 from scheduler_core.web.errors import ApiError
-from scheduler_core.web.inputs import parse_id, parse_take, query_args, read_body
+from scheduler_core.web.inputs import (
+    CONSISTENCY,
+    parse_id,
+    parse_take,
+    query_args,
+    read_body,
+    strong_reads,
+)
 from scheduler_core.web.tracing import traced_submit
 from scheduler_core.web.workflow_graph import edges_of, order_of
 
 blueprint = Blueprint("workflows", __name__)
 
-_LIST_PARAMS = {"status", "take", "cursor"}
+_LIST_PARAMS = {"status", "take", "cursor", CONSISTENCY}
 _STATUSES = ("Running", "Succeeded", "Failed")
 
 
@@ -63,14 +70,16 @@ async def list_workflows() -> Response:
         raise ApiError(400, "validation_error", "status must be one of "
                        + ", ".join(_STATUSES) + f"; found {status[:100]!r}", "status")
     cursor = args.get("cursor") or None
-    page = await context(current_app).store.list_workflows(
+    page = await context(current_app).reads(strong_reads(args)).store.list_workflows(
         status=status, before=parse_id(cursor, "cursor") if cursor else None,
         take=parse_take(args, 50))
     return json_response(page)
 
 
 async def get_workflow(workflow_id: str) -> Response:
-    return json_response(await context(current_app).store.get_workflow(parse_id(workflow_id)))
+    strong = strong_reads()
+    return json_response(await context(current_app).reads(strong).store.get_workflow(
+        parse_id(workflow_id)))
 
 
 async def cancel_workflow(workflow_id: str) -> Response:
