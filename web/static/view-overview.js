@@ -36,8 +36,25 @@ export class OverviewView {
       h("section", { className: "panel", "aria-label": "Workers" }, workersPanel(o)),
       h("p", { className: "muted small" },
         "Snapshot read ", when(o.generatedAt), ` in ${duration(o.refreshSeconds)}`,
-        o.estimated.length ? ` · ≈ counts are estimates from PostgreSQL's statistics (large table)` : ""));
+        o.estimated.length ? ` · ≈ counts are estimates from PostgreSQL's statistics (large table)` : "",
+        replicaNote(o.replica)));
   }
+}
+
+/* With a read replica configured (SCHEDULER_READ_DATABASE_URL) the snapshot says how far
+ * behind it is; without one, nothing is shown. */
+function replicaNote(r) {
+  if (!r) return null;
+  let text;
+  if (r.readsFrom !== "replica") text = "replica unreachable: reading from the primary";
+  else if (r.lagBytes == null) text = "replica lag unknown";
+  else {
+    text = `replica lag ${r.lagSeconds == null ? "?" : r.lagSeconds.toFixed(1)} s`;
+    if (r.lagBytes > 0) text += ` (${number(r.lagBytes)} bytes behind)`;
+    if (r.replayPaused) text += " · replay paused";
+  }
+  return h("span", { "data-testid": "replica-lag", title: "Lists and counts are read from the "
+    + "read replica; add consistency=strong to an API read to read the primary" }, ` · ${text}`);
 }
 
 function throughputPanel(o) {
