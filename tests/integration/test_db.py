@@ -152,14 +152,28 @@ async def test_a_killed_backend_errors_at_once_on_the_next_query(db_dsn: str) ->
             await conn.execute("SELECT 1")
 
 
-async def test_the_pool_discards_a_killed_connection_and_serves_a_new_one(
+async def test_the_pool_discards_a_killed_idle_connection_and_serves_a_new_one(
         db_dsn: str) -> None:
+    """A pooled connection whose backend was killed while idle has the server's FATAL
+    (or EOF) waiting on its socket: the checkout sees it and opens a new connection
+    instead of failing the request on the dead one."""
     async with db.open_pool(db_dsn, max_size=1) as pool:
         async with pool.connection() as conn:
             killed = await one(conn, "SELECT pg_backend_pid()")
         await terminate(db_dsn, killed)
+        with trio.fail_after(5):
+            async with pool.connection() as conn:
+                assert killed != await one(conn, "SELECT pg_backend_pid()")
+        assert 1 == pool.statistics()["open"]
+
+
+async def test_a_connection_killed_mid_request_is_unavailable_and_discarded(
+        db_dsn: str) -> None:
+    async with db.open_pool(db_dsn, max_size=1) as pool:
         with pytest.raises(DatabaseUnavailable) as raised:
             async with pool.connection() as conn:
+                killed = await one(conn, "SELECT pg_backend_pid()")
+                await terminate(db_dsn, killed)
                 await conn.execute("SELECT 1")
         assert isinstance(raised.value.__cause__, psycopg.OperationalError)
         assert 0 == pool.statistics()["open"]
