@@ -511,8 +511,8 @@ def _run_service(args: argparse.Namespace, config: Config) -> int:
         if args.command == "coordinator":
             dsn = compose.resolve_database(config)
             database_routes(config, dsn)  # a ConfigError here, not inside trio.run
-            trio.run(partial(compose.run_until_signalled, partial(
-                compose.run_coordinator, config, dsn, run_migrations=not args.no_migrate)))
+            trio.run(partial(compose.serve_coordinator, config, dsn,
+                             run_migrations=not args.no_migrate))
             return 0
         if args.command == "worker":
             from scheduler_core.command import worker_main

@@ -4,7 +4,8 @@ Part of the composition root; command/worker_main.py assembles the worker's tree
 command/up.py runs both as processes.
 
 The coordinator's root owns its signals (command/signals.py): the first SIGTERM or
-SIGINT cancels the tree (graceful), a second one cancels at once.
+SIGINT drains it (web/drain.py: not ready, long polls answered, listeners closed,
+requests in flight answered), then cancels the tree; a second one cancels at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from scheduler_core.runtime.supervisor import ChildSpec, Supervisor
 
 if TYPE_CHECKING:
     from scheduler_core.schema.retention_store import PruneResult, RetentionPolicy
+    from scheduler_core.web.drain import Drain
 
 log = structlog.get_logger("runtime")
 
@@ -50,9 +52,11 @@ async def migrate(dsn: str) -> list[int]:
 
 
 async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = True,
+                          drain: Drain | None = None,
                           task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """The coordinator tree: listener, lease_reaper, cron_expander, pruner, validator,
-    releaser, web (started in that order)."""
+    releaser, web (started in that order). ``drain``: the web side's graceful stop
+    (web/drain.py, :func:`serve_coordinator`); None: one from ``config``."""
     from scheduler_core.actors.coordinator import (
         cron_expander,
         lease_reaper,
@@ -94,7 +98,7 @@ async def run_coordinator(config: Config, dsn: str, *, run_migrations: bool = Tr
         release_bell = Doorbell()
         app = create_app(AppContext(store=store, registry=REGISTRY, config=config,
                                     doorbell=doorbell, schedules=schedules,
-                                    stats=stats, replica=reads,
+                                    stats=stats, drain=drain, replica=reads,
                                     replica_lag=replica_lag))
         tree = Supervisor("coordinator", [
             ChildSpec("listener", partial(listener.run, routes.direct, doorbell,
@@ -172,13 +176,33 @@ def load_handlers(config: Config) -> list[str]:
     return loaded
 
 
-async def run_until_signalled(main: Callable[..., Awaitable[object]]) -> None:
-    """Run ``main(task_status=...)``; the first SIGTERM/SIGINT cancels it (a graceful
-    stop), a second one at once (command/signals.py)."""
+async def serve_coordinator(config: Config, dsn: str, *, run_migrations: bool = True) -> None:
+    """``scheduler coordinator``: the tree until a signal; the first SIGTERM/SIGINT
+    drains it (web/drain.py) and then stops it, a second one stops it at once."""
+    from scheduler_core.web.drain import Drain
+
+    drain = Drain(delay=config.drain_delay_seconds, timeout=config.drain_timeout_seconds)
+    await run_until_signalled(
+        partial(run_coordinator, config, dsn, run_migrations=run_migrations, drain=drain),
+        drain=drain.run)
+
+
+async def run_until_signalled(main: Callable[..., Awaitable[object]], *,
+                              drain: Callable[[], Awaitable[object]] | None = None) -> None:
+    """Run ``main(task_status=...)``; the first SIGTERM/SIGINT runs ``drain`` (when
+    given) and then cancels it (a graceful stop), a second one cancels at once
+    (command/signals.py)."""
     with signals.open_shutdown_signals() as received:
         async with trio.open_nursery() as nursery:
             cancel = nursery.cancel_scope.cancel
-            nursery.start_soon(partial(signals.handle_two_signals, received, log,
-                                       on_first=cancel, on_second=cancel))
+
+            async def drain_then_cancel() -> None:
+                if drain is not None:
+                    await drain()
+                cancel()
+
+            nursery.start_soon(partial(
+                signals.handle_two_signals, received, log,
+                on_first=partial(nursery.start_soon, drain_then_cancel), on_second=cancel))
             await main()
             nursery.cancel_scope.cancel()

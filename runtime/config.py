@@ -149,7 +149,14 @@ SETTINGS: tuple[Setting, ...] = (
             "ones created later. Empty: `scheduler worker` takes default, the workers of "
             "`scheduler up` take *."),
     Setting("SCHEDULER_DRAIN_TIMEOUT_SECONDS", "drain_timeout_seconds", float,
-            "On SIGTERM, how long a worker lets running jobs finish before handing them back."),
+            "On SIGTERM, how long a worker lets running jobs finish before handing them "
+            "back, and how long a coordinator lets its requests in flight finish once it "
+            "stopped listening."),
+    Setting("SCHEDULER_DRAIN_DELAY_SECONDS", "drain_delay_seconds", float,
+            "On SIGTERM, how long a coordinator goes on serving while /health/ready answers "
+            "503, before it stops listening and answers its long polls: time for a load "
+            "balancer's health check to take it out (its check interval times its fall "
+            "count, plus a check's timeout). 0: stop listening at once."),
     Setting("SCHEDULER_KILL_GRACE_SECONDS", "kill_grace_seconds", float,
             "Between SIGTERM and SIGKILL when a job's child process is stopped."),
     Setting("SCHEDULER_WORKER_DATA_DIR", "worker_data_dir", str,
@@ -272,6 +279,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     workers: int = 2
     queues: str = ""
     drain_timeout_seconds: float = 30.0
+    drain_delay_seconds: float = 0.0
     kill_grace_seconds: float = 0.2
     worker_data_dir: str = ".scheduler/worker-data"
     worker_id: str = ""
@@ -539,6 +547,9 @@ def _check(cfg: Config) -> None:
     if cfg.workers < 0 or cfg.worker_slots < 0 or cfg.drain_timeout_seconds < 0:
         raise ConfigError("SCHEDULER_WORKERS, SCHEDULER_WORKER_SLOTS and "
                           "SCHEDULER_DRAIN_TIMEOUT_SECONDS must not be negative")
+    if not 0 <= cfg.drain_delay_seconds <= 600:
+        raise ConfigError("SCHEDULER_DRAIN_DELAY_SECONDS must be 0..600, found "
+                          f"{cfg.drain_delay_seconds!r}")
     if not 0 <= cfg.worker_prefetch <= 1000:
         raise ConfigError("SCHEDULER_WORKER_PREFETCH must be 0..1000, "
                           f"found {cfg.worker_prefetch!r}")

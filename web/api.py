@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import msgspec
 import prometheus_client
 import structlog
 import trio
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response, current_app, request
 
 from scheduler_core.handlers import (
     DEFAULT_MAX_ATTEMPTS,
@@ -200,9 +201,34 @@ def job_of(ctx: AppContext, item: wire.SubmitJob, where: str) -> NewJob:
         return _new_job(item, payload, max_attempts, timeout, queue, priority)
 
 
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _with_header_key(body: wire.SubmitJob) -> wire.SubmitJob:
+    """``body`` with the ``Idempotency-Key`` header as its ``idempotencyKey``.
+
+    A load balancer sees headers, not bodies: deploy/haproxy/haproxy.cfg resends a
+    submit that a dying coordinator never answered only when it carries the header, and
+    the header must then make the resend find the first job. Both given must agree.
+    """
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    if header is None or header == body.idempotency_key:
+        return body
+    if body.idempotency_key is not None:
+        raise ApiError(400, "validation_error",
+                       f"expected the {IDEMPOTENCY_HEADER} header to equal idempotencyKey, "
+                       "found two different keys", IDEMPOTENCY_HEADER)
+    try:
+        key = msgspec.convert(header, wire.IdempotencyKey)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "validation_error", f"{IDEMPOTENCY_HEADER}: {exc}",
+                       IDEMPOTENCY_HEADER) from None
+    return msgspec.structs.replace(body, idempotency_key=key)
+
+
 @traced_submit
 async def submit_job() -> Response:
-    body: wire.SubmitJob = await read_body(wire.SubmitJob)
+    body: wire.SubmitJob = _with_header_key(await read_body(wire.SubmitJob))
     ctx = context(current_app)
     if body.workflow is not None:
         return await _submit_workflow_schedule(ctx, body)

@@ -2,11 +2,13 @@
 health and metrics. It talks to PostgreSQL only through :class:`schema.store.Store`.
 
 :func:`serve` runs it on hypercorn as a trio task (``nursery.start``), told to stop by
-cancellation and given a short graceful deadline.
+the drain (web/drain.py: listeners closed, requests in flight answered, up to the
+drain timeout) or at once by cancellation.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import hypercorn.config
@@ -64,6 +66,14 @@ def create_app(ctx: AppContext) -> QuartTrio:
         response.headers["Connection"] = "close"
         return response
 
+    @app.after_request
+    async def _close_while_draining(response: Response) -> Response:
+        """While draining, no connection is kept alive: a balancer must open its next
+        one to another coordinator, not reuse one this server is about to close."""
+        if ctx.drain.draining:
+            response.headers["Connection"] = "close"
+        return response
+
     @app.errorhandler(ApiError)
     async def _api_error(exc: ApiError) -> Response:
         return json_response(exc.body, exc.status)
@@ -112,13 +122,16 @@ def create_app(ctx: AppContext) -> QuartTrio:
     return app
 
 
-def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
-    """How the coordinator's hypercorn serves (bench/bare_asgi.py's floor uses it too)."""
+def hypercorn_config(host: str, port: int, *,
+                     graceful_timeout: float = 1.0) -> hypercorn.config.Config:
+    """How the coordinator's hypercorn serves (bench/bare_asgi.py's floor uses it too).
+    ``graceful_timeout``: once the shutdown trigger fired, how long the requests in
+    flight get."""
     cfg = hypercorn.config.Config()
     cfg.bind = [f"{host}:{port}"]
     cfg.accesslog = None
     cfg.errorlog = None
-    cfg.graceful_timeout = 1.0
+    cfg.graceful_timeout = graceful_timeout
     cfg.keep_alive_timeout = 75.0
     cfg.loglevel = "WARNING"
     return cfg
@@ -126,12 +139,29 @@ def hypercorn_config(host: str, port: int) -> hypercorn.config.Config:
 
 async def serve(app: QuartTrio, host: str, port: int, *,
                 task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-    """Serve ``app`` until cancelled; ``task_status.started`` gets the bound URLs."""
-    cfg = hypercorn_config(host, port)
-    never = trio.Event()
+    """Serve ``app`` until its drain (web/drain.py) or cancellation;
+    ``task_status.started`` gets the bound URLs.
 
-    async def shutdown_trigger() -> None:
-        await never.wait()
+    When the drain closes, hypercorn closes the listeners; once every request in
+    flight is answered (at most the drain's timeout) the server is stopped, which
+    closes the idle keep-alive connections. This task then sets ``drain.served`` and
+    waits to be cancelled: a server that stopped on purpose is not one for the
+    supervisor to restart.
 
-    await hypercorn.trio.serve(app, cfg, shutdown_trigger=shutdown_trigger,
-                               task_status=task_status)
+    Cancellation: stops at once, requests in flight cancelled.
+    """
+    drain = context(app).drain
+    cfg = hypercorn_config(host, port, graceful_timeout=drain.timeout)
+    drain.serving = True
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(partial(
+            hypercorn.trio.serve, drain.track(app), cfg,  # type: ignore[arg-type]
+            shutdown_trigger=drain.closing.wait))
+        task_status.started(urls)
+        await drain.closing.wait()
+        with trio.move_on_after(drain.timeout):
+            await drain.wait_answered()
+        nursery.cancel_scope.cancel()
+    log.info("web_drained", unanswered=drain.in_flight)
+    drain.served.set()
+    await trio.sleep_forever()

@@ -24,6 +24,7 @@ from scheduler_core.schema.replica_store import ReplicaStore
 from scheduler_core.schema.schedule_store import ScheduleStore
 from scheduler_core.schema.stats_store import StatsStore
 from scheduler_core.schema.store import Store
+from scheduler_core.web.drain import Drain
 from scheduler_core.web.worker_secrets import WorkerSecrets
 
 
@@ -35,7 +36,8 @@ class AppContext:
     (the stores on ``store``'s pool, the claim gate on ``store`` and the doorbell, its
     waits capped by ``config.claim_wait_seconds``, the batcher on ``store``).
     ``supervisor`` is the coordinator tree's statistics for /health/ready; None: not
-    checked.
+    checked. ``drain`` is the coordinator's graceful stop (web/drain.py); one not given
+    is built from ``config``'s drain delay and timeout.
     """
 
     def __init__(self, *, store: Store, registry: Registry, config: Config,
@@ -44,7 +46,7 @@ class AppContext:
                  claims: ClaimGate | None = None, submits: SubmitBatcher | None = None,
                  worker_secrets: WorkerSecrets | None = None,
                  supervisor: Callable[[], SupervisorStatistics] | None = None,
-                 replica: Reads | None = None,
+                 drain: Drain | None = None, replica: Reads | None = None,
                  replica_lag: ReplicaStore | None = None) -> None:
         self.store = store
         self.registry = registry
@@ -63,6 +65,10 @@ class AppContext:
         # The per-worker secrets' check and its cache (web/worker_secrets.py).
         self.worker_secrets = worker_secrets if worker_secrets is not None else WorkerSecrets()
         self.supervisor = supervisor
+        # The graceful stop: readiness, long polls, event streams, listeners.
+        self.drain = drain if drain is not None else Drain(
+            delay=config.drain_delay_seconds, timeout=config.drain_timeout_seconds)
+        self.drain.attach(self.claims)
         # What only shows, read from the read replica (SCHEDULER_READ_DATABASE_URL;
         # runtime/read_pool.py falls back to the primary): see reads(). None: no replica.
         self.replica = replica

@@ -110,7 +110,9 @@ async def events() -> Response:
     then every second and shortly after each doorbell ring (new jobs). A database
     error is pushed as ``event: problem`` and the stream goes on.
 
-    Cancellation: the stream ends when the client goes away (the server cancels it).
+    Cancellation: the stream ends when the client goes away (the server cancels it),
+    and within PUSH_INTERVAL of the coordinator's drain (web/drain.py): the browser
+    reconnects, through the balancer, to another coordinator.
     """
     ctx = context(current_app)
     strong = strong_reads()
@@ -119,7 +121,7 @@ async def events() -> Response:
         yield b"retry: 2000\n\n"
         generation = ctx.doorbell.generation
         rang_at: float | None = None
-        while True:
+        while not ctx.drain.closing.is_set():
             try:
                 snapshot = await replica.overview(ctx, strong=strong,
                                                   max_age=PUSH_INTERVAL / 2,

@@ -3,7 +3,7 @@
     GET /metrics        Prometheus exposition (web/metrics.py lists every metric)
     GET /health/ready   200 when the database answers, every migration this version
                         ships is applied and every coordinator actor is running;
-                        503 otherwise. JSON either way, one entry per check, and
+                        503 otherwise, and at once while draining (web/drain.py). JSON either way, one entry per check, and
                         ``startId`` (SCHEDULER_START_ID) when set: `scheduler up`
                         knows by it that the coordinator answering is its own.
 
@@ -69,6 +69,12 @@ def _shipped_versions() -> tuple[int, ...]:
 
 async def ready() -> Response:
     ctx = context(current_app)
+    if ctx.drain.draining:  # stopping: the balancer must send nothing new here
+        body: dict[str, Any] = {"status": "draining", "checks": {"drain": {
+            "ok": False, "reason": "the coordinator is stopping (SIGTERM)"}}}
+        if ctx.config.start_id:
+            body["startId"] = ctx.config.start_id
+        return json_response(body, 503)
     checks: dict[str, dict[str, Any]] = {}
     expected = list(_shipped_versions())
     try:
@@ -99,7 +105,7 @@ async def ready() -> Response:
         checks["actors"] = {"ok": all(s == "running" for s in states.values()),
                             "states": states, "restarts": tree.total_restarts}
     ok = all(check["ok"] for check in checks.values())
-    body: dict[str, Any] = {"status": "ready" if ok else "not_ready", "checks": checks}
+    body = {"status": "ready" if ok else "not_ready", "checks": checks}
     if ctx.config.start_id:
         body["startId"] = ctx.config.start_id
     return json_response(body, 200 if ok else 503)

@@ -45,6 +45,11 @@ class ClaimGate:
 
     ``max_wait`` caps any long poll's ``waitSeconds`` (the coordinator's
     claim_wait_seconds setting).
+
+    :meth:`stop_waiting` (the coordinator's drain, web/drain.py) answers every parked
+    long poll at once with what it has (nothing), and from then on a claim queries once
+    and does not wait: the worker comes back, through the balancer, to a coordinator
+    that is not stopping.
     """
 
     def __init__(self, store: Store, doorbell: Doorbell, *, max_wait: float) -> None:
@@ -53,6 +58,15 @@ class ClaimGate:
         self.max_wait = max_wait
         self.lock = trio.Lock()
         self._drained: dict[frozenset[str], int] = {}
+        self._parked: set[trio.CancelScope] = set()  # the long polls' waits
+        self.stopping = False
+
+    def stop_waiting(self) -> None:
+        """End every parked long poll now (each answers what it has claimed: nothing),
+        and park no claim from now on. Idempotent."""
+        self.stopping = True
+        for scope in self._parked:
+            scope.cancel()
 
     def drained(self, queues: Sequence[str], generation: int) -> bool:
         """Whether a claim since doorbell ring ``generation`` found ``queues`` drained."""
@@ -71,7 +85,8 @@ class ClaimGate:
 
         The wait ends early when the doorbell rings (the listener heard of new jobs, or
         this process made some due) or when the earliest waiting job falls due; there
-        is no busy polling.
+        is no busy polling; it ends at once when the gate stops waiting
+        (:meth:`stop_waiting`).
 
         Cancellation: a claim query once started runs to its end (see
         :meth:`claim_once`); cancelled while parked, nothing was claimed.
@@ -83,14 +98,20 @@ class ClaimGate:
         self.saw(request.queues, generation, asked=request.max, got=len(jobs))
         queried = True
         wake_at = deadline
-        while not jobs and trio.current_time() < deadline:
+        while not jobs and not self.stopping and trio.current_time() < deadline:
             if queried:  # what fell due or was added since may change when to look again
                 next_due = await self.store.next_due_in()
                 wake_at = deadline
                 if next_due is not None and not math.isnan(next_due):
                     wake_at = min(deadline, trio.current_time() + max(next_due, 0.001))
-            with trio.move_on_at(wake_at) as timer, waiting():
-                await self.doorbell.wait_since(generation)
+            with trio.CancelScope(deadline=wake_at) as timer, waiting():
+                self._parked.add(timer)
+                try:
+                    await self.doorbell.wait_since(generation)
+                finally:
+                    self._parked.discard(timer)
+            if self.stopping:
+                break
             async with self.lock:
                 generation = self.doorbell.generation
                 queried = timer.cancelled_caught or not self.drained(request.queues,
