@@ -23,7 +23,7 @@ from scheduler_core.runtime.config import SETTINGS, Config, bind_refusal, env_ex
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING_NAMES = {s.env for s in SETTINGS}
-SCHEDULER_SERVICES = ("coordinator", "worker")
+SCHEDULER_SERVICES = ("coordinator", "worker", "coordinator-replica")
 DRAIN_MARGIN_SECONDS = 5.0
 
 
@@ -173,7 +173,7 @@ def test_a_service_command_is_a_real_scheduler_subcommand(name: str) -> None:
     entrypoint = as_argv(svc.get("entrypoint") or exec_form("ENTRYPOINT"))
     command = as_argv(svc.get("command") or exec_form("CMD"))
     assert ["scheduler"] == entrypoint
-    assert name == parse_cli(command).command
+    assert name.split("-")[0] == parse_cli(command).command
 
 
 @pytest.mark.parametrize("name", SCHEDULER_SERVICES)
@@ -298,3 +298,85 @@ def test_the_coordinator_health_check_needs_no_token() -> None:
     path = urlsplit(re.findall(r"https?://[^\s'\"]+", " ".join(
         as_argv(service("coordinator")["healthcheck"]["test"])))[0]).path
     assert path in service_config("coordinator").public_path_set
+
+
+# -- the "balanced" profile: HAProxy in front of scaled coordinators ---------------------
+
+HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
+
+
+def haproxy_cfg() -> str:
+    return HAPROXY_CFG.read_text()
+
+
+def test_the_balanced_profile_adds_only_the_balancer_and_the_replicas() -> None:
+    profiled = {name for name, svc in compose()["services"].items() if svc.get("profiles")}
+    assert {"balancer", "coordinator-replica"} == profiled
+    for name in profiled:
+        assert ["balanced"] == service(name)["profiles"]
+
+
+def test_the_replicas_run_as_the_coordinator_without_a_published_port() -> None:
+    replica = service("coordinator-replica")
+    assert "ports" not in replica and "container_name" not in replica
+    assert environment(service("coordinator")) == environment(replica)
+    assert parse_cli(as_argv(replica["command"])).no_migrate  # the coordinator migrates
+    assert replica["deploy"]["replicas"] >= 2
+
+
+def test_the_balancer_runs_haproxy_with_the_shipped_configuration() -> None:
+    balancer = service("balancer")
+    assert re.fullmatch(r"haproxy:2\.([6-9]|\d\d)(\.\d+)?(-\w+)?", balancer["image"])
+    [mount] = balancer["volumes"]
+    source, target = mount.split(":")[:2]
+    assert (ROOT / source).resolve() == HAPROXY_CFG
+    assert "/usr/local/etc/haproxy/haproxy.cfg" == target  # where the image reads it
+
+
+def test_the_balancer_publishes_the_port_its_configuration_binds() -> None:
+    [bind] = re.findall(r'^\s*bind "\$\{HAPROXY_BIND-:(\d+)\}"', haproxy_cfg(), flags=re.M)
+    published = [str(p).split(":")[-1] for p in service("balancer")["ports"]]
+    assert [bind] == published
+
+
+def test_the_balancer_finds_each_coordinator_service_on_its_port() -> None:
+    targets = re.findall(r"^\s*server-template \S+ \d+ ([\w-]+):(\d+) .*resolvers docker",
+                         haproxy_cfg(), flags=re.M)
+    port = str(service_config("coordinator").port)
+    assert {("coordinator", port), ("coordinator-replica", port)} == set(targets)
+    assert re.search(r"^\s*nameserver \S+ 127\.0\.0\.11:53$", haproxy_cfg(), flags=re.M)
+
+
+def test_the_balancer_checks_readiness_on_a_public_path() -> None:
+    [path] = re.findall(r"^\s*http-check send meth GET uri (\S+)", haproxy_cfg(), flags=re.M)
+    assert "/health/ready" == path
+    assert path in service_config("coordinator").public_path_set
+
+
+def test_the_balancer_waits_longer_than_the_longest_long_poll() -> None:
+    import msgspec
+
+    from scheduler_core.schema import wire
+
+    [server] = re.findall(r"^\s*timeout server (\S+)$", haproxy_cfg(), flags=re.M)
+    [wait] = [f for f in msgspec.inspect.type_info(wire.Claim).fields  # type: ignore[attr-defined]
+              if f.name == "wait_seconds"]
+    assert seconds(server) > wait.type.le
+
+
+def test_a_draining_coordinator_outlasts_the_balancers_checks() -> None:
+    [line] = re.findall(r"^\s*default-server (.*)$", haproxy_cfg(), flags=re.M)
+    words = line.split()
+    inter, fall = seconds(words[words.index("inter") + 1]), int(words[words.index("fall") + 1])
+    for name in ("coordinator", "coordinator-replica"):
+        config = service_config(name)
+        assert config.drain_delay_seconds > inter * fall
+        assert seconds(service(name)["stop_grace_period"]) >= (
+            config.drain_delay_seconds + DRAIN_MARGIN_SECONDS)
+
+
+def test_the_worker_talks_to_the_balancer_when_told_to() -> None:
+    balanced = {**DOT_ENV, "COORDINATOR_URL": "http://balancer:5000"}
+    url = urlsplit(environment(service("worker"), balanced)["COORDINATOR_URL"])
+    [bind] = re.findall(r'HAPROXY_BIND-:(\d+)', haproxy_cfg())
+    assert ("balancer", int(bind)) == (url.hostname, url.port)
