@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,13 +111,16 @@ class PgNode:
             return None
         return pid
 
-    def kill(self) -> None:
-        """``kill -9`` of the postmaster and every backend of it (a machine gone)."""
+    def kill(self) -> float | None:
+        """``kill -9`` of the postmaster and every backend of it (a machine gone); the
+        ``time.monotonic()`` of the postmaster's SIGKILL (None: it was not running).
+        Listing the backends comes first and may take a while on a loaded machine."""
         pid = self.pid()
         if pid is None:
-            return
+            return None
         children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
                                   text=True, check=False).stdout.split()
+        killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         for child in children:
             try:
@@ -124,6 +128,7 @@ class PgNode:
             except ProcessLookupError:
                 pass
         wait_until(lambda: self.pid() is None, timeout=30, what=f"{self} to die")
+        return killed_at
 
     def promote(self) -> None:
         self.run("pg_ctl", "promote", "--pgdata", str(self.data_dir), "--wait",
