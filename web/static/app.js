@@ -2,7 +2,8 @@
  * <script type="module">). Plain JavaScript modules the browser loads itself: no build
  * step, no dependency.
  *
- *   api.js      the HTTP API (JSON, CSRF token, login on 401)
+ *   api.js      the HTTP API (JSON, CSRF token, login on 401, strong reads after
+ *               a write while a read replica may lag)
  *   dom.js      building elements (user data always as text), formatting, toast
  *   state.js    the overview snapshot, the meta and the job statuses from the server
  *   router.js   hash routes to views

@@ -2,7 +2,7 @@
  * every second and right after new jobs), passed to the current view's onOverview;
  * the badge in the header says whether they arrive. */
 
-import { api } from "./api.js";
+import { api, sawSnapshot } from "./api.js";
 import { state } from "./state.js";
 
 function setLive(kind, text) {
@@ -16,6 +16,7 @@ export function connect() {
   source.addEventListener("open", () => setLive("live", "live"));
   source.addEventListener("overview", (e) => {
     state.overview = JSON.parse(e.data);
+    sawSnapshot(state.overview);
     setLive("live", "live");
     if (state.view && state.view.onOverview) state.view.onOverview();
   });

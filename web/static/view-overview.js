@@ -1,7 +1,7 @@
 /* The overview (#/): jobs by status, throughput and failure rate over the last hour,
  * queue lag, the workers; it follows the live snapshots. */
 
-import { api } from "./api.js";
+import { api, sawSnapshot } from "./api.js";
 import { badge, dataTable, duration, empty, h, number, replace, svg, utcTitle, when } from "./dom.js";
 import { jobStatuses, state } from "./state.js";
 import { emptyJobs } from "./view-jobs.js";
@@ -12,7 +12,7 @@ export class OverviewView {
   enter() {
     document.title = "Overview · scheduler-core";
     this.render();
-    if (!state.overview) api("/api/dashboard/overview").then((o) => { state.overview = o; this.render(); })
+    if (!state.overview) api("/api/dashboard/overview").then((o) => { state.overview = o; sawSnapshot(o); this.render(); })
       .catch((e) => replace(this.root, empty(`Could not read the overview: ${e.message}`)));
   }
 
