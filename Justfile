@@ -40,7 +40,8 @@ test *ARGS: venv
     {{bin}}/python -m pytest {{ARGS}}
 
 # The fault suite (tests/faults: workers killed, PostgreSQL restarted, the coordinator
-# killed, a worker frozen past its lease), a few minutes; figures in test-output/faults/.
+# killed, a worker frozen past its lease, the primary failed over to its standby);
+# a few minutes, figures in test-output/faults/.
 test-faults *ARGS: venv
     SCHEDULER_FAULTS=1 {{bin}}/python -m pytest tests/faults -p no:randomly -s {{ARGS}}
 
