@@ -21,6 +21,11 @@ concurrency limit, rate windows and per-key limits, each left as it is unless gi
                            key_concurrency_limit=2, key_rate_limits=["5/1s"])
     client.set_queue_limit("emails", rate_limits=None)   # removes the windows only
 
+Reads (``get``, ``list``, ``iter_jobs``, ``get_schedule``, ``list_schedules``,
+``get_queue``, ``list_queues``) take ``consistency="strong"`` to read the primary rather
+than a read replica that may lag it: to see a job just submitted, say. ``wait`` reads
+strong unless told otherwise (what it waits for is usually a job just submitted).
+
 Both clients share everything but the I/O: each method describes its request as a
 :class:`_Call` built by the helpers below, and the class performs it, so the two
 differ only in ``await`` (docs/decisions/0006-python-client.md).
@@ -34,7 +39,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Required, TypedDict, Unpack, overload
+from typing import Any, Literal, Required, TypedDict, Unpack, overload
 from urllib.parse import quote
 
 import anyio
@@ -59,6 +64,7 @@ __all__ = [
     "BatchJob",
     "Client",
     "ClientError",
+    "Consistency",
     "EnqueueJob",
     "Job",
     "JobFilter",
@@ -97,6 +103,12 @@ RateLimitSpec = wire.RateLimit | str | Mapping[str, Any]
 ``"10/1s"`` or ``"1000/1h:50"`` (see :func:`parse_rate_limit`)."""
 RateLimits = Sequence[RateLimitSpec] | None
 """A queue's rate windows (at most 8); None or [] removes them all."""
+Consistency = Literal["strong", "eventual"]
+"""Where a read goes when the coordinator has a read replica
+(docs/decisions/0030-read-replica.md): ``"strong"`` reads the primary, so it shows what
+this client just wrote; ``"eventual"`` (the server's default, also when None is given)
+reads the replica, which may lag the primary. Without a replica both read the primary."""
+CONSISTENCIES = ("strong", "eventual")
 
 DEFAULT_TIMEOUT = 10.0
 FIRST_POLL = 0.05
@@ -347,9 +359,22 @@ def _filter_params(filter: JobFilter) -> dict[str, str | list[str]]:
     return out
 
 
-def _list_call(filter: JobFilter, take: int | None, cursor: str | None) -> _Call:
+def _read(consistency: Consistency | None, **params: Any) -> dict[str, Any]:
+    """The query of a read: ``params`` (None left out) and ``consistency`` when given; a
+    ValueError for a consistency other than strong or eventual, before any request."""
+    if consistency is not None and consistency not in CONSISTENCIES:
+        raise ValueError(f"expected consistency strong or eventual, found {consistency!r}")
+    return {k: v for k, v in {**params, "consistency": consistency}.items() if v is not None}
+
+
+def _read_call(path: str, consistency: Consistency | None, **params: Any) -> _Call:
+    return _Call("GET", path, params=_read(consistency, **params))
+
+
+def _list_call(filter: JobFilter, take: int | None, cursor: str | None,
+               consistency: Consistency | None) -> _Call:
     params: dict[str, Any] = _filter_params(filter)
-    params.update({k: v for k, v in (("take", take), ("cursor", cursor)) if v is not None})
+    params.update(_read(consistency, take=take, cursor=cursor))
     return _Call("GET", "/api/jobs", params=params)
 
 
@@ -497,21 +522,24 @@ class Client:
         the order given, each with ``created`` (False: its idempotency key was known)."""
         return _batch_items(self._call(_batch_call(jobs)))
 
-    def get(self, job: JobRef) -> Job:
-        """The job with its runs."""
-        return self._call(_Call("GET", _path("jobs", job)))
+    def get(self, job: JobRef, *, consistency: Consistency | None = None) -> Job:
+        """The job with its runs (``consistency``: :data:`Consistency`)."""
+        return self._call(_read_call(_path("jobs", job), consistency))
 
     def list(self, *, take: int | None = None, cursor: str | None = None,
+             consistency: Consistency | None = None,
              **filter: Unpack[JobFilter]) -> dict[str, Any]:
         """One page of the jobs ``filter`` matches (:class:`JobFilter`), newest first:
-        ``{"items": [...], "nextCursor": ...}``."""
-        return self._call(_list_call(filter, take, cursor))
+        ``{"items": [...], "nextCursor": ...}``. ``consistency="strong"``: read the
+        primary, not a read replica that may not have a job just submitted yet."""
+        return self._call(_list_call(filter, take, cursor, consistency))
 
-    def iter_jobs(self, *, take: int = ITER_PAGE, **filter: Unpack[JobFilter]) -> Iterator[Job]:
+    def iter_jobs(self, *, take: int = ITER_PAGE, consistency: Consistency | None = None,
+                  **filter: Unpack[JobFilter]) -> Iterator[Job]:
         """Every matching job, newest first, fetching ``take`` per request."""
         cursor: str | None = None
         while True:
-            page = self.list(take=take, cursor=cursor, **filter)
+            page = self.list(take=take, cursor=cursor, consistency=consistency, **filter)
             yield from page["items"]
             cursor = page.get("nextCursor")
             if not cursor:
@@ -537,23 +565,26 @@ class Client:
             _Call("POST", _path("jobs", job, "/retry"), json={"reason": reason}))
 
     def wait(self, job: JobRef, *, timeout: float | None = None, poll_interval: float = 0.5,
-             on_poll: OnPoll | None = None) -> Job:
+             on_poll: OnPoll | None = None, consistency: Consistency | None = "strong") -> Job:
         """Poll the job until it is Succeeded, DeadLetter or Cancelled, and return it.
 
         ``timeout`` (seconds; None: no limit) bounds the whole wait, requests included;
-        ``on_poll`` sees every state polled (for progress displays).
+        ``on_poll`` sees every state polled (for progress displays). ``consistency``:
+        strong by default, since a read replica may not have a job just submitted yet
+        (a 404) nor its end.
 
         Error handling: :class:`WaitTimeout` past the timeout (the job goes on); an
         error of any poll (:class:`Unreachable`, :class:`ApiFailure`) is raised as is.
         """
         job_id = _id(job)
+        params = _read(consistency)
         deadline = None if timeout is None else time.monotonic() + timeout
         last: Job | None = None
         for delay in _poll_delays(poll_interval):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise WaitTimeout(job_id, timeout or 0.0, last)
-            call = _Call("GET", _path("jobs", job_id),
+            call = _Call("GET", _path("jobs", job_id), params=params,
                          timeout=None if left is None else min(left, self.timeout))
             try:
                 last = self._call(call)
@@ -574,15 +605,17 @@ class Client:
 
     # schedules
 
-    def list_schedules(self, *, take: int | None = None) -> Schedules:
+    def list_schedules(self, *, take: int | None = None,
+                       consistency: Consistency | None = None) -> Schedules:
         """The schedules, newest first (deleted ones excluded)."""
-        params = {} if take is None else {"take": take}
-        items: Schedules = self._call(_Call("GET", "/api/schedules", params=params))["items"]
+        call = _read_call("/api/schedules", consistency, take=take)
+        items: Schedules = self._call(call)["items"]
         return items
 
-    def get_schedule(self, schedule: JobRef) -> Schedule:
+    def get_schedule(self, schedule: JobRef, *,
+                     consistency: Consistency | None = None) -> Schedule:
         """The schedule with ``recentFires``, its newest jobs."""
-        return self._call(_Call("GET", _path("schedules", schedule)))
+        return self._call(_read_call(_path("schedules", schedule), consistency))
 
     def pause_schedule(self, schedule: JobRef) -> Schedule:
         """Stop new fires (idempotent)."""
@@ -598,14 +631,14 @@ class Client:
 
     # queues
 
-    def list_queues(self) -> Queues:
+    def list_queues(self, *, consistency: Consistency | None = None) -> Queues:
         """Queues with settings, waiting jobs or running jobs, by name."""
-        items: Queues = self._call(_Call("GET", "/api/queues"))["items"]
+        items: Queues = self._call(_read_call("/api/queues", consistency))["items"]
         return items
 
-    def get_queue(self, name: str) -> Queue:
+    def get_queue(self, name: str, *, consistency: Consistency | None = None) -> Queue:
         """A queue's settings and load (``paused``, ``concurrencyLimit``, ``running``...)."""
-        return self._call(_Call("GET", _path("queues", name)))
+        return self._call(_read_call(_path("queues", name), consistency))
 
     def pause_queue(self, name: str) -> Queue:
         """No new claims from the queue; its running jobs finish (idempotent)."""
@@ -694,22 +727,24 @@ class AsyncClient:
         """As :meth:`Client.submit_batch`."""
         return _batch_items(await self._call(_batch_call(jobs)))
 
-    async def get(self, job: JobRef) -> Job:
-        """The job with its runs."""
-        return await self._call(_Call("GET", _path("jobs", job)))
+    async def get(self, job: JobRef, *, consistency: Consistency | None = None) -> Job:
+        """As :meth:`Client.get`."""
+        return await self._call(_read_call(_path("jobs", job), consistency))
 
     async def list(self, *, take: int | None = None, cursor: str | None = None,
+                   consistency: Consistency | None = None,
                    **filter: Unpack[JobFilter]) -> dict[str, Any]:
         """As :meth:`Client.list`."""
-        return await self._call(_list_call(filter, take, cursor))
+        return await self._call(_list_call(filter, take, cursor, consistency))
 
-    async def iter_jobs(self, *, take: int = ITER_PAGE,
+    async def iter_jobs(self, *, take: int = ITER_PAGE, consistency: Consistency | None = None,
                         **filter: Unpack[JobFilter]) -> AsyncIterator[Job]:
         """Every matching job, newest first, fetching ``take`` per request
         (``async for job in client.iter_jobs(...)``)."""
         cursor: str | None = None
         while True:
-            page = await self.list(take=take, cursor=cursor, **filter)
+            page = await self.list(take=take, cursor=cursor, consistency=consistency,
+                                   **filter)
             for job in page["items"]:
                 yield job
             cursor = page.get("nextCursor")
@@ -734,20 +769,23 @@ class AsyncClient:
     # A timeout parameter rather than the caller's cancel scope: the same call as
     # Client.wait, and a WaitTimeout that carries the last state seen.
     async def wait(self, job: JobRef, *, timeout: float | None = None,  # noqa: ASYNC109
-                   poll_interval: float = 0.5, on_poll: OnPoll | None = None) -> Job:
+                   poll_interval: float = 0.5, on_poll: OnPoll | None = None,
+                   consistency: Consistency | None = "strong") -> Job:
         """Poll the job until it is Succeeded, DeadLetter or Cancelled, and return it.
 
         ``timeout`` (seconds; None: no limit) bounds the whole wait, requests included,
-        on the event loop's clock; ``on_poll`` sees every state polled.
+        on the event loop's clock; ``on_poll`` sees every state polled; ``consistency``
+        as :meth:`Client.wait`'s (strong by default).
 
         Error handling: :class:`WaitTimeout` past the timeout (the job goes on); an
         error of any poll (:class:`Unreachable`, :class:`ApiFailure`) is raised as is.
         """
         job_id = _id(job)
+        call = _read_call(_path("jobs", job_id), consistency)
         last: Job | None = None
         with anyio.move_on_after(timeout):
             for delay in _poll_delays(poll_interval):
-                last = await self._call(_Call("GET", _path("jobs", job_id)))
+                last = await self._call(call)
                 assert last is not None
                 if on_poll is not None:
                     on_poll(last)
@@ -758,16 +796,17 @@ class AsyncClient:
 
     # schedules
 
-    async def list_schedules(self, *, take: int | None = None) -> Schedules:
+    async def list_schedules(self, *, take: int | None = None,
+                             consistency: Consistency | None = None) -> Schedules:
         """The schedules, newest first (deleted ones excluded)."""
-        params = {} if take is None else {"take": take}
-        body = await self._call(_Call("GET", "/api/schedules", params=params))
+        body = await self._call(_read_call("/api/schedules", consistency, take=take))
         items: Schedules = body["items"]
         return items
 
-    async def get_schedule(self, schedule: JobRef) -> Schedule:
+    async def get_schedule(self, schedule: JobRef, *,
+                           consistency: Consistency | None = None) -> Schedule:
         """The schedule with ``recentFires``, its newest jobs."""
-        return await self._call(_Call("GET", _path("schedules", schedule)))
+        return await self._call(_read_call(_path("schedules", schedule), consistency))
 
     async def pause_schedule(self, schedule: JobRef) -> Schedule:
         """Stop new fires (idempotent)."""
@@ -785,14 +824,14 @@ class AsyncClient:
 
     # queues
 
-    async def list_queues(self) -> Queues:
+    async def list_queues(self, *, consistency: Consistency | None = None) -> Queues:
         """Queues with settings, waiting jobs or running jobs, by name."""
-        items: Queues = (await self._call(_Call("GET", "/api/queues")))["items"]
+        items: Queues = (await self._call(_read_call("/api/queues", consistency)))["items"]
         return items
 
-    async def get_queue(self, name: str) -> Queue:
+    async def get_queue(self, name: str, *, consistency: Consistency | None = None) -> Queue:
         """A queue's settings and load (``paused``, ``concurrencyLimit``, ``running``...)."""
-        return await self._call(_Call("GET", _path("queues", name)))
+        return await self._call(_read_call(_path("queues", name), consistency))
 
     async def pause_queue(self, name: str) -> Queue:
         """No new claims from the queue; its running jobs finish (idempotent)."""

@@ -60,6 +60,26 @@ def _number(kind: type[int] | type[float], minimum: int) -> Callable[[str], Any]
     return parse
 
 
+def _consistency(text: str) -> str:
+    """An argparse type: where a read goes with a read replica (client.Consistency)."""
+    from scheduler_core.client import CONSISTENCIES
+    if text not in CONSISTENCIES:
+        raise argparse.ArgumentTypeError(f"expected {' or '.join(CONSISTENCIES)}, "
+                                         f"found {text!r}")
+    return text
+
+
+_consistency.__name__ = "consistency"
+CONSISTENCY_HELP = ("strong: read the primary, to see what was just written; eventual "
+                    "(the default): the read replica when the coordinator has one, which "
+                    "may lag the primary (docs/operations.md, A read replica)")
+
+
+def _add_consistency(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--consistency", type=_consistency, metavar="strong|eventual",
+                        help=CONSISTENCY_HELP)
+
+
 _positive_int = _number(int, 1)
 _non_negative_int = _number(int, 0)
 _non_negative_float = _number(float, 0)
@@ -303,9 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--take", type=_positive_int, default=25)
     ls.add_argument("--cursor", type=_job_id)
     ls.add_argument("--json", action="store_true")
+    _add_consistency(ls)
     show = jsub.add_parser("show")
     show.add_argument("id", type=_job_id)
     show.add_argument("--json", action="store_true")
+    _add_consistency(show)
     for name in ("cancel", "retry", "delete"):
         c = jsub.add_parser(name, help=f"{name} one job by id, or every job the filter "
                             "matches (a count first; --yes to act)")
@@ -324,15 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
     sls = ssub.add_parser("list")
     sls.add_argument("--take", type=_positive_int)
     sls.add_argument("--json", action="store_true")
+    _add_consistency(sls)
     for name in ("show", "pause", "resume", "delete"):
         c = ssub.add_parser(name)
         c.add_argument("id", type=_schedule_id)
         c.add_argument("--json", action="store_true")
+        if name == "show":
+            _add_consistency(c)
 
     qs = sub.add_parser("queues", help="list queues; pause, resume or limit one")
     qsub = qs.add_subparsers(dest="queues_command", required=True, parser_class=_Parser)
     qls = qsub.add_parser("list")
     qls.add_argument("--json", action="store_true")
+    _add_consistency(qls)
     for name in ("show", "pause", "resume", "limit"):
         c = qsub.add_parser(name)
         c.add_argument("name", type=_queue_name)
@@ -340,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("limit", type=_queue_limit,
                            help="most jobs Running at once across the cluster, or none")
         c.add_argument("--json", action="store_true")
+        if name == "show":
+            _add_consistency(c)
     qset = qsub.add_parser(
         "set", help="set or remove a queue's limits (the ones not named stay as they are)",
         description="Set or remove a queue's limits, cluster-wide; the ones not named "

@@ -228,7 +228,8 @@ def _jobs(client: Client, args: argparse.Namespace) -> int:
     if cmd in _DONE and args.id is None:
         return _bulk(client, args)
     if cmd == "list":
-        page = client.list(take=args.take, cursor=args.cursor, **filter_of(args))
+        page = client.list(take=args.take, cursor=args.cursor,
+                           consistency=args.consistency, **filter_of(args))
         if args.json:
             _print_json(page)
         else:
@@ -236,7 +237,7 @@ def _jobs(client: Client, args: argparse.Namespace) -> int:
             if page.get("nextCursor"):
                 print(f"\nmore: --cursor {page['nextCursor']}")
     elif cmd == "show":
-        _print_job(client.get(args.id), args.json)
+        _print_job(client.get(args.id, consistency=args.consistency), args.json)
     elif cmd == "cancel":
         _print_job(client.cancel(args.id), args.json)
     elif cmd == "retry":
@@ -257,13 +258,14 @@ def _jobs(client: Client, args: argparse.Namespace) -> int:
 def _schedules(client: Client, args: argparse.Namespace) -> int:
     cmd = args.schedules_command
     if cmd == "list":
-        items = client.list_schedules(take=args.take)
+        items = client.list_schedules(take=args.take, consistency=args.consistency)
         if args.json:
             _print_json({"items": items})
         else:
             print(_table(_schedule_rows(items), _SCHEDULE_COLUMNS))
     elif cmd == "show":
-        _print_schedule(client.get_schedule(args.id), args.json)
+        _print_schedule(client.get_schedule(args.id, consistency=args.consistency),
+                        args.json)
     elif cmd == "pause":
         _print_schedule(client.pause_schedule(args.id), args.json)
     elif cmd == "resume":
@@ -353,7 +355,7 @@ def _set_arguments(args: argparse.Namespace) -> dict[str, Any]:
 def _queues(client: Client, args: argparse.Namespace) -> int:
     cmd = args.queues_command
     if cmd == "list":
-        items = client.list_queues()
+        items = client.list_queues(consistency=args.consistency)
         if args.json:
             _print_json({"items": items})
         else:
@@ -372,7 +374,8 @@ def _queues(client: Client, args: argparse.Namespace) -> int:
             key_rate_limits=settings.get("key_rate_limits", UNSET)), args.json)
         return 0
     if cmd == "show":
-        _print_queue(client.get_queue(args.name), args.json, details=True)
+        _print_queue(client.get_queue(args.name, consistency=args.consistency), args.json,
+                     details=True)
         return 0
     if cmd == "pause":
         queue = client.pause_queue(args.name)
