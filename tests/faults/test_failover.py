@@ -416,6 +416,8 @@ def test_failover_to_a_synchronous_standby_under_load_loses_and_doubles_nothing(
         for c in coordinators:
             assert len(events(c, "listener_connected")) >= 2, "listener never reconnected"
         assert {f"f{i}" for i in range(3)} <= set(by_worker), by_worker
+        for w in workers:  # each one's heartbeats failed in the switch and came back
+            assert events(w, "heartbeat_recovered"), w.args
 
         # /health/ready: 503 only inside the switch. Nothing accepted while no server
         # took writes (the primary dead, the standby not yet promoted), nothing refused
