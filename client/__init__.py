@@ -291,6 +291,7 @@ class _Call:
     params: dict[str, Any] = field(default_factory=dict)
     json: Any = None
     timeout: float | None = None  # this request only; None: the client's
+    headers: dict[str, str] | None = None
 
 
 def _id(ref: JobRef) -> str:
@@ -325,7 +326,11 @@ def _job_body(type: str, payload: Mapping[str, Any] | None,
 
 def _submit_call(type: str, payload: Mapping[str, Any] | None,
                  options: SubmitOptions) -> _Call:
-    return _Call("POST", "/api/jobs", json=_job_body(type, payload, options))
+    # The key also goes in the Idempotency-Key header, where a load balancer can see it:
+    # deploy/haproxy/haproxy.cfg resends a submit cut off mid-way only when it has one.
+    key = options.get("idempotency_key")
+    return _Call("POST", "/api/jobs", json=_job_body(type, payload, options),
+                 headers=None if key is None else {"Idempotency-Key": key})
 
 
 def _batch_call(jobs: Iterable[BatchJob]) -> _Call:
@@ -487,7 +492,7 @@ class Client:
         try:
             return self._http.request(
                 call.method, call.path, params=call.params, json=call.json,
-                timeout=call.timeout if call.timeout is not None else self.timeout)
+                headers=call.headers, timeout=call.timeout if call.timeout is not None else self.timeout)
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach the coordinator at {self.base_url}: {exc}") from exc
 
@@ -708,7 +713,7 @@ class AsyncClient:
         try:
             return await self._http.request(
                 call.method, call.path, params=call.params, json=call.json,
-                timeout=call.timeout if call.timeout is not None else self.timeout)
+                headers=call.headers, timeout=call.timeout if call.timeout is not None else self.timeout)
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach the coordinator at {self.base_url}: {exc}") from exc
 

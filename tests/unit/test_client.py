@@ -47,6 +47,13 @@ def test_submit_sends_snake_case_options_as_camel_case_and_drops_unset_ones() ->
     assert ({"id": "j1"}, True) == (job, job.created)
 
 
+def test_an_idempotency_key_is_also_sent_as_the_header_a_balancer_can_see() -> None:
+    seen, handle = recording(status=201)
+    client(handle).submit("noop", idempotency_key="order-7")
+    client(handle).submit("noop")
+    assert ["order-7", None] == [r.headers.get("idempotency-key") for r in seen]
+
+
 def test_submit_answered_200_was_not_created() -> None:
     _, handle = recording(status=200)
     assert False is client(handle).submit("noop").created
