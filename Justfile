@@ -69,3 +69,8 @@ worker *ARGS: venv
 # Benchmarks against fresh databases, with the peers (bench/README.md). --quick: about 3 minutes.
 bench *ARGS: venv
     {{bin}}/python bench/run.py {{ARGS}}
+
+# The capacity model: jobs/s against workers and coordinators, CPU, WAL and disk per job
+# (bench/capacity.py; docs/operations.md "Capacity and sizing"). --quick: about 2 minutes.
+capacity *ARGS: venv
+    {{bin}}/python bench/capacity.py {{ARGS}}
