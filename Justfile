@@ -70,7 +70,6 @@ worker *ARGS: venv
 bench *ARGS: venv
     {{bin}}/python bench/run.py {{ARGS}}
 
-# The capacity model: jobs/s against workers and coordinators, CPU, WAL and disk per job
-# (bench/capacity.py; docs/operations.md "Capacity and sizing"). --quick: about 2 minutes.
+# The capacity model (bench/capacity.py, docs/operations.md): jobs/s, CPU, WAL, disk per job.
 capacity *ARGS: venv
     {{bin}}/python bench/capacity.py {{ARGS}}
