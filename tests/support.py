@@ -19,11 +19,14 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import httpx
 import psycopg
 from psycopg.rows import dict_row
+
+if TYPE_CHECKING:
+    import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "test-output"
@@ -301,3 +304,27 @@ class HandWorker:
 
     def close(self) -> None:
         self.http.close()
+
+
+class CliRun(NamedTuple):
+    """What ``scheduler ARGS`` run in this process did."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: Sequence[str], url: str, capsys: pytest.CaptureFixture[str],
+            monkeypatch: pytest.MonkeyPatch) -> CliRun:
+    """Run ``scheduler ARGS`` in this process against the coordinator at ``url``: its
+    exit code (argparse's SystemExit included) and what it printed."""
+    from scheduler_core.command.cli import main
+
+    monkeypatch.setenv("COORDINATOR_URL", url)
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse exits on bad arguments
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return CliRun(code, out, err)

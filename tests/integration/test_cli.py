@@ -17,13 +17,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 import pytest
 
-from scheduler_core.command.cli import main
-from tests.support import ROOT, Coordinator, Worker, free_port, submit, wait_until
+from tests.support import ROOT, CliRun, Coordinator, Worker, free_port, run_cli, submit, wait_until
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -39,10 +38,7 @@ def worker(api: Coordinator) -> Iterator[Worker]:
     w.stop()
 
 
-class Run(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
+Run = CliRun
 
 
 @pytest.fixture
@@ -50,14 +46,7 @@ def scheduler(capsys: pytest.CaptureFixture[str],
               monkeypatch: pytest.MonkeyPatch) -> Callable[..., Run]:
     """Run ``scheduler ARGS`` in this process against ``url``."""
     def run(*args: str, url: str) -> Run:
-        monkeypatch.setenv("COORDINATOR_URL", url)
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse exits on bad arguments
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Run(code, out, err)
+        return run_cli(args, url, capsys, monkeypatch)
     return run
 
 

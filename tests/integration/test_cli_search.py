@@ -8,20 +8,14 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from typing import NamedTuple
 
 import httpx
 import psycopg
 import pytest
 
-from scheduler_core.command.cli import main
-from tests.support import Coordinator, submit
+from tests.support import CliRun, Coordinator, run_cli, submit
 
-
-class Run(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
+Run = CliRun
 
 
 Scheduler = Callable[..., Run]
@@ -32,14 +26,7 @@ def scheduler(api: Coordinator, capsys: pytest.CaptureFixture[str],
               monkeypatch: pytest.MonkeyPatch) -> Scheduler:
     """Run ``scheduler ARGS`` in this process against the module's coordinator."""
     def run(*args: str) -> Run:
-        monkeypatch.setenv("COORDINATOR_URL", api.url)
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse exits on bad arguments
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Run(code, out, err)
+        return run_cli(args, api.url, capsys, monkeypatch)
     return run
 
 

@@ -9,22 +9,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from typing import NamedTuple
 
 import pytest
 import trio
 
 from scheduler_core.client import ApiFailure, AsyncClient, Client
-from scheduler_core.command.cli import main
 from tests.integration.test_read_replica import DB, nodes, start_coordinator  # noqa: F401
 from tests.pg_cluster import PgNode, wait_replayed
-from tests.support import Coordinator, submit, wait_until
+from tests.support import CliRun, Coordinator, run_cli, submit, wait_until
 
-
-class Run(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
+Run = CliRun
 
 
 Scheduler = Callable[..., Run]
@@ -34,14 +28,7 @@ def cli(url: str, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> Scheduler:
     """Run ``scheduler ARGS`` in this process against the coordinator at ``url``."""
     def run(*args: str) -> Run:
-        monkeypatch.setenv("COORDINATOR_URL", url)
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse exits on bad arguments
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Run(code, out, err)
+        return run_cli(args, url, capsys, monkeypatch)
     return run
 
 

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import httpx
 import pytest
@@ -32,10 +32,10 @@ import trio
 
 from scheduler_core.client import ApiFailure, AsyncClient, Client
 from scheduler_core.command import client_cli
-from scheduler_core.command.cli import build_parser, main
+from scheduler_core.command.cli import build_parser
 from scheduler_core.runtime.config import load_config
 from scheduler_core.schema.wire import RateLimit
-from tests.support import ROOT, Coordinator, HandWorker, free_port
+from tests.support import ROOT, CliRun, Coordinator, HandWorker, free_port, run_cli
 
 NOBODY = f"http://127.0.0.1:{free_port()}"  # a request here would exit 1, not 2
 
@@ -48,10 +48,7 @@ def window(limit: int, per: str, burst: int = 1) -> dict[str, Any]:
     return {"limit": limit, "per": per, "burst": burst}
 
 
-class Run(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
+Run = CliRun
 
 
 Scheduler = Callable[..., Run]
@@ -62,14 +59,7 @@ def scheduler(capsys: pytest.CaptureFixture[str],
               monkeypatch: pytest.MonkeyPatch) -> Scheduler:
     """Run ``scheduler ARGS`` in this process against ``url``."""
     def run(*args: str, url: str) -> Run:
-        monkeypatch.setenv("COORDINATOR_URL", url)
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse exits on bad arguments
-            code = int(exc.code or 0)
-        out, err = capsys.readouterr()
-        return Run(code, out, err)
+        return run_cli(args, url, capsys, monkeypatch)
     return run
 
 
