@@ -160,24 +160,25 @@ def test_limit_and_after_walk_a_set_in_steps(http: httpx.Client, module_dsn: str
     assert (25, 3) == (total, calls)
 
 
-def claim_latencies(url: str, queue: str, stop: threading.Event | None, n: int) -> list[float]:
-    """Claim one job at a time from ``queue``: each claim's seconds, ``n`` of them, or
-    until ``stop`` is set (at least 20)."""
+def claim_times(url: str, queue: str, stop: threading.Event | None, n: int
+                ) -> list[tuple[float, float]]:
+    """Claim one job at a time from ``queue``: each claim's start and end
+    (``time.perf_counter``), ``n`` of them, or until ``stop`` is set (at least 20)."""
     worker = HandWorker(url).register(capacity=10_000)
-    out: list[float] = []
+    out: list[tuple[float, float]] = []
     try:
         while len(out) < n if stop is None else (not stop.is_set() or len(out) < 20):
             start = time.perf_counter()
             jobs = worker.claim_some(1, queues=[queue])
-            out.append(time.perf_counter() - start)
+            out.append((start, time.perf_counter()))
             assert 1 == len(jobs)
     finally:
         worker.close()
     return out
 
 
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98]
+def p99(times: list[tuple[float, float]]) -> float:
+    return statistics.quantiles([end - start for start, end in times], n=100)[98]
 
 
 def test_bulk_retry_of_20000_dead_letter_jobs_keeps_claims_flowing(
@@ -185,18 +186,19 @@ def test_bulk_retry_of_20000_dead_letter_jobs_keeps_claims_flowing(
     dead, flow = new_queue(), new_queue()
     insert_jobs(module_dsn, 20_000, queue=dead)
     insert_jobs(module_dsn, 9_000, status="Pending", queue=flow, last_error="NULL")
-    before = claim_latencies(api.url, flow, None, 300)
+    before = claim_times(api.url, flow, None, 300)
     dry = bulk(http, action="retry", filter={"status": "DeadLetter", "queue": dead},
                dryRun=True)
     stop = threading.Event()
-    during: list[float] = []
+    during: list[tuple[float, float]] = []
     claims = threading.Thread(
-        target=lambda: during.extend(claim_latencies(api.url, flow, stop, 10**9)))
+        target=lambda: during.extend(claim_times(api.url, flow, stop, 10**9)))
     claims.start()
     try:
         started = time.perf_counter()
         done = bulk(http, action="retry", filter={"status": "DeadLetter", "queue": dead})
-        took = time.perf_counter() - started
+        finished = time.perf_counter()
+        took = finished - started
     finally:
         stop.set()
         claims.join()
@@ -207,7 +209,13 @@ def test_bulk_retry_of_20000_dead_letter_jobs_keeps_claims_flowing(
                "claims_before": len(before), "claims_during": len(during),
                "p99_before_ms": round(p99(before) * 1000, 2),
                "p99_during_ms": round(p99(during) * 1000, 2)}
+    inside = sum(1 for start, end in during if started < start and end < finished)
+    figures["claims_inside_bulk"] = inside
     record_figures("bulk_retry_20000", figures)
-    # A floor of 5 ms under the baseline: on a shared 2-core machine a quiet p99 of
-    # 2 ms doubles from scheduling noise alone.
-    assert p99(during) <= 2 * max(p99(before), 0.005), figures
+    # Claims went on while the bulk ran: claims begun and answered between the bulk's
+    # request and its answer, one after the other. A bulk that held the coordinator's
+    # event loop (synchronous work over the 20,000 rows), all its pooled connections,
+    # or a lock the claims need, for its whole run would leave none: each would wait
+    # for its end. The latency ratio is the bench's goal row (`just bench`, "bulk"),
+    # not a test's bound.
+    assert inside >= 10, figures
