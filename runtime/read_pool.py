@@ -12,7 +12,7 @@ snapshot); every decision keeps the primary's pool. The pool knows nothing of jo
 The outage rule: a failure to connect (or a connection lost mid-read) marks the replica
 down for ``retry_seconds`` (trio's clock); meanwhile every read goes to the primary at
 once, without trying the replica. After that the next read tries the replica again.
-``read_replica_unavailable`` is logged once when an outage starts and
+``read_replica_lost`` is logged once when an outage starts and
 ``read_replica_recovered`` once when it ends, not once per request.
 
 Error handling: a read whose replica connection broke after it had started raises
@@ -106,7 +106,7 @@ class ReadPool(Pool):
         if self._down_since is None:
             self._down_since = now
             self._outages += 1
-            log.warning("read_replica_unavailable", error=str(exc),
+            log.warning("read_replica_lost", error=str(exc),
                         retry_seconds=self.retry_seconds, reads="primary")
 
     def mark_up(self) -> None:

@@ -308,7 +308,7 @@ def test_with_the_standby_stopped_reads_are_answered_from_the_primary(
         assert (metric(text, "scheduler_read_replica_fallback_reads_total") or 0) >= 7
         assert 1 == metric(text, "scheduler_read_replica_outages_total")
         # One line for the outage, not one per request.
-        assert 1 == c.output().count('"read_replica_unavailable"')
+        assert 1 == c.output().count('"read_replica_lost"')
         assert standby.dsn(DB) not in c.output()
 
         standby.start()
