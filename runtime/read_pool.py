@@ -45,12 +45,14 @@ CONNECT_TIMEOUT_SECONDS = 3.0
 class ReadPoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """``up``: the replica answered the last time it was tried. ``replica_reads`` and
     ``fallback_reads``: connections handed out on each side since start;
-    ``outages``: times the replica went down."""
+    ``outages``: times the replica went down; ``retried_reads``: reads the replica
+    failed mid-way that were run again on the primary (web/context.py, kept there)."""
 
     up: bool
     replica_reads: int
     fallback_reads: int
     outages: int
+    retried_reads: int = 0
 
 
 class ReadPool(Pool):

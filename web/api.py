@@ -498,8 +498,8 @@ async def list_jobs() -> Response:
     take = parse_take({k: v for k, v in args.items() if isinstance(v, str)}, 50)
     cursor = args.get("cursor") or None
     before = parse_id(cursor, "cursor") if isinstance(cursor, str) else None
-    page = await context(current_app).reads(strong).store.list_jobs(found, before=before,
-                                                                     take=take)
+    page = await context(current_app).read(
+        lambda r: r.store.list_jobs(found, before=before, take=take), strong)
     return json_response(page)
 
 
@@ -532,8 +532,9 @@ async def bulk_jobs() -> Response:
 
 async def get_job(job_id: str) -> Response:
     strong = strong_reads()
-    return json_response(await context(current_app).reads(strong).store.get_job(
-        parse_id(job_id)))
+    job = parse_id(job_id)
+    return json_response(await context(current_app).read(lambda r: r.store.get_job(job),
+                                                         strong))
 
 
 async def cancel_job(job_id: str) -> Response:

@@ -287,5 +287,7 @@ async def list_audit() -> Response:
     take = parse_take(args, 50)
     cursor = _int(args, "cursor", 1, 2**63 - 1)
     # The rows are written on the primary (record); listed from the replica's side.
-    store = AuditStore(context(current_app).reads(strong_reads(args)).store.pool)
-    return json_response(await store.list(filters, before_id=cursor, take=take))
+    page = await context(current_app).read(
+        lambda r: AuditStore(r.store.pool).list(filters, before_id=cursor, take=take),
+        strong_reads(args))
+    return json_response(page)

@@ -6,11 +6,13 @@ registers them (web/app.py) all import it and nothing imports back up.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+import structlog
+from psycopg import errors as pg_errors
 from quart import Response
 
 from scheduler_core.actors.coordinator.claim_gate import ClaimGate
@@ -18,6 +20,7 @@ from scheduler_core.actors.coordinator.submit_batcher import SubmitBatcher
 from scheduler_core.handlers import Registry
 from scheduler_core.runtime.config import Config
 from scheduler_core.runtime.doorbell import Doorbell
+from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.runtime.supervisor import SupervisorStatistics
 from scheduler_core.schema.queue_store import QueueStore
 from scheduler_core.schema.replica_store import ReplicaStore
@@ -26,6 +29,16 @@ from scheduler_core.schema.stats_store import StatsStore
 from scheduler_core.schema.store import Store
 from scheduler_core.web.drain import Drain
 from scheduler_core.web.worker_secrets import WorkerSecrets
+
+T = TypeVar("T")
+log = structlog.get_logger("web")
+
+# What a standby may answer a read with that the primary would not: a query cancelled
+# for a conflict with recovery (40001: a lock, snapshot or buffer pin conflict with
+# the WAL being replayed; 57P04: its database dropped), and a connection the standby
+# ended (DatabaseUnavailable; runtime/read_pool.py marks the replica down).
+_REPLICA_FAILURES = (pg_errors.SerializationFailure, pg_errors.DatabaseDropped,
+                     DatabaseUnavailable)
 
 
 class AppContext:
@@ -73,6 +86,7 @@ class AppContext:
         # runtime/read_pool.py falls back to the primary): see reads(). None: no replica.
         self.replica = replica
         self.replica_lag = replica_lag
+        self.replica_retries = 0  # reads the replica failed, answered by the primary
 
     def reads(self, strong: bool = False) -> Reads:
         """The stores a read route uses: the replica's, or with ``strong``
@@ -82,6 +96,23 @@ class AppContext:
             return Reads(store=self.store, stats=self.stats, schedules=self.schedules,
                          queues=self.queues)
         return self.replica
+
+    async def read(self, call: Callable[[Reads], Awaitable[T]], strong: bool = False) -> T:
+        """``call`` on the stores :meth:`reads` picks. A read the replica fails (the
+        standby cancelled it for a conflict with recovery, or its connection broke
+        mid-read) is run again on the primary: a read may always be, and the client
+        gets its answer, not a 5xx.
+
+        Error handling: the primary's errors propagate as they are."""
+        side = self.reads(strong)
+        if side is not self.replica:
+            return await call(side)
+        try:
+            return await call(side)
+        except _REPLICA_FAILURES as exc:
+            self.replica_retries += 1
+            log.info("replica_read_retried", on="primary", error=type(exc).__name__)
+        return await call(self.reads(strong=True))
 
 
 @dataclass(frozen=True, kw_only=True)

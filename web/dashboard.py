@@ -102,7 +102,8 @@ async def job_by_key() -> Response:
         raise ApiError(400, "validation_error", "expected key without NUL characters, "
                        "found one", "key")
     strong = strong_reads()
-    return json_response(await context(current_app).reads(strong).stats.job_by_key(key))
+    return json_response(await context(current_app).read(lambda r: r.stats.job_by_key(key),
+                                                         strong))
 
 
 async def events() -> Response:

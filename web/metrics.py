@@ -46,7 +46,8 @@ With a read replica (SCHEDULER_READ_DATABASE_URL; docs/decisions/0030-read-repli
     scheduler_read_replica_lag_bytes           WAL not replayed (LSNs compared)
     scheduler_read_replica_lag_seconds         0 when caught up; else an upper bound
     scheduler_read_replica_replay_paused       pg_wal_replay_pause() in effect
-    scheduler_read_replica_fallback_reads_total, scheduler_read_replica_outages_total
+    scheduler_read_replica_fallback_reads_total, scheduler_read_replica_outages_total,
+    scheduler_read_replica_retried_reads_total
 
 Counters count what this coordinator saw: behind a load balancer, sum them over the
 coordinators. Snapshot gauges are the same on every coordinator: take one (``max``).
@@ -418,6 +419,11 @@ class ReplicaCollector(Collector):
         yield CounterMetricFamily(
             "scheduler_read_replica_outages", "Times the read replica became unreachable",
             value=self.reads.outages)
+        yield CounterMetricFamily(
+            "scheduler_read_replica_retried_reads",
+            "Reads the read replica failed mid-way (cancelled for a conflict with "
+            "recovery, or its connection lost) and the primary answered",
+            value=self.reads.retried_reads)
         lag = self.lag
         if lag is None or lag.lag_bytes is None:
             return

@@ -43,13 +43,14 @@ def parse_name(name: str) -> str:
 
 async def list_queues() -> Response:
     strong = strong_reads(query_args({CONSISTENCY}))
-    queues = context(current_app).reads(strong).queues
-    return json_response(wire.QueuePage(items=await queues.list_queues()))
+    items = await context(current_app).read(lambda r: r.queues.list_queues(), strong)
+    return json_response(wire.QueuePage(items=items))
 
 
 async def get_queue(name: str) -> Response:
     name = parse_name(name)
-    return json_response(await context(current_app).reads(strong_reads()).queues.get(name))
+    return json_response(await context(current_app).read(lambda r: r.queues.get(name),
+                                                         strong_reads()))
 
 
 async def update_queue(name: str) -> Response:

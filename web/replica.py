@@ -19,7 +19,8 @@ async def overview(ctx: AppContext, *, strong: bool = False, max_age: float | No
 
     Error handling: the snapshot's database errors propagate; the lag's never do (an
     unreachable replica is an answer: ``reachable`` false)."""
-    snapshot = await ctx.reads(strong).stats.overview(max_age=max_age, newer_than=newer_than)
+    snapshot = await ctx.read(
+        lambda r: r.stats.overview(max_age=max_age, newer_than=newer_than), strong)
     if ctx.replica_lag is None:
         return snapshot
     return msgspec.structs.replace(snapshot, replica=await ctx.replica_lag.lag())
@@ -29,4 +30,5 @@ def read_statistics(ctx: AppContext) -> ReadPoolStatistics | None:
     """The read pool's counters, or None without a replica."""
     if ctx.replica_lag is None:
         return None
-    return ctx.replica_lag.replica.read_statistics()
+    return msgspec.structs.replace(ctx.replica_lag.replica.read_statistics(),
+                                   retried_reads=ctx.replica_retries)

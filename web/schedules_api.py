@@ -26,14 +26,16 @@ _LIST_PARAMS = {"take", CONSISTENCY}
 async def list_schedules() -> Response:
     args = query_args(_LIST_PARAMS)
     take = parse_take(args, 100)
-    items = await context(current_app).reads(strong_reads(args)).schedules.list_schedules(take)
+    items = await context(current_app).read(lambda r: r.schedules.list_schedules(take),
+                                            strong_reads(args))
     return json_response({"items": items})
 
 
 async def get_schedule(schedule_id: str) -> Response:
     strong = strong_reads()
-    return json_response(await context(current_app).reads(strong).schedules.get_schedule(
-        parse_id(schedule_id)))
+    found = parse_id(schedule_id)
+    return json_response(await context(current_app).read(
+        lambda r: r.schedules.get_schedule(found), strong))
 
 
 async def pause_schedule(schedule_id: str) -> Response:

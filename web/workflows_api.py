@@ -70,16 +70,19 @@ async def list_workflows() -> Response:
         raise ApiError(400, "validation_error", "status must be one of "
                        + ", ".join(_STATUSES) + f"; found {status[:100]!r}", "status")
     cursor = args.get("cursor") or None
-    page = await context(current_app).reads(strong_reads(args)).store.list_workflows(
-        status=status, before=parse_id(cursor, "cursor") if cursor else None,
-        take=parse_take(args, 50))
+    before = parse_id(cursor, "cursor") if cursor else None
+    take = parse_take(args, 50)
+    page = await context(current_app).read(
+        lambda r: r.store.list_workflows(status=status, before=before, take=take),
+        strong_reads(args))
     return json_response(page)
 
 
 async def get_workflow(workflow_id: str) -> Response:
     strong = strong_reads()
-    return json_response(await context(current_app).reads(strong).store.get_workflow(
-        parse_id(workflow_id)))
+    found = parse_id(workflow_id)
+    return json_response(await context(current_app).read(
+        lambda r: r.store.get_workflow(found), strong))
 
 
 async def cancel_workflow(workflow_id: str) -> Response:

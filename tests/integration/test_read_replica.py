@@ -10,6 +10,7 @@ marks both logs before its request and reads only what was written after.
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -324,3 +325,64 @@ def test_with_the_standby_stopped_reads_are_answered_from_the_primary(
         c.stop()
         if standby.pid() is None:
             standby.start()
+
+
+def test_a_read_the_standby_cancels_for_a_conflict_with_recovery_is_answered_by_the_primary(
+        pair: Pair) -> None:
+    """The standby cancels a read that holds a lock its replay needs (with
+    max_standby_streaming_delay = 0, at once): SQLSTATE 40001, "conflict with
+    recovery". The primary takes ACCESS EXCLUSIVE locks on ``jobs`` in a loop, each
+    replayed on the standby, while the list is read through the API: every answer is
+    a 200 (the cancelled reads were run again on the primary), and the standby's
+    conflicts and the coordinator's retry counter both show that some were."""
+    standby, primary = pair.standby, pair.primary
+    submit(pair.c.url, queue=f"conflict-{uuid.uuid4().hex[:8]}")
+    pair.replayed()
+
+    def delay() -> object:
+        return standby.scalar("SHOW max_standby_streaming_delay", DB)
+
+    def conflicts() -> int:
+        return int(standby.scalar(  # type: ignore[call-overload]
+            f"SELECT confl_lock FROM pg_stat_database_conflicts WHERE datname = '{DB}'", DB))
+
+    standby.append_conf(["max_standby_streaming_delay = 0"])
+    standby.run("pg_ctl", "reload", "--pgdata", str(standby.data_dir))
+    stop = threading.Event()
+
+    def lock_in_a_loop() -> None:
+        import psycopg
+
+        with psycopg.connect(primary.dsn(DB), autocommit=True) as conn:
+            while not stop.is_set():
+                with conn.transaction():
+                    conn.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+
+    locker = threading.Thread(target=lock_in_a_loop)
+    try:
+        wait_until(lambda: delay() == "0", what="the standby's new delay")
+        before = conflicts()
+        locker.start()
+        statuses: list[int] = []
+
+        def retried() -> bool:
+            resp = pair.http.get("/api/jobs", params={"take": "50"})
+            statuses.append(resp.status_code)
+            if resp.status_code != 200:  # ends the wait: the assertion below says it
+                return True
+            text = pair.http.get("/metrics").text
+            return (metric(text, "scheduler_read_replica_retried_reads_total") or 0) >= 1
+
+        wait_until(retried, timeout=60, interval=0, what="a read cancelled and retried")
+    finally:
+        stop.set()
+        if locker.is_alive():
+            locker.join()
+        standby.append_conf(["max_standby_streaming_delay = 30s"])
+        standby.run("pg_ctl", "reload", "--pgdata", str(standby.data_dir))
+    assert set(statuses) == {200}
+    # A backend reports its conflicts to the statistics when it next goes idle (PostgreSQL
+    # flushes them within its idle interval, 10 s at most).
+    wait_until(lambda: conflicts() > before, timeout=30, interval=0.2,
+               what="the standby's lock conflicts counted")
+    assert '"replica_read_retried"' in pair.c.output()
