@@ -35,7 +35,7 @@ import trio
 from psycopg import capabilities, pq
 from psycopg import errors as e
 from psycopg._conninfo_attempts import conninfo_attempts
-from psycopg.conninfo import make_conninfo, timeout_from_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo, timeout_from_conninfo
 from psycopg.rows import AsyncRowFactory, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg.waiting import Ready, Wait
@@ -255,7 +255,8 @@ class Pool:
     async def _connect(self) -> TrioConnection:
         try:
             with trio.fail_after(self.connect_timeout):
-                conn = await connect(self.conninfo, prepare_threshold=self.prepare_threshold)
+                conn = await connect(self.conninfo, prepare_threshold=self.prepare_threshold,
+                                     connect_seconds=self.connect_timeout)
                 return conn
         except (psycopg.OperationalError, trio.TooSlowError) as ex:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {ex}") from ex
@@ -348,15 +349,43 @@ async def open_pool(conninfo: str, *, max_size: int = 16,
         pool.close()
 
 
+# libpq's TCP settings used when the connection string does not give them: a server
+# whose machine stopped answering is noticed in about 30 s (keepalive probes on an idle
+# connection, such as the listener's; tcp_user_timeout for data sent and never
+# acknowledged), not after the kernel's hours or minutes. Ignored on Unix sockets.
+TCP_DEFAULTS = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5",
+                "keepalives_count": "3", "tcp_user_timeout": "30000"}
+_LEAST_CONNECT_TIMEOUT = 2  # libpq's own floor for connect_timeout, in seconds
+
+
+def with_network_defaults(conninfo: str, connect_seconds: float) -> str:
+    """``conninfo`` with :data:`TCP_DEFAULTS` for what it does not set, and, when it
+    names several hosts and no ``connect_timeout``, one that shares ``connect_seconds``
+    between them: without it a first host that takes the TCP connection and never
+    answers (a frozen primary) holds libpq's attempt for 130 s, and the standby is never
+    tried (tests/integration/test_multi_host.py). What the string sets wins."""
+    given = conninfo_to_dict(conninfo)
+    added = {k: v for k, v in TCP_DEFAULTS.items() if k not in given}
+    hosts = len(str(given.get("host") or given.get("hostaddr") or "").split(","))
+    if hosts > 1 and "connect_timeout" not in given:
+        added["connect_timeout"] = str(max(_LEAST_CONNECT_TIMEOUT,
+                                           int(connect_seconds // hosts)))
+    return make_conninfo(conninfo, **added) if added else conninfo
+
+
 async def connect(conninfo: str, *, autocommit: bool = True,
-                  prepare_threshold: int | None = 5) -> TrioConnection:
-    """One standalone connection (dict rows, session time zone UTC), e.g. for LISTEN.
+                  prepare_threshold: int | None = 5,
+                  connect_seconds: float = 10.0) -> TrioConnection:
+    """One standalone connection (dict rows, session time zone UTC), e.g. for LISTEN;
+    the TCP settings of :func:`with_network_defaults` where ``conninfo`` has none
+    (``connect_seconds``: the whole connect's bound, shared between several hosts).
 
     The time zone is a plain ``SET``, also behind a transaction pooler: PgBouncer tracks
     TimeZone per client (from the server's ParameterStatus) and sets it again on each
     server connection the client is given (tests/integration/test_pgbouncer.py).
     """
-    conn = await TrioConnection.connect(conninfo, autocommit=autocommit, row_factory=dict_row,
+    conn = await TrioConnection.connect(with_network_defaults(conninfo, connect_seconds),
+                                        autocommit=autocommit, row_factory=dict_row,
                                         prepare_threshold=prepare_threshold)
     # json/jsonb through msgspec: several times faster than the json module both ways.
     set_json_loads(msgspec.json.decode, conn)

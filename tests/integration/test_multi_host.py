@@ -1,9 +1,9 @@
 """A multi-host DATABASE_URL (libpq's ``host=a,b``) whose first host takes TCP
 connections but never answers, as a primary whose machine froze or vanished behind a
 live address: the pool (runtime/db.py) walks the hosts one after another, each
-attempt bounded by the URL's ``connect_timeout``. With it, the pool reaches the next
-host; without it, psycopg waits 130 s an attempt and the pool's own connect deadline
-ends the walk on the first host (why docs/operations.md asks for it).
+attempt bounded by the URL's ``connect_timeout``, or, when the URL has none, by the
+pool's own connect deadline shared between the hosts (psycopg's default, 130 s an
+attempt, would let the deadline end the walk on the first host).
 
 The unanswering host is a socket that listens and never accepts: the kernel completes
 the handshake, nobody reads the startup packet.
@@ -48,10 +48,27 @@ async def test_a_pool_gets_past_a_silent_first_host_with_connect_timeout_in_the_
     assert conninfo_to_dict(db_dsn)["dbname"] == (row or {}).get("name")
 
 
-async def test_without_connect_timeout_a_silent_first_host_uses_up_the_pools_deadline(
+async def test_without_connect_timeout_the_pool_shares_its_deadline_between_the_hosts(
         db_dsn: str) -> None:
+    """No connect_timeout in the URL: the pool gives each of the two hosts half of its
+    own connect deadline (runtime/db.py with_network_defaults), so the silent first
+    host costs 2 s (libpq's floor), not psycopg's 130 s, and the second is reached."""
     with silent_port() as port:
-        pool = db.Pool(silent_first(db_dsn, port), max_size=1, connect_timeout=3)
+        pool = db.Pool(silent_first(db_dsn, port), max_size=1, connect_timeout=5)
+        try:
+            async with pool.connection() as conn:
+                row = await (await conn.execute("SELECT inet_server_port() AS port")).fetchone()
+        finally:
+            pool.close()
+    assert port != (row or {}).get("port")
+
+
+async def test_what_the_url_sets_wins_over_the_defaults(db_dsn: str) -> None:
+    """A connect_timeout in the URL is the URL's: 130 s here (psycopg's own), which the
+    pool's 3 s deadline runs out before the second host is tried."""
+    with silent_port() as port:
+        pool = db.Pool(silent_first(db_dsn, port, connect_timeout="130"), max_size=1,
+                       connect_timeout=3)
         try:
             with pytest.raises(DatabaseUnavailable, match="cannot connect"):
                 await pool.check()
