@@ -16,9 +16,10 @@ once, without trying the replica. After that the next read tries the replica aga
 ``read_replica_recovered`` once when it ends, not once per request.
 
 Error handling: a read whose replica connection broke after it had started raises
-:class:`DatabaseUnavailable` (the read cannot be replayed from inside its block); the
-reads after it go to the primary. A failure to connect falls back silently (but for
-the one log line).
+:class:`ReplicaLost` (the read cannot be replayed from inside its block: its caller may
+run it again, web/context.py does, on the primary); the reads after it go to the
+primary. A failure to connect falls back silently (but for the one log line). The
+primary's errors, on a fallback, pass through as they are.
 
 Cancellation: as :class:`Pool`.
 """
@@ -40,6 +41,10 @@ log = structlog.get_logger("runtime.read_pool")
 
 RETRY_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 3.0
+
+
+class ReplicaLost(DatabaseUnavailable):
+    """The replica's connection broke in the middle of a read (not the primary's)."""
 
 
 class ReadPoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,7 +97,7 @@ class ReadPool(Pool):
             except DatabaseUnavailable as exc:
                 self.mark_down(exc)
                 if started:
-                    raise
+                    raise ReplicaLost(str(exc)) from exc
         self._fallback_reads += 1
         async with self.primary.connection() as conn:
             yield conn

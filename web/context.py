@@ -20,7 +20,7 @@ from scheduler_core.actors.coordinator.submit_batcher import SubmitBatcher
 from scheduler_core.handlers import Registry
 from scheduler_core.runtime.config import Config
 from scheduler_core.runtime.doorbell import Doorbell
-from scheduler_core.runtime.errors import DatabaseUnavailable
+from scheduler_core.runtime.read_pool import ReplicaLost
 from scheduler_core.runtime.supervisor import SupervisorStatistics
 from scheduler_core.schema.queue_store import QueueStore
 from scheduler_core.schema.replica_store import ReplicaStore
@@ -36,9 +36,10 @@ log = structlog.get_logger("web")
 # What a standby may answer a read with that the primary would not: a query cancelled
 # for a conflict with recovery (40001: a lock, snapshot or buffer pin conflict with
 # the WAL being replayed; 57P04: its database dropped), and a connection the standby
-# ended (DatabaseUnavailable; runtime/read_pool.py marks the replica down).
+# ended mid-read (ReplicaLost; runtime/read_pool.py marks the replica down). A primary
+# that fails a read the read pool sent it while the replica was down is not retried.
 _REPLICA_FAILURES = (pg_errors.SerializationFailure, pg_errors.DatabaseDropped,
-                     DatabaseUnavailable)
+                     ReplicaLost)
 
 
 class AppContext:
