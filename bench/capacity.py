@@ -709,14 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         res["errors"]["setup"] = f"{type(exc).__name__}: {exc}"
         log(f"setup FAILED: {type(exc).__name__}: {exc}")
     finally:
-        run.procs.stop_all()
-        if run.server is not None:
-            if args.keep_dbs:
-                run.server.databases.clear()
-            try:
-                run.server.close()
-            except Exception as exc:
-                log(f"closing the database server failed: {exc!r}")
+        run.shut_down(keep_dbs=args.keep_dbs)
     res["seconds"] = round(time.monotonic() - started, 1)
     res["machine"]["loadavg_at_end"] = bl.loadavg()
     res["log_issues"] = run.procs.log_issues

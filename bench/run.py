@@ -301,6 +301,18 @@ class Run:
         self.results: dict[str, Any] = {"errors": {}}
         self.batch_endpoint: bool | None = None
 
+    def shut_down(self, *, keep_dbs: bool) -> None:
+        """Stop every process started and close the database server (its databases
+        kept with ``keep_dbs``); a failure to close is logged, not raised."""
+        self.procs.stop_all()
+        if self.server is not None:
+            if keep_dbs:
+                self.server.databases.clear()
+            try:
+                self.server.close()
+            except Exception as exc:
+                log(f"closing the database server failed: {exc!r}")
+
     # -- e2e ---------------------------------------------------------------------------
 
     def e2e(self, workers: int, slots: int, jobs: int, job_type: str = "noop", *,
@@ -2233,14 +2245,7 @@ def main(argv: list[str] | None = None) -> int:
         res["errors"]["setup"] = f"{type(exc).__name__}: {exc}"
         log(f"setup FAILED: {type(exc).__name__}: {exc}")
     finally:
-        run.procs.stop_all()
-        if run.server is not None:
-            if args.keep_dbs:
-                run.server.databases.clear()
-            try:
-                run.server.close()
-            except Exception as exc:
-                log(f"closing the database server failed: {exc!r}")
+        run.shut_down(keep_dbs=args.keep_dbs)
     res["log_issues"] = run.procs.log_issues
     res["seconds"] = round(time.monotonic() - started, 1)
     res["machine"]["loadavg_at_end"] = bl.loadavg()
