@@ -15,7 +15,6 @@ coordinator runs (schema/queries/), with the parameters its store passes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -25,8 +24,9 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from scheduler_core.schema import wire
 from scheduler_core.schema.queries import q
-from scheduler_core.schema.store import NewJob, insert_jobs_params, uuid7_many
+from scheduler_core.schema.store import NewJob, complete_runs_params, insert_jobs_params, uuid7_many
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 WORKER = "bench-wal"
@@ -63,9 +63,9 @@ def round_trip(conn: psycopg.Connection[Any], n: int, *, measure: bool,
         conn.commit()
     runs = conn.execute("SELECT id, lease_token FROM job_runs WHERE finished_at IS NULL "
                         "AND worker_id = %s", (WORKER,)).fetchall()
-    items = json.dumps([[str(r["id"]), str(r["lease_token"]), "Succeeded", None, None, 0.5,
-                         False] for r in runs])
-    complete = {"items": items, "worker_id": WORKER, "cap": 300.0, "base": 2.0}
+    complete = complete_runs_params(  # what the coordinator sends
+        [wire.Completion(run_id=r["id"], lease_token=r["lease_token"], outcome="Succeeded")
+         for r in runs], worker_id=WORKER, base=2.0, cap=300.0, max_snoozes=100)
     if measure:
         out["complete"] = explain(conn, q("complete_runs"), complete, plans)
     else:
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         with psycopg.connect(dsn, row_factory=dict_row) as conn:
             conn.execute(q("register_worker"), {
                 "id": WORKER, "hostname": "bench", "pid": os.getpid(), "capacity": args.jobs,
-                "secret_hash": b"x", "presented": b"x"})
+                "secret_hash": b"x", "presented": b"x", "queues": None})
             conn.commit()
             conn.autocommit = True
             conn.execute("CHECKPOINT")

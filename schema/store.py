@@ -127,6 +127,19 @@ def _report_items(report: wire.RunReport | None) -> tuple[object, ...]:
     return (report.progress, report.message, report.meta)
 
 
+def complete_runs_params(items: Sequence[wire.Completion], *, worker_id: str, base: float,
+                         cap: float, max_snoozes: int) -> dict[str, Any]:
+    """The parameters of ``complete_runs`` for a batch of ``worker_id``'s outcomes: one
+    JSON array of the items (each with its retry jitter drawn here)."""
+    rand = random.random
+    encoded = _json.encode([
+        (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent,
+         c.retry_after, c.snooze_seconds, *_report_items(c.report))
+        for c in items])
+    return {"items": encoded.decode(), "worker_id": worker_id, "base": base, "cap": cap,
+            "max_snoozes": max_snoozes}
+
+
 def job_out(row: dict[str, Any], runs: Sequence[dict[str, Any]] | None = None) -> wire.JobOut:
     job = wire.JobOut(**{f: row[f] for f in _JOB_FIELDS}, **_reported(row))
     if runs is not None:
@@ -835,14 +848,10 @@ class Store:
         not the job's live run or not that worker's (fenced off), and ``duplicate`` True
         where the item repeated how its run had already ended (same token and outcome: a
         resend whose answer was lost), which changed nothing."""
-        rand = random.random
-        encoded = _json.encode([
-            (c.run_id, c.lease_token, c.outcome, c.error, c.result, rand(), c.permanent,
-             c.retry_after, c.snooze_seconds, *_report_items(c.report))
-            for c in items])
-        params = {"items": encoded.decode(), "worker_id": worker_id,
-                  "base": self.retry_base_seconds, "cap": self.retry_cap_seconds,
-                  "max_snoozes": self.max_snoozes}
+        params = complete_runs_params(items, worker_id=worker_id,
+                                      base=self.retry_base_seconds,
+                                      cap=self.retry_cap_seconds,
+                                      max_snoozes=self.max_snoozes)
         async with self.pool.connection() as conn:
             for tries_left in (2, 1, 0):
                 try:
