@@ -2,13 +2,15 @@
 three statements a job costs (the batch insert, the claim, the completion).
 
     .venv/bin/python bench/wal_per_job.py [--dsn URL] [--jobs 1000] [--plans]
+        [--drop-index NAME ...]
 
 In a fresh database (dropped at the end) migrated by ``scheduler migrate``: after a
 CHECKPOINT and one unmeasured round (so full-page images and cold caches do not count),
 ``--jobs`` noop jobs are inserted with ``insert_jobs``, claimed by one ``claim_jobs`` and
 completed (Succeeded) by one ``complete_runs``, each under EXPLAIN (ANALYZE, BUFFERS, WAL).
 Prints WAL records, bytes and full-page images per job for each statement and in total;
-``--plans`` also prints the text plans. The statements are the named queries the
+``--plans`` also prints the text plans; ``--drop-index`` measures the same statements
+without some of the indexes of ``jobs`` (a what-if: docs/decisions/0031). The statements are the named queries the
 coordinator runs (schema/queries/), with the parameters its store passes.
 """
 
@@ -22,6 +24,7 @@ import uuid
 from typing import Any
 
 import psycopg
+import psycopg.sql
 from psycopg.rows import dict_row
 
 from scheduler_core.schema import wire
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", default=os.environ.get("DATABASE_URL", DEFAULT_DSN))
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--plans", action="store_true", help="print the text plans too")
+    parser.add_argument("--drop-index", action="append", default=[], metavar="NAME",
+                        help="what if: drop this index of jobs after migrating (repeatable)")
     args = parser.parse_args(argv)
     name = f"scbench_wal_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(args.dsn, autocommit=True) as admin:
@@ -88,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, "-m", "scheduler_core.command.cli", "migrate"],
                        check=True, capture_output=True, env={**os.environ, "DATABASE_URL": dsn})
         with psycopg.connect(dsn, row_factory=dict_row) as conn:
+            for index in args.drop_index:
+                conn.execute(psycopg.sql.SQL("DROP INDEX {}").format(psycopg.sql.Identifier(index)))
             conn.execute(q("register_worker"), {
                 "id": WORKER, "hostname": "bench", "pid": os.getpid(), "capacity": args.jobs,
                 "secret_hash": b"x", "presented": b"x", "queues": None})
