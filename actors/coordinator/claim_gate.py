@@ -214,9 +214,6 @@ class ClaimGate:
         """Give ``jobs``, claimed for ``poll``'s worker, to the poll (which answers its
         worker with them), or back to the queue (``Released``) when the poll's request
         has gone meanwhile. ``[]`` lets the poll go on waiting."""
-        # Judged before any other task runs: the polls the claim's ring woke skip their
-        # query when this one found the queues drained.
-        self.saw(poll.queues, self.doorbell.generation, asked=poll.limit, got=len(jobs))
         if poll.state == _GONE:
             await self._hand_back(poll.worker_id, jobs)
             return

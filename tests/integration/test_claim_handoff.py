@@ -7,7 +7,7 @@ submits one job to an idle worker.)"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -44,22 +44,11 @@ class Parked:
             await self.event.wait()
 
 
-class CountingStore(Store):
-    """Counts the claim queries of long polls (the hand-off's claim is not one)."""
-
-    claims = 0
-
-    async def claim(self, worker_id: str, limit: int,
-                    queues: Sequence[str]) -> list[wire.ClaimedJob]:
-        self.claims += 1
-        return await super().claim(worker_id, limit, queues)
-
-
 @asynccontextmanager
 async def coordinator_parts(dsn: str, **store_args: Any
-                            ) -> AsyncIterator[tuple[CountingStore, ClaimGate, SubmitBatcher]]:
+                            ) -> AsyncIterator[tuple[Store, ClaimGate, SubmitBatcher]]:
     async with db.open_pool(dsn, max_size=4) as pool:
-        store = CountingStore(pool, **store_args)
+        store = Store(pool, **store_args)
         await store.register_worker(wire.RegisterWorker(
             worker_id=WORKER, hostname="test", pid=1, capacity=4),
             secret_hash=b"x", presented=None)
@@ -90,30 +79,6 @@ async def test_a_lone_submit_claims_for_the_parked_poll_of_its_queue(db_dsn: str
         assert gate.handoffs == 1
         assert scalar(db_dsn, "SELECT status || ' ' || worker_id FROM jobs WHERE id = %s",
                       job.id) == f"Running {WORKER}"
-
-
-async def test_polls_woken_by_the_hand_off_skip_their_query_when_it_drained_the_queue(
-        db_dsn: str) -> None:
-    async with coordinator_parts(db_dsn) as (store, gate, batcher):
-        first, second = Parked(), Parked()
-        got: list[wire.ClaimedJob] = []
-
-        async def poll() -> None:
-            got.extend(await gate.claim(claim(["default"]), waiting=first))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(poll)
-            await first.again(1)
-            nursery.start_soon(lambda: gate.claim(wire.Claim(
-                worker_id="another", max=4, wait_seconds=30, queues=["default"]),
-                waiting=second))
-            await second.again(1)
-            assert store.claims == 2  # each poll looked once before parking
-            job, _ = await batcher.submit(NewJob(type="noop", payload={}))
-            await second.again(2)  # woken by the ring, parked again
-            nursery.cancel_scope.cancel()
-        assert [j.job_id for j in got] == [job.id]
-        assert store.claims == 2  # the second poll ran no query for the job taken
 
 
 async def test_a_poll_for_every_queue_takes_a_job_of_any_queue(db_dsn: str) -> None:
