@@ -158,31 +158,6 @@ def _parents_of(parents: dict[str, Any] | None) -> dict[str, Any]:
             "parent_counts": counts}
 
 
-def _claimed(rows: Sequence[dict[str, Any]]) -> list[wire.ClaimedJob]:
-    """claim_jobs' rows as the claim's answer."""
-    return [wire.ClaimedJob(
-        job_id=r["id"], run_id=r["run_id"], lease_token=r["lease_token"],
-        lease_expires_at=r["lease_expires_at"], type=r["type"], payload=r["payload"],
-        queue=r["queue"], attempt=r["attempt"], max_attempts=r["max_attempts"],
-        timeout_seconds=r["timeout_seconds"], run_at=r["run_at"],
-        traceparent=r["traceparent"], previous_run_id=r["previous_run_id"],
-        **_parents_of(r["parents"])) for r in rows]
-
-
-def _insert_job_params(job: NewJob, job_id: uuid.UUID) -> dict[str, Any]:
-    """insert_job's parameters for ``job``, which gets ``job_id``."""
-    return {
-        "id": job_id, "type": job.type, "payload": Jsonb(job.payload), "queue": job.queue,
-        "priority": job.priority, "run_at": job.run_at,
-        "max_attempts": job.max_attempts, "timeout_seconds": job.timeout_seconds,
-        "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
-        "fire_time": job.fire_time, "concurrency_key": job.concurrency_key,
-        "unique_key": job.unique_key, "unique_window_ms": job.unique_window_ms,
-        "unique_states": job.unique_states, "traceparent": job.traceparent,
-        "tags": job.tags,
-    }
-
-
 def _submitted(row: dict[str, Any], created: bool) -> wire.SubmittedJob:
     return wire.SubmittedJob(**{f: row[f] for f in _JOB_FIELDS}, **_reported(row),
                              created=created)
@@ -489,11 +464,9 @@ class Store:
         self.echoes = echoes
 
     async def _notifying(self, conn: TrioConnection, name: str,
-                         params: dict[str, Any] | None = None, *,
-                         ring: bool = True) -> AsyncCursor[Any]:
+                         params: dict[str, Any] | None = None) -> AsyncCursor[Any]:
         """Run a statement that notifies ``scheduler_jobs`` (by trigger or itself) with
-        this connection's backend pid as the payload: expect its echo, ring at once
-        (``ring=False``: the caller rings, later)."""
+        this connection's backend pid as the payload: expect its echo, ring at once."""
         echoes = self.echoes
         key = str(conn.info.backend_pid)
         if echoes is not None:
@@ -505,7 +478,7 @@ class Store:
                 echoes.cancel(key)
             raise
         finally:
-            if ring and self.wake is not None:
+            if self.wake is not None:
                 self.wake()
         return cur
 
@@ -534,7 +507,17 @@ class Store:
         started); the unique indexes make this race-free.
         """
         job_id = uuid7()
-        params = _insert_job_params(job, job_id)
+        params = {
+            "id": job_id, "type": job.type, "payload": Jsonb(job.payload),
+            "queue": job.queue,
+            "priority": job.priority, "run_at": job.run_at,
+            "max_attempts": job.max_attempts, "timeout_seconds": job.timeout_seconds,
+            "idempotency_key": job.idempotency_key, "schedule_id": job.schedule_id,
+            "fire_time": job.fire_time, "concurrency_key": job.concurrency_key,
+            "unique_key": job.unique_key, "unique_window_ms": job.unique_window_ms,
+            "unique_states": job.unique_states, "traceparent": job.traceparent,
+            "tags": job.tags,
+        }
         if job.unique_key is not None:
             [outcome] = await self._submit_unique([job], {0: job_id}, {}, "insert_job",
                                                   params)
@@ -545,40 +528,6 @@ class Store:
         async with self.pool.connection() as conn:
             cur = await self._notifying(conn, "insert_job", params)
             row = await cur.fetchone()
-        return await self._submitted_or_existing(job, row)
-
-    async def submit_claiming(self, job: NewJob, worker_id: str, limit: int,
-                              queues: Sequence[str]
-                              ) -> tuple[tuple[wire.JobOut, bool],
-                                         list[wire.ClaimedJob] | errors.Error]:
-        """:meth:`submit` a job with no unique key, then, on the same connection, claim
-        up to ``limit`` due jobs of ``queues`` for ``worker_id`` (a parked long poll's:
-        actors/coordinator/claim_gate.py ``take``), with the statement the poll would
-        have run. The claim runs only when the job was created. When the claim fails,
-        its error comes back in place of the claimed jobs: the job stays written."""
-        params = _insert_job_params(job, uuid7())
-        claimed: list[wire.ClaimedJob] | errors.Error = []
-        try:
-            async with self.pool.connection() as conn:
-                cur = await self._notifying(conn, "insert_job", params, ring=False)
-                row = await cur.fetchone()
-                if row is not None:
-                    try:
-                        cur = await conn.execute(q("claim_jobs"), self._claim_params(
-                            worker_id, limit, queues))
-                        claimed = _claimed(await cur.fetchall())
-                    except errors.Error as exc:  # a broken connection is discarded
-                        claimed = exc
-        finally:
-            # Rung once the claim is made: other parked polls look for what it left.
-            if self.wake is not None:
-                self.wake()
-        return await self._submitted_or_existing(job, row), claimed
-
-    async def _submitted_or_existing(self, job: NewJob, row: dict[str, Any] | None
-                                     ) -> tuple[wire.JobOut, bool]:
-        """A lone INSERT's answer: its row (created), else the job holding the
-        idempotency key (not created)."""
         if row is not None:
             return job_out(row), True
         if job.idempotency_key is not None:
@@ -879,15 +828,18 @@ class Store:
             lost=[r.run_id for r in hb.runs if r.run_id not in renewed],
             known=known)
 
-    def _claim_params(self, worker_id: str, limit: int,
-                      queues: Sequence[str]) -> dict[str, Any]:
-        return {"worker_id": worker_id, "limit": limit, "queues": list(queues),
-                "lease_seconds": self.lease_seconds}
-
     async def claim(self, worker_id: str, limit: int,
                     queues: Sequence[str]) -> list[wire.ClaimedJob]:
-        return _claimed(await self._all("claim_jobs",
-                                        self._claim_params(worker_id, limit, queues)))
+        rows = await self._all("claim_jobs", {
+            "worker_id": worker_id, "limit": limit, "queues": list(queues),
+            "lease_seconds": self.lease_seconds})
+        return [wire.ClaimedJob(
+            job_id=r["id"], run_id=r["run_id"], lease_token=r["lease_token"],
+            lease_expires_at=r["lease_expires_at"], type=r["type"], payload=r["payload"],
+            queue=r["queue"], attempt=r["attempt"], max_attempts=r["max_attempts"],
+            timeout_seconds=r["timeout_seconds"], run_at=r["run_at"],
+            traceparent=r["traceparent"], previous_run_id=r["previous_run_id"],
+            **_parents_of(r["parents"])) for r in rows]
 
     async def complete(self, items: Sequence[wire.Completion], *,
                        worker_id: str) -> list[CompletedRun]:

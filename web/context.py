@@ -75,9 +75,7 @@ class AppContext:
         self.claims = claims if claims is not None else ClaimGate(
             store, self.doorbell, max_wait=config.claim_wait_seconds)
         # Single submits, written in groups (actors/coordinator/submit_batcher.py).
-        # A lone submit claims for a parked long poll of its queue (the hand-off).
-        self.submits = submits if submits is not None else SubmitBatcher(
-            store, handoff=self.claims)
+        self.submits = submits if submits is not None else SubmitBatcher(store)
         # The per-worker secrets' check and its cache (web/worker_secrets.py).
         self.worker_secrets = worker_secrets if worker_secrets is not None else WorkerSecrets()
         self.supervisor = supervisor

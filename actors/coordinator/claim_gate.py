@@ -6,11 +6,6 @@ It lives with the coordinator's actors, not in the route that answers
 with runs claimed for a worker that hung up), and the web layer only reads the body,
 checks the worker and encodes the answer. One :class:`ClaimGate` per coordinator
 process, built with the web layer's context (web/context.py) and held there.
-
-A lone single submit may claim for a parked long poll itself (:meth:`ClaimGate.take`,
-:meth:`ClaimGate.hand_over`; the submit side is actors/coordinator/submit_batcher.py):
-the claim then follows the INSERT on the same connection instead of waiting for the
-woken poll's own turn on the loop (docs/decisions/0032-claim-hand-off.md).
 """
 
 from __future__ import annotations
@@ -33,27 +28,6 @@ CLAIM_QUERY_TIMEOUT = 30.0  # bounds the shielded claim query (a stuck database)
 # Entered around each parked wait of a long poll (the web layer passes its
 # claims-waiting gauge); the default records nothing.
 Waiting = Callable[[], AbstractContextManager[object]]
-
-
-_PARKED, _TAKEN, _DELIVERED, _GONE = range(4)
-
-
-class Parked:
-    """A long poll parked in :meth:`ClaimGate.claim`: the worker it claims for, how many
-    and from which queues. A submit that :meth:`~ClaimGate.take` s it claims for it and
-    must then :meth:`~ClaimGate.hand_over` what it claimed (nothing, on any failure)."""
-
-    __slots__ = ("handed", "jobs", "limit", "queues", "scope", "state", "worker_id")
-
-    def __init__(self, worker_id: str, limit: int, queues: Sequence[str],
-                 scope: trio.CancelScope) -> None:
-        self.worker_id = worker_id
-        self.limit = limit
-        self.queues = list(queues)
-        self.state = _PARKED
-        self.jobs: list[wire.ClaimedJob] = []
-        self.handed = trio.Event()
-        self.scope = scope  # the poll's wait: cancelled to wake it
 
 
 class ClaimGate:
@@ -84,16 +58,15 @@ class ClaimGate:
         self.max_wait = max_wait
         self.lock = trio.Lock()
         self._drained: dict[frozenset[str], int] = {}
-        self._parked: dict[Parked, None] = {}  # the long polls waiting, oldest first
+        self._parked: set[trio.CancelScope] = set()  # the long polls' waits
         self.stopping = False
-        self.handoffs = 0  # hand-overs that gave a parked poll jobs (tests read it)
 
     def stop_waiting(self) -> None:
         """End every parked long poll now (each answers what it has claimed: nothing),
         and park no claim from now on. Idempotent."""
         self.stopping = True
-        for poll in self._parked:
-            poll.scope.cancel()
+        for scope in self._parked:
+            scope.cancel()
 
     def drained(self, queues: Sequence[str], generation: int) -> bool:
         """Whether a claim since doorbell ring ``generation`` found ``queues`` drained."""
@@ -115,12 +88,8 @@ class ClaimGate:
         is no busy polling; it ends at once when the gate stops waiting
         (:meth:`stop_waiting`).
 
-        A lone submit may claim for the parked poll (:meth:`take`): the poll then waits
-        for what it hands over instead of querying.
-
         Cancellation: a claim query once started runs to its end (see
-        :meth:`claim_once`); cancelled while parked, nothing was claimed, or what a
-        submit claims for the poll is handed back (:meth:`hand_over`).
+        :meth:`claim_once`); cancelled while parked, nothing was claimed.
         """
         wait = min(request.wait_seconds, self.max_wait)
         deadline = trio.current_time() + wait
@@ -135,27 +104,12 @@ class ClaimGate:
                 wake_at = deadline
                 if next_due is not None and not math.isnan(next_due):
                     wake_at = min(deadline, trio.current_time() + max(next_due, 0.001))
-            timer = trio.CancelScope(deadline=wake_at)
-            poll = Parked(request.worker_id, request.max, request.queues, timer)
-            try:
-                with timer, waiting():
-                    self._parked[poll] = None
-                    try:
-                        await self.doorbell.wait_since(generation)
-                    finally:
-                        del self._parked[poll]
-            except BaseException:
-                if poll.state == _TAKEN:
-                    poll.state = _GONE  # the submit claiming for it gives the runs back
-                elif poll.state == _DELIVERED:
-                    await self._hand_back(poll.worker_id, poll.jobs)
-                raise
-            if poll.state != _PARKED:  # a submit is claiming, or has claimed, for it
-                jobs = await self._handed(poll)
-                generation = self.doorbell.generation
-                self.saw(request.queues, generation, asked=request.max, got=len(jobs))
-                queried = True
-                continue
+            with trio.CancelScope(deadline=wake_at) as timer, waiting():
+                self._parked.add(timer)
+                try:
+                    await self.doorbell.wait_since(generation)
+                finally:
+                    self._parked.discard(timer)
             if self.stopping:
                 break
             async with self.lock:
@@ -192,70 +146,16 @@ class ClaimGate:
         """
         with trio.CancelScope(shield=True), trio.fail_after(CLAIM_QUERY_TIMEOUT):
             jobs = await self.store.claim(worker_id, limit, queues)
-        await self._keep(worker_id, jobs)
-        return jobs
-
-    def take(self, queue: str) -> Parked | None:
-        """The longest-parked long poll that claims from ``queue`` (named, or ``*``),
-        taken for the caller to claim for; None when no poll waits for it.
-
-        The caller must :meth:`hand_over` to it, whatever happens: the poll waits for
-        that (not for the doorbell) from now on.
-        """
-        if self.stopping:
-            return None
-        for poll in self._parked:
-            if poll.state == _PARKED and (queue in poll.queues or "*" in poll.queues):
-                poll.state = _TAKEN
-                return poll
-        return None
-
-    async def hand_over(self, poll: Parked, jobs: list[wire.ClaimedJob]) -> None:
-        """Give ``jobs``, claimed for ``poll``'s worker, to the poll (which answers its
-        worker with them), or back to the queue (``Released``) when the poll's request
-        has gone meanwhile. ``[]`` lets the poll go on waiting."""
-        if poll.state == _GONE:
-            await self._hand_back(poll.worker_id, jobs)
-            return
-        poll.jobs = jobs
-        poll.state = _DELIVERED
-        poll.handed.set()
-        poll.scope.cancel()  # wakes it, if no ring has yet
-        if jobs:
-            self.handoffs += 1
-
-    async def _handed(self, poll: Parked) -> list[wire.ClaimedJob]:
-        """What the submit that took ``poll`` claimed for it, kept only if this request
-        is still there to answer with it."""
-        try:
-            await poll.handed.wait()
-        except BaseException:
-            if poll.state == _TAKEN:
-                poll.state = _GONE  # hand_over gives them back
-            else:  # handed over as this request was cancelled
-                await self._hand_back(poll.worker_id, poll.jobs)
-            raise
-        await self._keep(poll.worker_id, poll.jobs)
-        return poll.jobs
-
-    async def _keep(self, worker_id: str, jobs: list[wire.ClaimedJob]) -> None:
-        """Runs claimed for this request stay claimed unless it has been cancelled (the
-        worker hung up: hypercorn cancels the handler): then they are handed straight
-        back before the cancellation goes on."""
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
         except trio.Cancelled:
-            await self._hand_back(worker_id, jobs)
+            if jobs:
+                with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_QUERY_TIMEOUT):
+                    await self.store.complete([wire.Completion(
+                        run_id=j.run_id, lease_token=j.lease_token, outcome="Released",
+                        error="handed back: the worker hung up before its claim was "
+                              "answered")
+                        for j in jobs], worker_id=worker_id)
+                    log.warning("claim_abandoned", worker_id=worker_id, runs=len(jobs))
             raise
-
-    async def _hand_back(self, worker_id: str, jobs: list[wire.ClaimedJob]) -> None:
-        """Release ``jobs`` (claimed for a request that is gone): back to Pending, their
-        attempt given back. Shielded and bounded."""
-        if not jobs:
-            return
-        with trio.CancelScope(shield=True), trio.move_on_after(CLAIM_QUERY_TIMEOUT):
-            await self.store.complete([wire.Completion(
-                run_id=j.run_id, lease_token=j.lease_token, outcome="Released",
-                error="handed back: the worker hung up before its claim was answered")
-                for j in jobs], worker_id=worker_id)
-            log.warning("claim_abandoned", worker_id=worker_id, runs=len(jobs))
+        return jobs

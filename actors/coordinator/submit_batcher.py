@@ -16,7 +16,6 @@ import msgspec
 import structlog
 import trio
 
-from scheduler_core.actors.coordinator.claim_gate import ClaimGate
 from scheduler_core.runtime.errors import DatabaseUnavailable
 from scheduler_core.schema import wire
 from scheduler_core.schema.store import NewJob, Store
@@ -74,19 +73,11 @@ class SubmitBatcher:
     hit. Should the INSERT of a group of several fail for another reason (a job the
     validation let through but PostgreSQL refuses), nothing was written and the group
     is written again one job at a time, so that one job fails alone.
-
-    With ``handoff`` (the coordinator's claim gate), a job written alone that is due at
-    once, while a worker's long poll for its queue is parked here, is claimed for that
-    poll right after its INSERT, on the same connection (:meth:`ClaimGate.take`):
-    the worker gets it without the woken poll's own turn on the loop and its own
-    claim query (docs/decisions/0032-claim-hand-off.md).
     """
 
-    def __init__(self, store: Store, *, max_group: int = MAX_GROUP,
-                 handoff: ClaimGate | None = None) -> None:
+    def __init__(self, store: Store, *, max_group: int = MAX_GROUP) -> None:
         self.store = store
         self.max_group = max_group
-        self.handoff = handoff
         self._queue: deque[_Slot] = deque()
         self._busy = False  # a slot leads or a group is being written
         self._groups = self._jobs = self._largest = self._split = 0
@@ -196,28 +187,7 @@ class SubmitBatcher:
                 s.result = outcome
 
     async def _insert_one(self, slot: _Slot) -> None:
-        job = slot.job
-        poll = None
-        if (self.handoff is not None and job.run_at is None and job.unique_key is None
-                and job.schedule_id is None):
-            poll = self.handoff.take(job.queue)
-        if poll is None:
-            try:
-                slot.result = await self.store.submit(job)
-            except Exception as exc:
-                slot.error = exc
-            return
-        assert self.handoff is not None
-        claimed: list[wire.ClaimedJob] = []
         try:
-            slot.result, got = await self.store.submit_claiming(
-                job, poll.worker_id, poll.limit, poll.queues)
-            if isinstance(got, Exception):  # the job is written; the poll claims itself
-                log.warning("handoff_claim_failed", worker_id=poll.worker_id,
-                            error=f"{type(got).__name__}: {got}")
-            else:
-                claimed = got
+            slot.result = await self.store.submit(slot.job)
         except Exception as exc:
             slot.error = exc
-        finally:  # always: the poll waits for it
-            await self.handoff.hand_over(poll, claimed)
