@@ -51,13 +51,13 @@ class ReadPoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """``up``: the replica answered the last time it was tried. ``replica_reads`` and
     ``fallback_reads``: connections handed out on each side since start;
     ``outages``: times the replica went down; ``retried_reads``: reads the replica
-    failed mid-way that were run again on the primary (web/context.py, kept there)."""
+    failed mid-way that their caller ran again on the primary (:meth:`ReadPool.retried`)."""
 
     up: bool
     replica_reads: int
     fallback_reads: int
     outages: int
-    retried_reads: int = 0
+    retried_reads: int
 
 
 class ReadPool(Pool):
@@ -77,6 +77,7 @@ class ReadPool(Pool):
         self._replica_reads = 0
         self._fallback_reads = 0
         self._outages = 0
+        self._retried_reads = 0
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[TrioConnection]:
@@ -132,7 +133,12 @@ class ReadPool(Pool):
     def up(self) -> bool:
         return self._down_since is None
 
+    def retried(self) -> None:
+        """A read the replica failed (its caller's to judge) was run again on the
+        primary: counted in :meth:`read_statistics`."""
+        self._retried_reads += 1
+
     def read_statistics(self) -> ReadPoolStatistics:
         return ReadPoolStatistics(up=self.up, replica_reads=self._replica_reads,
                                   fallback_reads=self._fallback_reads,
-                                  outages=self._outages)
+                                  outages=self._outages, retried_reads=self._retried_reads)

@@ -87,7 +87,6 @@ class AppContext:
         # runtime/read_pool.py falls back to the primary): see reads(). None: no replica.
         self.replica = replica
         self.replica_lag = replica_lag
-        self.replica_retries = 0  # reads the replica failed, answered by the primary
 
     def reads(self, strong: bool = False) -> Reads:
         """The stores a read route uses: the replica's, or with ``strong``
@@ -111,7 +110,8 @@ class AppContext:
         try:
             return await call(side)
         except _REPLICA_FAILURES as exc:
-            self.replica_retries += 1
+            if self.replica_lag is not None:  # set with the replica: its read pool
+                self.replica_lag.replica.retried()
             log.info("replica_read_retried", on="primary", error=type(exc).__name__)
         return await call(self.reads(strong=True))
 

@@ -30,5 +30,4 @@ def read_statistics(ctx: AppContext) -> ReadPoolStatistics | None:
     """The read pool's counters, or None without a replica."""
     if ctx.replica_lag is None:
         return None
-    return msgspec.structs.replace(ctx.replica_lag.replica.read_statistics(),
-                                   retried_reads=ctx.replica_retries)
+    return ctx.replica_lag.replica.read_statistics()

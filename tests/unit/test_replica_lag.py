@@ -41,11 +41,13 @@ def test_without_a_replica_metrics_show_no_replica_gauges() -> None:
 
 
 def test_with_a_replica_metrics_show_its_state_and_lag() -> None:
-    reads = ReadPoolStatistics(up=True, replica_reads=7, fallback_reads=2, outages=1)
+    reads = ReadPoolStatistics(up=True, replica_reads=7, fallback_reads=2, outages=1,
+                               retried_reads=3)
     text = metrics.render(None, None, reads).decode()
     assert "scheduler_read_replica_up 1.0" in text
     assert "scheduler_read_replica_fallback_reads_total 2.0" in text
     assert "scheduler_read_replica_outages_total 1.0" in text
+    assert "scheduler_read_replica_retried_reads_total 3.0" in text
     assert "scheduler_read_replica_lag_bytes" not in text  # no snapshot: lag unknown
     collector = metrics.ReplicaCollector(ReplicaLag(
         reads_from="replica", reachable=True, standby=True, caught_up=False, lag_bytes=4096,
