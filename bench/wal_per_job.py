@@ -10,8 +10,9 @@ CHECKPOINT and one unmeasured round (so full-page images and cold caches do not 
 completed (Succeeded) by one ``complete_runs``, each under EXPLAIN (ANALYZE, BUFFERS, WAL).
 Prints WAL records, bytes and full-page images per job for each statement and in total;
 ``--plans`` also prints the text plans; ``--drop-index`` measures the same statements
-without some of the indexes of ``jobs`` (a what-if: docs/decisions/0031). The statements are the named queries the
-coordinator runs (schema/queries/), with the parameters its store passes.
+without some of the indexes of ``jobs`` (a what-if: docs/decisions/0031). The
+statements are the named queries the coordinator runs (schema/queries/), with the
+parameters its store passes.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                        check=True, capture_output=True, env={**os.environ, "DATABASE_URL": dsn})
         with psycopg.connect(dsn, row_factory=dict_row) as conn:
             for index in args.drop_index:
-                conn.execute(psycopg.sql.SQL("DROP INDEX {}").format(psycopg.sql.Identifier(index)))
+                conn.execute(psycopg.sql.SQL("DROP INDEX {}").format(
+                    psycopg.sql.Identifier(index)))
             conn.execute(q("register_worker"), {
                 "id": WORKER, "hostname": "bench", "pid": os.getpid(), "capacity": args.jobs,
                 "secret_hash": b"x", "presented": b"x", "queues": None})
